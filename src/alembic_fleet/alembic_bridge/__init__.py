@@ -1,0 +1,1 @@
+"""The only package that talks to Alembic's runtime (ScriptDirectory, EnvironmentContext)."""

@@ -1,0 +1,218 @@
+"""The body of a service's ``env.py``: ``run_migrations(target_metadata=...)``.
+
+Two callers:
+
+* ``fleet`` hands over an open connection and the target schema through
+  ``config.attributes`` (``connection``, ``fleet_schema``);
+* plain ``alembic`` in the service folder: the schema comes from ``-x schema=NAME``,
+  ``-x tenant=NAME`` or ``ALEMBIC_SCHEMA``; the database from ``-x url=``, the service's entry
+  in ``fleet.toml`` (embedded PostgreSQL included), ``sqlalchemy.url`` in alembic.ini, or
+  ``DATABASE_URI`` / ``DATABASE_URL``.
+
+Either way the version table lives in the target schema, the schema is created when missing,
+and ``search_path`` is set *inside* the migration transaction (``SET LOCAL``): a ``SET`` issued
+before ``begin_transaction()`` would open a transaction under SQLAlchemy 2, silently turning
+``transaction_per_migration`` off.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alembic_fleet.exceptions import ConfigError, FleetError, UsageError
+from alembic_fleet.model.identifiers import quote_ident
+
+ATTR_CONNECTION = "connection"
+ATTR_SCHEMA = "fleet_schema"
+ATTR_APPLIED = "fleet_applied"
+"""A list fleet hands over; the helper appends each revision as Alembic applies it."""
+
+
+def run_migrations(target_metadata: Any = None, **configure_kwargs: Any) -> None:
+    """Run the migrations Alembic asked for, for one schema, online or offline."""
+    from alembic import context
+
+    config = context.config
+    schema = config.attributes.get(ATTR_SCHEMA) or _schema_from_command_line(context)
+    kwargs = _configure_kwargs(schema, target_metadata, configure_kwargs)
+    applied = config.attributes.get(ATTR_APPLIED)
+    if applied is not None:
+        _record_applied(kwargs, applied)
+    if context.is_offline_mode():
+        _run_offline(context, schema, kwargs)
+        return
+    connection = config.attributes.get(ATTR_CONNECTION)
+    if connection is not None:
+        _run_online(context, connection, schema, kwargs)
+        return
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(_url_from_command_line(context), poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            _run_online(context, connection, schema, kwargs)
+    finally:
+        engine.dispose()
+
+
+def _configure_kwargs(schema: str, metadata: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """Our defaults for ``context.configure``; the caller's keywords win."""
+    version_table = extra.get("version_table", "alembic_version")
+    user_include_name = extra.pop("include_name", None)
+
+    def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+        # The version table lives in the tenant schema, which autogenerate sees as the
+        # default schema; without this it proposes to drop it.
+        if type_ == "table" and name == version_table:
+            return False
+        return user_include_name(name, type_, parent_names) if user_include_name else True
+
+    kwargs: dict[str, Any] = {
+        "target_metadata": metadata,
+        "version_table_schema": schema,
+        "include_schemas": False,
+        "include_name": include_name,
+        "compare_type": True,
+    }
+    kwargs.update(extra)
+    return kwargs
+
+
+def _record_applied(kwargs: dict[str, Any], applied: list[str]) -> None:
+    """Chain an ``on_version_apply`` hook that tells fleet how far a target got."""
+    user_hook = kwargs.get("on_version_apply")
+
+    def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+        applied.append(step.up_revision_id if step.is_upgrade else step.down_revision_ids)
+        if user_hook:
+            user_hook(ctx=ctx, step=step, heads=heads, run_args=run_args)
+
+    kwargs["on_version_apply"] = on_version_apply
+
+
+def _run_online(context: Any, connection: Any, schema: str, kwargs: dict[str, Any]) -> None:
+    quoted = quote_ident(schema)
+    context.configure(connection=connection, **kwargs)
+    if kwargs.get("transaction_per_migration"):
+        # One transaction per revision: a SET LOCAL would end with the first one, so set the
+        # session's path and commit before Alembic begins its own transactions.
+        connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+        connection.exec_driver_sql(f"SET search_path TO {quoted}")
+        connection.commit()
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            if not connection.closed and not connection.invalidated:
+                connection.rollback()
+                connection.exec_driver_sql("RESET search_path")
+                connection.commit()
+        return
+    with context.begin_transaction():
+        connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+        connection.exec_driver_sql(f"SET LOCAL search_path TO {quoted}")
+        context.run_migrations()
+
+
+def _run_offline(context: Any, schema: str, kwargs: dict[str, Any]) -> None:
+    quoted = quote_ident(schema)
+    url = context.config.attributes.get("fleet_url") or _url_or_none(context) or "postgresql://"
+    context.configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"}, **kwargs)
+    with context.begin_transaction():
+        context.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+        context.execute(f"SET LOCAL search_path TO {quoted}")
+        context.run_migrations()
+
+
+def _schema_from_command_line(context: Any) -> str:
+    """Schema for plain ``alembic``: -x schema / -x tenant / ALEMBIC_SCHEMA / single schema."""
+    x_args = context.get_x_argument(as_dictionary=True)
+    if x_args.get("schema"):
+        return x_args["schema"]
+    service = _fleet_service(context)
+    if x_args.get("tenant"):
+        if service is None:
+            raise UsageError("-x tenant=NAME needs a fleet.toml that lists this service",
+                             hint="use -x schema=NAME or ALEMBIC_SCHEMA instead")
+        return service.schema_for(x_args["tenant"])
+    if os.environ.get("ALEMBIC_SCHEMA"):
+        return os.environ["ALEMBIC_SCHEMA"]
+    if service is not None and not service.per_tenant:
+        return service.schema
+    raise UsageError(
+        "no target schema: this service keeps one schema per tenant",
+        hint="run e.g. 'ALEMBIC_SCHEMA=auth_default alembic upgrade head', "
+        "'alembic -x tenant=default upgrade head', or use 'fleet migrate'",
+    )
+
+
+def _url_or_none(context: Any) -> str | None:
+    try:
+        return _url_from_command_line(context)
+    except FleetError:
+        return None
+
+
+def _url_from_command_line(context: Any) -> str:
+    """Database URL for plain ``alembic`` (see the module docstring for the order)."""
+    from alembic_fleet.databases import Databases
+
+    x_args = context.get_x_argument(as_dictionary=True)
+    if x_args.get("url"):
+        return x_args["url"]
+    service = _fleet_service(context)
+    if service is not None:
+        config = _fleet_config(context)
+        return Databases(config.embedded_dir).url(service.database).render_as_string(
+            hide_password=False
+        )
+    ini_url = context.config.get_main_option("sqlalchemy.url")
+    if ini_url:
+        return ini_url
+    for name in ("DATABASE_URI", "DATABASE_URL"):
+        if os.environ.get(name):
+            return os.environ[name]
+    raise UsageError(
+        "no database URL for this service",
+        hint="set DATABASE_URI, pass -x url=..., or list the service in fleet.toml",
+    )
+
+
+_UNSET = object()
+_cache: dict[str, Any] = {}
+
+
+def _fleet_config(context: Any) -> Any:
+    """The fleet configuration above this service folder, or None when there is none."""
+    cached = _cache.get("config", _UNSET)
+    if cached is not _UNSET:
+        return cached
+    from alembic_fleet.config import load_config
+
+    ini = context.config.config_file_name
+    start = Path(ini).resolve().parent if ini else Path.cwd()
+    try:
+        config = load_config(start=start)
+    except ConfigError as exc:
+        if "no fleet.toml" in exc.message and not os.environ.get("FLEET_CONFIG"):
+            config = None
+        else:
+            raise
+    _cache["config"] = config
+    return config
+
+
+def _fleet_service(context: Any) -> Any:
+    """This folder's service in the fleet configuration, matched by its alembic.ini."""
+    config = _fleet_config(context)
+    ini = context.config.config_file_name
+    if config is None or not ini:
+        return None
+    ini_path = Path(ini).resolve()
+    for service in config.services.values():
+        if service.ini_path.resolve() == ini_path:
+            return service
+    return None

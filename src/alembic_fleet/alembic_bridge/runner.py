@@ -1,0 +1,147 @@
+"""Run one target's migration through Alembic, on a connection fleet owns.
+
+The service's own ``env.py`` runs (it calls :mod:`alembic_fleet.env`), with the connection
+and schema handed over in ``config.attributes``; the env helper owns the transaction, so a
+failure rolls the whole target back.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from alembic.runtime.environment import EnvironmentContext
+from alembic.util import CommandError
+
+from alembic_fleet.alembic_bridge.env_helper import ATTR_APPLIED, ATTR_CONNECTION, ATTR_SCHEMA
+from alembic_fleet.alembic_bridge.scripts import ServiceScripts, make_config
+from alembic_fleet.exceptions import RevisionError
+
+
+class RevisionFailed(Exception):
+    """A revision raised while a target was migrating; wraps the original error."""
+
+    def __init__(self, revision: str | None, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.revision = revision
+        self.error = error
+
+
+def upgrade(scripts: ServiceScripts, connection: Any, schema: str, destination: str) -> None:
+    """Upgrade ``schema`` to ``destination`` (a revision id or ``heads``) in one transaction.
+
+    Raises :class:`RevisionFailed` naming the revision that broke.
+    """
+    script = scripts.script
+    _online(scripts, connection, schema, destination,
+            lambda current: script._upgrade_revs(destination, current))
+
+
+def downgrade(scripts: ServiceScripts, connection: Any, schema: str, destination: str) -> None:
+    """Downgrade ``schema`` to ``destination`` (an id, ``base`` or ``-N``)."""
+    script = scripts.script
+    _online(scripts, connection, schema, destination,
+            lambda current: script._downgrade_revs(destination, current))
+
+
+def _online(
+    scripts: ServiceScripts, connection: Any, schema: str, destination: str,
+    plan: Callable[[Any], list[Any]],
+) -> None:
+    planned: list[Any] = []
+    applied: list[Any] = []
+
+    def steps(current: Any, _context: Any) -> list[Any]:
+        planned[:] = plan(current)
+        return planned
+
+    try:
+        _run_env(scripts, steps, connection=connection, schema=schema, destination=destination,
+                 applied=applied)
+    except RevisionError:
+        raise
+    except Exception as exc:
+        failing = planned[len(applied)] if len(applied) < len(planned) else None
+        revision = None
+        if failing is not None:
+            revision = failing.up_revision_id if failing.is_upgrade else failing.down_revision_ids
+            revision = revision if isinstance(revision, str) else ",".join(revision or ())
+        raise RevisionFailed(revision, exc) from exc
+
+
+def upgrade_sql(
+    scripts: ServiceScripts, schema: str, start: str | None, destination: str, url: str
+) -> str:
+    """The SQL an upgrade from ``start`` (None: empty schema) to ``destination`` would run."""
+    script = scripts.script
+    output = io.StringIO()
+
+    def steps(current: Any, _context: Any) -> list[Any]:
+        return script._upgrade_revs(destination, current)
+
+    _run_env(scripts, steps, schema=schema, destination=destination, as_sql=True,
+             starting_rev=start, output=output, url=url)
+    return output.getvalue()
+
+
+def _run_env(
+    scripts: ServiceScripts,
+    fn: Callable[[Any, Any], list[Any]],
+    *,
+    schema: str,
+    destination: str,
+    connection: Any = None,
+    as_sql: bool = False,
+    starting_rev: str | None = None,
+    output: io.StringIO | None = None,
+    url: str | None = None,
+    applied: list[Any] | None = None,
+) -> None:
+    config = make_config(scripts.service, output=output)
+    if applied is not None:
+        config.attributes[ATTR_APPLIED] = applied
+    config.attributes[ATTR_SCHEMA] = schema
+    if connection is not None:
+        config.attributes[ATTR_CONNECTION] = connection
+    if url is not None:
+        config.attributes["fleet_url"] = url
+    _isolate_imports(scripts)
+    script = scripts.script
+    try:
+        with EnvironmentContext(config, script, fn=fn, as_sql=as_sql, starting_rev=starting_rev,
+                                destination_rev=destination):
+            script.run_env()
+    except CommandError as exc:
+        raise RevisionError(f"service '{scripts.service.name}': {exc}") from None
+
+
+def _isolate_imports(scripts: ServiceScripts) -> None:
+    """Keep services' application packages apart inside one process.
+
+    Two services may both ship a package named, say, ``app``; Python would hand the second
+    service the first one's cached module. Before running a service's env.py, forget the
+    modules imported from another service's folder and put this service's folder first.
+    """
+    global _current
+    folder = scripts.service.path.resolve()
+    if folder == _current:
+        return
+    _current = folder
+    _service_folders.add(folder)
+    others = [f for f in _service_folders if f != folder]
+    if others:
+        for name, module in list(sys.modules.items()):
+            origin = getattr(module, "__file__", None)
+            if origin and any(Path(origin).is_relative_to(other) for other in others):
+                del sys.modules[name]
+    text = str(folder)
+    if text in sys.path:
+        sys.path.remove(text)
+    sys.path.insert(0, text)
+
+
+_service_folders: set[Path] = set()
+_current: Path | None = None

@@ -1,0 +1,114 @@
+"""Load each service's Alembic scripts once and expose them as a pure RevisionGraph.
+
+Alembic resolves a relative ``script_location`` and ``prepend_sys_path`` against the working
+directory, which is the service folder when people run plain ``alembic`` there. fleet runs
+from anywhere, so both are resolved against the folder of the service's alembic.ini instead.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+
+from alembic_fleet.exceptions import ConfigError, RevisionError
+from alembic_fleet.model.revisions import Revision, RevisionGraph
+from alembic_fleet.model.targets import Service
+
+
+def _absolute(value: str, base: Path) -> str:
+    """Resolve ``value`` against ``base`` unless it is absolute or a package resource."""
+    if ":" in value and not os.path.isabs(value) and value[1:3] != ":\\":
+        return value  # "package:folder" form
+    return value if os.path.isabs(value) else str((base / value).resolve())
+
+
+def make_config(service: Service, *, output: io.StringIO | None = None) -> Config:
+    """An Alembic Config for ``service`` whose paths do not depend on the working directory."""
+    ini = service.ini_path
+    config = Config(str(ini), output_buffer=output, stdout=output or sys.stdout)
+    location = config.get_main_option("script_location")
+    if not location:
+        raise ConfigError("has no script_location", file=str(ini),
+                          expected="script_location = %(here)s/migrations")
+    config.set_main_option("script_location", _absolute(location, ini.parent).replace("%", "%%"))
+    prepend = config.get_main_option("prepend_sys_path")
+    if prepend:
+        separator = config.get_main_option("path_separator") or None
+        parts = prepend.split(separator) if separator and separator != "os" else prepend.split()
+        if separator == "os":
+            parts = prepend.split(os.pathsep)
+        resolved = [_absolute(p.strip(), ini.parent) for p in parts if p.strip()]
+        config.set_main_option("path_separator", "os")
+        config.set_main_option("prepend_sys_path", os.pathsep.join(resolved).replace("%", "%%"))
+    return config
+
+
+@dataclass
+class ServiceScripts:
+    """One service's ScriptDirectory, loaded once per process, and its pure graph."""
+
+    service: Service
+    _script: ScriptDirectory | None = field(default=None, repr=False)
+
+    @property
+    def script(self) -> ScriptDirectory:
+        if self._script is None:
+            try:
+                self._script = ScriptDirectory.from_config(make_config(self.service))
+            except CommandError as exc:
+                raise ConfigError(str(exc), file=str(self.service.ini_path),
+                                  key="script_location") from None
+        return self._script
+
+    @cached_property
+    def graph(self) -> RevisionGraph:
+        """The revision graph; a broken graph (unknown parent, cycle) is a RevisionError."""
+        script = self.script
+        try:
+            revisions = {
+                sc.revision: Revision(
+                    id=sc.revision,
+                    down=_as_tuple(sc.down_revision) + _as_tuple(sc.dependencies),
+                    message=(sc.doc or "").strip(),
+                    path=sc.path,
+                    branch_labels=tuple(sorted(sc.branch_labels or ())),
+                )
+                for sc in script.walk_revisions()
+            }
+            heads = tuple(script.get_heads())
+        except CommandError as exc:
+            raise RevisionError(f"service '{self.service.name}': {exc}",
+                                hint=f"fix the revision files under {script.dir}") from None
+        return RevisionGraph(revisions, heads)
+
+    def resolve(self, revision: str) -> tuple[str, ...]:
+        """An absolute destination: ``head``/``heads`` or a (partial) revision id."""
+        if revision in ("head", "heads"):
+            return self.graph.heads
+        try:
+            found = self.script.get_revisions(revision)
+        except CommandError as exc:
+            raise RevisionError(f"service '{self.service.name}': {exc}",
+                                hint=f"see 'fleet history {self.service.name}'") from None
+        ids = tuple(sc.revision for sc in found if sc is not None)
+        if not ids:
+            raise RevisionError(f"service '{self.service.name}': unknown revision {revision!r}",
+                                hint=f"see 'fleet history {self.service.name}'")
+        return ids
+
+
+def _as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)

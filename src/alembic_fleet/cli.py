@@ -1,0 +1,282 @@
+"""The ``fleet`` command: parse, call :mod:`alembic_fleet.commands`, report, exit.
+
+Exceptions become exit codes in exactly one place, :func:`main`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import click
+
+from alembic_fleet import __version__, commands
+from alembic_fleet.exceptions import Aborted, FleetError, UsageError
+from alembic_fleet.exit_codes import ExitCode, exit_code_for
+from alembic_fleet.model.status import Outcome, TargetState
+from alembic_fleet.reporting import Reporter
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print one JSON object instead of text.")
+tenant_option = click.option("--tenant", "-t", "tenants", multiple=True, metavar="T",
+                             help="Only this tenant (repeatable).")
+
+
+class State:
+    """Global options shared by every command."""
+
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+
+    def fleet(self) -> commands.Fleet:
+        return commands.Fleet.load(self.config)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "directory", metavar="DIR", help="Run as if fleet was started in DIR.")
+@click.option("--config", "config", metavar="PATH", envvar="FLEET_CONFIG",
+              help="Configuration file (default: fleet.toml or [tool.fleet] in pyproject.toml, "
+              "searched upwards).")
+@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.version_option(__version__, prog_name="alembic-fleet")
+@click.pass_context
+def cli(ctx: click.Context, directory: str | None, config: str | None, debug: bool) -> None:
+    """Run Alembic migrations for every service and every tenant schema at once."""
+    if config:
+        config = os.path.abspath(config)
+    commands.chdir(directory)
+    ctx.obj = State(config)
+
+
+@cli.command()
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@tenant_option
+@click.option("--to", "to", metavar="REV", help="Stop at this revision (needs one SERVICE).")
+@click.option("--fail-fast", is_flag=True, help="Start no new target after the first failure.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; execute nothing.")
+@click.option("--sql", is_flag=True, help="Print the SQL each target would run; execute nothing.")
+@json_option
+@click.pass_obj
+def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: str | None,
+            fail_fast: bool, dry_run: bool, sql: bool, as_json: bool) -> int:
+    """Bring targets to head (or --to REV). Targets already there are not touched.
+
+    Exit codes: 0 every target reached its revision; 1 some target failed.
+    """
+    reporter = Reporter(json_mode=as_json)
+    fleet = state.fleet()
+    try:
+        if sql:
+            reporter.sql(commands.migrate_sql(fleet, services, tenants, to))
+            return ExitCode.OK
+        steps = commands.plan(fleet, services, tenants, to)
+        if dry_run:
+            reporter.plan(steps)
+            return ExitCode.OK
+        results = commands.run_plan(fleet, steps, fail_fast=fail_fast, on_event=reporter.event)
+        reporter.migrate(results, [s.status for s in steps])
+        failed = any(r.outcome is Outcome.FAILED for r in results)
+        return ExitCode.FAILED if failed else ExitCode.OK
+    finally:
+        fleet.close()
+
+
+@cli.command()
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@tenant_option
+@json_option
+@click.pass_obj
+def status(state: State, services: Sequence[str], tenants: Sequence[str], as_json: bool) -> int:
+    """Show the current revision of every target against its head.
+
+    Exit codes: 0 every target at head; 3 some target behind, missing, ahead or failed.
+    """
+    reporter = Reporter(json_mode=as_json)
+    fleet = state.fleet()
+    try:
+        statuses = commands.status(fleet, services, tenants)
+    finally:
+        fleet.close()
+    reporter.status(statuses)
+    if all(s.state is TargetState.AT_HEAD for s in statuses):
+        return ExitCode.OK
+    return ExitCode.NOT_UP_TO_DATE
+
+
+@cli.command()
+@click.argument("service")
+@json_option
+@click.pass_obj
+def history(state: State, service: str, as_json: bool) -> int:
+    """List a service's revisions, newest first (reads the scripts only)."""
+    fleet = state.fleet()
+    Reporter(json_mode=as_json).history(service, commands.history(fleet, service))
+    return ExitCode.OK
+
+
+@cli.command()
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@json_option
+@click.pass_obj
+def heads(state: State, services: Sequence[str], as_json: bool) -> int:
+    """Show each service's head revision(s) (reads the scripts only)."""
+    fleet = state.fleet()
+    Reporter(json_mode=as_json).heads(commands.heads(fleet, services))
+    return ExitCode.OK
+
+
+@cli.command()
+@click.argument("service")
+@click.argument("revision")
+@click.option("--tenant", "-t", metavar="T", help="The tenant (per-tenant services).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_obj
+def downgrade(state: State, service: str, revision: str, tenant: str | None, yes: bool,
+              as_json: bool) -> int:
+    """Step one target down to REVISION (an id, 'base' or '-1').
+
+    Exit codes: 0 done; 1 failed or declined.
+    """
+    reporter = Reporter(json_mode=as_json)
+    fleet = state.fleet()
+    try:
+        target = commands.downgrade_target(fleet, service, tenant)
+        _confirm(f"Downgrade {target.label} to {revision}? Data in dropped tables and "
+                 "columns is lost.", yes)
+        result = commands.downgrade(fleet, service, tenant, revision)
+    finally:
+        fleet.close()
+    reporter.downgrade(result)
+    return ExitCode.FAILED if result.outcome is Outcome.FAILED else ExitCode.OK
+
+
+@cli.command()
+@click.option("--service", "service", nargs=2, metavar="NAME PATH",
+              help="Create an Alembic folder at PATH and add it to fleet.toml as NAME.")
+@click.option("--schema", metavar="TEMPLATE",
+              help="Schema of the new service: 'NAME_{tenant}' (default) or a fixed name.")
+@click.pass_obj
+def init(state: State, service: tuple[str, str] | None, schema: str | None) -> int:
+    """Write a fleet.toml here, or add a service with its Alembic folder."""
+    reporter = Reporter()
+    written = commands.init(state.config, service, schema)
+    for path in written:
+        reporter.line(f"wrote {path}")
+    if service:
+        reporter.note(f"next: write a revision with 'cd {service[1]} && alembic revision -m msg', "
+                      "then 'fleet migrate'")
+    return ExitCode.OK
+
+
+@cli.group()
+def db() -> None:
+    """The embedded PostgreSQL (used when no database URL is configured)."""
+
+
+@db.command("url")
+@click.option("--database", metavar="NAME", help="Database name (default: the first one used).")
+@click.pass_obj
+def db_url(state: State, database: str | None) -> int:
+    """Print the embedded server's URL (starting it if needed)."""
+    fleet = state.fleet()
+    click.echo(commands.embedded_url(fleet, database))
+    return ExitCode.OK
+
+
+@db.command("start")
+@click.pass_obj
+def db_start(state: State) -> int:
+    """Start the embedded server (data under .fleet/ next to the configuration)."""
+    fleet = state.fleet()
+    url = commands.embedded_url(fleet)
+    Reporter().line(f"embedded PostgreSQL running: {url}")
+    return ExitCode.OK
+
+
+@db.command("stop")
+@click.pass_obj
+def db_stop(state: State) -> int:
+    """Stop the embedded server (its data is kept)."""
+    fleet = state.fleet()
+    stopped = commands.embedded_stop(fleet)
+    Reporter().line("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was "
+                    "not running")
+    return ExitCode.OK
+
+
+@db.command("psql", context_settings={"ignore_unknown_options": True})
+@click.option("--database", metavar="NAME", help="Database name (default: the first one used).")
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def db_psql(state: State, database: str | None, psql_args: Sequence[str]) -> int:
+    """Open psql on the embedded server; extra arguments go to psql."""
+    fleet = state.fleet()
+    url = commands.embedded_url(fleet, database)
+    psql = commands.embedded_program(fleet, "psql")
+    sys.stdout.flush()
+    os.execv(psql, [psql, url, *psql_args])
+    return ExitCode.OK  # pragma: no cover - execv does not return
+
+
+@cli.command()
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def reset(state: State, yes: bool) -> int:
+    """Delete ALL data of the embedded PostgreSQL. Never touches any other database."""
+    fleet = state.fleet()
+    server_dir = commands.embedded_dir(fleet)
+    _confirm(f"Delete the embedded PostgreSQL and all its data in {server_dir}?", yes)
+    removed = commands.reset(fleet)
+    Reporter().line("embedded PostgreSQL data deleted" if removed else "nothing to delete")
+    return ExitCode.OK
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask before a destructive step; refuse to guess when nobody can answer."""
+    if yes:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise UsageError("confirmation needed, but standard input is not a terminal",
+                         hint="pass --yes to confirm")
+    if not click.confirm(question, default=False):
+        raise Aborted("declined; nothing was changed")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fleet`` command; returns (and exits with) the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args
+    debug = "--debug" in args
+    reporter = Reporter(json_mode=as_json)
+    try:
+        result = cli.main(args=args, prog_name="fleet", standalone_mode=False)
+        code = int(result) if isinstance(result, int) else ExitCode.OK
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        reporter.error("interrupted", None, ExitCode.INTERRUPTED)
+        code = ExitCode.INTERRUPTED
+    except click.ClickException as exc:
+        if as_json:
+            reporter.error(exc.format_message(), None, ExitCode.USAGE)
+        else:
+            exc.show()
+        code = ExitCode.USAGE
+    except KeyboardInterrupt:
+        reporter.error("interrupted", None, ExitCode.INTERRUPTED)
+        code = ExitCode.INTERRUPTED
+    except FleetError as exc:
+        code = exit_code_for(exc)
+        reporter.error(exc.message, exc.hint, code)
+    except Exception as exc:  # the last resort: never a raw traceback with secrets in it
+        reporter.crash(exc, debug=debug)
+        code = ExitCode.FAILED
+    sys.exit(code) if argv is None else None
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+

@@ -1,0 +1,317 @@
+"""One function per verb: load, decide, execute, and return data. Nothing here prints.
+
+The CLI parses arguments, calls these, hands the returned values to the reporting layer and
+turns exceptions into exit codes. Library users can call them directly.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError
+
+from alembic_fleet.alembic_bridge import runner, scaffold
+from alembic_fleet.alembic_bridge.scripts import ServiceScripts
+from alembic_fleet.config import FleetConfig, find_config_file, load_config
+from alembic_fleet.databases import Databases, display, explain_connection_error
+from alembic_fleet.embedded import EmbeddedServer
+from alembic_fleet.exceptions import RevisionError, UsageError
+from alembic_fleet.execution.events import EventSink, ignore
+from alembic_fleet.execution.executor import Executor, SerialExecutor
+from alembic_fleet.execution.work import TargetMigrator, describe_error
+from alembic_fleet.inspect.versions import read_versions
+from alembic_fleet.model.identifiers import validate_schema_template, validate_tenant
+from alembic_fleet.model.revisions import RevisionGraph
+from alembic_fleet.model.status import (
+    Outcome,
+    Step,
+    TargetResult,
+    TargetState,
+    TargetStatus,
+    classify,
+    plan_step,
+)
+from alembic_fleet.model.targets import Database, Service, Target, targets_for
+from alembic_fleet.redact import register_secret
+
+
+@dataclass
+class Fleet:
+    """A validated configuration and the resources one command uses (engines, scripts)."""
+
+    config: FleetConfig
+    databases: Databases
+    _scripts: dict[str, ServiceScripts] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, config_path: str | None = None) -> Fleet:
+        config = load_config(config_path)
+        for secret in config.secrets:
+            register_secret(secret)
+        return cls(config, Databases(config.embedded_dir))
+
+    def close(self) -> None:
+        self.databases.dispose()
+
+    def service(self, name: str) -> Service:
+        try:
+            return self.config.services[name]
+        except KeyError:
+            known = ", ".join(self.config.services)
+            raise UsageError(f"unknown service {name!r}",
+                             hint=f"configured services: {known}") from None
+
+    def scripts(self, name: str) -> ServiceScripts:
+        if name not in self._scripts:
+            self._scripts[name] = ServiceScripts(self.service(name))
+        return self._scripts[name]
+
+    def graph(self, name: str) -> RevisionGraph:
+        return self.scripts(name).graph
+
+    def select(self, services: Sequence[str] = (), tenants: Sequence[str] = ()) -> list[Target]:
+        """The targets named by ``SERVICE...`` and ``--tenant``; unknown names are errors.
+
+        ``--tenant`` narrows per-tenant services to those tenants and leaves single-schema
+        services out, unless such a service is named explicitly.
+        """
+        chosen = [self.service(n) for n in dict.fromkeys(services)] or list(
+            self.config.services.values()
+        )
+        for tenant in tenants:
+            validate_tenant(tenant)
+            if tenant not in self.config.tenants:
+                raise UsageError(
+                    f"tenant {tenant!r} is not configured",
+                    hint="add it to 'tenants' in the configuration, or set "
+                    f"TENANTS=\"{' '.join((*self.config.tenants, tenant))}\"",
+                )
+        if tenants:
+            chosen = [s for s in chosen if s.per_tenant or s.name in services]
+        wanted = list(dict.fromkeys(tenants)) or list(self.config.tenants)
+        return targets_for(chosen, wanted)
+
+    def destinations(self, targets: Sequence[Target], to: str | None) -> dict[str, tuple[str, ...]]:
+        """Per service, the revisions ``migrate`` brings its targets to (``--to`` or heads)."""
+        names = list(dict.fromkeys(t.service for t in targets))
+        if to in (None, "head", "heads"):
+            return {name: self.graph(name).heads for name in names}
+        if len(names) != 1:
+            raise UsageError("--to REV needs exactly one SERVICE",
+                             hint="e.g. 'fleet migrate auth --to 1a2b3c'")
+        return {names[0]: self.scripts(names[0]).resolve(to)}
+
+    def statuses(
+        self, targets: Sequence[Target], destinations: dict[str, tuple[str, ...]] | None = None
+    ) -> list[TargetStatus]:
+        """Where each target stands: two catalog queries per database, none per schema."""
+        by_database: dict[str, list[Target]] = {}
+        for target in targets:
+            by_database.setdefault(target.database.key, []).append(target)
+        current: dict[Target, tuple[str, ...] | None] = {}
+        for group in by_database.values():
+            database = group[0].database
+            wanted = {(t.schema, self.service(t.service).version_table) for t in group}
+            with self.databases.connect(database) as connection:
+                try:
+                    found = read_versions(connection, wanted)
+                except DBAPIError as exc:
+                    raise explain_connection_error(exc, display(database)) from None
+                connection.rollback()
+            for t in group:
+                current[t] = found.get((t.schema, self.service(t.service).version_table))
+        result = []
+        for target in targets:
+            destination = (destinations or {}).get(target.service)
+            result.append(classify(target, current[target], self.graph(target.service),
+                                   destination))
+        return result
+
+
+def status(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = ()
+           ) -> list[TargetStatus]:
+    """Current against head for every selected target."""
+    targets = fleet.select(services, tenants)
+    return fleet.statuses(targets)
+
+
+def plan(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = (),
+         to: str | None = None) -> list[Step]:
+    """What ``migrate`` would do: one step per target, upgrade or skip with a reason."""
+    targets = fleet.select(services, tenants)
+    destinations = fleet.destinations(targets, to)
+    return [plan_step(s) for s in fleet.statuses(targets, destinations)]
+
+
+def migrate(
+    fleet: Fleet,
+    services: Sequence[str] = (),
+    tenants: Sequence[str] = (),
+    *,
+    to: str | None = None,
+    fail_fast: bool = False,
+    on_event: EventSink = ignore,
+) -> list[TargetResult]:
+    """Bring the selected targets to head (or ``to``); targets already there are not touched."""
+    steps = plan(fleet, services, tenants, to)
+    return run_plan(fleet, steps, fail_fast=fail_fast, on_event=on_event)
+
+
+def run_plan(
+    fleet: Fleet,
+    steps: Sequence[Step],
+    *,
+    fail_fast: bool = False,
+    on_event: EventSink = ignore,
+    executor: Executor | None = None,
+) -> list[TargetResult]:
+    """Execute a plan made by :func:`plan` (steps that need no upgrade are reported skipped)."""
+    destinations = {
+        name: _alembic_destination(steps, name) for name in {s.target.service for s in steps}
+    }
+    work = TargetMigrator(fleet.databases, {n: fleet.scripts(n) for n in destinations},
+                          destinations)
+    try:
+        run = executor or SerialExecutor(work, fail_fast=fail_fast)
+        return run.run(steps, on_event)
+    finally:
+        work.close()
+
+
+def _alembic_destination(steps: Sequence[Step], service: str) -> str:
+    heads = next(s.status.head for s in steps if s.target.service == service)
+    return heads[0] if len(heads) == 1 else "heads"
+
+
+def migrate_sql(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = (),
+                to: str | None = None) -> list[TargetResult]:
+    """The SQL ``migrate`` would run, per target, from each target's current revision."""
+    results = []
+    for step in plan(fleet, services, tenants, to):
+        current = step.status.current
+        if not step.upgrade:
+            results.append(TargetResult(step.target, Outcome.SKIPPED, current, current,
+                                        note=step.reason))
+            continue
+        if len(current) > 1:
+            raise UsageError(f"{step.target.label} has several current revisions; "
+                             "--sql needs a single starting point")
+        heads = step.status.head
+        sql = runner.upgrade_sql(fleet.scripts(step.target.service), step.target.schema,
+                                 current[0] if current else None,
+                                 heads[0] if len(heads) == 1 else "heads", "postgresql+psycopg://")
+        results.append(TargetResult(step.target, Outcome.SKIPPED, current, heads,
+                                    note="SQL only, nothing executed", sql=sql))
+    return results
+
+
+def downgrade(fleet: Fleet, service: str, tenant: str | None, revision: str) -> TargetResult:
+    """Step one target down to ``revision`` (an id, ``base`` or ``-N``)."""
+    target = downgrade_target(fleet, service, tenant)
+    before = fleet.statuses([target])[0]
+    if before.state is TargetState.MISSING:
+        raise UsageError(f"{target.label} has no version table: nothing to downgrade")
+    scripts = fleet.scripts(service)
+    table = scripts.service.version_table
+    with fleet.databases.connect(target.database) as connection:
+        try:
+            runner.downgrade(scripts, connection, target.schema, revision)
+        except runner.RevisionFailed as exc:
+            reason, hint = describe_error(exc.error)
+            return TargetResult(target, Outcome.FAILED, before.current, before.current,
+                                error=(f"revision {exc.revision}: " if exc.revision else "")
+                                + reason, hint=hint)
+        after = read_versions(connection, [(target.schema, table)]).get((target.schema, table), ())
+        connection.rollback()
+    return TargetResult(target, Outcome.MIGRATED, before.current, after)
+
+
+def downgrade_target(fleet: Fleet, service: str, tenant: str | None) -> Target:
+    """The one target ``downgrade`` acts on; per-tenant services need ``--tenant``."""
+    svc = fleet.service(service)
+    if svc.per_tenant and not tenant:
+        raise UsageError(f"service '{service}' keeps one schema per tenant: pass --tenant T")
+    targets = fleet.select([service], [tenant] if tenant and svc.per_tenant else [])
+    return targets[0]
+
+
+def history(fleet: Fleet, service: str) -> RevisionGraph:
+    """The revision graph of one service, read from its scripts (no database)."""
+    return fleet.graph(service)
+
+
+def heads(fleet: Fleet, services: Sequence[str] = ()) -> dict[str, tuple[str, ...]]:
+    """Head revisions per service, read from the scripts (no database)."""
+    names = list(dict.fromkeys(services)) or list(fleet.config.services)
+    result = {}
+    for name in names:
+        graph = fleet.graph(name)
+        if not graph.heads:
+            raise RevisionError(f"service '{name}' has no revisions")
+        result[name] = graph.heads
+    return result
+
+
+def _embedded(fleet: Fleet) -> EmbeddedServer:
+    """The configuration's embedded server; an error when no service uses it."""
+    if not fleet.config.uses_embedded:
+        raise UsageError(
+            "no service uses the embedded PostgreSQL: every service has a database URL",
+            hint="'fleet db' and 'fleet reset' manage only the embedded server; "
+            "unset DATABASE_URI to use it",
+        )
+    return fleet.databases.embedded
+
+
+def embedded_url(fleet: Fleet, database: str | None = None) -> str:
+    """The embedded server's libpq URL for ``database`` (server and database created)."""
+    server = _embedded(fleet)
+    names = [s.database.embedded_name for s in fleet.config.services.values()
+             if s.database.is_embedded]
+    name = database or names[0] or "postgres"
+    fleet.databases.url(Database(embedded_name=name))
+    return server.url(name)
+
+
+def embedded_stop(fleet: Fleet) -> bool:
+    return _embedded(fleet).stop()
+
+
+def embedded_dir(fleet: Fleet) -> Path:
+    return _embedded(fleet).pgdata
+
+
+def embedded_program(fleet: Fleet, name: str) -> str:
+    """Path of a bundled PostgreSQL program (psql, pg_dump) of the embedded server."""
+    return str(_embedded(fleet).bin_path() / name)
+
+
+def reset(fleet: Fleet) -> bool:
+    """Delete the embedded server's data; never touches any other database."""
+    return _embedded(fleet).reset()
+
+
+def init(config_path: str | None, service: tuple[str, str] | None, schema: str | None
+         ) -> list[Path]:
+    """Write a fleet.toml (in the working directory), or add a service to the existing one."""
+    if service is None:
+        return [scaffold.write_config(Path.cwd())]
+    name, folder = service
+    config_file = find_config_file(config_path)
+    template = schema or f"{name.replace('-', '_')}_{{tenant}}"
+    validate_schema_template(template, file=None, key="--schema")
+    written = scaffold.add_service(config_file, name, folder, template)
+    load_config(config_file)  # the result must be a valid configuration
+    return written
+
+
+def chdir(directory: str | None) -> None:
+    """``-C DIR``: run as if started in DIR."""
+    if directory:
+        path = Path(directory)
+        if not path.is_dir():
+            raise UsageError(f"-C {directory}: no such directory")
+        os.chdir(path)

@@ -1,0 +1,5 @@
+"""Configuration: find ``fleet.toml`` / ``[tool.fleet]``, interpolate, validate -> model."""
+
+from alembic_fleet.config.loader import FleetConfig, find_config_file, load_config
+
+__all__ = ["FleetConfig", "find_config_file", "load_config"]

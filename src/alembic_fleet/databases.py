@@ -1,0 +1,119 @@
+"""Turn configured databases into connections, with errors a user can act on.
+
+This is the one place that creates SQLAlchemy engines. Embedded databases are created on the
+embedded server on first use; real servers are never asked to create a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from alembic_fleet.embedded import EmbeddedServer
+from alembic_fleet.exceptions import DatabaseUnavailableError
+from alembic_fleet.model.identifiers import quote_ident
+from alembic_fleet.model.targets import Database
+from alembic_fleet.redact import redact_url, register_secret, scrub
+
+DRIVER = "postgresql+psycopg"
+
+
+def sqlalchemy_url(url: str) -> URL:
+    """``url`` as a SQLAlchemy URL on the psycopg 3 driver (``postgres://`` accepted)."""
+    parsed = make_url(url)
+    if parsed.password:
+        register_secret(str(parsed.password))
+    return parsed.set(drivername=DRIVER)
+
+
+def libpq_url(url: URL) -> str:
+    """A URL that psql, pg_dump and applications understand (no SQLAlchemy driver suffix)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def display(database: Database) -> str:
+    """How a database is shown to users: the URL with its password masked."""
+    if database.url is None:
+        return f"embedded:///{database.embedded_name}"
+    return redact_url(database.url)
+
+
+def explain_connection_error(exc: BaseException, where: str) -> DatabaseUnavailableError:
+    """Wrap a driver error into a message naming the (redacted) database and a next step."""
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    reason = scrub(lines[0] if lines else repr(original))
+    return DatabaseUnavailableError(
+        f"cannot connect to {where}: {reason}",
+        hint="check that the server is running and the URL (DATABASE_URI or 'database' in "
+        "fleet.toml) is right; without any URL fleet uses its embedded PostgreSQL",
+    )
+
+
+@dataclass
+class Databases:
+    """Resolves and caches one engine per configured database for a command's lifetime."""
+
+    embedded_dir: Path
+    _engines: dict[str, Engine] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> EmbeddedServer:
+        return EmbeddedServer(self.embedded_dir)
+
+    def url(self, database: Database) -> URL:
+        """The SQLAlchemy URL of ``database``; starts the embedded server when it is used."""
+        if database.url is not None:
+            return sqlalchemy_url(database.url)
+        name = database.embedded_name or "postgres"
+        server = self.embedded
+        admin = sqlalchemy_url(server.url("postgres"))
+        if name != "postgres":
+            _ensure_database(admin, name)
+        return sqlalchemy_url(server.url(name))
+
+    def engine(self, database: Database) -> Engine:
+        """One engine per database; NullPool, so a closed connection really closes."""
+        engine = self._engines.get(database.key)
+        if engine is None:
+            engine = create_engine(self.url(database), poolclass=NullPool)
+            self._engines[database.key] = engine
+        return engine
+
+    def connect(self, database: Database):
+        """An open connection, or DatabaseUnavailableError with a readable reason."""
+        try:
+            return self.engine(database).connect()
+        except DBAPIError as exc:
+            raise explain_connection_error(exc, display(database)) from None
+
+    def dispose(self) -> None:
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines.clear()
+
+
+def _ensure_database(admin: URL, name: str) -> None:
+    """Create database ``name`` on the embedded server when it does not exist yet."""
+    engine = create_engine(admin, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_catalog.pg_database WHERE datname = :n"), {"n": name}
+            ).scalar()
+            if not exists:
+                try:
+                    conn.exec_driver_sql(f"CREATE DATABASE {quote_ident(name)}")
+                except DBAPIError as exc:
+                    # Two runners may race to create it; losing that race is fine.
+                    if "already exists" not in str(exc):
+                        raise
+    except DBAPIError as exc:
+        raise explain_connection_error(exc, f"embedded:///{name}") from None
+    finally:
+        engine.dispose()

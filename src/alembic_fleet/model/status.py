@@ -1,0 +1,125 @@
+"""Target states, plans and results: the pure decisions behind status and migrate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from alembic_fleet.model.revisions import RevisionGraph
+from alembic_fleet.model.targets import Target
+
+
+class TargetState(StrEnum):
+    """Where a target stands against the scripts (the contract's ``state`` values)."""
+
+    AT_HEAD = "at_head"
+    BEHIND = "behind"
+    MISSING = "missing"
+    AHEAD = "ahead"
+    FAILED = "failed"
+
+
+class Outcome(StrEnum):
+    """What a migrate run did to one target."""
+
+    MIGRATED = "migrated"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """The current revisions of a target next to the wanted ones."""
+
+    target: Target
+    current: tuple[str, ...]
+    head: tuple[str, ...]
+    pending: int
+    state: TargetState
+
+
+def classify(
+    target: Target, current: tuple[str, ...] | None, graph: RevisionGraph,
+    destination: tuple[str, ...] | None = None,
+) -> TargetStatus:
+    """Decide a target's state. ``current`` is None when the schema or version table is absent.
+
+    ``destination`` defaults to the graph's heads (``--to`` passes another revision).
+    """
+    wanted = destination if destination is not None else graph.heads
+    if current is None:
+        return TargetStatus(target, (), wanted, graph.pending((), wanted), TargetState.MISSING)
+    if any(not graph.knows(rev) for rev in current):
+        return TargetStatus(target, current, wanted, 0, TargetState.AHEAD)
+    pending = graph.pending(current, wanted)
+    if pending == 0 and not graph.is_past(current, wanted):
+        state = TargetState.AT_HEAD
+    elif pending == 0:
+        state = TargetState.AHEAD
+    else:
+        state = TargetState.BEHIND
+    return TargetStatus(target, current, wanted, pending, state)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One target's entry in a migrate plan: upgrade it, or leave it alone and say why."""
+
+    status: TargetStatus
+    upgrade: bool
+    reason: str = ""
+
+    @property
+    def target(self) -> Target:
+        return self.status.target
+
+
+def plan_step(status: TargetStatus) -> Step:
+    """Upgrade a target only when revisions are pending; never downgrade in ``migrate``."""
+    if status.state in (TargetState.BEHIND, TargetState.MISSING) and status.pending > 0:
+        return Step(status, True, f"{status.pending} revision(s) pending")
+    if status.state is TargetState.AHEAD:
+        return Step(status, False, "already past the wanted revision (use 'fleet downgrade')")
+    if status.state is TargetState.MISSING:
+        return Step(status, False, "nothing to apply")
+    return Step(status, False, "already at the wanted revision")
+
+
+@dataclass
+class TargetResult:
+    """What happened to one target in a run."""
+
+    target: Target
+    outcome: Outcome
+    from_revs: tuple[str, ...]
+    to_revs: tuple[str, ...]
+    seconds: float = 0.0
+    error: str | None = None
+    hint: str | None = None
+    note: str | None = None
+    """Why a target was skipped, or what else the user should know."""
+    sql: str | None = None
+
+
+@dataclass
+class RunSummary:
+    """Counts over a run's results, as printed and as in ``--json``."""
+
+    results: list[TargetResult] = field(default_factory=list)
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.results if r.outcome is outcome)
+
+    @property
+    def failed(self) -> bool:
+        return self.count(Outcome.FAILED) > 0
+
+
+def state_after(result: TargetResult, before: TargetStatus) -> tuple[TargetState, int]:
+    """A target's state and pending count once ``result`` happened to it."""
+    if result.outcome is Outcome.FAILED:
+        return TargetState.FAILED, before.pending
+    if result.outcome is Outcome.MIGRATED:
+        reached = tuple(sorted(result.to_revs)) == tuple(sorted(before.head))
+        return (TargetState.AT_HEAD, 0) if reached else (TargetState.BEHIND, before.pending)
+    return before.state, before.pending

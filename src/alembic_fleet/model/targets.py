@@ -1,0 +1,84 @@
+"""Services, databases and targets: what fleet migrates.
+
+A *target* is one (service, schema) pair on one database. These are plain values: building
+them never touches a database or Alembic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic_fleet.model.identifiers import TENANT_PLACEHOLDER, render_schema
+
+
+@dataclass(frozen=True)
+class Database:
+    """Where a service's schemas live.
+
+    Either a URL the user configured, or a database of the embedded PostgreSQL
+    (``url`` is None and ``embedded_name`` names the database on the embedded server).
+    """
+
+    url: str | None = None
+    embedded_name: str | None = None
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.url is None
+
+    @property
+    def key(self) -> str:
+        """A stable identity used to group targets per database (may contain a password)."""
+        return self.url if self.url is not None else f"embedded:///{self.embedded_name}"
+
+
+@dataclass(frozen=True)
+class Service:
+    """One Alembic project of the platform, as configured."""
+
+    name: str
+    path: Path
+    schema: str
+    database: Database
+    alembic_ini: str = "alembic.ini"
+    version_table: str = "alembic_version"
+
+    @property
+    def per_tenant(self) -> bool:
+        """True when the service keeps one schema per tenant."""
+        return TENANT_PLACEHOLDER in self.schema
+
+    @property
+    def ini_path(self) -> Path:
+        return self.path / self.alembic_ini
+
+    def schema_for(self, tenant: str | None) -> str:
+        return render_schema(self.schema, tenant if self.per_tenant else None)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One (service, schema) pair; ``tenant`` is None for a single-schema service."""
+
+    service: str
+    tenant: str | None
+    schema: str
+    database: Database
+
+    @property
+    def label(self) -> str:
+        return f"{self.service}/{self.schema}"
+
+
+def targets_for(services: list[Service], tenants: list[str]) -> list[Target]:
+    """Every target of ``services`` for ``tenants``, in config order, tenants in list order."""
+    result: list[Target] = []
+    for service in services:
+        if service.per_tenant:
+            result.extend(
+                Target(service.name, t, service.schema_for(t), service.database) for t in tenants
+            )
+        else:
+            result.append(Target(service.name, None, service.schema_for(None), service.database))
+    return result

@@ -1,0 +1,272 @@
+"""Human and machine output. Rich tables and a live progress bar on a terminal, plain
+lines when piped, one JSON object with ``--json``. Every string passes through
+:func:`alembic_fleet.redact.scrub` on its way out.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from alembic_fleet.databases import display
+from alembic_fleet.execution.events import Event, RunStarted, TargetFinished, TargetStarted
+from alembic_fleet.model.revisions import RevisionGraph
+from alembic_fleet.model.status import (
+    Outcome,
+    Step,
+    TargetResult,
+    TargetState,
+    TargetStatus,
+)
+from alembic_fleet.redact import scrub
+from alembic_fleet.reporting import payloads
+
+_STATE_STYLE = {
+    TargetState.AT_HEAD: "green",
+    TargetState.BEHIND: "yellow",
+    TargetState.MISSING: "yellow",
+    TargetState.AHEAD: "magenta",
+    TargetState.FAILED: "red",
+}
+_OUTCOME_STYLE = {Outcome.MIGRATED: "green", Outcome.SKIPPED: "dim", Outcome.FAILED: "red"}
+
+
+def _revs(revs: Sequence[str]) -> str:
+    return ",".join(revs) if revs else "-"
+
+
+class Reporter:
+    """Writes one command's output in the mode the user asked for."""
+
+    def __init__(self, *, json_mode: bool = False, out: Any = None, err: Any = None) -> None:
+        self.json_mode = json_mode
+        self.out = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
+        self.err = Console(file=err or sys.stderr, highlight=False, soft_wrap=True)
+        self.rich = self.out.is_terminal and not json_mode
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._failures = 0
+
+    # -- low level -------------------------------------------------------------------------
+    def line(self, text: str = "", *, style: str | None = None) -> None:
+        """A plain line on stdout (markup-free; secrets scrubbed)."""
+        self.out.print(escape(scrub(text)), style=style if self.rich else None)
+
+    def note(self, text: str) -> None:
+        """A remark for people on stderr (never in the way of JSON or piped data)."""
+        if not self.json_mode:
+            self.err.print(escape(scrub(text)), style="dim" if self.err.is_terminal else None)
+
+    def json(self, payload: dict[str, Any]) -> None:
+        self.out.file.write(scrub(json.dumps(payload, indent=2)) + "\n")
+        self.out.file.flush()
+
+    def _table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]],
+               styles: Sequence[str | None] | None = None) -> None:
+        if self.rich:
+            table = Table(*headers, header_style="bold")
+            for index, row in enumerate(rows):
+                style = styles[index] if styles else None
+                table.add_row(*(escape(scrub(str(c))) for c in row), style=style)
+            self.out.print(table)
+            return
+        widths = [max([len(h), *(len(str(r[i])) for r in rows)]) for i, h in enumerate(headers)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        self.line(fmt.format(*headers).rstrip())
+        for row in rows:
+            self.line(fmt.format(*(str(c) for c in row)).rstrip())
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self, statuses: Sequence[TargetStatus]) -> None:
+        if self.json_mode:
+            self.json(payloads.status_payload(statuses))
+            return
+        rows = [
+            (s.target.service, s.target.tenant or "-", s.target.schema, _revs(s.current),
+             _revs(s.head), s.pending, s.state.value)
+            for s in statuses
+        ]
+        self._table(["service", "tenant", "schema", "current", "head", "pending", "state"],
+                    rows, [_STATE_STYLE[s.state] for s in statuses])
+        summary = payloads.status_payload(statuses)["summary"]
+        self.line(self._summary_text(summary))
+
+    @staticmethod
+    def _summary_text(summary: dict[str, int]) -> str:
+        parts = [f"{summary['targets']} target(s)"]
+        parts += [f"{summary[k]} {k.replace('_', ' ')}" for k in
+                  ("at_head", "behind", "missing", "ahead", "failed") if summary.get(k)]
+        return ": ".join([parts[0], ", ".join(parts[1:])]) if len(parts) > 1 else parts[0]
+
+    # -- migrate ---------------------------------------------------------------------------
+    def plan(self, steps: Sequence[Step]) -> None:
+        if self.json_mode:
+            self.json(payloads.plan_payload(steps))
+            return
+        rows = [
+            (s.target.service, s.target.tenant or "-", s.target.schema,
+             _revs(s.status.current), _revs(s.status.head),
+             "upgrade" if s.upgrade else "skip", s.reason)
+            for s in steps
+        ]
+        self._table(["service", "tenant", "schema", "current", "to", "action", "why"], rows,
+                    ["yellow" if s.upgrade else "dim" for s in steps])
+        count = sum(1 for s in steps if s.upgrade)
+        self.line(f"dry run: {count} of {len(steps)} target(s) would be migrated; "
+                  "nothing was executed")
+
+    def sql(self, results: Sequence[TargetResult]) -> None:
+        if self.json_mode:
+            self.json(payloads.migrate_payload(results, [_fake_status(r) for r in results]))
+            return
+        for result in results:
+            target = result.target
+            if result.sql is None:
+                self.out.file.write(f"-- {target.label}: {result.note}\n")
+                continue
+            self.out.file.write(
+                f"-- {target.label} on {scrub(display(target.database))}: "
+                f"{_revs(result.from_revs)} -> {_revs(result.to_revs)}\n"
+            )
+            self.out.file.write(scrub(result.sql).rstrip() + "\n\n")
+        self.out.file.flush()
+
+    def event(self, event: Event) -> None:
+        """Progress while migrating: a live bar on a terminal, a line per target otherwise."""
+        if isinstance(event, RunStarted):
+            if self.rich and event.to_migrate:
+                self._progress = Progress(
+                    TextColumn("[bold]migrating"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[failed]}"), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=self.err,
+                    transient=True,
+                )
+                self._task = self._progress.add_task("migrate", total=event.total,
+                                                     failed="", rate="")
+                self._progress.start()
+            return
+        if isinstance(event, TargetStarted):
+            return
+        if isinstance(event, TargetFinished):
+            result = event.result
+            if result.outcome is Outcome.FAILED:
+                self._failures += 1
+            if self._progress is not None:
+                task = self._progress.tasks[0]
+                elapsed = task.elapsed or 0.0
+                done = task.completed + 1
+                self._progress.update(
+                    self._task, advance=1,
+                    failed=f"[red]{self._failures} failed" if self._failures else "",
+                    rate=f"{done / elapsed:.1f}/s" if elapsed > 0 else "",
+                )
+                if task.completed >= task.total:
+                    self._progress.stop()
+                    self._progress = None
+            elif not self.json_mode:
+                self.line(self._result_line(result))
+
+    @staticmethod
+    def _result_line(result: TargetResult) -> str:
+        text = (f"{result.outcome.value:<8} {result.target.label}  "
+                f"{_revs(result.from_revs)} -> {_revs(result.to_revs)}")
+        if result.outcome is Outcome.MIGRATED:
+            text += f"  ({result.seconds:.2f}s)"
+        if result.error:
+            text += f"  error: {result.error}"
+        return text
+
+    def migrate(self, results: Sequence[TargetResult], before: Sequence[TargetStatus]) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        if self.json_mode:
+            self.json(payloads.migrate_payload(results, before))
+            return
+        migrated = [r for r in results if r.outcome is Outcome.MIGRATED]
+        failed = [r for r in results if r.outcome is Outcome.FAILED]
+        skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
+        if migrated and self.rich:
+            self._table(["service", "tenant", "schema", "from", "to", "seconds"],
+                        [(r.target.service, r.target.tenant or "-", r.target.schema,
+                          _revs(r.from_revs), _revs(r.to_revs), f"{r.seconds:.2f}")
+                         for r in migrated])
+        for result in failed:
+            self.line(f"FAILED {result.target.label}: {result.error}", style="red")
+            if result.hint:
+                self.line(f"  hint: {result.hint}")
+        if not migrated and not failed:
+            self.line(f"nothing to do: all {len(skipped)} target(s) skipped "
+                      "(already at the wanted revision)")
+            return
+        self.line(f"{len(results)} target(s): {len(migrated)} migrated, {len(skipped)} skipped, "
+                  f"{len(failed)} failed", style="red" if failed else "green")
+        if failed:
+            self.line("fix the error above and run 'fleet migrate' again: only failed and "
+                      "pending targets run")
+
+    def downgrade(self, result: TargetResult) -> None:
+        if self.json_mode:
+            payload = payloads.migrate_payload([result], [_fake_status(result)])
+            self.json(payload)
+            return
+        if result.outcome is Outcome.FAILED:
+            self.line(f"FAILED {result.target.label}: {result.error}", style="red")
+            return
+        self.line(f"downgraded {result.target.label}: {_revs(result.from_revs)} -> "
+                  f"{_revs(result.to_revs)}", style="green")
+
+    # -- scripts ---------------------------------------------------------------------------
+    def history(self, service: str, graph: RevisionGraph) -> None:
+        if self.json_mode:
+            self.json(payloads.history_payload(service, graph))
+            return
+        rows = [(r.id, _revs(r.down) if r.down else "<base>", "head" if r.id in graph.heads
+                 else "", r.message) for r in graph.ordered]
+        self._table(["revision", "down_revision", "", "message"], rows)
+
+    def heads(self, heads: dict[str, tuple[str, ...]]) -> None:
+        if self.json_mode:
+            self.json({"heads": {k: list(v) for k, v in heads.items()}})
+            return
+        self._table(["service", "heads"], [(k, _revs(v)) for k, v in heads.items()])
+
+    # -- errors ----------------------------------------------------------------------------
+    def error(self, message: str, hint: str | None, code: int) -> None:
+        if self.json_mode:
+            self.json(payloads.error_payload(scrub(message), scrub(hint) if hint else None, code))
+            return
+        self.err.print(escape(scrub(f"error: {message}")),
+                       style="bold red" if self.err.is_terminal else None)
+        if hint:
+            self.err.print(escape(scrub(f"hint: {hint}")))
+
+    def crash(self, error: BaseException, *, debug: bool) -> None:
+        """An unexpected exception: one line, or the scrubbed traceback with --debug."""
+        if debug:
+            text = "".join(traceback.format_exception(error))
+            self.err.file.write(scrub(text))
+        self.error(f"internal error: {type(error).__name__}: {error}",
+                   None if debug else "run again with --debug to see the traceback", 1)
+
+
+def _fake_status(result: TargetResult) -> TargetStatus:
+    """A status for payloads of results that have no 'before' (SQL output, downgrade)."""
+    return TargetStatus(result.target, result.from_revs, result.to_revs, 0,
+                        TargetState.FAILED if result.outcome is Outcome.FAILED
+                        else TargetState.AT_HEAD)

@@ -1,0 +1,104 @@
+"""The JSON shapes of the contract (DESIGN section 4), built from model values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from alembic_fleet.databases import display
+from alembic_fleet.model.revisions import RevisionGraph
+from alembic_fleet.model.status import (
+    Outcome,
+    Step,
+    TargetResult,
+    TargetState,
+    TargetStatus,
+    state_after,
+)
+from alembic_fleet.model.targets import Target
+
+
+def _target(target: Target) -> dict[str, Any]:
+    return {
+        "service": target.service,
+        "tenant": target.tenant,
+        "schema": target.schema,
+        "database": display(target.database),
+    }
+
+
+def _summary(states: Sequence[TargetState]) -> dict[str, int]:
+    return {
+        "targets": len(states),
+        "at_head": sum(1 for s in states if s is TargetState.AT_HEAD),
+        "behind": sum(1 for s in states if s is TargetState.BEHIND),
+        "missing": sum(1 for s in states if s is TargetState.MISSING),
+        "ahead": sum(1 for s in states if s is TargetState.AHEAD),
+        "failed": sum(1 for s in states if s is TargetState.FAILED),
+    }
+
+
+def status_payload(statuses: Sequence[TargetStatus]) -> dict[str, Any]:
+    targets = [
+        {**_target(s.target), "current": list(s.current), "head": list(s.head),
+         "pending": s.pending, "state": s.state.value}
+        for s in statuses
+    ]
+    return {"targets": targets, "summary": _summary([s.state for s in statuses])}
+
+
+def plan_payload(steps: Sequence[Step]) -> dict[str, Any]:
+    payload = status_payload([s.status for s in steps])
+    for entry, step in zip(payload["targets"], steps, strict=True):
+        entry["action"] = "upgrade" if step.upgrade else "skip"
+        entry["reason"] = step.reason
+    payload["summary"]["to_migrate"] = sum(1 for s in steps if s.upgrade)
+    return payload
+
+
+def migrate_payload(results: Sequence[TargetResult], before: Sequence[TargetStatus]
+                    ) -> dict[str, Any]:
+    targets = []
+    states = []
+    for result, status in zip(results, before, strict=True):
+        state, pending = state_after(result, status)
+        states.append(state)
+        entry = {
+            **_target(result.target),
+            "current": list(result.to_revs),
+            "head": list(status.head),
+            "pending": pending,
+            "state": state.value,
+            "outcome": result.outcome.value,
+            "from": list(result.from_revs),
+            "to": list(result.to_revs),
+            "seconds": round(result.seconds, 4),
+            "error": result.error,
+        }
+        if result.hint:
+            entry["hint"] = result.hint
+        if result.note:
+            entry["note"] = result.note
+        if result.sql is not None:
+            entry["sql"] = result.sql
+        targets.append(entry)
+    summary = _summary(states)
+    for outcome in Outcome:
+        summary[outcome.value] = sum(1 for r in results if r.outcome is outcome)
+    return {"targets": targets, "summary": summary}
+
+
+def history_payload(service: str, graph: RevisionGraph) -> dict[str, Any]:
+    return {
+        "service": service,
+        "heads": list(graph.heads),
+        "revisions": [
+            {"revision": r.id, "down_revision": list(r.down), "message": r.message,
+             "head": r.id in graph.heads, "path": r.path}
+            for r in graph.ordered
+        ],
+    }
+
+
+def error_payload(message: str, hint: str | None, code: int) -> dict[str, Any]:
+    return {"error": {"message": message, "hint": hint, "exit_code": code}}
