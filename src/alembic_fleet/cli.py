@@ -126,7 +126,7 @@ def heads(state: State, services: Sequence[str], as_json: bool) -> int:
     return ExitCode.OK
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("service")
 @click.argument("revision")
 @click.option("--tenant", "-t", metavar="T", help="The tenant (per-tenant services).")

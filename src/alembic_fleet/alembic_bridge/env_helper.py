@@ -187,13 +187,13 @@ _cache: dict[str, Any] = {}
 
 def _fleet_config(context: Any) -> Any:
     """The fleet configuration above this service folder, or None when there is none."""
-    cached = _cache.get("config", _UNSET)
+    ini = context.config.config_file_name
+    start = Path(ini).resolve().parent if ini else Path.cwd()
+    cached = _cache.get(str(start), _UNSET)
     if cached is not _UNSET:
         return cached
     from alembic_fleet.config import load_config
 
-    ini = context.config.config_file_name
-    start = Path(ini).resolve().parent if ini else Path.cwd()
     try:
         config = load_config(start=start)
     except ConfigError as exc:
@@ -201,7 +201,7 @@ def _fleet_config(context: Any) -> Any:
             config = None
         else:
             raise
-    _cache["config"] = config
+    _cache[str(start)] = config
     return config
 
 

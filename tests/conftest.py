@@ -1,0 +1,199 @@
+"""Shared fixtures: a real PostgreSQL for every test that needs one.
+
+``FLEET_TEST_DATABASE_URL`` names a server to use (any database on it; tests create their
+own). Without it the embedded PostgreSQL is started once per session in a temporary folder.
+Each test gets fresh databases, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "elevaite"
+
+DDL_LOG = """
+CREATE TABLE public.fleet_test_ddl_log (
+    id bigserial PRIMARY KEY,
+    command_tag text NOT NULL,
+    object_identity text,
+    schema_name text
+);
+CREATE FUNCTION public.fleet_test_log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+        INSERT INTO public.fleet_test_ddl_log (command_tag, object_identity, schema_name)
+        VALUES (r.command_tag, r.object_identity, r.schema_name);
+    END LOOP;
+END $$;
+CREATE EVENT TRIGGER fleet_test_ddl ON ddl_command_end
+    EXECUTE FUNCTION public.fleet_test_log_ddl();
+"""
+
+
+def _with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` (keeps host, port, user and query)."""
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    parts = []
+    user = info.get("user") or "postgres"
+    password = info.get("password")
+    auth = user + (f":{password}" if password else "")
+    host = info.get("host") or ""
+    if host.startswith("/"):
+        port = f"&port={info['port']}" if info.get("port") else ""
+        return f"postgresql://{auth}@/{name}?host={host}{port}"
+    port = f":{info['port']}" if info.get("port") else ""
+    parts.append(f"postgresql://{auth}@{host}{port}/{name}")
+    return parts[0]
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A superuser URL of the test server (its maintenance database)."""
+    configured = os.environ.get("FLEET_TEST_DATABASE_URL")
+    if configured:
+        yield _with_database(configured, "postgres")
+        return
+    from alembic_fleet.embedded import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path_factory.mktemp("pg") / ".fleet")
+    url = server.url("postgres")
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@dataclass
+class TestDatabases:
+    """Creates uniquely named databases on the test server and drops them at the end."""
+
+    server_url: str
+    created: list[str]
+
+    def create(self, prefix: str = "fleet_t") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self.created.append(name)
+        return _with_database(self.server_url, name)
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
+
+
+@pytest.fixture
+def databases(server_url: str) -> Iterator[TestDatabases]:
+    dbs = TestDatabases(server_url, [])
+    try:
+        yield dbs
+    finally:
+        dbs.drop_all()
+
+
+@pytest.fixture
+def db_url(databases: TestDatabases) -> str:
+    """A fresh, empty database with a DDL event trigger logging every DDL command."""
+    url = databases.create()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(DDL_LOG)
+    return url
+
+
+def query(url: str, text: str, params: tuple = ()) -> list[tuple]:
+    """Run one query on ``url`` and return its rows."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(text, params)
+        return cur.fetchall() if cur.description else []
+
+
+def ddl_count(url: str) -> int:
+    return query(url, "SELECT count(*) FROM public.fleet_test_ddl_log")[0][0]
+
+
+def schemas(url: str, like: str = "%") -> set[str]:
+    rows = query(url, "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (like,))
+    return {r[0] for r in rows}
+
+
+def tables(url: str, schema: str) -> set[str]:
+    rows = query(url, "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))
+    return {r[0] for r in rows}
+
+
+def version(url: str, schema: str, table: str = "alembic_version") -> list[str]:
+    rows = query(url, sql.SQL("SELECT version_num FROM {}.{}").format(
+        sql.Identifier(schema), sql.Identifier(table)).as_string(None))
+    return sorted(r[0] for r in rows)
+
+
+@dataclass
+class Project:
+    """A copy of a project on disk, with the environment that points it at test databases."""
+
+    root: Path
+    env: dict[str, str]
+    db_url: str
+    ingestion_url: str
+
+    def fleet(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+              input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the installed ``fleet`` command as a user would."""
+        return run(["fleet", *args], cwd=cwd or self.root, env={**self.env, **(env or {})},
+                   input=input)
+
+    def alembic(self, service_dir: str, *args: str, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
+        """Run plain ``alembic`` inside a service folder."""
+        return run(["alembic", *args], cwd=self.root / service_dir,
+                   env={**self.env, **(env or {})})
+
+
+def script(name: str) -> str:
+    """Path of an installed console script (fleet, alembic) of this interpreter."""
+    candidate = Path(sysconfig.get_path("scripts")) / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        raise RuntimeError(f"{name} is not installed next to {sys.executable}")
+    return found
+
+
+def run(argv: list[str], *, cwd: Path, env: dict[str, str], input: str | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("DATABASE_URI", "DATABASE_URL", "INGESTION_DATABASE_URL", "TENANTS",
+                         "ALEMBIC_SCHEMA", "FLEET_CONFIG")}
+    return subprocess.run([script(argv[0]), *argv[1:]], cwd=cwd, env={**base, **env},
+                          capture_output=True, text=True, input=input, timeout=300)
+
+
+@pytest.fixture
+def example(tmp_path: Path, db_url: str, databases: TestDatabases) -> Project:
+    """The bundled example platform, copied, pointed at a fresh database (and a second
+    database for the ingestion service)."""
+    root = tmp_path / "elevaite"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".fleet", "__pycache__"))
+    ingestion = databases.create("fleet_ing")
+    with psycopg.connect(ingestion, autocommit=True) as conn:
+        conn.execute(DDL_LOG)
+    env = {"DATABASE_URI": db_url, "INGESTION_DATABASE_URL": ingestion}
+    return Project(root, env, db_url, ingestion)
