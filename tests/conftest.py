@@ -79,7 +79,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @dataclass
-class TestDatabases:
+class DatabaseFactory:
     """Creates uniquely named databases on the test server and drops them at the end."""
 
     server_url: str
@@ -100,8 +100,8 @@ class TestDatabases:
 
 
 @pytest.fixture
-def databases(server_url: str) -> Iterator[TestDatabases]:
-    dbs = TestDatabases(server_url, [])
+def databases(server_url: str) -> Iterator[DatabaseFactory]:
+    dbs = DatabaseFactory(server_url, [])
     try:
         yield dbs
     finally:
@@ -109,7 +109,7 @@ def databases(server_url: str) -> Iterator[TestDatabases]:
 
 
 @pytest.fixture
-def db_url(databases: TestDatabases) -> str:
+def db_url(databases: DatabaseFactory) -> str:
     """A fresh, empty database with a DDL event trigger logging every DDL command."""
     url = databases.create()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -187,7 +187,7 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str], input: str | None = 
 
 
 @pytest.fixture
-def example(tmp_path: Path, db_url: str, databases: TestDatabases) -> Project:
+def example(tmp_path: Path, db_url: str, databases: DatabaseFactory) -> Project:
     """The bundled example platform, copied, pointed at a fresh database (and a second
     database for the ingestion service)."""
     root = tmp_path / "elevaite"

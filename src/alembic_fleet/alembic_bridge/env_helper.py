@@ -33,8 +33,23 @@ ATTR_APPLIED = "fleet_applied"
 def run_migrations(target_metadata: Any = None, **configure_kwargs: Any) -> None:
     """Run the migrations Alembic asked for, for one schema, online or offline."""
     from alembic import context
+    from alembic.util import CommandError
 
     config = context.config
+    try:
+        _run(context, target_metadata, configure_kwargs)
+    except FleetError as exc:
+        if config.attributes.get(ATTR_SCHEMA):
+            raise
+        # Plain alembic prints a CommandError as one line instead of a traceback.
+        hint = f"\n  hint: {exc.hint}" if exc.hint else ""
+        raise CommandError(f"{exc.message}{hint}") from None
+
+
+def _run(context: Any, target_metadata: Any, configure_kwargs: dict[str, Any]) -> None:
+    config = context.config
+    if ATTR_SCHEMA not in config.attributes:
+        _configure_logging(config)
     schema = config.attributes.get(ATTR_SCHEMA) or _schema_from_command_line(context)
     kwargs = _configure_kwargs(schema, target_metadata, configure_kwargs)
     applied = config.attributes.get(ATTR_APPLIED)
@@ -117,9 +132,21 @@ def _run_online(context: Any, connection: Any, schema: str, kwargs: dict[str, An
         context.run_migrations()
 
 
+def _configure_logging(config: Any) -> None:
+    """Under plain alembic, apply alembic.ini's logging sections, as Alembic's own env.py
+    does, so 'Running upgrade ...' lines appear; fleet keeps its own output."""
+    import logging.config
+
+    ini = config.config_file_name
+    if ini and config.file_config.has_section("loggers"):
+        logging.config.fileConfig(ini, disable_existing_loggers=False)
+
+
 def _run_offline(context: Any, schema: str, kwargs: dict[str, Any]) -> None:
     quoted = quote_ident(schema)
-    url = context.config.attributes.get("fleet_url") or _url_or_none(context) or "postgresql://"
+    # Only the dialect matters for SQL output: never connect (or start a server) for it.
+    x_url = context.get_x_argument(as_dictionary=True).get("url")
+    url = context.config.attributes.get("fleet_url") or x_url or "postgresql://"
     context.configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"}, **kwargs)
     with context.begin_transaction():
         context.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
@@ -147,13 +174,6 @@ def _schema_from_command_line(context: Any) -> str:
         hint="run e.g. 'ALEMBIC_SCHEMA=auth_default alembic upgrade head', "
         "'alembic -x tenant=default upgrade head', or use 'fleet migrate'",
     )
-
-
-def _url_or_none(context: Any) -> str | None:
-    try:
-        return _url_from_command_line(context)
-    except FleetError:
-        return None
 
 
 def _url_from_command_line(context: Any) -> str:

@@ -1,0 +1,1 @@
+"""Authentication API: organizations, users, roles, API keys and sessions."""

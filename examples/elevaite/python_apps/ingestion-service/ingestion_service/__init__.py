@@ -1,0 +1,1 @@
+"""Ingestion service: sources, ingestion jobs, documents and their chunks."""

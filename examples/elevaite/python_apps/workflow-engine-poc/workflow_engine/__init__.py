@@ -1,0 +1,1 @@
+"""Workflow engine (proof of concept): workflows, steps, schedules and executions."""
