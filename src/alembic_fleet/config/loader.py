@@ -134,6 +134,14 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
         raise ConfigError("no tenants configured while a service has a {tenant} schema",
                           file=name, key="tenants",
                           expected='a list of tenant names, or TENANTS="a b" in the environment')
+    source = "TENANTS (environment)" if from_env else "tenants"
+    for service in services.values():
+        for tenant in tenants if service.per_tenant else ():
+            try:
+                service.schema_for(tenant)
+            except FleetError as exc:
+                raise ConfigError(f"{exc.message} (service '{service.name}')", file=name,
+                                  key=source, hint=exc.hint) from None
     return FleetConfig(path, services, tenants, from_env, tuple(reader.secrets))
 
 

@@ -1,0 +1,110 @@
+"""Bad input gets a clear error, exit code 2, and changes nothing (installed ``fleet``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project, ddl_count, schemas
+
+HOSTILE = 'ok x"; drop schema public; --'
+
+
+def _no_change(project: Project) -> None:
+    assert not schemas(project.db_url, "auth_%") and not schemas(project.db_url, "workflow_%")
+    assert ddl_count(project.db_url) == 0
+    assert ddl_count(project.ingestion_url) == 0
+
+
+@pytest.mark.parametrize("tenants", [HOSTILE, "Default", "1abc", "a-b", "x" * 70])
+def test_hostile_tenant_names_are_refused(example: Project, tenants: str) -> None:
+    result = example.fleet("migrate", env={"TENANTS": tenants})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "TENANTS" in result.stderr
+    assert "Traceback" not in result.stderr
+    _no_change(example)
+
+
+def test_hostile_tenant_option_is_refused(example: Project) -> None:
+    result = example.fleet("migrate", "--tenant", HOSTILE)
+    assert result.returncode == 2
+    assert "invalid tenant name" in result.stderr
+    _no_change(example)
+
+
+def test_broken_config_names_file_and_key(example: Project) -> None:
+    config = example.root / "fleet.toml"
+    config.write_text(config.read_text().replace('schema = "auth_{tenant}"',
+                                                 'schema = "auth_{tenant}_{region}"'))
+    result = example.fleet("migrate")
+    assert result.returncode == 2
+    assert str(config) in result.stderr
+    assert "services.auth.schema" in result.stderr
+    assert "expected" in result.stderr
+    _no_change(example)
+
+    config.write_text("tenants = [\n")
+    result = example.fleet("status", "--json")
+    assert result.returncode == 2
+    error = json.loads(result.stdout)["error"]
+    assert "not valid TOML" in error["message"] and error["exit_code"] == 2
+
+
+def test_unknown_key_and_missing_variable(example: Project) -> None:
+    config = example.root / "fleet.toml"
+    original = config.read_text()
+    config.write_text(original.replace("[services.auth]", "[services.auth]\nshema = 'x'"))
+    result = example.fleet("status")
+    assert result.returncode == 2
+    assert "services.auth.shema" in result.stderr and "unknown key" in result.stderr
+
+    config.write_text(original.replace('"${DATABASE_URI:-}"', '"${FLEET_NOT_SET_ANYWHERE}"'))
+    result = example.fleet("status")
+    assert result.returncode == 2
+    assert "FLEET_NOT_SET_ANYWHERE" in result.stderr and "key 'database'" in result.stderr
+
+
+def test_no_config_found(tmp_path: Path, example: Project) -> None:
+    result = example.fleet("status", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "fleet init" in result.stderr
+
+
+def test_unknown_service(example: Project) -> None:
+    result = example.fleet("migrate", "billing")
+    assert result.returncode == 2
+    assert "unknown service 'billing'" in result.stderr and "auth" in result.stderr
+    _no_change(example)
+
+
+def test_unreachable_database_hides_the_password(example: Project) -> None:
+    secret = "Sup3r-Secret-Pa55"
+    url = f"postgresql://fleet_nobody:{secret}@127.0.0.1:9/nowhere"
+    for args in (["migrate"], ["status"], ["status", "--json"], ["--debug", "migrate"]):
+        result = example.fleet(*args, env={"DATABASE_URI": url, "INGESTION_DATABASE_URL": url})
+        assert result.returncode == 2, result.stdout + result.stderr
+        output = result.stdout + result.stderr
+        assert secret not in output
+        assert "cannot connect" in output
+        assert "127.0.0.1" in output
+
+
+def test_rejected_credentials_hide_the_password(example: Project) -> None:
+    """A reachable server that refuses the role: the error says so, without the password."""
+    secret = "An0ther-Secret-Pa55"
+    url = example.db_url.replace("postgresql://postgres", f"postgresql://fleet_no_role:{secret}")
+    result = example.fleet("migrate", env={"DATABASE_URI": url})
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert secret not in output
+    assert "fleet_no_role" in output
+    _no_change(example)
+
+
+def test_invalid_revision(example: Project) -> None:
+    result = example.fleet("migrate", "auth", "--to", "ffffffffffff")
+    assert result.returncode == 2
+    assert "ffffffffffff" in result.stderr
+    _no_change(example)
