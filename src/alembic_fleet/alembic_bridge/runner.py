@@ -65,10 +65,8 @@ def _online(
         raise
     except Exception as exc:
         failing = planned[len(applied)] if len(applied) < len(planned) else None
-        revision = None
-        if failing is not None:
-            revision = failing.up_revision_id if failing.is_upgrade else failing.down_revision_ids
-            revision = revision if isinstance(revision, str) else ",".join(revision or ())
+        script_of = getattr(failing, "revision", None)  # RevisionStep -> its Script
+        revision = getattr(script_of, "revision", None)
         raise RevisionFailed(revision, exc) from exc
 
 
