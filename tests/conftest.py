@@ -171,7 +171,7 @@ def script(name: str) -> str:
     candidate = Path(sysconfig.get_path("scripts")) / name
     if candidate.exists():
         return str(candidate)
-    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if not found:
         raise RuntimeError(f"{name} is not installed next to {sys.executable}")
     return found

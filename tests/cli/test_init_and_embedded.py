@@ -1,0 +1,110 @@
+"""``fleet init`` and the embedded PostgreSQL, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project, run, schemas, version
+
+REVISION = '''\
+"""create items"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "2000bbbb0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("items", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade():
+    op.drop_table("items")
+'''
+
+
+def test_init_writes_a_working_project(tmp_path: Path, db_url: str) -> None:
+    env = {"DATABASE_URI": db_url}
+    assert run(["fleet", "init"], cwd=tmp_path, env=env).returncode == 0
+    again = run(["fleet", "init"], cwd=tmp_path, env=env)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+    added = run(["fleet", "init", "--service", "billing", "services/billing"], cwd=tmp_path,
+                env=env)
+    assert added.returncode == 0, added.stderr
+    env_py = (tmp_path / "services/billing/migrations/env.py").read_text()
+    assert "from alembic_fleet.env import run_migrations" in env_py
+    assert '[services.billing]\npath = "services/billing"\nschema = "billing_{tenant}"' in (
+        tmp_path / "fleet.toml").read_text()
+
+    # An empty history is reported, then a revision written with plain alembic migrates.
+    (tmp_path / "services/billing/migrations/versions/2000bbbb0001_items.py").write_text(REVISION)
+    result = run(["fleet", "migrate"], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert version(db_url, "billing_default") == ["2000bbbb0001"]
+
+    # The new service folder works with plain alembic, from inside it.
+    current = run(["alembic", "current"], cwd=tmp_path / "services/billing",
+                  env={**env, "ALEMBIC_SCHEMA": "billing_default"})
+    assert current.returncode == 0 and "2000bbbb0001" in current.stdout
+
+    # -C DIR runs as if started there.
+    status = run(["fleet", "-C", str(tmp_path), "status"], cwd=Path("/"), env=env)
+    assert status.returncode == 0, status.stderr
+
+
+def test_reset_and_db_refuse_a_configured_database(example: Project) -> None:
+    for args in (["reset", "--yes"], ["db", "url"], ["db", "stop"]):
+        result = example.fleet(*args)
+        assert result.returncode == 2, result.stderr
+        assert "embedded" in result.stderr
+    assert example.fleet("status").returncode == 3  # the database is still there
+
+
+@pytest.mark.skipif(os.environ.get("FLEET_SKIP_EMBEDDED") == "1",
+                    reason="FLEET_SKIP_EMBEDDED=1")
+def test_embedded_server_lifecycle(tmp_path: Path) -> None:
+    """No URL anywhere: fleet starts its own PostgreSQL under .fleet/, reuses it, and
+    'db stop' / 'reset' manage it."""
+    import shutil
+
+    from tests.conftest import EXAMPLE
+
+    root = tmp_path / "elevaite"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".fleet", "__pycache__"))
+    try:
+        migrate = run(["fleet", "migrate"], cwd=root, env={})
+        assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+        assert (root / ".fleet" / "pgdata" / "PG_VERSION").exists()
+        assert (root / ".fleet" / ".gitignore").read_text() == "*\n"
+
+        url = run(["fleet", "db", "url"], cwd=root, env={})
+        assert url.returncode == 0 and url.stdout.startswith("postgresql://")
+        main = url.stdout.strip()
+        assert version(main, "auth_default") and schemas(main, "workflow_%")
+        ingestion = run(["fleet", "db", "url", "--database", "ingestion"], cwd=root, env={})
+        assert version(ingestion.stdout.strip(), "public") == ["c34d3f5c6b84"]
+
+        status = run(["fleet", "status"], cwd=root, env={})
+        assert status.returncode == 0 and "embedded" not in status.stderr
+
+        psql = run(["fleet", "db", "psql", "-Atc", "select 40 + 2"], cwd=root, env={})
+        assert psql.returncode == 0 and psql.stdout.strip() == "42"
+
+        assert run(["fleet", "db", "stop"], cwd=root, env={}).returncode == 0
+        # The next command starts it again with the data kept.
+        assert run(["fleet", "status"], cwd=root, env={}).returncode == 0
+
+        refused = run(["fleet", "reset"], cwd=root, env={})
+        assert refused.returncode == 2 and "--yes" in refused.stderr
+        reset = run(["fleet", "reset", "--yes"], cwd=root, env={})
+        assert reset.returncode == 0
+        assert not (root / ".fleet" / "pgdata").exists()
+    finally:
+        run(["fleet", "db", "stop"], cwd=root, env={})
