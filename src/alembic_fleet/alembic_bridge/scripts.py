@@ -77,7 +77,8 @@ class ServiceScripts:
             revisions = {
                 sc.revision: Revision(
                     id=sc.revision,
-                    down=_as_tuple(sc.down_revision) + _as_tuple(sc.dependencies),
+                    # Dependencies may name branch labels; Alembic resolves them to ids here.
+                    down=tuple(sc._all_down_revisions),
                     message=(sc.doc or "").strip(),
                     path=sc.path,
                     branch_labels=tuple(sorted(sc.branch_labels or ())),

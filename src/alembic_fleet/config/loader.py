@@ -191,8 +191,9 @@ class _Reader:
         if url.drivername not in URL_SCHEMES:
             raise ConfigError(f"unsupported scheme {url.drivername!r}", file=self.file, key=key,
                               expected="a postgresql:// URL")
-        if url.password:
-            self.secrets.append(str(url.password))
+        for secret in (url.password, url.query.get("password")):
+            if secret:
+                self.secrets.append(str(secret))
         return Database(url=text)
 
     def service(self, root: Path, name: str, table: Any, default_db: Database) -> Service:
@@ -223,8 +224,8 @@ class _Reader:
     def tenants(self, value: Any) -> tuple[tuple[str, ...], bool]:
         """The tenant list; ``TENANTS`` (spaces or commas) overrides the file."""
         override = self.environ.get("TENANTS")
-        if override is not None and override.strip():
-            names = [n for n in re.split(r"[\s,]+", override.strip()) if n]
+        names = [n for n in re.split(r"[\s,]+", override or "") if n]
+        if names:
             return self._validated(names, "TENANTS (environment)"), True
         if value is None:
             return (), False

@@ -50,7 +50,11 @@ def validate_schema_template(template: str, *, file: str | None, key: str) -> st
         raise ConfigError(f"{template!r} contains a quote or NUL byte", file=file, key=key,
                           expected="letters, digits, '_' and '{tenant}'")
     if TENANT_PLACEHOLDER not in template:
-        check_schema_length(template)
+        try:
+            check_schema_length(template)
+        except InvalidTenantError as exc:
+            raise ConfigError(exc.message, file=file, key=key,
+                              expected=f"at most {MAX_IDENTIFIER_BYTES} bytes") from None
     return template
 
 

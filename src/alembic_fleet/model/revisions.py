@@ -46,7 +46,8 @@ class RevisionGraph:
             if rev in seen:
                 continue
             seen.add(rev)
-            stack.extend(d for d in self.revisions[rev].down if d not in seen)
+            stack.extend(d for d in self.revisions[rev].down
+                         if d not in seen and d in self.revisions)
         result = frozenset(seen)
         self._cache[key] = result
         return result

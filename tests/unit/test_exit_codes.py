@@ -1,0 +1,98 @@
+"""The exit code table and the mapping of errors to exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from alembic_fleet.exceptions import (
+    Aborted,
+    ConfigError,
+    DatabaseUnavailableError,
+    EmbeddedServerError,
+    FleetError,
+    InvalidTenantError,
+    MigrationFailedError,
+    RevisionError,
+    UsageError,
+)
+from alembic_fleet.exit_codes import ExitCode, exit_code_for
+
+
+def test_exit_code_table() -> None:
+    assert {code.name: int(code) for code in ExitCode} == {
+        "OK": 0,
+        "FAILED": 1,
+        "USAGE": 2,
+        "NOT_UP_TO_DATE": 3,
+        "INTERRUPTED": 130,
+    }
+
+
+def test_exit_codes_are_ints() -> None:
+    assert ExitCode.USAGE == 2
+    assert ExitCode(130) is ExitCode.INTERRUPTED
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ConfigError("unknown key", file="fleet.toml", key="x"), 2),
+        (ConfigError("bare"), 2),
+        (UsageError("bad arguments"), 2),
+        (InvalidTenantError("invalid tenant name 'Bad'"), 2),
+        (DatabaseUnavailableError("cannot connect to postgresql://u:***@h/db"), 2),
+        (RevisionError("unknown revision 'zzz'"), 2),
+        (MigrationFailedError("boom", service="auth", schema="auth_toshiba"), 1),
+        (EmbeddedServerError("cannot start"), 1),
+        (Aborted("declined"), 1),
+        (FleetError("generic"), 1),
+        (KeyboardInterrupt(), 130),
+        (Exception("random"), 1),
+        (RuntimeError("random"), 1),
+        (ValueError("random"), 1),
+        (KeyError("x"), 1),
+    ],
+)
+def test_exit_code_for(error: BaseException, code: int) -> None:
+    result = exit_code_for(error)
+    assert isinstance(result, ExitCode)
+    assert result == code
+
+
+def test_named_codes() -> None:
+    assert exit_code_for(ConfigError("x")) is ExitCode.USAGE
+    assert exit_code_for(DatabaseUnavailableError("x")) is ExitCode.USAGE
+    assert exit_code_for(MigrationFailedError("x", service="s", schema="p")) is ExitCode.FAILED
+    assert exit_code_for(KeyboardInterrupt()) is ExitCode.INTERRUPTED
+    assert exit_code_for(Exception()) is ExitCode.FAILED
+
+
+def test_subclass_of_keyboard_interrupt_is_interrupted() -> None:
+    class Stop(KeyboardInterrupt):
+        pass
+
+    assert exit_code_for(Stop()) is ExitCode.INTERRUPTED
+
+
+def test_config_error_message_names_file_key_and_expectation() -> None:
+    err = ConfigError("unknown key", file="/srv/fleet.toml", key="services.auth.shema",
+                      expected="one of path, schema", hint="check the spelling")
+    assert str(err) == (
+        "/srv/fleet.toml: key 'services.auth.shema': unknown key (expected one of path, schema)"
+    )
+    assert err.message == str(err)
+    assert err.hint == "check the spelling"
+    assert (err.file, err.key, err.expected) == (
+        "/srv/fleet.toml", "services.auth.shema", "one of path, schema")
+
+
+def test_config_error_without_location() -> None:
+    assert str(ConfigError("no config")) == "no config"
+    assert str(ConfigError("no config", file="f.toml")) == "f.toml: no config"
+
+
+def test_migration_failed_error_fields() -> None:
+    err = MigrationFailedError("relation exists", service="auth", schema="auth_t",
+                               hint="fix the migration")
+    assert (err.service, err.schema, err.hint, str(err)) == (
+        "auth", "auth_t", "fix the migration", "relation exists")

@@ -1,0 +1,145 @@
+"""Passwords never reach the output: redact_url, register_secret and scrub."""
+
+from __future__ import annotations
+
+import pytest
+
+from alembic_fleet import redact
+from alembic_fleet.redact import MASK, redact_url, register_secret, scrub
+
+
+@pytest.fixture(autouse=True)
+def fresh_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no registered secret (the registry is process-wide)."""
+    monkeypatch.setattr(redact, "_secrets", set())
+
+
+def test_mask() -> None:
+    assert MASK == "***"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://app:s3cret@db:5432/platform", "postgresql://app:***@db:5432/platform"),
+        ("postgres://app:s3cret@db/platform", "postgres://app:***@db/platform"),
+        ("postgresql+psycopg://app:s3cret@db/p", "postgresql+psycopg://app:***@db/p"),
+        ("postgresql://:s3cret@db/p", "postgresql://:***@db/p"),
+        ("postgresql://app:pa:ss@db/p", "postgresql://app:***@db/p"),
+        ("postgresql://app:p%40ss%2F@db/p", "postgresql://app:***@db/p"),
+        ("POSTGRESQL://app:s3cret@db/p", "POSTGRESQL://app:***@db/p"),
+        ("postgresql://app:s3cret@db/p?sslmode=require", "postgresql://app:***@db/p?sslmode=require"),
+    ],
+)
+def test_redact_url_masks_the_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app@db/platform",
+        "postgresql://db/platform",
+        "postgresql:///platform?host=/var/run/postgresql",
+        "postgresql://app:@db/platform",  # empty password: nothing to hide
+        "embedded:///postgres",
+        "postgresql://db:5432/platform",  # a port is not a password
+    ],
+)
+def test_redact_url_leaves_urls_without_password_alone(url: str) -> None:
+    assert redact_url(url) == url
+    assert redact._secrets == set()
+
+
+def test_redact_url_registers_the_password() -> None:
+    redact_url("postgresql://app:hunter22@db/p")
+    assert scrub("the password was hunter22.") == "the password was ***."
+
+
+def test_redact_url_does_not_show_the_password_anywhere() -> None:
+    shown = redact_url("postgresql://app:Tr0ub4dor&3@db:5432/p")
+    assert "Tr0ub4dor" not in shown
+    assert "app" in shown and "db:5432/p" in shown
+
+
+def test_redact_url_password_with_slash() -> None:
+    url = "postgresql://app:ab/cd+ef=@db/p"
+    shown = redact_url(url)
+    assert "ab/cd+ef=" not in shown
+    assert shown == "postgresql://app:***@db/p"
+
+
+def test_register_secret_ignores_empty_and_short_values() -> None:
+    register_secret(None)
+    register_secret("")
+    register_secret("ab")
+    assert redact._secrets == set()
+    assert scrub("ab is fine") == "ab is fine"
+    register_secret("abc")
+    assert scrub("abc is hidden") == "*** is hidden"
+
+
+def test_scrub_hides_registered_secrets_everywhere() -> None:
+    register_secret("p4ssw0rd")
+    text = "p4ssw0rd at start, in the p4ssw0rd middle and at the end p4ssw0rd"
+    assert scrub(text) == "*** at start, in the *** middle and at the end ***"
+
+
+def test_scrub_hides_the_longest_secret_first() -> None:
+    register_secret("abcd")
+    register_secret("abcdefgh")
+    assert scrub("xx abcdefgh yy") == "xx *** yy"
+
+
+def test_scrub_hides_url_passwords_that_were_never_registered() -> None:
+    text = "could not connect to postgresql://app:never-registered@db:5432/platform"
+    assert scrub(text) == "could not connect to postgresql://app:***@db:5432/platform"
+
+
+def test_scrub_in_a_traceback() -> None:
+    register_secret("Sup3r-Secret")
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "/app/env.py", line 12, in run_migrations_online\n'
+        "    engine = create_engine('postgresql+psycopg://app:other-pw@db/p')\n"
+        "sqlalchemy.exc.OperationalError: (psycopg.OperationalError) connection failed: "
+        "password authentication failed (password was Sup3r-Secret)\n"
+        "[SQL: SET search_path TO auth]\n"
+    )
+    scrubbed = scrub(traceback)
+    assert "Sup3r-Secret" not in scrubbed
+    assert "other-pw" not in scrubbed
+    assert "postgresql+psycopg://app:***@db/p" in scrubbed
+    assert "password was ***" in scrubbed
+    assert scrubbed.startswith("Traceback (most recent call last):\n")
+    assert "[SQL: SET search_path TO auth]" in scrubbed
+
+
+def test_scrub_several_urls_on_one_line() -> None:
+    text = "postgresql://a:one1@h1/d and postgres://b:two2@h2/e"
+    assert scrub(text) == "postgresql://a:***@h1/d and postgres://b:***@h2/e"
+
+
+def test_scrub_hides_a_password_registered_by_another_url() -> None:
+    redact_url("postgresql://app:k9-secret@db/p")
+    # psycopg-style key/value connection strings carry the password without a URL.
+    assert scrub("host=db user=app password=k9-secret") == "host=db user=app password=***"
+
+
+def test_scrub_leaves_plain_text_alone() -> None:
+    text = "auth/auth_toshiba: 2 revision(s) pending; see http://example.com/docs"
+    assert scrub(text) == text
+    assert scrub("") == ""
+
+
+def test_scrub_is_idempotent() -> None:
+    register_secret("abc123")
+    once = scrub("postgresql://u:abc123@h/d abc123")
+    assert scrub(once) == once
+    assert once == "postgresql://u:***@h/d ***"
+
+
+def test_password_in_query_string_is_hidden() -> None:
+    url = "postgresql://app@db/p?sslmode=require&password=q-secret"
+    assert "q-secret" not in redact_url(url)
+    assert "q-secret" not in scrub(f"cannot connect to {url}")
