@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,8 +62,15 @@ def _with_database(url: str, name: str) -> str:
     return parts[0]
 
 
+def private_tmp(prefix: str) -> Path:
+    """A temporary folder outside pytest's own: pytest resets its base folder to mode 0700
+    whenever another session starts, which would lock out an embedded server running as
+    its own OS user (as it does when the tests run as root)."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A superuser URL of the test server (its maintenance database)."""
     configured = os.environ.get("FLEET_TEST_DATABASE_URL")
     if configured:
@@ -70,12 +78,14 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from alembic_fleet.embedded import EmbeddedServer
 
-    server = EmbeddedServer(tmp_path_factory.mktemp("pg") / ".fleet")
+    folder = private_tmp("fleet-test-pg-")
+    server = EmbeddedServer(folder / ".fleet")
     url = server.url("postgres")
     try:
         yield url
     finally:
         server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -182,7 +192,12 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str], input: str | None = 
     base = {k: v for k, v in os.environ.items()
             if k not in ("DATABASE_URI", "DATABASE_URL", "INGESTION_DATABASE_URL", "TENANTS",
                          "ALEMBIC_SCHEMA", "FLEET_CONFIG")}
-    return subprocess.run([script(argv[0]), *argv[1:]], cwd=cwd, env={**base, **env},
+    # As in an activated environment: this interpreter's scripts (fleet, alembic) come first.
+    base["PATH"] = os.pathsep.join([str(Path(script("fleet")).parent), base.get("PATH", "")])
+    command = argv[0]
+    if command in ("fleet", "alembic"):
+        command = script(command)
+    return subprocess.run([command, *argv[1:]], cwd=cwd, env={**base, **env},
                           capture_output=True, text=True, input=input, timeout=300)
 
 

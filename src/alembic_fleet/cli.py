@@ -181,7 +181,7 @@ def db() -> None:
 def db_url(state: State, database: str | None) -> int:
     """Print the embedded server's URL (starting it if needed)."""
     fleet = state.fleet()
-    click.echo(commands.embedded_url(fleet, database))
+    Reporter().line(commands.embedded_url(fleet, database))
     return ExitCode.OK
 
 

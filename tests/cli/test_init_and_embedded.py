@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, run, schemas, version
+from tests.conftest import EXAMPLE, Project, private_tmp, run, schemas, version
 
 REVISION = '''\
 """create items"""
@@ -69,14 +70,11 @@ def test_reset_and_db_refuse_a_configured_database(example: Project) -> None:
 
 @pytest.mark.skipif(os.environ.get("FLEET_SKIP_EMBEDDED") == "1",
                     reason="FLEET_SKIP_EMBEDDED=1")
-def test_embedded_server_lifecycle(tmp_path: Path) -> None:
+def test_embedded_server_lifecycle() -> None:
     """No URL anywhere: fleet starts its own PostgreSQL under .fleet/, reuses it, and
     'db stop' / 'reset' manage it."""
-    import shutil
-
-    from tests.conftest import EXAMPLE
-
-    root = tmp_path / "elevaite"
+    folder = private_tmp("fleet-test-embedded-")
+    root = folder / "elevaite"
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".fleet", "__pycache__"))
     try:
         migrate = run(["fleet", "migrate"], cwd=root, env={})
@@ -108,3 +106,4 @@ def test_embedded_server_lifecycle(tmp_path: Path) -> None:
         assert not (root / ".fleet" / "pgdata").exists()
     finally:
         run(["fleet", "db", "stop"], cwd=root, env={})
+        shutil.rmtree(folder, ignore_errors=True)

@@ -132,7 +132,7 @@ class Reporter:
 
     def sql(self, results: Sequence[TargetResult]) -> None:
         if self.json_mode:
-            self.json(payloads.migrate_payload(results, [_fake_status(r) for r in results]))
+            self.json(payloads.results_payload(results))
             return
         for result in results:
             target = result.target
@@ -222,8 +222,7 @@ class Reporter:
 
     def downgrade(self, result: TargetResult) -> None:
         if self.json_mode:
-            payload = payloads.migrate_payload([result], [_fake_status(result)])
-            self.json(payload)
+            self.json(payloads.results_payload([result]))
             return
         if result.outcome is Outcome.FAILED:
             self.line(f"FAILED {result.target.label}: {result.error}", style="red")
@@ -263,10 +262,3 @@ class Reporter:
             self.err.file.write(scrub(text))
         self.error(f"internal error: {type(error).__name__}: {error}",
                    None if debug else "run again with --debug to see the traceback", 1)
-
-
-def _fake_status(result: TargetResult) -> TargetStatus:
-    """A status for payloads of results that have no 'before' (SQL output, downgrade)."""
-    return TargetStatus(result.target, result.from_revs, result.to_revs, 0,
-                        TargetState.FAILED if result.outcome is Outcome.FAILED
-                        else TargetState.AT_HEAD)

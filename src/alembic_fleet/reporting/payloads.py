@@ -88,6 +88,28 @@ def migrate_payload(results: Sequence[TargetResult], before: Sequence[TargetStat
     return {"targets": targets, "summary": summary}
 
 
+def results_payload(results: Sequence[TargetResult]) -> dict[str, Any]:
+    """Results without a 'before' state (``--sql``, ``downgrade``): what ran, or would."""
+    targets = []
+    for result in results:
+        entry = {
+            **_target(result.target),
+            "outcome": result.outcome.value,
+            "from": list(result.from_revs),
+            "to": list(result.to_revs),
+            "seconds": round(result.seconds, 4),
+            "error": result.error,
+        }
+        for key in ("hint", "note", "sql"):
+            if getattr(result, key) is not None:
+                entry[key] = getattr(result, key)
+        targets.append(entry)
+    summary: dict[str, int] = {"targets": len(results)}
+    for outcome in Outcome:
+        summary[outcome.value] = sum(1 for r in results if r.outcome is outcome)
+    return {"targets": targets, "summary": summary}
+
+
 def history_payload(service: str, graph: RevisionGraph) -> dict[str, Any]:
     return {
         "service": service,
