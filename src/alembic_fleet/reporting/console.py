@@ -53,6 +53,9 @@ def _revs(revs: Sequence[str]) -> str:
 class Reporter:
     """Writes one command's output in the mode the user asked for."""
 
+    MAX_TABLE_ROWS = 50
+    """Above this many migrated targets the terminal gets the summary only (--json has all)."""
+
     def __init__(self, *, json_mode: bool = False, out: Any = None, err: Any = None) -> None:
         self.json_mode = json_mode
         self.out = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
@@ -201,7 +204,7 @@ class Reporter:
         migrated = [r for r in results if r.outcome is Outcome.MIGRATED]
         failed = [r for r in results if r.outcome is Outcome.FAILED]
         skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
-        if migrated and self.rich:
+        if migrated and self.rich and len(migrated) <= self.MAX_TABLE_ROWS:
             self._table(["service", "tenant", "schema", "from", "to", "seconds"],
                         [(r.target.service, r.target.tenant or "-", r.target.schema,
                           _revs(r.from_revs), _revs(r.to_revs), f"{r.seconds:.2f}")
