@@ -53,13 +53,15 @@ def cli(ctx: click.Context, directory: str | None, config: str | None, debug: bo
 @click.argument("services", nargs=-1, metavar="[SERVICE]...")
 @tenant_option
 @click.option("--to", "to", metavar="REV", help="Stop at this revision (needs one SERVICE).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), metavar="N",
+              help="Worker processes (default: 'jobs' in the config, else one per CPU).")
 @click.option("--fail-fast", is_flag=True, help="Start no new target after the first failure.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; execute nothing.")
 @click.option("--sql", is_flag=True, help="Print the SQL each target would run; execute nothing.")
 @json_option
 @click.pass_obj
 def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: str | None,
-            fail_fast: bool, dry_run: bool, sql: bool, as_json: bool) -> int:
+            jobs: int | None, fail_fast: bool, dry_run: bool, sql: bool, as_json: bool) -> int:
     """Bring targets to head (or --to REV). Targets already there are not touched.
 
     Exit codes: 0 every target reached its revision; 1 some target failed.
@@ -74,7 +76,8 @@ def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: s
         if dry_run:
             reporter.plan(steps)
             return ExitCode.OK
-        results = commands.run_plan(fleet, steps, fail_fast=fail_fast, on_event=reporter.event)
+        results = commands.run_plan(fleet, steps, jobs=jobs, fail_fast=fail_fast,
+                                    on_event=reporter.event)
         reporter.migrate(results, [s.status for s in steps])
         failed = any(r.outcome is Outcome.FAILED for r in results)
         return ExitCode.FAILED if failed else ExitCode.OK

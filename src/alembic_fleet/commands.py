@@ -20,11 +20,13 @@ from alembic_fleet.databases import Databases, display, explain_connection_error
 from alembic_fleet.embedded import EmbeddedServer
 from alembic_fleet.exceptions import RevisionError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
-from alembic_fleet.execution.executor import Executor, SerialExecutor
-from alembic_fleet.execution.work import TargetMigrator, describe_error
+from alembic_fleet.execution.executor import SerialExecutor
+from alembic_fleet.execution.pool import PoolExecutor
+from alembic_fleet.execution.work import TargetMigrator, WorkFactory, describe_error
 from alembic_fleet.inspect.versions import read_versions
 from alembic_fleet.model.identifiers import validate_schema_template, validate_tenant
 from alembic_fleet.model.revisions import RevisionGraph
+from alembic_fleet.model.schedule import Schedule, dependencies, execution_order
 from alembic_fleet.model.status import (
     Outcome,
     Step,
@@ -152,31 +154,46 @@ def migrate(
     tenants: Sequence[str] = (),
     *,
     to: str | None = None,
+    jobs: int | None = None,
     fail_fast: bool = False,
     on_event: EventSink = ignore,
 ) -> list[TargetResult]:
     """Bring the selected targets to head (or ``to``); targets already there are not touched."""
     steps = plan(fleet, services, tenants, to)
-    return run_plan(fleet, steps, fail_fast=fail_fast, on_event=on_event)
+    return run_plan(fleet, steps, jobs=jobs, fail_fast=fail_fast, on_event=on_event)
 
 
 def run_plan(
     fleet: Fleet,
     steps: Sequence[Step],
     *,
+    jobs: int | None = None,
     fail_fast: bool = False,
     on_event: EventSink = ignore,
-    executor: Executor | None = None,
 ) -> list[TargetResult]:
-    """Execute a plan made by :func:`plan` (steps that need no upgrade are reported skipped)."""
-    destinations = {
-        name: _alembic_destination(steps, name) for name in {s.target.service for s in steps}
-    }
-    work = TargetMigrator(fleet.databases, {n: fleet.scripts(n) for n in destinations},
-                          destinations)
+    """Execute a plan made by :func:`plan` (steps that need no upgrade are reported skipped).
+
+    More than one target to migrate and more than one job: a pool of worker processes;
+    otherwise this process does the work (no start-up cost for a single target).
+    """
+    services = [fleet.service(n) for n in dict.fromkeys(s.target.service for s in steps)]
+    destinations = {s.name: _alembic_destination(steps, s.name) for s in services}
+    order = execution_order(steps, services, fleet.config.tenants, fleet.config.priority)
+    schedule = Schedule(order, dependencies(steps, fleet.config.services.values()))
+    runnable = sum(1 for s in steps if s.upgrade)
+    wanted = jobs or fleet.config.jobs or os.cpu_count() or 1
+    scripts = {s.name: fleet.scripts(s.name) for s in services}
+    if wanted > 1 and runnable > 1:
+        for script in scripts.values():  # load before forking: workers inherit them
+            _ = script.graph, script.uses_helper
+        factory = WorkFactory(fleet.config.file, fleet.config.embedded_dir,
+                              {s.name: s for s in services}, destinations,
+                              fleet.config.secrets, scripts)
+        executor = PoolExecutor(factory, jobs=min(wanted, runnable), fail_fast=fail_fast)
+        return executor.run(steps, schedule, on_event)
+    work = TargetMigrator(fleet.databases, scripts, destinations)
     try:
-        run = executor or SerialExecutor(work, fail_fast=fail_fast)
-        return run.run(steps, on_event)
+        return SerialExecutor(work, fail_fast=fail_fast).run(steps, schedule, on_event)
     finally:
         work.close()
 

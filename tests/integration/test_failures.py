@@ -104,7 +104,7 @@ def test_failed_target_is_rolled_back_and_reported(tmp_path: Path, db_url: str) 
 
 def test_fail_fast_starts_nothing_after_a_failure(tmp_path: Path, db_url: str) -> None:
     project = _project(tmp_path, db_url)
-    result = project.fleet("migrate", "--fail-fast", "--json",
+    result = project.fleet("migrate", "--fail-fast", "--jobs", "1", "--json",
                            env={"TENANTS": "broken good other"})
     assert result.returncode == 1
     outcome = {t["tenant"]: t["outcome"] for t in json.loads(result.stdout)["targets"]}

@@ -70,6 +70,19 @@ class ServiceScripts:
         return self._script
 
     @cached_property
+    def uses_helper(self) -> bool:
+        """True when the service's env.py calls fleet's helper (the fast, in-process path).
+
+        Any other env.py is run as plain ``alembic`` subprocesses, one per target, with
+        ``ALEMBIC_SCHEMA`` and ``DATABASE_URI`` set (the legacy mode).
+        """
+        env_py = Path(self.script.dir) / "env.py"
+        try:
+            return "alembic_fleet" in env_py.read_text(encoding="utf-8")
+        except OSError:
+            return False
+
+    @cached_property
     def graph(self) -> RevisionGraph:
         """The revision graph; a broken graph (unknown parent, cycle) is a RevisionError."""
         script = self.script

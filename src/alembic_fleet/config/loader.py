@@ -28,8 +28,8 @@ DEFAULT_EMBEDDED_DATABASE = "postgres"
 SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 URL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
-_TOP_KEYS = {"database", "tenants", "services"}
-_SERVICE_KEYS = {"path", "schema", "database", "alembic_ini", "version_table"}
+_TOP_KEYS = {"database", "tenants", "services", "jobs", "priority"}
+_SERVICE_KEYS = {"path", "schema", "database", "alembic_ini", "version_table", "depends_on"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,10 @@ class FleetConfig:
     tenants: tuple[str, ...]
     tenants_from_env: bool = False
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    jobs: int | None = None
+    """Worker processes for ``migrate`` (None: one per CPU)."""
+    priority: tuple[str, ...] = ()
+    """Tenants migrated first, in this order (e.g. ``default``); the others follow in list order."""
 
     @property
     def root(self) -> Path:
@@ -129,6 +133,7 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
     services: dict[str, Service] = {}
     for svc_name, table in services_table.items():
         services[svc_name] = reader.service(path.parent, svc_name, table, default_db)
+    reader.check_dependencies(services)
     tenants, from_env = reader.tenants(data.get("tenants"))
     if not tenants and any(s.per_tenant for s in services.values()):
         raise ConfigError("no tenants configured while a service has a {tenant} schema",
@@ -142,7 +147,9 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
             except FleetError as exc:
                 raise ConfigError(f"{exc.message} (service '{service.name}')", file=name,
                                   key=source, hint=exc.hint) from None
-    return FleetConfig(path, services, tenants, from_env, tuple(reader.secrets))
+    jobs = reader.jobs(data.get("jobs"))
+    priority = reader.priority(data.get("priority"), tenants)
+    return FleetConfig(path, services, tenants, from_env, tuple(reader.secrets), jobs, priority)
 
 
 class _Reader:
@@ -219,7 +226,54 @@ class _Reader:
         database = self.database(table.get("database"), f"{key}.database", inherit=default_db)
         version_table = self.string(table.get("version_table", "alembic_version"),
                                     f"{key}.version_table")
-        return Service(name, folder, schema, database, ini, version_table)
+        depends_on = table.get("depends_on", [])
+        if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
+            raise ConfigError("must be a list of service names", file=self.file,
+                              key=f"{key}.depends_on", expected='depends_on = ["auth"]')
+        return Service(name, folder, schema, database, ini, version_table,
+                       tuple(dict.fromkeys(depends_on)))
+
+    def jobs(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"invalid value {value!r}", file=self.file, key="jobs",
+                              expected="a whole number of worker processes, 1 or more")
+        return value
+
+    def priority(self, value: Any, tenants: tuple[str, ...]) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("must be a list of tenant names", file=self.file, key="priority",
+                              expected='priority = ["default"]')
+        return tuple(t for t in dict.fromkeys(value) if t in tenants)
+
+    def check_dependencies(self, services: dict[str, Service]) -> None:
+        """Every ``depends_on`` names a service, and the dependencies have no cycle."""
+        for service in services.values():
+            for dependency in service.depends_on:
+                if dependency not in services or dependency == service.name:
+                    raise ConfigError(f"unknown service {dependency!r}", file=self.file,
+                                      key=f"services.{service.name}.depends_on",
+                                      expected="names of other configured services")
+        state: dict[str, int] = {}
+
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                cycle = " -> ".join((*path[path.index(name):], name))
+                raise ConfigError(f"dependency cycle {cycle}", file=self.file,
+                                  key=f"services.{name}.depends_on",
+                                  expected="services that depend on each other in one direction")
+            state[name] = 1
+            for dependency in services[name].depends_on:
+                visit(dependency, (*path, name))
+            state[name] = 2
+
+        for name in services:
+            visit(name, ())
 
     def tenants(self, value: Any) -> tuple[tuple[str, ...], bool]:
         """The tenant list; ``TENANTS`` (spaces or commas) overrides the file."""

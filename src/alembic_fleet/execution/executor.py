@@ -1,7 +1,8 @@
-"""Executors decide in which order and where targets run; they never print.
+"""Executors decide where targets run; they never print.
 
-:class:`SerialExecutor` runs targets one after another in this process. A parallel executor
-(a pool of worker processes) implements the same :class:`Executor` protocol.
+:class:`SerialExecutor` runs targets one after another in this process;
+:class:`alembic_fleet.execution.pool.PoolExecutor` runs them in worker processes. Both follow
+the same :class:`~alembic_fleet.model.schedule.Schedule` and report through events.
 """
 
 from __future__ import annotations
@@ -10,15 +11,20 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from alembic_fleet.execution.events import EventSink, RunStarted, TargetFinished, TargetStarted
+from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
 
 Work = Callable[[Step], TargetResult]
+
+FAIL_FAST_NOTE = "not started: an earlier target failed (--fail-fast)"
+DEPENDENCY_NOTE = "not started: a service it depends on failed for this tenant"
 
 
 class Executor(Protocol):
     """Runs a plan's steps and reports each result through ``on_event``."""
 
-    def run(self, steps: Sequence[Step], on_event: EventSink) -> list[TargetResult]: ...
+    def run(self, steps: Sequence[Step], schedule: Schedule, on_event: EventSink
+            ) -> list[TargetResult]: ...
 
 
 def skipped(step: Step, reason: str = "") -> TargetResult:
@@ -28,26 +34,57 @@ def skipped(step: Step, reason: str = "") -> TargetResult:
                         note=reason or step.reason)
 
 
+class RunBook:
+    """Results by step index, filled in as targets finish; shared by the executors."""
+
+    def __init__(self, steps: Sequence[Step], on_event: EventSink, fail_fast: bool) -> None:
+        self.steps = steps
+        self.on_event = on_event
+        self.fail_fast = fail_fast
+        self.results: list[TargetResult | None] = [None] * len(steps)
+        self.stopped = False
+
+    def start(self) -> None:
+        self.on_event(RunStarted(len(self.steps), sum(1 for s in self.steps if s.upgrade)))
+        for index, step in enumerate(self.steps):
+            if not step.upgrade:
+                self.record(index, skipped(step))
+
+    def record(self, index: int, result: TargetResult) -> None:
+        self.results[index] = result
+        self.on_event(TargetFinished(result))
+
+    def finish(self, schedule: Schedule, index: int, result: TargetResult) -> None:
+        """Record a executed target; skip what can no longer run."""
+        self.record(index, result)
+        failed = result.outcome is Outcome.FAILED
+        for blocked in schedule.finish(index, not failed):
+            self.record(blocked, skipped(self.steps[blocked], DEPENDENCY_NOTE))
+        if failed and self.fail_fast:
+            self.stopped = True
+
+    def close(self, schedule: Schedule) -> list[TargetResult]:
+        """Every step not run (``--fail-fast``) is reported skipped; results in plan order."""
+        while (index := schedule.next_ready()) is not None:
+            self.record(index, skipped(self.steps[index], FAIL_FAST_NOTE))
+        for index, result in enumerate(self.results):
+            if result is None:
+                self.record(index, skipped(self.steps[index], FAIL_FAST_NOTE))
+        return [r for r in self.results if r is not None]
+
+
 class SerialExecutor:
-    """Runs targets in plan order in the current process."""
+    """Runs targets in schedule order in the current process."""
 
     def __init__(self, work: Work, *, fail_fast: bool = False) -> None:
         self.work = work
         self.fail_fast = fail_fast
 
-    def run(self, steps: Sequence[Step], on_event: EventSink) -> list[TargetResult]:
-        on_event(RunStarted(len(steps), sum(1 for s in steps if s.upgrade)))
-        results: list[TargetResult] = []
-        stop = False
-        for step in steps:
-            if not step.upgrade:
-                result = skipped(step)
-            elif stop:
-                result = skipped(step, "not started: an earlier target failed (--fail-fast)")
-            else:
-                on_event(TargetStarted(step.target))
-                result = self.work(step)
-                stop = self.fail_fast and result.outcome is Outcome.FAILED
-            results.append(result)
-            on_event(TargetFinished(result))
-        return results
+    def run(self, steps: Sequence[Step], schedule: Schedule, on_event: EventSink
+            ) -> list[TargetResult]:
+        book = RunBook(steps, on_event, self.fail_fast)
+        book.start()
+        while not book.stopped and (index := schedule.next_ready()) is not None:
+            on_event(TargetStarted(steps[index].target))
+            book.finish(schedule, index, self.work(steps[index]))
+        return book.close(schedule)

@@ -8,20 +8,24 @@ service, schema, revision and reason.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.alembic_bridge import runner
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
-from alembic_fleet.databases import Databases
+from alembic_fleet.databases import Databases, libpq_url
 from alembic_fleet.exceptions import FleetError
 from alembic_fleet.inspect.versions import read_versions
 from alembic_fleet.model.status import Outcome, Step, TargetResult
 from alembic_fleet.model.targets import Database
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import register_secret, scrub
 
 
 def describe_error(error: BaseException) -> tuple[str, str | None]:
@@ -41,6 +45,10 @@ def describe_error(error: BaseException) -> tuple[str, str | None]:
     return scrub(text), None
 
 
+class LegacyFailed(Exception):
+    """A legacy ``alembic`` subprocess failed; the message holds its last lines."""
+
+
 @dataclass
 class TargetMigrator:
     """Upgrades targets to their destinations, reusing one connection per database."""
@@ -58,7 +66,11 @@ class TargetMigrator:
         started = time.perf_counter()
         try:
             connection = self._connection(target.database)
-            runner.upgrade(scripts, connection, target.schema, self.destinations[target.service])
+            if scripts.uses_helper:
+                runner.upgrade(scripts, connection, target.schema,
+                               self.destinations[target.service])
+            else:
+                self._legacy_upgrade(scripts, target.schema, target.database)
             after = read_versions(connection, [(target.schema, table)]).get(
                 (target.schema, table), ()
             )
@@ -69,6 +81,11 @@ class TargetMigrator:
             where = f"revision {exc.revision}: " if exc.revision else ""
             return TargetResult(target, Outcome.FAILED, step.status.current, step.status.current,
                                 time.perf_counter() - started, where + reason, hint)
+        except LegacyFailed as exc:
+            self._recover(target.database)
+            return TargetResult(target, Outcome.FAILED, step.status.current, step.status.current,
+                                time.perf_counter() - started, scrub(str(exc)),
+                                "the output above is the last lines 'alembic' printed")
         except (DBAPIError, FleetError) as exc:
             self._recover(target.database)
             reason, hint = describe_error(exc)
@@ -76,6 +93,21 @@ class TargetMigrator:
                                 time.perf_counter() - started, reason, hint)
         return TargetResult(target, Outcome.MIGRATED, step.status.current, after,
                             time.perf_counter() - started)
+
+    def _legacy_upgrade(self, scripts: ServiceScripts, schema: str, database: Database) -> None:
+        """A service whose env.py does not use the helper: run plain ``alembic`` for it, with
+        the variables such env.py files read (``ALEMBIC_SCHEMA``, ``DATABASE_URI``)."""
+        url = libpq_url(self.databases.url(database))
+        service = scripts.service
+        env = {**os.environ, "ALEMBIC_SCHEMA": schema, "DATABASE_URI": url, "DATABASE_URL": url}
+        command = [sys.executable, "-m", "alembic", "-c", str(service.ini_path), "upgrade",
+                   self.destinations[service.name]]
+        done = subprocess.run(command, cwd=service.path, env=env, capture_output=True,
+                              text=True, check=False)
+        if done.returncode != 0:
+            lines = [ln for ln in (done.stderr + done.stdout).splitlines() if ln.strip()]
+            raise LegacyFailed(f"alembic upgrade exited with {done.returncode}: "
+                               + " | ".join(lines[-3:]))
 
     def _connection(self, database: Database) -> Any:
         connection = self._connections.get(database.key)
@@ -103,3 +135,30 @@ class TargetMigrator:
             with contextlib.suppress(Exception):
                 connection.close()
         self._connections.clear()
+
+
+@dataclass
+class WorkFactory:
+    """Builds a worker's :class:`TargetMigrator` inside the worker process.
+
+    With the ``fork`` start method the parent's loaded scripts are inherited; with ``spawn``
+    they are dropped when pickling and each worker loads them once.
+    """
+
+    config_file: Path
+    embedded_dir: Path
+    services: dict[str, Any]
+    destinations: dict[str, str]
+    secrets: tuple[str, ...] = ()
+    scripts: dict[str, ServiceScripts] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["scripts"] = None
+        return state
+
+    def __call__(self) -> TargetMigrator:
+        for secret in self.secrets:
+            register_secret(secret)
+        scripts = self.scripts or {n: ServiceScripts(self.services[n]) for n in self.destinations}
+        return TargetMigrator(Databases(self.embedded_dir), scripts, self.destinations)

@@ -43,6 +43,8 @@ class Service:
     database: Database
     alembic_ini: str = "alembic.ini"
     version_table: str = "alembic_version"
+    depends_on: tuple[str, ...] = ()
+    """Services whose target (same tenant) must be migrated before this one's."""
 
     @property
     def per_tenant(self) -> bool:
