@@ -107,37 +107,68 @@ class Fleet:
         return {names[0]: self.scripts(names[0]).resolve(to)}
 
     def statuses(
-        self, targets: Sequence[Target], destinations: dict[str, tuple[str, ...]] | None = None
+        self, targets: Sequence[Target], destinations: dict[str, tuple[str, ...]] | None = None,
+        *, orphans: bool = False,
     ) -> list[TargetStatus]:
-        """Where each target stands: two catalog queries per database, none per schema."""
+        """Where each target stands: two catalog queries per database, none per schema.
+
+        With ``orphans``, schemas that a selected service's template matches but whose tenant
+        is not configured are appended with the state ``orphan``.
+        """
         by_database: dict[str, list[Target]] = {}
         for target in targets:
             by_database.setdefault(target.database.key, []).append(target)
         current: dict[Target, tuple[str, ...] | None] = {}
+        extra: list[TargetStatus] = []
         for group in by_database.values():
             database = group[0].database
+            services = [self.service(n) for n in dict.fromkeys(t.service for t in group)]
             wanted = {(t.schema, self.service(t.service).version_table) for t in group}
+            templates = [(s.schema, s.version_table) for s in services if s.per_tenant]
             with self.databases.connect(database) as connection:
                 try:
-                    found = read_versions(connection, wanted)
+                    found = read_versions(connection, wanted, templates if orphans else ())
                 except DBAPIError as exc:
                     raise explain_connection_error(exc, display(database)) from None
                 connection.rollback()
             for t in group:
                 current[t] = found.get((t.schema, self.service(t.service).version_table))
+            if orphans:
+                extra.extend(self._orphans(found, wanted, services, database))
         result = []
         for target in targets:
             destination = (destinations or {}).get(target.service)
             result.append(classify(target, current[target], self.graph(target.service),
                                    destination))
+        return result + extra
+
+    def _orphans(self, found: dict[tuple[str, str], tuple[str, ...]],
+                 wanted: set[tuple[str, str]], services: Sequence[Service],
+                 database: Database) -> list[TargetStatus]:
+        """Found version tables that belong to no configured target."""
+        configured = set(self.config.tenants)
+        result = []
+        for schema, table in sorted(set(found) - wanted):
+            for service in services:
+                prefix, _, suffix = service.schema.partition("{tenant}")
+                tenant = schema[len(prefix):len(schema) - len(suffix)]
+                if (service.per_tenant and table == service.version_table
+                        and schema.startswith(prefix) and schema.endswith(suffix)
+                        and tenant not in configured):
+                    target = Target(service.name, tenant, schema, database)
+                    heads = self.graph(service.name).heads
+                    result.append(TargetStatus(target, found[(schema, table)], heads, 0,
+                                               TargetState.ORPHAN))
+                    break
         return result
 
 
 def status(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = ()
            ) -> list[TargetStatus]:
-    """Current against head for every selected target."""
+    """Current against head for every selected target, and orphan schemas (when no tenant
+    filter is given)."""
     targets = fleet.select(services, tenants)
-    return fleet.statuses(targets)
+    return fleet.statuses(targets, orphans=not tenants)
 
 
 def plan(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = (),

@@ -335,7 +335,8 @@ def test_classify_empty_graph() -> None:
 
 
 def test_target_state_values_are_the_contract_strings() -> None:
-    assert {s.value for s in TargetState} == {"at_head", "behind", "missing", "ahead", "failed"}
+    assert {s.value for s in TargetState} == {"at_head", "behind", "missing", "ahead", "failed",
+                                           "orphan"}
     assert TargetState.AT_HEAD == "at_head"
     assert {o.value for o in Outcome} == {"migrated", "skipped", "failed"}
 

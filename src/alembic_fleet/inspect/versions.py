@@ -1,18 +1,19 @@
 """Read the current revisions of many schemas in two queries per database.
 
 A loop of one query per schema costs a round trip each, and ``information_schema`` is slow
-with thousands of schemas; so one ``pg_catalog`` query finds which of the wanted version
-tables exist, and one ``UNION ALL`` query reads them all.
+with thousands of schemas; so one ``pg_catalog`` query finds the version tables, in the
+wanted schemas and in every schema a service's template matches (which is how schemas of
+tenants no longer configured, *orphans*, are found), and one ``UNION ALL`` query reads them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import text
 
-from alembic_fleet.model.identifiers import quote_ident
+from alembic_fleet.model.identifiers import TENANT_PLACEHOLDER, quote_ident
 
 _FIND_TABLES = text(
     """
@@ -21,27 +22,46 @@ _FIND_TABLES = text(
     JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p')
       AND c.relname = ANY(CAST(:tables AS text[]))
-      AND n.nspname = ANY(CAST(:schemas AS text[]))
+      AND (n.nspname = ANY(CAST(:schemas AS text[]))
+           OR n.nspname LIKE ANY(CAST(:patterns AS text[])))
     """
 )
 
 
-def read_versions(
-    connection: Any, wanted: Iterable[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[str, ...]]:
-    """Current revisions per existing ``(schema, version_table)`` among ``wanted``.
+def like_pattern(template: str) -> str:
+    """A LIKE pattern matching every schema a ``{tenant}`` template can produce."""
+    prefix, _, suffix = template.partition(TENANT_PLACEHOLDER)
 
-    A pair absent from the result has no schema or no version table (state ``missing``);
-    an empty tuple is a version table with no row (the base revision).
+    def escape(part: str) -> str:
+        return part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+    return f"{escape(prefix)}%{escape(suffix)}"
+
+
+def read_versions(
+    connection: Any, wanted: Iterable[tuple[str, str]],
+    templates: Sequence[tuple[str, str]] = (),
+) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Current revisions per existing ``(schema, version_table)``.
+
+    ``wanted`` names exact pairs; ``templates`` holds ``(schema_template, version_table)``
+    pairs whose matching schemas are read too. A wanted pair absent from the result has no
+    schema or no version table (state ``missing``); an empty tuple is a version table with no
+    row (the base revision).
     """
     wanted = set(wanted)
-    if not wanted:
+    if not wanted and not templates:
         return {}
+    tables = sorted({t for _, t in wanted} | {t for _, t in templates})
+    patterns = sorted({like_pattern(s) for s, _ in templates})
     rows = connection.execute(
         _FIND_TABLES,
-        {"tables": sorted({t for _, t in wanted}), "schemas": sorted({s for s, _ in wanted})},
+        {"tables": tables, "schemas": sorted({s for s, _ in wanted}), "patterns": patterns},
     ).all()
-    present = sorted(pair for pair in ((r[0], r[1]) for r in rows) if pair in wanted)
+    present = sorted(
+        (schema, table) for schema, table in rows
+        if (schema, table) in wanted or _matches(schema, table, templates)
+    )
     result: dict[tuple[str, str], tuple[str, ...]] = {pair: () for pair in present}
     if not present:
         return result
@@ -55,3 +75,15 @@ def read_versions(
     for index, revs in versions.items():
         result[present[index]] = tuple(sorted(revs))
     return result
+
+
+def _matches(schema: str, table: str, templates: Sequence[tuple[str, str]]) -> bool:
+    """Whether ``(schema, table)`` belongs to one of the templates (exact, not just LIKE)."""
+    for template, version_table in templates:
+        if table != version_table:
+            continue
+        prefix, _, suffix = template.partition(TENANT_PLACEHOLDER)
+        if (schema.startswith(prefix) and schema.endswith(suffix)
+                and len(schema) > len(prefix) + len(suffix)):
+            return True
+    return False

@@ -17,6 +17,8 @@ class TargetState(StrEnum):
     MISSING = "missing"
     AHEAD = "ahead"
     FAILED = "failed"
+    ORPHAN = "orphan"
+    """A schema a service's template matches, whose tenant is not configured (not a target)."""
 
 
 class Outcome(StrEnum):

@@ -42,6 +42,7 @@ _STATE_STYLE = {
     TargetState.MISSING: "yellow",
     TargetState.AHEAD: "magenta",
     TargetState.FAILED: "red",
+    TargetState.ORPHAN: "cyan",
 }
 _OUTCOME_STYLE = {Outcome.MIGRATED: "green", Outcome.SKIPPED: "dim", Outcome.FAILED: "red"}
 
@@ -113,7 +114,8 @@ class Reporter:
     def _summary_text(summary: dict[str, int]) -> str:
         parts = [f"{summary['targets']} target(s)"]
         parts += [f"{summary[k]} {k.replace('_', ' ')}" for k in
-                  ("at_head", "behind", "missing", "ahead", "failed") if summary.get(k)]
+                  ("at_head", "behind", "missing", "ahead", "failed", "orphan")
+                  if summary.get(k)]
         return ": ".join([parts[0], ", ".join(parts[1:])]) if len(parts) > 1 else parts[0]
 
     # -- migrate ---------------------------------------------------------------------------

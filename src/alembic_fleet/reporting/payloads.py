@@ -35,6 +35,7 @@ def _summary(states: Sequence[TargetState]) -> dict[str, int]:
         "missing": sum(1 for s in states if s is TargetState.MISSING),
         "ahead": sum(1 for s in states if s is TargetState.AHEAD),
         "failed": sum(1 for s in states if s is TargetState.FAILED),
+        "orphan": sum(1 for s in states if s is TargetState.ORPHAN),
     }
 
 
