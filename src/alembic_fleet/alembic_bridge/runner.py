@@ -121,25 +121,42 @@ def _isolate_imports(scripts: ServiceScripts) -> None:
 
     Two services may both ship a package named, say, ``app``; Python would hand the second
     service the first one's cached module. Before running a service's env.py, forget the
-    modules imported from another service's folder and put this service's folder first.
+    cached modules whose top-level name this service's folder also provides but which were
+    loaded from elsewhere, and put this service's folder first on ``sys.path``.
     """
     global _current
     folder = scripts.service.path.resolve()
     if folder == _current:
         return
     _current = folder
-    _service_folders.add(folder)
-    others = [f for f in _service_folders if f != folder]
-    if others:
-        for name, module in list(sys.modules.items()):
-            origin = getattr(module, "__file__", None)
-            if origin and any(Path(origin).is_relative_to(other) for other in others):
-                del sys.modules[name]
+    names = _top_level_names(folder)
+    prefix = str(folder) + "/"
+    for name in [n for n in sys.modules if n.partition(".")[0] in names]:
+        origin = getattr(sys.modules[name], "__file__", None) or ""
+        if not origin.startswith(prefix):
+            del sys.modules[name]
     text = str(folder)
     if text in sys.path:
         sys.path.remove(text)
     sys.path.insert(0, text)
 
 
-_service_folders: set[Path] = set()
+def _top_level_names(folder: Path) -> frozenset[str]:
+    """Module and package names importable from ``folder`` (cached per folder)."""
+    cached = _names.get(folder)
+    if cached is None:
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            entries = []
+        cached = frozenset(
+            e.stem if e.suffix == ".py" else e.name
+            for e in entries
+            if (e.suffix == ".py" and e.is_file()) or (e.is_dir() and e.name.isidentifier())
+        )
+        _names[folder] = cached
+    return cached
+
+
+_names: dict[Path, frozenset[str]] = {}
 _current: Path | None = None
