@@ -77,7 +77,9 @@ class Reporter:
             self.err.print(escape(scrub(text)), style="dim" if self.err.is_terminal else None)
 
     def json(self, payload: dict[str, Any]) -> None:
-        self.out.file.write(scrub(json.dumps(payload, indent=2)) + "\n")
+        """One JSON object: indented for a person at a terminal, compact for programs."""
+        indent = 2 if self.out.is_terminal else None
+        self.out.file.write(scrub(json.dumps(payload, indent=indent)) + "\n")
         self.out.file.flush()
 
     def _table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]],
