@@ -204,3 +204,51 @@ def test_a_killed_worker_fails_its_target_only(tmp_path: Path, db_url: str) -> N
     assert rerun.returncode == 0
     ran = {t["schema"] for t in json.loads(rerun.stdout)["targets"] if t["outcome"] == "migrated"}
     assert ran == {"accounts_t07", "billing_t07"}
+
+
+SAME_NAME_REVISION = '''\
+    import sqlalchemy as sa
+    from alembic import op
+
+    revision = "{rev}"
+    down_revision = None
+    branch_labels = None
+    depends_on = None
+
+
+    def upgrade():
+        from app.tables import TABLE  # each service ships its own package called "app"
+
+        op.create_table(TABLE, sa.Column("id", sa.Integer, primary_key=True))
+
+
+    def downgrade():
+        pass
+'''
+
+
+def test_services_with_same_package_names_stay_apart(tmp_path: Path, db_url: str) -> None:
+    root = tmp_path / "same"
+    for name, rev in (("one", "5000eeee0001"), ("two", "6000ffff0001")):
+        _service(root, name, {f"{rev}_t.py": SAME_NAME_REVISION.format(rev=rev)})
+        (root / name / "app").mkdir()
+        (root / name / "app" / "__init__.py").write_text("")
+        (root / name / "app" / "tables.py").write_text(f'TABLE = "{name}_table"\n')
+    (root / "fleet.toml").write_text(textwrap.dedent("""\
+        database = "${DATABASE_URI}"
+        tenants = ["a", "b"]
+
+        [services.one]
+        path = "one"
+        schema = "one_{tenant}"
+
+        [services.two]
+        path = "two"
+        schema = "two_{tenant}"
+        """))
+    project = Project(root, {"DATABASE_URI": db_url}, db_url, db_url)
+    result = project.fleet("migrate", "--jobs", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for tenant in ("a", "b"):
+        assert tables(db_url, f"one_{tenant}") == {"one_table", "alembic_version"}
+        assert tables(db_url, f"two_{tenant}") == {"two_table", "alembic_version"}

@@ -8,6 +8,7 @@ failure rolls the whole target back.
 from __future__ import annotations
 
 import io
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -122,7 +123,8 @@ def _isolate_imports(scripts: ServiceScripts) -> None:
     Two services may both ship a package named, say, ``app``; Python would hand the second
     service the first one's cached module. Before running a service's env.py, forget the
     cached modules whose top-level name this service's folder also provides but which were
-    loaded from elsewhere, and put this service's folder first on ``sys.path``.
+    loaded from another service's folder, and put this service's folder first on
+    ``sys.path``.
     """
     global _current
     folder = scripts.service.path.resolve()
@@ -130,10 +132,10 @@ def _isolate_imports(scripts: ServiceScripts) -> None:
         return
     _current = folder
     names = _top_level_names(folder)
-    prefix = str(folder) + "/"
+    others = tuple(str(f) + os.sep for f in _names if f != folder)
     for name in [n for n in sys.modules if n.partition(".")[0] in names]:
         origin = getattr(sys.modules[name], "__file__", None) or ""
-        if not origin.startswith(prefix):
+        if others and origin.startswith(others):
             del sys.modules[name]
     text = str(folder)
     if text in sys.path:
@@ -152,7 +154,8 @@ def _top_level_names(folder: Path) -> frozenset[str]:
         cached = frozenset(
             e.stem if e.suffix == ".py" else e.name
             for e in entries
-            if (e.suffix == ".py" and e.is_file()) or (e.is_dir() and e.name.isidentifier())
+            if (e.suffix == ".py" and e.is_file())
+            or (e.is_dir() and e.name.isidentifier() and (e / "__init__.py").exists())
         )
         _names[folder] = cached
     return cached
