@@ -205,11 +205,13 @@ def report(rows: list[dict]) -> list[str]:
     lines.append(header)
     for r in rows:
         mark = "*" if r.get("seed_extrapolated") else " "
+        seed_noop = f"{r['seed_noop']:>15.1f}s{mark}" if "seed_noop" in r else f"{'-':>17}"
+        seed_full = f"{r['seed_full']:>14.1f}s{mark}" if "seed_full" in r else f"{'-':>16}"
         lines.append(
             f"{r['tenants']:>6} {r['schemas']:>8} {r['fleet_full']:>10.2f}s"
             f" {r['psql_floor']:>10.2f}s {r['fleet_full'] / r['psql_floor']:>9.2f}x"
             f" {r['fleet_noop']:>11.2f}s {r['fleet_status']:>12.2f}s"
-            f" {r['seed_noop']:>15.1f}s{mark} {r['seed_full']:>14.1f}s{mark}"
+            f" {seed_noop} {seed_full}"
             f" {max(r['fleet_full_peak_mb'], r['fleet_noop_peak_mb']):>8.0f}")
     lines.append("* extrapolated linearly from the largest N measured with one process per schema")
     small, large = rows[0], rows[-1]
@@ -219,12 +221,15 @@ def report(rows: list[dict]) -> list[str]:
     lines.append(f"status N={large['tenants']} / N={small['tenants']}: "
                  f"{large['fleet_status'] / small['fleet_status']:.2f}x (target <= 2)")
     for r in rows:
+        versus = ""
+        if "seed_noop" in r:
+            versus = (f"per-schema no-op / fleet no-op = {r['seed_noop'] / r['fleet_noop']:.0f}x"
+                      f"{' (extrapolated)' if r.get('seed_extrapolated') else ''} "
+                      "(target >= 100 at 1,000); ")
         lines.append(f"N={r['tenants']}: full migrate / psql floor = "
-                     f"{r['fleet_full'] / r['psql_floor']:.2f}x (target <= 1.2); "
-                     f"per-schema no-op / fleet no-op = {r['seed_noop'] / r['fleet_noop']:.0f}x"
-                     f"{' (extrapolated)' if r.get('seed_extrapolated') else ''} "
-                     f"(target >= 100 at 1,000); peak RSS "
-                     f"{max(r['fleet_full_peak_mb'], r['fleet_noop_peak_mb']):.0f} MB (< 400)")
+                     f"{r['fleet_full'] / r['psql_floor']:.2f}x (target <= 1.2); {versus}"
+                     f"peak RSS {max(r['fleet_full_peak_mb'], r['fleet_noop_peak_mb']):.0f} MB"
+                     " (< 400)")
     return lines
 
 
@@ -244,7 +249,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ("fleet_noop", "fleet migrate, no-op", "g-o"),
         ("fleet_status", "fleet status", "g--^"),
     ):
-        ax.plot(xs, [r[key] for r in rows], style, label=label)
+        if all(key in r for r in rows):
+            ax.plot(xs, [r[key] for r in rows], style, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("tenants (3 schemas each, 15 revisions per service)")

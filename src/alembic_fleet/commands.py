@@ -215,8 +215,12 @@ def run_plan(
     wanted = jobs or fleet.config.jobs or os.cpu_count() or 1
     scripts = {s.name: fleet.scripts(s.name) for s in services}
     if wanted > 1 and runnable > 1:
-        for script in scripts.values():  # load before forking: workers inherit them
-            _ = script.graph, script.uses_helper
+        for name, script in scripts.items():  # load and render before forking: workers
+            _ = script.graph, script.uses_helper  # inherit all of it
+            if script.replayer is not None:
+                for current in {s.status.current for s in steps
+                                if s.upgrade and s.target.service == name}:
+                    script.replayer.plan(script.script, current, destinations[name])
         factory = WorkFactory(fleet.config.file, fleet.config.embedded_dir,
                               {s.name: s for s in services}, destinations,
                               fleet.config.secrets, scripts)

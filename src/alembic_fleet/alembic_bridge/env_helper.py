@@ -26,6 +26,8 @@ from alembic_fleet.model.identifiers import quote_ident
 
 ATTR_CONNECTION = "connection"
 ATTR_SCHEMA = "fleet_schema"
+ATTR_PROBE = "fleet_probe"
+"""A dict fleet hands over to learn the env.py's configure options without running it."""
 ATTR_APPLIED = "fleet_applied"
 """A list fleet hands over; the helper appends each revision as Alembic applies it."""
 
@@ -36,6 +38,10 @@ def run_migrations(target_metadata: Any = None, **configure_kwargs: Any) -> None
     from alembic.util import CommandError
 
     config = context.config
+    probe = config.attributes.get(ATTR_PROBE)
+    if probe is not None:
+        probe.update(configure_kwargs)
+        return
     try:
         _run(context, target_metadata, configure_kwargs)
     except FleetError as exc:

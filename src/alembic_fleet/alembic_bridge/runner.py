@@ -17,7 +17,12 @@ from typing import Any
 from alembic.runtime.environment import EnvironmentContext
 from alembic.util import CommandError
 
-from alembic_fleet.alembic_bridge.env_helper import ATTR_APPLIED, ATTR_CONNECTION, ATTR_SCHEMA
+from alembic_fleet.alembic_bridge.env_helper import (
+    ATTR_APPLIED,
+    ATTR_CONNECTION,
+    ATTR_PROBE,
+    ATTR_SCHEMA,
+)
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts, make_config
 from alembic_fleet.exceptions import RevisionError
 
@@ -69,6 +74,17 @@ def _online(
         script_of = getattr(failing, "revision", None)  # RevisionStep -> its Script
         revision = getattr(script_of, "revision", None)
         raise RevisionFailed(revision, exc) from exc
+
+
+def probe_options(scripts: ServiceScripts) -> dict[str, Any]:
+    """The options the service's env.py passes to ``run_migrations`` (nothing is run)."""
+    config = make_config(scripts.service)
+    options: dict[str, Any] = {}
+    config.attributes[ATTR_PROBE] = options
+    _isolate_imports(scripts)
+    with EnvironmentContext(config, scripts.script, fn=lambda _rev, _ctx: []):
+        scripts.script.run_env()
+    return options
 
 
 def upgrade_sql(

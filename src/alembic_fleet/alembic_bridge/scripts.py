@@ -19,6 +19,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
+from alembic_fleet.alembic_bridge.replay import SAFE_OPTIONS, Replayer
 from alembic_fleet.exceptions import ConfigError, RevisionError
 from alembic_fleet.model.revisions import Revision, RevisionGraph
 from alembic_fleet.model.targets import Service
@@ -81,6 +82,25 @@ class ServiceScripts:
             return "alembic_fleet" in env_py.read_text(encoding="utf-8")
         except OSError:
             return False
+
+    @cached_property
+    def replayer(self) -> Replayer | None:
+        """The service's replayer, when its revisions may be rendered once and replayed.
+
+        Only for env.py files that use the helper without options that change how an
+        upgrade runs (see :mod:`alembic_fleet.alembic_bridge.replay`).
+        """
+        if not self.uses_helper:
+            return None
+        from alembic_fleet.alembic_bridge.runner import probe_options
+
+        try:
+            options = probe_options(self)
+        except Exception:  # an env.py we cannot probe runs online, where errors surface
+            return None
+        if not set(options) <= SAFE_OPTIONS:
+            return None
+        return Replayer(self.service.version_table)
 
     @cached_property
     def graph(self) -> RevisionGraph:

@@ -19,11 +19,12 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.alembic_bridge import runner
+from alembic_fleet.alembic_bridge.replay import ReplayFailed
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.databases import Databases, libpq_url
 from alembic_fleet.exceptions import FleetError
 from alembic_fleet.inspect.versions import read_versions
-from alembic_fleet.model.status import Outcome, Step, TargetResult
+from alembic_fleet.model.status import Outcome, Step, TargetResult, TargetState
 from alembic_fleet.model.targets import Database
 from alembic_fleet.redact import register_secret, scrub
 
@@ -66,16 +67,23 @@ class TargetMigrator:
         started = time.perf_counter()
         try:
             connection = self._connection(target.database)
-            if scripts.uses_helper:
-                runner.upgrade(scripts, connection, target.schema,
-                               self.destinations[target.service])
+            destination = self.destinations[target.service]
+            replay = scripts.replayer.plan(scripts.script, step.status.current, destination
+                                           ) if scripts.replayer else None
+            if replay is not None:
+                replayer = scripts.replayer
+                assert replayer is not None
+                replayer.run(connection, target.schema, replay,
+                             table_exists=step.status.state is not TargetState.MISSING)
+            elif scripts.uses_helper:
+                runner.upgrade(scripts, connection, target.schema, destination)
             else:
                 self._legacy_upgrade(scripts, target.schema, target.database)
             after = read_versions(connection, [(target.schema, table)]).get(
                 (target.schema, table), ()
             )
             connection.rollback()
-        except runner.RevisionFailed as exc:
+        except (runner.RevisionFailed, ReplayFailed) as exc:
             self._recover(target.database)
             reason, hint = describe_error(exc.error)
             where = f"revision {exc.revision}: " if exc.revision else ""

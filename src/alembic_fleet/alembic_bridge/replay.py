@@ -1,0 +1,172 @@
+"""Render each revision once, replay its SQL on every tenant.
+
+Every tenant of a service runs the same revisions. Running them through Alembic online costs
+about 20 ms of Python per target for 15 revisions (building ``Table`` objects and compiling
+DDL) on top of the database's own work, which dominates a full migration of thousands of
+tenants. So, for a revision whose ``upgrade()`` only issues ``op`` operations, fleet renders
+the statements once per process (Alembic's offline mode, as ``--sql`` does) and replays them
+on each target's connection, inside the same one-transaction-per-target frame: schema
+created, ``SET LOCAL search_path``, the statements, the version row, commit.
+
+A revision that may look at the database while upgrading (``op.get_bind()``,
+``get_context()``, ``inspect``, batch mode, ``autocommit_block``, ...) or says
+``fleet_replay = False`` is never replayed, nor is any service whose env.py passes options
+that change how migrations run (``transaction_per_migration``, another version table, ...):
+those go through Alembic online as before. ``FLEET_REPLAY=0`` turns replay off entirely.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+
+from alembic_fleet.model.identifiers import quote_ident
+
+DYNAMIC = re.compile(
+    r"get_bind|get_context|migration_context|inspect\s*\(|batch_alter_table|run_async"
+    r"|autocommit_block|\.bind\b|reflect|fleet_replay\s*=\s*False"
+)
+"""Source patterns of a revision that may depend on the database's state while upgrading."""
+
+SAFE_OPTIONS = frozenset({
+    "target_metadata", "include_schemas", "include_name", "include_object", "compare_type",
+    "compare_server_default", "render_as_batch", "process_revision_directives",
+    "render_item", "user_module_prefix", "include_symbol", "sqlalchemy_module_prefix",
+    "alembic_module_prefix",
+})
+"""env.py ``configure`` options that do not change what an upgrade executes."""
+
+_TERMINATOR = ";\n\n"
+
+
+class _Statements:
+    """An output buffer that keeps each statement Alembic writes in offline mode."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def write(self, text: str) -> None:
+        statement = text[: -len(_TERMINATOR)] if text.endswith(_TERMINATOR) else text
+        if statement.strip():
+            self.items.append(statement.strip())
+
+    def flush(self) -> None:
+        pass
+
+
+def render_upgrade(module: Any, path: str) -> tuple[str, ...] | None:
+    """The statements of ``module.upgrade()``, or None when it must run online."""
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    if DYNAMIC.search(source):
+        return None
+    buffer = _Statements()
+    context = MigrationContext.configure(
+        dialect_name="postgresql",
+        dialect_opts={"paramstyle": "named"},
+        opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True},
+    )
+    try:
+        with Operations.context(context):
+            module.upgrade()
+    except Exception:  # anything offline mode cannot render runs online instead
+        return None
+    return tuple(buffer.items)
+
+
+@dataclass
+class ReplayPlan:
+    """The statements from one revision to another, for one service, revision by revision."""
+
+    start: str | None
+    destination: str
+    revisions: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@dataclass
+class Replayer:
+    """Renders a service's revisions once and replays them on targets."""
+
+    version_table: str
+    _rendered: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
+    _plans: dict[tuple[str | None, str], ReplayPlan | None] = field(default_factory=dict)
+
+    def plan(self, script: Any, current: tuple[str, ...], destination: str
+             ) -> ReplayPlan | None:
+        """A replay plan from ``current`` to ``destination``, or None to run online.
+
+        Only linear paths are replayed (one current revision, no merge on the way).
+        """
+        if os.environ.get("FLEET_REPLAY", "1") == "0" or len(current) > 1:
+            return None
+        start = current[0] if current else None
+        key = (start, destination)
+        if key not in self._plans:
+            self._plans[key] = self._make_plan(script, start, destination)
+        return self._plans[key]
+
+    def _make_plan(self, script: Any, start: str | None, destination: str) -> ReplayPlan | None:
+        steps = script._upgrade_revs(destination, start)
+        revisions: list[tuple[str, tuple[str, ...]]] = []
+        for step in steps:
+            revision = step.revision
+            if not step.is_upgrade or len(revision._all_down_revisions) > 1:
+                return None
+            if revision.revision not in self._rendered:
+                self._rendered[revision.revision] = render_upgrade(revision.module,
+                                                                   revision.path)
+            rendered = self._rendered[revision.revision]
+            if rendered is None:
+                return None
+            revisions.append((revision.revision, rendered))
+        if not revisions:
+            return None
+        return ReplayPlan(start, revisions[-1][0], tuple(revisions))
+
+    def run(self, connection: Any, schema: str, plan: ReplayPlan, table_exists: bool) -> None:
+        """Apply ``plan`` to ``schema`` in one transaction on a SQLAlchemy connection."""
+        quoted = quote_ident(schema)
+        version = f"{quoted}.{quote_ident(self.version_table)}"
+        with connection.begin():
+            cursor = connection.connection.driver_connection.cursor()
+            cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+            cursor.execute(f"SET LOCAL search_path TO {quoted}")
+            if not table_exists:
+                cursor.execute(
+                    f"CREATE TABLE IF NOT EXISTS {version} (version_num VARCHAR(32) NOT NULL, "
+                    f"CONSTRAINT {quote_ident(self.version_table + '_pkc')} "
+                    "PRIMARY KEY (version_num))"
+                )
+            for revision, statements in plan.revisions:
+                try:
+                    for statement in statements:
+                        cursor.execute(statement)
+                except Exception as exc:
+                    raise ReplayFailed(revision, exc) from exc
+            if plan.start is None:
+                cursor.execute(f"DELETE FROM {version}")
+                cursor.execute(f"INSERT INTO {version} (version_num) VALUES (%s)",
+                               (plan.destination,))
+            else:
+                cursor.execute(f"UPDATE {version} SET version_num = %s WHERE version_num = %s",
+                               (plan.destination, plan.start))
+                if cursor.rowcount != 1:
+                    raise ReplayFailed(None, RuntimeError(
+                        f"{schema} is no longer at {plan.start}: another runner changed it"))
+
+
+class ReplayFailed(Exception):
+    """A replayed statement failed; names the revision it belongs to."""
+
+    def __init__(self, revision: str | None, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.revision = revision
+        self.error = error
