@@ -165,6 +165,16 @@ def seed_method(n: int, server: Server, work: Path, base_env: dict[str, str]) ->
                                env={**env, "ALEMBIC_SCHEMA": schema}, check=True,
                                capture_output=True)
             results[label] = time.perf_counter() - started
+    finally:
+        server.drop(db)
+    # fleet on the same classic env.py files (legacy mode: parallel alembic subprocesses).
+    db = server.create("bench_legacy")
+    try:
+        env = {**base_env, "DATABASE_URI": db}
+        results["legacy_full"], _ = timed([str(BIN / "fleet"), "migrate", "--json"], env=env,
+                                          cwd=root)
+        results["legacy_noop"], _ = timed([str(BIN / "fleet"), "migrate", "--json"], env=env,
+                                          cwd=root)
         return results
     finally:
         server.drop(db)
@@ -214,6 +224,11 @@ def report(rows: list[dict]) -> list[str]:
             f" {seed_noop} {seed_full}"
             f" {max(r['fleet_full_peak_mb'], r['fleet_noop_peak_mb']):>8.0f}")
     lines.append("* extrapolated linearly from the largest N measured with one process per schema")
+    for r in rows:
+        if "legacy_full" in r:
+            lines.append(f"N={r['tenants']}: fleet on classic env.py files (legacy mode): full "
+                         f"{r['legacy_full']:.2f}s, no-op {r['legacy_noop']:.2f}s; with the "
+                         f"helper: full {r['fleet_full']:.2f}s, no-op {r['fleet_noop']:.2f}s")
     small, large = rows[0], rows[-1]
     lines.append("")
     lines.append(f"no-op  N={large['tenants']} / N={small['tenants']}: "

@@ -110,7 +110,7 @@ class Fleet:
         self, targets: Sequence[Target], destinations: dict[str, tuple[str, ...]] | None = None,
         *, orphans: bool = False,
     ) -> list[TargetStatus]:
-        """Where each target stands: two catalog queries per database, none per schema.
+        """Where each target stands: a catalog query and batched reads, none per schema.
 
         With ``orphans``, schemas that a selected service's template matches but whose tenant
         is not configured are appended with the state ``orphan``.
