@@ -80,7 +80,7 @@ class Server:
                 sql.Identifier(name)))
 
 
-def timed(argv: list[str], *, env: dict[str, str], cwd: Path, stdout=subprocess.DEVNULL,
+def timed(argv: list[str], *, env: dict[str, str], cwd: Path, stdout=subprocess.PIPE,
           stdin=None) -> tuple[float, float]:
     """Run a command; return (seconds, peak RSS in MB of its whole process tree)."""
     started = time.perf_counter()
@@ -105,12 +105,14 @@ def timed(argv: list[str], *, env: dict[str, str], cwd: Path, stdout=subprocess.
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, err = process.communicate()
+    out, err = process.communicate()
+    err = (err or "") + (out or "")[-2000:] if process.returncode not in (0, 3) else err
     seconds = time.perf_counter() - started
     done.set()
     sampler.join()
     if process.returncode not in (0, 3):
-        raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}):\n{err[-2000:]}")
+        detail = (err or "")[-2000:]
+        raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}):\n{detail}")
     return seconds, peak
 
 
@@ -303,6 +305,7 @@ def main() -> None:
         for n in counts:
             print(f"measuring N={n} ...", file=sys.stderr, flush=True)
             rows.append(measure(n, server, work, seed_max=args.seed_max, jobs=args.jobs))
+            (out / "partial.json").write_text(json.dumps(rows, indent=2))
     finally:
         if embedded is not None:
             embedded.stop()

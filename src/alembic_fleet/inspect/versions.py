@@ -8,6 +8,8 @@ tenants no longer configured, *orphans*, are found), and ``UNION ALL`` queries r
 The reads go in batches of :data:`BATCH` tables: PostgreSQL plans a ``UNION ALL`` of n
 tables in time that grows with n squared (measured on PostgreSQL 15: 3,000 tables in one
 query 2.5 s, in batches of 100 0.15 s), so one giant query is slower than thirty small ones.
+Each batch ends its transaction: reading a table takes a lock on it until the transaction
+ends, and 15,000 of them would exhaust the server's lock table (``max_locks_per_transaction``).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def read_versions(
         query = "\nUNION ALL\n".join(parts[start:start + BATCH])
         for index, version in connection.exec_driver_sql(query).all():
             versions.setdefault(index, []).append(version)
+        connection.rollback()  # release the batch's table locks
     for index, revs in versions.items():
         result[present[index]] = tuple(sorted(revs))
     return result
