@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import click
 
 from alembic_fleet import __version__, commands
-from alembic_fleet.exceptions import Aborted, FleetError, UsageError
+from alembic_fleet.exceptions import Aborted, DatabaseUnavailableError, FleetError, UsageError
+from alembic_fleet.execution.executor import RunInterrupted
 from alembic_fleet.exit_codes import ExitCode, exit_code_for
 from alembic_fleet.model.status import Outcome, TargetState
 from alembic_fleet.reporting import Reporter
@@ -49,6 +50,9 @@ def cli(ctx: click.Context, directory: str | None, config: str | None, debug: bo
     ctx.obj = State(config)
 
 
+seconds = click.FloatRange(min=0)
+
+
 @cli.command()
 @click.argument("services", nargs=-1, metavar="[SERVICE]...")
 @tenant_option
@@ -58,17 +62,39 @@ def cli(ctx: click.Context, directory: str | None, config: str | None, debug: bo
 @click.option("--fail-fast", is_flag=True, help="Start no new target after the first failure.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; execute nothing.")
 @click.option("--sql", is_flag=True, help="Print the SQL each target would run; execute nothing.")
+@click.option("--lock-wait", type=seconds, metavar="S",
+              help="Wait this long for another runner's lock on a target (default 60).")
+@click.option("--lock-timeout", type=seconds, metavar="S",
+              help="Give up a DDL statement waiting this long for a table lock, and retry "
+              "(default 5).")
+@click.option("--statement-timeout", type=seconds, metavar="S",
+              help="Cancel any statement running longer (default 3600; 0: no limit).")
+@click.option("--retries", type=click.IntRange(min=0), metavar="N",
+              help="Retries of a target after a lock timeout, lost connection or server "
+              "restart (default 3).")
+@click.option("--wait-for-db", type=seconds, metavar="S",
+              help="First wait up to S seconds for the databases to accept connections.")
 @json_option
 @click.pass_obj
 def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: str | None,
-            jobs: int | None, fail_fast: bool, dry_run: bool, sql: bool, as_json: bool) -> int:
+            jobs: int | None, fail_fast: bool, dry_run: bool, sql: bool,
+            lock_wait: float | None, lock_timeout: float | None,
+            statement_timeout: float | None, retries: int | None, wait_for_db: float | None,
+            as_json: bool) -> int:
     """Bring targets to head (or --to REV). Targets already there are not touched.
 
-    Exit codes: 0 every target reached its revision; 1 some target failed.
+    Each target migrates in one transaction under an advisory lock, so concurrent runners
+    never apply a revision twice. A failed target is rolled back and reported; the others
+    go on. Ctrl-C rolls back the targets in flight and exits with 130.
+
+    Exit codes: 0 every target reached its revision; 1 some target failed; 2 usage,
+    configuration or database unreachable (nothing executed); 130 interrupted.
     """
     reporter = Reporter(json_mode=as_json)
     fleet = state.fleet()
     try:
+        if wait_for_db is not None:
+            _wait(fleet, wait_for_db, reporter)
         if sql:
             reporter.sql(commands.migrate_sql(fleet, services, tenants, to))
             return ExitCode.OK
@@ -76,13 +102,76 @@ def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: s
         if dry_run:
             reporter.plan(steps)
             return ExitCode.OK
-        results = commands.run_plan(fleet, steps, jobs=jobs, fail_fast=fail_fast,
-                                    on_event=reporter.event)
-        reporter.migrate(results, [s.status for s in steps])
-        failed = any(r.outcome is Outcome.FAILED for r in results)
+        policy = commands.policy_for(fleet, lock_wait=lock_wait, lock_timeout=lock_timeout,
+                                     statement_timeout=statement_timeout, retries=retries)
+        before = [s.status for s in steps]
+        try:
+            outcome = commands.run_plan(fleet, steps, jobs=jobs, fail_fast=fail_fast,
+                                        policy=policy, command=_command_line(),
+                                        on_event=reporter.event)
+        except RunInterrupted as interrupted:
+            reporter.migrate(interrupted.results, before)
+            reporter.error("interrupted: targets in flight were rolled back", None,
+                           ExitCode.INTERRUPTED)
+            return ExitCode.INTERRUPTED
+        reporter.migrate(outcome.results, before)
+        for warning in outcome.warnings:
+            reporter.note(f"warning: {warning}")
+        failed = any(r.outcome is Outcome.FAILED for r in outcome.results)
         return ExitCode.FAILED if failed else ExitCode.OK
     finally:
         fleet.close()
+
+
+def _command_line() -> str:
+    return " ".join(["fleet", *sys.argv[1:]])[:500]
+
+
+def _wait(fleet: commands.Fleet, timeout: float, reporter: Reporter) -> None:
+    down = commands.wait_for_databases(fleet, timeout)
+    if down:
+        raise DatabaseUnavailableError(
+            f"still not accepting connections after {timeout:g}s: {', '.join(down)}",
+            hint="check the server, or wait longer (--wait-for-db / fleet wait --timeout)")
+
+
+@cli.command()
+@click.option("--timeout", type=seconds, default=60, show_default=True, metavar="S",
+              help="Give up after this many seconds.")
+@click.pass_obj
+def wait(state: State, timeout: float) -> int:
+    """Wait until every configured database accepts connections (for Kubernetes Jobs).
+
+    Exit codes: 0 all reachable; 2 still unreachable after --timeout.
+    """
+    reporter = Reporter()
+    fleet = state.fleet()
+    try:
+        _wait(fleet, timeout, reporter)
+    finally:
+        fleet.close()
+    reporter.line("all databases accept connections")
+    return ExitCode.OK
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many runs to show.")
+@click.option("--run", "run_id", metavar="ID", help="Show the targets of one run (id prefix).")
+@json_option
+@click.pass_obj
+def log(state: State, limit: int, run_id: str | None, as_json: bool) -> int:
+    """Show recent runs from the ledger (who, where, when, what they did)."""
+    reporter = Reporter(json_mode=as_json)
+    fleet = state.fleet()
+    try:
+        if run_id:
+            reporter.run_details(run_id, commands.run_details(fleet, run_id))
+        else:
+            reporter.runs(commands.log(fleet, limit))
+    finally:
+        fleet.close()
+    return ExitCode.OK
 
 
 @cli.command()
@@ -227,15 +316,49 @@ def db_psql(state: State, database: str | None, psql_args: Sequence[str]) -> int
 
 
 @cli.command()
-@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (embedded only).")
+@click.option("--force", is_flag=True,
+              help="Also act on a database that is not the embedded one: drop every "
+              "configured schema there (needs the database name typed, or --confirm).")
+@click.option("--confirm", "confirm_name", metavar="DATABASE",
+              help="With --force and no terminal: the database name, as typed confirmation.")
 @click.pass_obj
-def reset(state: State, yes: bool) -> int:
-    """Delete ALL data of the embedded PostgreSQL. Never touches any other database."""
+def reset(state: State, yes: bool, force: bool, confirm_name: str | None) -> int:
+    """Delete ALL data of the embedded PostgreSQL (development only).
+
+    Refuses any other database. With --force, drops every configured schema of every
+    service and tenant (and the ledger) in the configured databases, after you type the
+    database name.
+    """
     fleet = state.fleet()
-    server_dir = commands.embedded_dir(fleet)
-    _confirm(f"Delete the embedded PostgreSQL and all its data in {server_dir}?", yes)
-    removed = commands.reset(fleet)
-    Reporter().line("embedded PostgreSQL data deleted" if removed else "nothing to delete")
+    reporter = Reporter()
+    if fleet.config.uses_embedded and not force:
+        server_dir = commands.embedded_dir(fleet)
+        _confirm(f"Delete the embedded PostgreSQL and all its data in {server_dir}?", yes)
+        removed = commands.reset(fleet)
+        reporter.line("embedded PostgreSQL data deleted" if removed else "nothing to delete")
+        return ExitCode.OK
+    if not force:
+        raise UsageError(
+            "fleet reset deletes only the embedded PostgreSQL; this configuration uses "
+            "database URLs",
+            hint="to drop every configured schema there, run 'fleet reset --force' and type "
+            "the database name")
+    names = commands.database_names(fleet)
+    expected = ",".join(names)
+    if confirm_name is None:
+        if not sys.stdin or not sys.stdin.isatty():
+            raise UsageError("--force needs the database name typed at a terminal",
+                             hint=f"or pass --confirm {expected}")
+        confirm_name = click.prompt(
+            f"This drops every configured schema in {expected}. Type the database name "
+            "to confirm", default="", show_default=False)
+    if confirm_name != expected:
+        raise Aborted("the typed name does not match; nothing was changed")
+    dropped = commands.drop_all_schemas(fleet)
+    for schema in dropped:
+        reporter.line(f"dropped {schema}")
+    reporter.line(f"{len(dropped)} schema(s) dropped")
     return ExitCode.OK
 
 

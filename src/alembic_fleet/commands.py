@@ -18,13 +18,17 @@ from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.config import FleetConfig, find_config_file, load_config
 from alembic_fleet.databases import Databases, display, explain_connection_error
 from alembic_fleet.embedded import EmbeddedServer
-from alembic_fleet.exceptions import RevisionError, UsageError
-from alembic_fleet.execution.events import EventSink, ignore
-from alembic_fleet.execution.executor import SerialExecutor
+from alembic_fleet.exceptions import DatabaseUnavailableError, RevisionError, UsageError
+from alembic_fleet.execution.events import Event, EventSink, ignore
+from alembic_fleet.execution.executor import RunInterrupted, SerialExecutor
+from alembic_fleet.execution.locking import check_session_pooling
 from alembic_fleet.execution.pool import PoolExecutor
-from alembic_fleet.execution.work import TargetMigrator, WorkFactory, describe_error
+from alembic_fleet.execution.work import Policy, TargetMigrator, WorkFactory, describe_error
 from alembic_fleet.inspect.versions import read_versions
-from alembic_fleet.model.identifiers import validate_schema_template, validate_tenant
+from alembic_fleet.ledger import Ledger, RunInfo
+from alembic_fleet.ledger.recorder import LedgerRecorder
+from alembic_fleet.ledger.store import RunSummary
+from alembic_fleet.model.identifiers import quote_ident, validate_schema_template, validate_tenant
 from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.schedule import Schedule, dependencies, execution_order
 from alembic_fleet.model.status import (
@@ -140,7 +144,32 @@ class Fleet:
             destination = (destinations or {}).get(target.service)
             result.append(classify(target, current[target], self.graph(target.service),
                                    destination))
-        return result + extra
+        return self._mark_failed(result) + extra
+
+    def _mark_failed(self, statuses: list[TargetStatus]) -> list[TargetStatus]:
+        """Targets not at head whose last recorded run failed are in state ``failed``.
+
+        Reads the ledger only when something is not at head: the no-op path stays free.
+        """
+        if not self.config.ledger:
+            return statuses
+        behind = [s for s in statuses if s.state in (TargetState.BEHIND, TargetState.MISSING)]
+        by_database: dict[str, list[TargetStatus]] = {}
+        for status in behind:
+            by_database.setdefault(status.target.database.key, []).append(status)
+        failed: set[tuple[str, str, str]] = set()
+        ledger = Ledger(self.config.ledger_schema)
+        for group in by_database.values():
+            database = group[0].target.database
+            with self.databases.connect(database) as connection:
+                found = ledger.failed_targets(
+                    connection, [(s.target.service, s.target.schema) for s in group])
+            failed.update((database.key, svc, schema) for svc, schema in found)
+        return [
+            TargetStatus(s.target, s.current, s.head, s.pending, TargetState.FAILED)
+            if (s.target.database.key, s.target.service, s.target.schema) in failed else s
+            for s in statuses
+        ]
 
     def _orphans(self, found: dict[tuple[str, str], tuple[str, ...]],
                  wanted: set[tuple[str, str]], services: Sequence[Service],
@@ -191,7 +220,28 @@ def migrate(
 ) -> list[TargetResult]:
     """Bring the selected targets to head (or ``to``); targets already there are not touched."""
     steps = plan(fleet, services, tenants, to)
-    return run_plan(fleet, steps, jobs=jobs, fail_fast=fail_fast, on_event=on_event)
+    return run_plan(fleet, steps, jobs=jobs, fail_fast=fail_fast, on_event=on_event).results
+
+
+@dataclass
+class RunOutcome:
+    """What ``migrate`` did: every target's result, and warnings for the user."""
+
+    results: list[TargetResult]
+    warnings: list[str] = field(default_factory=list)
+    run_id: str | None = None
+
+
+def policy_for(fleet: Fleet, **overrides: float | int | None) -> Policy:
+    """The run's lock, timeout and retry policy: configuration, then command-line options."""
+    config = fleet.config
+    values = {"lock_wait": config.lock_wait, "lock_timeout": config.lock_timeout,
+              "statement_timeout": config.statement_timeout, "retries": config.retries}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Policy(lock_wait=float(values["lock_wait"]),
+                  lock_timeout=float(values["lock_timeout"]),
+                  statement_timeout=float(values["statement_timeout"]),
+                  retries=int(values["retries"]))
 
 
 def run_plan(
@@ -200,13 +250,18 @@ def run_plan(
     *,
     jobs: int | None = None,
     fail_fast: bool = False,
+    policy: Policy | None = None,
+    command: str = "fleet migrate",
     on_event: EventSink = ignore,
-) -> list[TargetResult]:
+) -> RunOutcome:
     """Execute a plan made by :func:`plan` (steps that need no upgrade are reported skipped).
 
     More than one target to migrate and more than one job: a pool of worker processes;
-    otherwise this process does the work (no start-up cost for a single target).
+    otherwise this process does the work (no start-up cost for a single target). Runs that
+    migrate something are written to the ledger; a run with nothing to do writes nothing.
+    Raises :class:`RunInterrupted` (carrying the results) on Ctrl-C.
     """
+    policy = policy or policy_for(fleet)
     services = [fleet.service(n) for n in dict.fromkeys(s.target.service for s in steps)]
     destinations = {s.name: _alembic_destination(steps, s.name) for s in services}
     order = execution_order(steps, services, fleet.config.tenants, fleet.config.priority)
@@ -214,6 +269,20 @@ def run_plan(
     runnable = sum(1 for s in steps if s.upgrade)
     wanted = jobs or fleet.config.jobs or os.cpu_count() or 1
     scripts = {s.name: fleet.scripts(s.name) for s in services}
+    if runnable:
+        _check_direct_sessions(fleet, steps)
+    recorder = None
+    if runnable and fleet.config.ledger:
+        recorder = LedgerRecorder(fleet.databases, Ledger(fleet.config.ledger_schema),
+                                  RunInfo.current(command),
+                                  {name: s.graph for name, s in scripts.items()})
+        recorder.start(steps)
+
+    def sink(event: Event) -> None:
+        if recorder is not None:
+            recorder.observe(event)
+        on_event(event)
+
     if wanted > 1 and runnable > 1:
         for name, script in scripts.items():  # load and render before forking: workers
             _ = script.graph, script.uses_helper  # inherit all of it
@@ -223,14 +292,39 @@ def run_plan(
                     script.replayer.plan(script.script, current, destinations[name])
         factory = WorkFactory(fleet.config.file, fleet.config.embedded_dir,
                               {s.name: s for s in services}, destinations,
-                              fleet.config.secrets, scripts)
-        executor = PoolExecutor(factory, jobs=min(wanted, runnable), fail_fast=fail_fast)
-        return executor.run(steps, schedule, on_event)
-    work = TargetMigrator(fleet.databases, scripts, destinations)
+                              fleet.config.secrets, scripts, policy)
+        executor: PoolExecutor | SerialExecutor = PoolExecutor(
+            factory, jobs=min(wanted, runnable), fail_fast=fail_fast)
+        work = None
+    else:
+        work = TargetMigrator(fleet.databases, scripts, destinations, policy)
+        executor = SerialExecutor(work, fail_fast=fail_fast)
     try:
-        return SerialExecutor(work, fail_fast=fail_fast).run(steps, schedule, on_event)
+        results = executor.run(steps, schedule, sink)
+    except RunInterrupted:
+        if recorder is not None:
+            recorder.finish("interrupted")
+        raise
     finally:
-        work.close()
+        if work is not None:
+            work.close()
+    failed = any(r.outcome is Outcome.FAILED for r in results)
+    if recorder is not None:
+        recorder.finish("failed" if failed else "succeeded")
+    return RunOutcome(results, recorder.warnings if recorder else [],
+                      recorder.info.run_id if recorder else None)
+
+
+def _check_direct_sessions(fleet: Fleet, steps: Sequence[Step]) -> None:
+    """Refuse transaction-pooling poolers before anything runs (see execution.locking)."""
+    seen: set[str] = set()
+    for step in steps:
+        database = step.target.database
+        if not step.upgrade or database.key in seen or database.is_embedded:
+            continue
+        seen.add(database.key)
+        with fleet.databases.connect(database) as connection:
+            check_session_pooling(connection, display(database))
 
 
 def _alembic_destination(steps: Sequence[Step], service: str) -> str:
@@ -339,6 +433,89 @@ def embedded_dir(fleet: Fleet) -> Path:
 def embedded_program(fleet: Fleet, name: str) -> str:
     """Path of a bundled PostgreSQL program (psql, pg_dump) of the embedded server."""
     return str(_embedded(fleet).bin_path() / name)
+
+
+def log(fleet: Fleet, limit: int = 20) -> list[tuple[str, RunSummary]]:
+    """Recent runs from the ledger of every configured database, newest first."""
+    ledger = Ledger(fleet.config.ledger_schema)
+    runs: list[tuple[str, RunSummary]] = []
+    seen: set[str] = set()
+    for service in fleet.config.services.values():
+        database = service.database
+        if database.key in seen:
+            continue
+        seen.add(database.key)
+        with fleet.databases.connect(database) as connection:
+            runs.extend((display(database), r) for r in ledger.recent_runs(connection, limit))
+    runs.sort(key=lambda item: item[1].started_at, reverse=True)
+    return runs[:limit]
+
+
+def run_details(fleet: Fleet, run_id: str) -> list[dict]:
+    """The targets one run migrated or failed, from every database's ledger."""
+    ledger = Ledger(fleet.config.ledger_schema)
+    rows: list[dict] = []
+    seen: set[str] = set()
+    for service in fleet.config.services.values():
+        database = service.database
+        if database.key in seen:
+            continue
+        seen.add(database.key)
+        with fleet.databases.connect(database) as connection:
+            if ledger.exists(connection):
+                matches = [r for r in ledger.recent_runs(connection, 10_000)
+                           if r.run_id.startswith(run_id)]
+                for run in matches:
+                    rows.extend(ledger.run_targets(connection, run.run_id))
+    return rows
+
+
+def wait_for_databases(fleet: Fleet, seconds: float) -> list[str]:
+    """Wait until every configured database accepts connections; the ones still down."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    pending = {s.database.key: s.database for s in fleet.config.services.values()}
+    while True:
+        for key, database in list(pending.items()):
+            try:
+                with fleet.databases.connect(database) as connection:
+                    connection.exec_driver_sql("SELECT 1")
+                del pending[key]
+            except (DatabaseUnavailableError, DBAPIError):
+                continue
+        if not pending or time.monotonic() >= deadline:
+            return [display(d) for d in pending.values()]
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def database_names(fleet: Fleet) -> list[str]:
+    """The names of the configured databases (what ``reset --force`` asks to type)."""
+    names = []
+    for service in fleet.config.services.values():
+        url = fleet.databases.url(service.database)
+        if url.database and url.database not in names:
+            names.append(url.database)
+    return names
+
+
+def drop_all_schemas(fleet: Fleet) -> list[str]:
+    """Drop every configured target schema (``public`` is recreated empty) and the ledger."""
+    dropped: list[str] = []
+    targets = fleet.select()
+    by_database: dict[str, list[Target]] = {}
+    for target in targets:
+        by_database.setdefault(target.database.key, []).append(target)
+    for group in by_database.values():
+        database = group[0].database
+        with fleet.databases.connect(database) as connection, connection.begin():
+            for schema in sorted({t.schema for t in group} | {fleet.config.ledger_schema}):
+                quoted = quote_ident(schema)
+                connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quoted} CASCADE")
+                if schema == "public":
+                    connection.exec_driver_sql("CREATE SCHEMA public")
+                dropped.append(f"{display(database)} {schema}")
+    return dropped
 
 
 def reset(fleet: Fleet) -> bool:

@@ -28,7 +28,8 @@ DEFAULT_EMBEDDED_DATABASE = "postgres"
 SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 URL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
-_TOP_KEYS = {"database", "tenants", "services", "jobs", "priority"}
+_TOP_KEYS = {"database", "tenants", "services", "jobs", "priority", "lock_wait", "lock_timeout",
+             "statement_timeout", "retries", "ledger", "ledger_schema"}
 _SERVICE_KEYS = {"path", "schema", "database", "alembic_ini", "version_table", "depends_on"}
 
 
@@ -45,6 +46,12 @@ class FleetConfig:
     """Worker processes for ``migrate`` (None: one per CPU)."""
     priority: tuple[str, ...] = ()
     """Tenants migrated first, in this order (e.g. ``default``); the others follow in list order."""
+    lock_wait: float = 60.0
+    lock_timeout: float = 5.0
+    statement_timeout: float = 3600.0
+    retries: int = 3
+    ledger: bool = True
+    ledger_schema: str = "fleet"
 
     @property
     def root(self) -> Path:
@@ -149,7 +156,16 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
                                   key=source, hint=exc.hint) from None
     jobs = reader.jobs(data.get("jobs"))
     priority = reader.priority(data.get("priority"), tenants)
-    return FleetConfig(path, services, tenants, from_env, tuple(reader.secrets), jobs, priority)
+    return FleetConfig(
+        path, services, tenants, from_env, tuple(reader.secrets), jobs, priority,
+        lock_wait=reader.seconds(data.get("lock_wait", 60), "lock_wait"),
+        lock_timeout=reader.seconds(data.get("lock_timeout", 5), "lock_timeout"),
+        statement_timeout=reader.seconds(data.get("statement_timeout", 3600),
+                                         "statement_timeout"),
+        retries=reader.count(data.get("retries", 3), "retries"),
+        ledger=reader.flag(data.get("ledger", True), "ledger"),
+        ledger_schema=reader.identifier(data.get("ledger_schema", "fleet"), "ledger_schema"),
+    )
 
 
 class _Reader:
@@ -239,6 +255,30 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"invalid value {value!r}", file=self.file, key="jobs",
                               expected="a whole number of worker processes, 1 or more")
+        return value
+
+    def seconds(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"invalid value {value!r}", file=self.file, key=key,
+                              expected="a number of seconds, 0 or more")
+        return float(value)
+
+    def count(self, value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"invalid value {value!r}", file=self.file, key=key,
+                              expected="a whole number, 0 or more")
+        return value
+
+    def flag(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"invalid value {value!r}", file=self.file, key=key,
+                              expected="true or false")
+        return value
+
+    def identifier(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ConfigError(f"invalid value {value!r}", file=self.file, key=key,
+                              expected="a schema name: lowercase letters, digits and _")
         return value
 
     def priority(self, value: Any, tenants: tuple[str, ...]) -> tuple[str, ...]:

@@ -18,6 +18,16 @@ Work = Callable[[Step], TargetResult]
 
 FAIL_FAST_NOTE = "not started: an earlier target failed (--fail-fast)"
 DEPENDENCY_NOTE = "not started: a service it depends on failed for this tenant"
+INTERRUPTED_NOTE = "not started: the run was interrupted"
+INTERRUPTED_ERROR = "interrupted: its transaction was rolled back"
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C (SIGINT) during a run; carries every target's result so far."""
+
+    def __init__(self, results: list[TargetResult]) -> None:
+        super().__init__("interrupted")
+        self.results = results
 
 
 class Executor(Protocol):
@@ -63,14 +73,24 @@ class RunBook:
         if failed and self.fail_fast:
             self.stopped = True
 
-    def close(self, schedule: Schedule) -> list[TargetResult]:
+    def close(self, schedule: Schedule, note: str = FAIL_FAST_NOTE) -> list[TargetResult]:
         """Every step not run (``--fail-fast``) is reported skipped; results in plan order."""
         while (index := schedule.next_ready()) is not None:
-            self.record(index, skipped(self.steps[index], FAIL_FAST_NOTE))
+            self.record(index, skipped(self.steps[index], note))
         for index, result in enumerate(self.results):
             if result is None:
-                self.record(index, skipped(self.steps[index], FAIL_FAST_NOTE))
+                self.record(index, skipped(self.steps[index], note))
         return [r for r in self.results if r is not None]
+
+    def interrupted(self, schedule: Schedule, in_flight: list[int]) -> RunInterrupted:
+        """Targets cut off by Ctrl-C fail (rolled back); the rest are reported not started."""
+        for index in in_flight:
+            if self.results[index] is None:
+                step = self.steps[index]
+                self.record(index, TargetResult(
+                    step.target, Outcome.FAILED, step.status.current, step.status.current,
+                    error=INTERRUPTED_ERROR, hint="run 'fleet migrate' again to finish"))
+        return RunInterrupted(self.close(schedule, INTERRUPTED_NOTE))
 
 
 class SerialExecutor:
@@ -84,7 +104,12 @@ class SerialExecutor:
             ) -> list[TargetResult]:
         book = RunBook(steps, on_event, self.fail_fast)
         book.start()
-        while not book.stopped and (index := schedule.next_ready()) is not None:
-            on_event(TargetStarted(steps[index].target))
-            book.finish(schedule, index, self.work(steps[index]))
+        index = None
+        try:
+            while not book.stopped and (index := schedule.next_ready()) is not None:
+                on_event(TargetStarted(steps[index].target))
+                book.finish(schedule, index, self.work(steps[index]))
+                index = None
+        except KeyboardInterrupt:
+            raise book.interrupted(schedule, [index] if index is not None else []) from None
         return book.close(schedule)

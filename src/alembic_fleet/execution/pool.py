@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -98,9 +101,31 @@ class PoolExecutor:
                         workers.remove(worker)
                         if replacement is not None:
                             workers.append(replacement)
+        except KeyboardInterrupt:
+            raise self._interrupt(workers, book, schedule) from None
         finally:
             self._shutdown(workers)
         return book.close(schedule)
+
+    def _interrupt(self, workers: list[_Worker], book: RunBook, schedule: Schedule
+                   ) -> Exception:
+        """Ctrl-C: make busy workers roll back and stop; keep what they finished."""
+        busy = [w for w in workers if w.index is not None]
+        for worker in busy:
+            with contextlib.suppress(OSError):
+                os.kill(worker.process.pid, signal.SIGINT)
+        deadline = time.monotonic() + 30
+        for worker in busy:
+            worker.process.join(max(0.1, deadline - time.monotonic()))
+            with contextlib.suppress(EOFError, OSError):
+                while worker.conn.poll():
+                    index, result = worker.conn.recv()
+                    if index == worker.index:
+                        book.finish(schedule, index, result)
+                        worker.index = None
+            if worker.process.is_alive():
+                worker.process.kill()
+        return book.interrupted(schedule, [w.index for w in busy if w.index is not None])
 
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe()

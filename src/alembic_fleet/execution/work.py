@@ -1,8 +1,13 @@
 """Migrate one target: the unit of work every executor runs.
 
-One connection per database is kept for the whole run; a target's failure rolls back only
-that target (the env helper owns its transaction) and is turned into a result naming the
-service, schema, revision and reason.
+For each target: take its advisory lock (waiting up to ``lock_wait``), re-read its revision
+under the lock (another runner may have finished it meanwhile: then it is skipped), migrate
+it in one transaction (rendered SQL replayed, Alembic online, or a legacy ``alembic``
+subprocess), release the lock. Lock timeouts, lost connections, a restarting server,
+serialization failures and deadlocks are retried with exponential backoff and jitter; any
+other failure fails the target at once, its transaction rolled back. One connection per
+database is kept for the whole run, its session configured with ``lock_timeout`` and
+``statement_timeout``.
 """
 
 from __future__ import annotations
@@ -22,10 +27,19 @@ from alembic_fleet.alembic_bridge import runner
 from alembic_fleet.alembic_bridge.replay import ReplayFailed
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.databases import Databases, libpq_url
-from alembic_fleet.exceptions import FleetError
+from alembic_fleet.exceptions import DatabaseUnavailableError, FleetError
+from alembic_fleet.execution.locking import configure_session, lock_key, try_lock, unlock
+from alembic_fleet.execution.retry import Backoff, transient_reason
 from alembic_fleet.inspect.versions import read_versions
-from alembic_fleet.model.status import Outcome, Step, TargetResult, TargetState
-from alembic_fleet.model.targets import Database
+from alembic_fleet.model.status import (
+    Outcome,
+    Step,
+    TargetResult,
+    TargetState,
+    TargetStatus,
+    classify,
+)
+from alembic_fleet.model.targets import Database, Target
 from alembic_fleet.redact import register_secret, scrub
 
 
@@ -46,8 +60,33 @@ def describe_error(error: BaseException) -> tuple[str, str | None]:
     return scrub(text), None
 
 
+@dataclass(frozen=True)
+class Policy:
+    """How a run treats locks, timeouts and retries (config keys, CLI options)."""
+
+    lock_wait: float = 60.0
+    """Seconds to wait for another runner's lock on a target."""
+    lock_timeout: float = 5.0
+    """Seconds a DDL statement may wait for a table lock before giving up (and retrying)."""
+    statement_timeout: float = 3600.0
+    """Seconds any one statement may run (0: no limit)."""
+    retries: int = 3
+    """Further attempts after a transient failure."""
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=15.0))
+
+
 class LegacyFailed(Exception):
     """A legacy ``alembic`` subprocess failed; the message holds its last lines."""
+
+
+class _Failed(Exception):
+    """One attempt failed; ``transient`` says whether another attempt may succeed."""
+
+    def __init__(self, message: str, hint: str | None, transient: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.transient = transient
 
 
 @dataclass
@@ -58,56 +97,117 @@ class TargetMigrator:
     scripts: dict[str, ServiceScripts]
     destinations: dict[str, str]
     """Per service: the Alembic destination (``heads`` or a revision id)."""
+    policy: Policy = field(default_factory=Policy)
     _connections: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, step: Step) -> TargetResult:
         target = step.target
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                result = self._attempt(step)
+            except _Failed as failure:
+                self._recover(target.database)
+                if failure.transient and attempt <= self.policy.retries:
+                    time.sleep(self.policy.backoff.delay(attempt - 1))
+                    continue
+                message = failure.message
+                if failure.transient and attempt > 1:
+                    message += f" (gave up after {attempt} attempts)"
+                return TargetResult(target, Outcome.FAILED, step.status.current,
+                                    step.status.current, time.perf_counter() - started,
+                                    message, failure.hint, attempts=attempt)
+            except Exception as unexpected:  # never let one target take a worker down
+                self._recover(target.database)
+                reason, _ = describe_error(unexpected)
+                return TargetResult(target, Outcome.FAILED, step.status.current,
+                                    step.status.current, time.perf_counter() - started,
+                                    f"internal error: {reason}",
+                                    "this is a bug in alembic-fleet: please report it",
+                                    attempts=attempt)
+            result.seconds = time.perf_counter() - started
+            result.attempts = attempt
+            return result
+
+    def _attempt(self, step: Step) -> TargetResult:
+        target = step.target
         scripts = self.scripts[target.service]
         table = scripts.service.version_table
-        started = time.perf_counter()
         try:
             connection = self._connection(target.database)
-            destination = self.destinations[target.service]
-            replay = scripts.replayer.plan(scripts.script, step.status.current, destination
-                                           ) if scripts.replayer else None
-            if replay is not None:
-                replayer = scripts.replayer
-                assert replayer is not None
-                replayer.run(connection, target.schema, replay,
-                             table_exists=step.status.state is not TargetState.MISSING)
-            elif scripts.uses_helper:
-                runner.upgrade(scripts, connection, target.schema, destination)
-            else:
-                self._legacy_upgrade(scripts, target.schema, target.database)
+        except DatabaseUnavailableError as exc:
+            raise _Failed(exc.message, exc.hint, "database unreachable") from None
+        key = lock_key(target.service, target.schema)
+        try:
+            if not try_lock(connection, key, self.policy.lock_wait):
+                raise _Failed(
+                    f"another runner has held this target's lock for over "
+                    f"{self.policy.lock_wait:g}s", "raise --lock-wait, or see who holds it: "
+                    "SELECT * FROM pg_locks WHERE locktype = 'advisory'", None)
+        except DBAPIError as exc:
+            raise self._failure(exc, None) from None
+        try:
+            status = self._reread(connection, step, table)
+            if status.state is TargetState.AT_HEAD or (
+                    status.state is not TargetState.MISSING and status.pending == 0):
+                return TargetResult(target, Outcome.SKIPPED, status.current, status.current,
+                                    note="already migrated by another runner")
+            self._migrate(connection, scripts, target, status)
             after = read_versions(connection, [(target.schema, table)]).get(
-                (target.schema, table), ()
-            )
-            connection.rollback()
+                (target.schema, table), ())
+            return TargetResult(target, Outcome.MIGRATED, status.current, after)
         except (runner.RevisionFailed, ReplayFailed) as exc:
-            self._recover(target.database)
-            reason, hint = describe_error(exc.error)
-            where = f"revision {exc.revision}: " if exc.revision else ""
-            return TargetResult(target, Outcome.FAILED, step.status.current, step.status.current,
-                                time.perf_counter() - started, where + reason, hint)
-        except LegacyFailed as exc:
-            self._recover(target.database)
-            return TargetResult(target, Outcome.FAILED, step.status.current, step.status.current,
-                                time.perf_counter() - started, scrub(str(exc)),
-                                "the output above is the last lines 'alembic' printed")
-        except (DBAPIError, FleetError) as exc:
-            self._recover(target.database)
-            reason, hint = describe_error(exc)
-            return TargetResult(target, Outcome.FAILED, step.status.current, step.status.current,
-                                time.perf_counter() - started, reason, hint)
-        return TargetResult(target, Outcome.MIGRATED, step.status.current, after,
-                            time.perf_counter() - started)
+            raise self._failure(exc.error, exc.revision) from None
+        except (DBAPIError, FleetError, LegacyFailed) as exc:
+            raise self._failure(exc, None) from None
+        finally:
+            with contextlib.suppress(Exception):
+                connection.rollback()
+                unlock(connection, key)
+
+    def _reread(self, connection: Any, step: Step, table: str) -> TargetStatus:
+        """The target's state under its lock (the plan's view may be stale)."""
+        target = step.target
+        current = read_versions(connection, [(target.schema, table)]).get((target.schema, table))
+        status = classify(target, current, self.scripts[target.service].graph,
+                          step.status.head)
+        return status
+
+    def _migrate(self, connection: Any, scripts: ServiceScripts, target: Target,
+                 status: TargetStatus) -> None:
+        destination = self.destinations[target.service]
+        replayer = scripts.replayer
+        plan = replayer.plan(scripts.script, status.current, destination) if replayer else None
+        if plan is not None and replayer is not None:
+            replayer.run(connection, target.schema, plan,
+                         table_exists=status.state is not TargetState.MISSING)
+        elif scripts.uses_helper:
+            runner.upgrade(scripts, connection, target.schema, destination)
+        else:
+            self._legacy_upgrade(scripts, target.schema, target.database)
+
+    def _failure(self, error: BaseException, revision: str | None) -> _Failed:
+        reason, hint = describe_error(error)
+        transient = transient_reason(error)
+        if transient == "lock timeout":
+            hint = (f"a table was locked by another session for over "
+                    f"{self.policy.lock_timeout:g}s (lock_timeout); fleet gave up rather than "
+                    "queue the application's queries behind it")
+        where = f"revision {revision}: " if revision else ""
+        return _Failed(where + reason, hint, transient)
 
     def _legacy_upgrade(self, scripts: ServiceScripts, schema: str, database: Database) -> None:
         """A service whose env.py does not use the helper: run plain ``alembic`` for it, with
-        the variables such env.py files read (``ALEMBIC_SCHEMA``, ``DATABASE_URI``)."""
+        the variables such env.py files read (``ALEMBIC_SCHEMA``, ``DATABASE_URI``); the
+        timeouts travel in ``PGOPTIONS``."""
         url = libpq_url(self.databases.url(database))
         service = scripts.service
-        env = {**os.environ, "ALEMBIC_SCHEMA": schema, "DATABASE_URI": url, "DATABASE_URL": url}
+        options = (f"-c lock_timeout={int(self.policy.lock_timeout * 1000)} "
+                   f"-c statement_timeout={int(self.policy.statement_timeout * 1000)}")
+        env = {**os.environ, "ALEMBIC_SCHEMA": schema, "DATABASE_URI": url, "DATABASE_URL": url,
+               "PGOPTIONS": options}
         command = [sys.executable, "-m", "alembic", "-c", str(service.ini_path), "upgrade",
                    self.destinations[service.name]]
         done = subprocess.run(command, cwd=service.path, env=env, capture_output=True,
@@ -121,11 +221,18 @@ class TargetMigrator:
         connection = self._connections.get(database.key)
         if connection is None:
             connection = self.databases.connect(database)
+            try:
+                configure_session(connection, lock_timeout=self.policy.lock_timeout,
+                                  statement_timeout=self.policy.statement_timeout)
+            except DBAPIError:
+                with contextlib.suppress(Exception):
+                    connection.close()
+                raise
             self._connections[database.key] = connection
         return connection
 
     def _recover(self, database: Database) -> None:
-        """After a failure, drop a broken connection (the next target opens a new one)."""
+        """After a failure, drop a broken connection (the next attempt opens a new one)."""
         connection = self._connections.get(database.key)
         if connection is None:
             return
@@ -159,6 +266,7 @@ class WorkFactory:
     destinations: dict[str, str]
     secrets: tuple[str, ...] = ()
     scripts: dict[str, ServiceScripts] | None = None
+    policy: Policy = field(default_factory=Policy)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -169,4 +277,5 @@ class WorkFactory:
         for secret in self.secrets:
             register_secret(secret)
         scripts = self.scripts or {n: ServiceScripts(self.services[n]) for n in self.destinations}
-        return TargetMigrator(Databases(self.embedded_dir), scripts, self.destinations)
+        return TargetMigrator(Databases(self.embedded_dir), scripts, self.destinations,
+                              self.policy)

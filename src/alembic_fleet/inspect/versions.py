@@ -67,6 +67,7 @@ def read_versions(
         _FIND_TABLES,
         {"tables": tables, "schemas": sorted({s for s, _ in wanted}), "patterns": patterns},
     ).all()
+    connection.rollback()  # every read ends its transaction: callers start clean
     present = sorted(
         (schema, table) for schema, table in rows
         if (schema, table) in wanted or _matches(schema, table, templates)

@@ -78,7 +78,8 @@ class Step:
 
 def plan_step(status: TargetStatus) -> Step:
     """Upgrade a target only when revisions are pending; never downgrade in ``migrate``."""
-    if status.state in (TargetState.BEHIND, TargetState.MISSING) and status.pending > 0:
+    if status.state in (TargetState.BEHIND, TargetState.MISSING, TargetState.FAILED) and (
+            status.pending > 0):
         return Step(status, True, f"{status.pending} revision(s) pending")
     if status.state is TargetState.AHEAD:
         return Step(status, False, "already past the wanted revision (use 'fleet downgrade')")
@@ -101,6 +102,8 @@ class TargetResult:
     note: str | None = None
     """Why a target was skipped, or what else the user should know."""
     sql: str | None = None
+    attempts: int = 0
+    """How many times it was tried (more than 1 after transient failures)."""
 
 
 @dataclass

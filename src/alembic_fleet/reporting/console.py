@@ -214,7 +214,8 @@ class Reporter:
                           _revs(r.from_revs), _revs(r.to_revs), f"{r.seconds:.2f}")
                          for r in migrated])
         for result in failed:
-            self.line(f"FAILED {result.target.label}: {result.error}", style="red")
+            tenant = f" (tenant {result.target.tenant})" if result.target.tenant else ""
+            self.line(f"FAILED {result.target.label}{tenant}: {result.error}", style="red")
             if result.hint:
                 self.line(f"  hint: {result.hint}")
         if not migrated and not failed:
@@ -236,6 +237,38 @@ class Reporter:
             return
         self.line(f"downgraded {result.target.label}: {_revs(result.from_revs)} -> "
                   f"{_revs(result.to_revs)}", style="green")
+
+    # -- ledger ----------------------------------------------------------------------------
+    def runs(self, runs: Sequence[tuple[str, Any]]) -> None:
+        if self.json_mode:
+            self.json({"runs": [payloads.run_payload(db, r) for db, r in runs]})
+            return
+        if not runs:
+            self.line("no runs recorded yet (runs that migrate something are recorded)")
+            return
+        rows = []
+        for database, run in runs:
+            outcome = run.outcome if run.finished_at else "interrupted"
+            rows.append((run.run_id[:8], f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+                         f"{run.user}@{run.host}", run.migrated, run.failed, outcome,
+                         run.command, database))
+        self._table(["run", "started", "by", "migrated", "failed", "outcome", "command",
+                     "database"], rows,
+                    ["red" if r[5] != "succeeded" else None for r in rows])
+
+    def run_details(self, run_id: str, rows: Sequence[dict[str, Any]]) -> None:
+        if self.json_mode:
+            self.json({"run": run_id, "targets": [payloads.jsonable(r) for r in rows]})
+            return
+        if not rows:
+            self.line(f"no run {run_id!r} in the ledger")
+            return
+        self._table(["service", "tenant", "schema", "from", "to", "seconds", "outcome",
+                     "attempts", "error"],
+                    [(r["service"], r["tenant"] or "-", r["schema_name"],
+                      _revs(r["from_revisions"]), _revs(r["to_revisions"]),
+                      f"{r['seconds']:.2f}", r["outcome"], r["attempts"], r["error"] or "")
+                     for r in rows])
 
     # -- scripts ---------------------------------------------------------------------------
     def history(self, service: str, graph: RevisionGraph) -> None:

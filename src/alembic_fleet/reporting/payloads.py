@@ -80,6 +80,8 @@ def migrate_payload(results: Sequence[TargetResult], before: Sequence[TargetStat
             entry["hint"] = result.hint
         if result.note:
             entry["note"] = result.note
+        if result.attempts > 1:
+            entry["attempts"] = result.attempts
         if result.sql is not None:
             entry["sql"] = result.sql
         targets.append(entry)
@@ -125,3 +127,19 @@ def history_payload(service: str, graph: RevisionGraph) -> dict[str, Any]:
 
 def error_payload(message: str, hint: str | None, code: int) -> dict[str, Any]:
     return {"error": {"message": message, "hint": hint, "exit_code": code}}
+
+
+def jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """A database row with values JSON can carry (timestamps as ISO strings)."""
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
+
+
+def run_payload(database: str, run: Any) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id, "database": database,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "user": run.user, "host": run.host, "command": run.command,
+        "migrated": run.migrated, "failed": run.failed,
+        "outcome": run.outcome if run.finished_at else "interrupted",
+    }

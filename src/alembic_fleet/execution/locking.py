@@ -1,0 +1,84 @@
+"""Advisory locks per target, and the session settings that keep migrations polite.
+
+**Scope: session-level advisory locks**, keyed on (service, schema) within the database
+(advisory locks are per database, which completes the key). A session lock survives the
+commits inside ``op.get_context().autocommit_block()`` (``CREATE INDEX CONCURRENTLY``) and
+``transaction_per_migration``; a transaction lock would be released at the first of them and
+let a second runner in. The price: it needs a real server session, so a transaction-pooling
+PgBouncer (where consecutive transactions may run on different server connections) is
+detected and refused (:func:`check_session_pooling`). The lock dies with the connection, so a
+killed runner leaves no lock behind; ``client_connection_check_interval`` (PostgreSQL 14+)
+makes the server notice a vanished client during a long statement too.
+
+Waiting uses ``pg_try_advisory_lock`` in a loop, never a server-side wait: a runner waiting
+for a target holds no lock that anything else could queue behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from sqlalchemy import text
+
+from alembic_fleet.exceptions import UsageError
+
+
+def lock_key(service: str, schema: str) -> int:
+    """A stable signed 64-bit key for (service, schema)."""
+    digest = hashlib.blake2b(f"alembic-fleet\0{service}\0{schema}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def try_lock(connection: Any, key: int, wait_seconds: float) -> bool:
+    """Take the target's session lock, polling for up to ``wait_seconds``."""
+    deadline = time.monotonic() + max(0.0, wait_seconds)
+    pause = 0.05
+    while True:
+        got = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        connection.commit()
+        if got:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.5)
+
+
+def unlock(connection: Any, key: int) -> None:
+    connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    connection.commit()
+
+
+def configure_session(connection: Any, *, lock_timeout: float, statement_timeout: float) -> None:
+    """Timeouts for every statement of this session (values in seconds; 0 disables)."""
+    settings = {
+        "lock_timeout": f"{int(lock_timeout * 1000)}ms",
+        "statement_timeout": f"{int(statement_timeout * 1000)}ms",
+    }
+    version = connection.execute(text("SHOW server_version_num")).scalar()
+    if int(version) >= 140000:
+        settings["client_connection_check_interval"] = "2s"
+    for name, value in settings.items():
+        connection.execute(text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
+    connection.commit()
+
+
+def check_session_pooling(connection: Any, where: str) -> None:
+    """Refuse a transaction-pooling connection pooler (PgBouncer ``pool_mode=transaction``).
+
+    Two consecutive transactions on one client connection must be served by the same server
+    backend, or session advisory locks would be taken and released on different sessions.
+    """
+    pids = []
+    for _ in range(2):
+        pids.append(connection.execute(text("SELECT pg_backend_pid()")).scalar())
+        connection.commit()
+    if pids[0] != pids[1]:
+        raise UsageError(
+            f"{where} is behind a transaction-pooling connection pooler (successive "
+            "transactions ran on different server connections)",
+            hint="point fleet at the database directly or at a session-pooling pool: its "
+            "per-target locks are session locks",
+        )
