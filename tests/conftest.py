@@ -130,7 +130,7 @@ def db_url(databases: DatabaseFactory) -> str:
 def query(url: str, text: str, params: tuple = ()) -> list[tuple]:
     """Run one query on ``url`` and return its rows."""
     with psycopg.connect(url, autocommit=True) as conn:
-        cur = conn.execute(text, params)
+        cur = conn.execute(text, params or None)
         return cur.fetchall() if cur.description else []
 
 

@@ -110,9 +110,7 @@ def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: s
                                         policy=policy, command=_command_line(),
                                         on_event=reporter.event)
         except RunInterrupted as interrupted:
-            reporter.migrate(interrupted.results, before)
-            reporter.error("interrupted: targets in flight were rolled back", None,
-                           ExitCode.INTERRUPTED)
+            reporter.migrate(interrupted.results, before, interrupted=True)
             return ExitCode.INTERRUPTED
         reporter.migrate(outcome.results, before)
         for warning in outcome.warnings:

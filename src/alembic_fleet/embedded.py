@@ -79,6 +79,9 @@ class EmbeddedServer:
             gitignore = self.state_dir / ".gitignore"
             if not gitignore.exists():
                 gitignore.write_text("*\n", encoding="utf-8")
+            # The package caches one handle per data folder and would hand back a stale one
+            # after a stop in this process; forget it so the server really starts again.
+            package.PostgresServer._instances.pop(self.pgdata.resolve(), None)
             try:
                 server = package.get_server(self.pgdata, cleanup_mode=None)
             except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as exc:

@@ -82,7 +82,7 @@ def test_config_values_are_accepted_or_rejected_cleanly(tmp_path: Path, key: str
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(names, min_size=1, max_size=3))
+@given(tenants=st.lists(names, min_size=1, max_size=3))
 def test_tenants_from_the_environment_exit_2_or_pass_validation(
         tmp_path: Path, db_url: str, tenants: list[str], capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -188,6 +188,7 @@ def test_ctrl_c_rolls_back_and_exits_130(tmp_path: Path, db_url: str, jobs: str)
     out, err = runner.communicate(timeout=60)
     assert runner.returncode == 130, err
     payload = json.loads(out)
+    assert payload["interrupted"] is True
     outcomes = {t["outcome"] for t in payload["targets"]}
     assert "failed" in outcomes or "skipped" in outcomes
     for target in payload["targets"]:

@@ -198,13 +198,20 @@ class Reporter:
             text += f"  error: {result.error}"
         return text
 
-    def migrate(self, results: Sequence[TargetResult], before: Sequence[TargetStatus]) -> None:
+    def migrate(self, results: Sequence[TargetResult], before: Sequence[TargetStatus], *,
+                interrupted: bool = False) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
         if self.json_mode:
-            self.json(payloads.migrate_payload(results, before))
+            payload = payloads.migrate_payload(results, before)
+            if interrupted:
+                payload["interrupted"] = True
+            self.json(payload)
             return
+        if interrupted:
+            self.err.print("interrupted: the targets in flight were rolled back",
+                           style="bold red" if self.err.is_terminal else None)
         migrated = [r for r in results if r.outcome is Outcome.MIGRATED]
         failed = [r for r in results if r.outcome is Outcome.FAILED]
         skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
