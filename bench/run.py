@@ -73,6 +73,11 @@ class Server:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return _libpq_to_url(_with_db(self.admin, name))
 
+    def checkpoint(self) -> None:
+        """Flush dirty buffers now, so that no step pays for the previous step's writes."""
+        with psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+
     def drop(self, url: str) -> None:
         name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
         with psycopg.connect(self.admin, autocommit=True) as conn:
@@ -124,29 +129,42 @@ def measure(n: int, server: Server, work: Path, *, seed_max: int, jobs: int | No
     jobs_args = ["--jobs", str(jobs)] if jobs else []
     row: dict = {"tenants": n, "schemas": 3 * n}
 
-    main = server.create("bench_fleet")
-    floor = server.create("bench_floor")
-    env = {**base_env, "DATABASE_URI": main}
-    try:
-        sql_file = root / "all.sql"
-        with sql_file.open("w") as out:
-            subprocess.run([*fleet, "migrate", "--sql"], cwd=root, env=env, stdout=out,
-                           check=True)
-        with sql_file.open() as source:
-            row["psql_floor"], _ = timed(
-                [_psql(), "-q", "-v", "ON_ERROR_STOP=1", "-X", floor], env=base_env, cwd=root,
-                stdin=source)
-        row["fleet_full"], row["fleet_full_peak_mb"] = timed(
-            [*fleet, "migrate", "--json", *jobs_args], env=env, cwd=root)
-        row["fleet_noop"], row["fleet_noop_peak_mb"] = timed(
-            [*fleet, "migrate", "--json", *jobs_args], env=env, cwd=root)
-        row["fleet_status"], _ = timed([*fleet, "status", "--json"], env=env, cwd=root)
-    finally:
-        server.drop(main)
-        server.drop(floor)
+    repeat = 2 if n <= 1000 else 1  # best of two where it is affordable: disks are noisy
+    for _ in range(repeat):
+        main = server.create("bench_fleet")
+        floor = server.create("bench_floor")
+        env = {**base_env, "DATABASE_URI": main}
+        try:
+            sql_file = root / "all.sql"
+            with sql_file.open("w") as out:
+                subprocess.run([*fleet, "migrate", "--sql"], cwd=root, env=env, stdout=out,
+                               check=True)
+            server.checkpoint()
+            with sql_file.open() as source:
+                seconds, _ = timed(
+                    [_psql(), "-q", "-v", "ON_ERROR_STOP=1", "-X", floor], env=base_env,
+                    cwd=root, stdin=source)
+            _best(row, "psql_floor", seconds)
+            server.checkpoint()
+            seconds, peak = timed([*fleet, "migrate", "--json", *jobs_args], env=env, cwd=root)
+            _best(row, "fleet_full", seconds)
+            row["fleet_full_peak_mb"] = max(row.get("fleet_full_peak_mb", 0), peak)
+            server.checkpoint()
+            seconds, peak = timed([*fleet, "migrate", "--json", *jobs_args], env=env, cwd=root)
+            _best(row, "fleet_noop", seconds)
+            row["fleet_noop_peak_mb"] = max(row.get("fleet_noop_peak_mb", 0), peak)
+            seconds, _ = timed([*fleet, "status", "--json"], env=env, cwd=root)
+            _best(row, "fleet_status", seconds)
+        finally:
+            server.drop(main)
+            server.drop(floor)
     if n <= seed_max:
         row.update(seed_method(n, server, work, base_env))
     return row
+
+
+def _best(row: dict, key: str, seconds: float) -> None:
+    row[key] = min(row.get(key, seconds), seconds)
 
 
 def seed_method(n: int, server: Server, work: Path, base_env: dict[str, str]) -> dict:

@@ -131,7 +131,8 @@ class Fleet:
             templates = [(s.schema, s.version_table) for s in services if s.per_tenant]
             with self.databases.connect(database) as connection:
                 try:
-                    found = read_versions(connection, wanted, templates if orphans else ())
+                    found = read_versions(connection, wanted, templates if orphans else (),
+                                          connect=lambda db=database: self.databases.connect(db))
                 except DBAPIError as exc:
                     raise explain_connection_error(exc, display(database)) from None
                 connection.rollback()
