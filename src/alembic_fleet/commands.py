@@ -24,7 +24,7 @@ from alembic_fleet.execution.executor import RunInterrupted, SerialExecutor
 from alembic_fleet.execution.locking import check_session_pooling
 from alembic_fleet.execution.pool import PoolExecutor
 from alembic_fleet.execution.work import Policy, TargetMigrator, WorkFactory, describe_error
-from alembic_fleet.inspect.versions import read_versions
+from alembic_fleet.inspect.versions import read_one, read_versions
 from alembic_fleet.ledger import Ledger, RunInfo
 from alembic_fleet.ledger.recorder import LedgerRecorder
 from alembic_fleet.ledger.store import RunSummary
@@ -324,8 +324,7 @@ def _check_direct_sessions(fleet: Fleet, steps: Sequence[Step]) -> None:
         if not step.upgrade or database.key in seen or database.is_embedded:
             continue
         seen.add(database.key)
-        with fleet.databases.connect(database) as connection:
-            check_session_pooling(connection, display(database))
+        check_session_pooling(lambda db=database: fleet.databases.connect(db), display(database))
 
 
 def _alembic_destination(steps: Sequence[Step], service: str) -> str:
@@ -371,8 +370,7 @@ def downgrade(fleet: Fleet, service: str, tenant: str | None, revision: str) -> 
             return TargetResult(target, Outcome.FAILED, before.current, before.current,
                                 error=(f"revision {exc.revision}: " if exc.revision else "")
                                 + reason, hint=hint)
-        after = read_versions(connection, [(target.schema, table)]).get((target.schema, table), ())
-        connection.rollback()
+        after = read_one(connection, target.schema, table) or ()
     return TargetResult(target, Outcome.MIGRATED, before.current, after)
 
 

@@ -65,20 +65,31 @@ def configure_session(connection: Any, *, lock_timeout: float, statement_timeout
     connection.commit()
 
 
-def check_session_pooling(connection: Any, where: str) -> None:
+def check_session_pooling(connect: Any, where: str) -> None:
     """Refuse a transaction-pooling connection pooler (PgBouncer ``pool_mode=transaction``).
 
-    Two consecutive transactions on one client connection must be served by the same server
-    backend, or session advisory locks would be taken and released on different sessions.
+    Session advisory locks need every transaction of a client connection to run on the same
+    server backend. Probe with two client connections: A and B each hold a transaction open
+    (so they must be on two different backends), then both commit, and A starts a new
+    transaction. Connected directly, A is still on its own backend; behind a transaction
+    pooler, A's new transaction is served by whichever backend the pooler hands out (B's
+    with PgBouncer's default LIFO reuse), and the backend ids differ.
     """
-    pids = []
-    for _ in range(2):
-        pids.append(connection.execute(text("SELECT pg_backend_pid()")).scalar())
-        connection.commit()
-    if pids[0] != pids[1]:
+    first, second = connect(), connect()
+    try:
+        before = first.execute(text("SELECT pg_backend_pid()")).scalar()
+        second.execute(text("SELECT pg_backend_pid()")).scalar()
+        first.commit()
+        second.commit()
+        after = first.execute(text("SELECT pg_backend_pid()")).scalar()
+        first.commit()
+    finally:
+        first.close()
+        second.close()
+    if before != after:
         raise UsageError(
             f"{where} is behind a transaction-pooling connection pooler (successive "
-            "transactions ran on different server connections)",
+            "transactions of one connection ran on different server connections)",
             hint="point fleet at the database directly or at a session-pooling pool: its "
             "per-target locks are session locks",
         )

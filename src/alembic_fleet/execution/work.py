@@ -30,7 +30,7 @@ from alembic_fleet.databases import Databases, libpq_url
 from alembic_fleet.exceptions import DatabaseUnavailableError, FleetError
 from alembic_fleet.execution.locking import configure_session, lock_key, try_lock, unlock
 from alembic_fleet.execution.retry import Backoff, transient_reason
-from alembic_fleet.inspect.versions import read_versions
+from alembic_fleet.inspect.versions import read_one
 from alembic_fleet.model.status import (
     Outcome,
     Step,
@@ -155,8 +155,7 @@ class TargetMigrator:
                 return TargetResult(target, Outcome.SKIPPED, status.current, status.current,
                                     note="already migrated by another runner")
             self._migrate(connection, scripts, target, status)
-            after = read_versions(connection, [(target.schema, table)]).get(
-                (target.schema, table), ())
+            after = read_one(connection, target.schema, table) or ()
             return TargetResult(target, Outcome.MIGRATED, status.current, after)
         except (runner.RevisionFailed, ReplayFailed) as exc:
             raise self._failure(exc.error, exc.revision) from None
@@ -170,7 +169,7 @@ class TargetMigrator:
     def _reread(self, connection: Any, step: Step, table: str) -> TargetStatus:
         """The target's state under its lock (the plan's view may be stale)."""
         target = step.target
-        current = read_versions(connection, [(target.schema, table)]).get((target.schema, table))
+        current = read_one(connection, target.schema, table)
         status = classify(target, current, self.scripts[target.service].graph,
                           step.status.head)
         return status

@@ -117,3 +117,21 @@ def _matches(schema: str, table: str, templates: Sequence[tuple[str, str]]) -> b
                 and len(schema) > len(prefix) + len(suffix)):
             return True
     return False
+
+
+def read_one(connection: Any, schema: str, table: str) -> tuple[str, ...] | None:
+    """One target's current revisions (None: no schema or version table).
+
+    Used under a target's lock: a direct lookup, whose cost does not grow with the number
+    of version tables in the database (the bulk catalog query's does). Leaves the
+    connection outside any transaction.
+    """
+    qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
+    exists = connection.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
+                                {"name": qualified}).scalar()
+    if not exists:
+        connection.rollback()
+        return None
+    rows = connection.exec_driver_sql(f"SELECT version_num::text FROM {qualified}").all()
+    connection.rollback()
+    return tuple(sorted(r[0] for r in rows))
