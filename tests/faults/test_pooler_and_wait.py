@@ -44,7 +44,8 @@ def _start_pgbouncer(db_url: str, mode: str, folder: Path) -> tuple[subprocess.P
     command = [PGBOUNCER, str(config)]
     if os.geteuid() == 0:  # PgBouncer refuses to run as root
         owner = Path(host).owner() if host.startswith("/") else "postgres"
-        pwd.getpwnam(owner)
+        account = pwd.getpwnam(owner)
+        os.chown(folder, account.pw_uid, account.pw_gid)  # for its log file
         command = ["runuser", "-u", owner, "--", *command]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(100):
