@@ -7,6 +7,7 @@ embedded server on first use; real servers are never asked to create a database.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
@@ -36,8 +37,10 @@ def libpq_url(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+@lru_cache(maxsize=256)
 def display(database: Database) -> str:
-    """How a database is shown to users: the URL with its password masked."""
+    """How a database is shown to users: the URL with its password masked (cached: every
+    target of a status line shows it)."""
     if database.url is None:
         return f"embedded:///{database.embedded_name}"
     return redact_url(database.url)
