@@ -62,6 +62,10 @@ class Fleet:
     def close(self) -> None:
         self.databases.dispose()
 
+    def databases_in_use(self) -> list[Database]:
+        """Each configured database once, in configuration order."""
+        return list({s.database.key: s.database for s in self.config.services.values()}.values())
+
     def service(self, name: str) -> Service:
         try:
             return self.config.services[name]
@@ -438,12 +442,7 @@ def log(fleet: Fleet, limit: int = 20) -> list[tuple[str, RunSummary]]:
     """Recent runs from the ledger of every configured database, newest first."""
     ledger = Ledger(fleet.config.ledger_schema)
     runs: list[tuple[str, RunSummary]] = []
-    seen: set[str] = set()
-    for service in fleet.config.services.values():
-        database = service.database
-        if database.key in seen:
-            continue
-        seen.add(database.key)
+    for database in fleet.databases_in_use():
         with fleet.databases.connect(database) as connection:
             runs.extend((display(database), r) for r in ledger.recent_runs(connection, limit))
     runs.sort(key=lambda item: item[1].started_at, reverse=True)
@@ -451,21 +450,12 @@ def log(fleet: Fleet, limit: int = 20) -> list[tuple[str, RunSummary]]:
 
 
 def run_details(fleet: Fleet, run_id: str) -> list[dict]:
-    """The targets one run migrated or failed, from every database's ledger."""
+    """The targets a run (given by an id prefix) migrated or failed, from every ledger."""
     ledger = Ledger(fleet.config.ledger_schema)
     rows: list[dict] = []
-    seen: set[str] = set()
-    for service in fleet.config.services.values():
-        database = service.database
-        if database.key in seen:
-            continue
-        seen.add(database.key)
+    for database in fleet.databases_in_use():
         with fleet.databases.connect(database) as connection:
-            if ledger.exists(connection):
-                matches = [r for r in ledger.recent_runs(connection, 10_000)
-                           if r.run_id.startswith(run_id)]
-                for run in matches:
-                    rows.extend(ledger.run_targets(connection, run.run_id))
+            rows.extend(ledger.run_targets(connection, run_id))
     return rows
 
 
@@ -474,7 +464,7 @@ def wait_for_databases(fleet: Fleet, seconds: float) -> list[str]:
     import time
 
     deadline = time.monotonic() + seconds
-    pending = {s.database.key: s.database for s in fleet.config.services.values()}
+    pending = {d.key: d for d in fleet.databases_in_use()}
     while True:
         for key, database in list(pending.items()):
             try:
@@ -490,12 +480,8 @@ def wait_for_databases(fleet: Fleet, seconds: float) -> list[str]:
 
 def database_names(fleet: Fleet) -> list[str]:
     """The names of the configured databases (what ``reset --force`` asks to type)."""
-    names = []
-    for service in fleet.config.services.values():
-        url = fleet.databases.url(service.database)
-        if url.database and url.database not in names:
-            names.append(url.database)
-    return names
+    names = [fleet.databases.url(d).database for d in fleet.databases_in_use()]
+    return list(dict.fromkeys(n for n in names if n))
 
 
 def drop_all_schemas(fleet: Fleet) -> list[str]:

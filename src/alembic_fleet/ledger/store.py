@@ -246,12 +246,15 @@ class Ledger:
         return [RunSummary(*row) for row in rows]
 
     def run_targets(self, connection: Any, run_id: str) -> list[dict[str, Any]]:
+        """The target rows of the run(s) whose id starts with ``run_id``."""
+        if not self.exists(connection):
+            return []
         rows = connection.execute(
             text(f"""SELECT service, tenant, schema_name, from_revisions, to_revisions,
                         seconds, outcome, error, attempts
                     FROM {quote_ident(self.schema)}.run_targets
-                    WHERE run_id = CAST(:id AS uuid) ORDER BY finished_at"""),
-            {"id": run_id},
+                    WHERE run_id::text LIKE :prefix ORDER BY finished_at"""),
+            {"prefix": run_id.replace("\\", "").replace("%", "").replace("_", "") + "%"},
         ).mappings().all()
         connection.rollback()
         return [dict(r) for r in rows]
