@@ -185,7 +185,7 @@ class Reporter:
                 if task.completed >= task.total:
                     self._progress.stop()
                     self._progress = None
-            elif not self.json_mode:
+            elif not self.json_mode and not self.rich:  # piped: one line per target
                 self.line(self._result_line(result))
 
     @staticmethod
