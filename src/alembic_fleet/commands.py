@@ -28,7 +28,12 @@ from alembic_fleet.inspect.versions import read_one, read_versions
 from alembic_fleet.ledger import Ledger, RunInfo
 from alembic_fleet.ledger.recorder import LedgerRecorder
 from alembic_fleet.ledger.store import RunSummary
-from alembic_fleet.model.identifiers import quote_ident, validate_schema_template, validate_tenant
+from alembic_fleet.model.identifiers import (
+    quote_ident,
+    split_schema,
+    validate_schema_template,
+    validate_tenant,
+)
 from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.schedule import Schedule, dependencies, execution_order
 from alembic_fleet.model.status import (
@@ -184,10 +189,8 @@ class Fleet:
         result = []
         for schema, table in sorted(set(found) - wanted):
             for service in services:
-                prefix, _, suffix = service.schema.partition("{tenant}")
-                tenant = schema[len(prefix):len(schema) - len(suffix)]
-                if (service.per_tenant and table == service.version_table
-                        and schema.startswith(prefix) and schema.endswith(suffix)
+                tenant = split_schema(service.schema, schema)
+                if (tenant is not None and table == service.version_table
                         and tenant not in configured):
                     target = Target(service.name, tenant, schema, database)
                     heads = self.graph(service.name).heads

@@ -7,7 +7,6 @@ import pytest
 from alembic_fleet.model.revisions import Revision, RevisionGraph
 from alembic_fleet.model.status import (
     Outcome,
-    RunSummary,
     Step,
     TargetResult,
     TargetState,
@@ -382,7 +381,7 @@ def test_plan_step_missing_with_nothing_to_apply() -> None:
     assert step.reason == "nothing to apply"
 
 
-# --- state_after / RunSummary ------------------------------------------------------------
+# --- state_after ------------------------------------------------------------------------
 
 
 def result(outcome: Outcome, from_revs: tuple[str, ...], to_revs: tuple[str, ...]
@@ -427,18 +426,3 @@ def test_state_after_skipped_keeps_the_state(linear: RevisionGraph, current: tup
     before = classify(TARGET, current, linear)
     assert state_after(result(Outcome.SKIPPED, current, current), before) == (
         state, before.pending)
-
-
-def test_run_summary_counts() -> None:
-    summary = RunSummary([
-        result(Outcome.MIGRATED, (), ("c",)),
-        result(Outcome.MIGRATED, ("a",), ("c",)),
-        result(Outcome.SKIPPED, ("c",), ("c",)),
-    ])
-    assert summary.count(Outcome.MIGRATED) == 2
-    assert summary.count(Outcome.SKIPPED) == 1
-    assert summary.count(Outcome.FAILED) == 0
-    assert summary.failed is False
-    summary.results.append(result(Outcome.FAILED, ("a",), ("a",)))
-    assert summary.failed is True
-    assert RunSummary().failed is False

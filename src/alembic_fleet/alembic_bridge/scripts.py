@@ -13,7 +13,6 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
@@ -138,11 +137,3 @@ class ServiceScripts:
             raise RevisionError(f"service '{self.service.name}': unknown revision {revision!r}",
                                 hint=f"see 'fleet history {self.service.name}'")
         return ids
-
-
-def _as_tuple(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return (value,)
-    return tuple(value)

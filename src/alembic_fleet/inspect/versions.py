@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from alembic_fleet.model.identifiers import TENANT_PLACEHOLDER, quote_ident
+from alembic_fleet.model.identifiers import quote_ident, split_schema
 
 BATCH = 100
 """Version tables read per query."""
@@ -109,14 +109,8 @@ def _run_batches(connection: Any, queries: list[str], connect: Callable[[], Any]
 
 def _matches(schema: str, table: str, templates: Sequence[tuple[str, str]]) -> bool:
     """Whether ``(schema, table)`` belongs to one of the templates (exact, not just LIKE)."""
-    for template, version_table in templates:
-        if table != version_table:
-            continue
-        prefix, _, suffix = template.partition(TENANT_PLACEHOLDER)
-        if (schema.startswith(prefix) and schema.endswith(suffix)
-                and len(schema) > len(prefix) + len(suffix)):
-            return True
-    return False
+    return any(table == version_table and split_schema(template, schema) is not None
+               for template, version_table in templates)
 
 
 def read_one(connection: Any, schema: str, table: str) -> tuple[str, ...] | None:

@@ -4,7 +4,6 @@ from alembic_fleet.model.identifiers import quote_ident, render_schema, validate
 from alembic_fleet.model.revisions import Revision, RevisionGraph
 from alembic_fleet.model.status import (
     Outcome,
-    RunSummary,
     Step,
     TargetResult,
     TargetState,
@@ -19,7 +18,6 @@ __all__ = [
     "Outcome",
     "Revision",
     "RevisionGraph",
-    "RunSummary",
     "Service",
     "Step",
     "Target",

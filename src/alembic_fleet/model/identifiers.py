@@ -79,12 +79,19 @@ def check_schema_length(schema: str) -> str:
     return schema
 
 
-def tenant_from_schema(template: str, schema: str) -> str | None:
-    """Inverse of :func:`render_schema`: the tenant whose schema is ``schema``, or None."""
+def split_schema(template: str, schema: str) -> str | None:
+    """The part of ``schema`` standing for ``{tenant}`` in ``template`` (not validated), or
+    None when the template has no ``{tenant}`` or does not match."""
     if TENANT_PLACEHOLDER not in template:
         return None
     prefix, _, suffix = template.partition(TENANT_PLACEHOLDER)
-    if not (schema.startswith(prefix) and schema.endswith(suffix)):
+    if len(schema) <= len(prefix) + len(suffix) or not (
+            schema.startswith(prefix) and schema.endswith(suffix)):
         return None
-    tenant = schema[len(prefix) : len(schema) - len(suffix)]
-    return tenant if TENANT_PATTERN.fullmatch(tenant) else None
+    return schema[len(prefix) : len(schema) - len(suffix)]
+
+
+def tenant_from_schema(template: str, schema: str) -> str | None:
+    """Inverse of :func:`render_schema`: the tenant whose schema is ``schema``, or None."""
+    tenant = split_schema(template, schema)
+    return tenant if tenant is not None and TENANT_PATTERN.fullmatch(tenant) else None

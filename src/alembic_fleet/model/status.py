@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from alembic_fleet.model.revisions import RevisionGraph
@@ -104,20 +104,6 @@ class TargetResult:
     sql: str | None = None
     attempts: int = 0
     """How many times it was tried (more than 1 after transient failures)."""
-
-
-@dataclass
-class RunSummary:
-    """Counts over a run's results, as printed and as in ``--json``."""
-
-    results: list[TargetResult] = field(default_factory=list)
-
-    def count(self, outcome: Outcome) -> int:
-        return sum(1 for r in self.results if r.outcome is outcome)
-
-    @property
-    def failed(self) -> bool:
-        return self.count(Outcome.FAILED) > 0
 
 
 def state_after(result: TargetResult, before: TargetStatus) -> tuple[TargetState, int]:
