@@ -94,7 +94,7 @@ def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: s
     fleet = state.fleet()
     try:
         if wait_for_db is not None:
-            _wait(fleet, wait_for_db, reporter)
+            _wait(fleet, wait_for_db)
         if sql:
             reporter.sql(commands.migrate_sql(fleet, services, tenants, to))
             return ExitCode.OK
@@ -125,7 +125,7 @@ def _command_line() -> str:
     return " ".join(["fleet", *sys.argv[1:]])[:500]
 
 
-def _wait(fleet: commands.Fleet, timeout: float, reporter: Reporter) -> None:
+def _wait(fleet: commands.Fleet, timeout: float) -> None:
     down = commands.wait_for_databases(fleet, timeout)
     if down:
         raise DatabaseUnavailableError(
@@ -145,7 +145,7 @@ def wait(state: State, timeout: float) -> int:
     reporter = Reporter()
     fleet = state.fleet()
     try:
-        _wait(fleet, timeout, reporter)
+        _wait(fleet, timeout)
     finally:
         fleet.close()
     reporter.line("all databases accept connections")

@@ -298,7 +298,7 @@ def run_plan(
                 for current in {s.status.current for s in steps
                                 if s.upgrade and s.target.service == name}:
                     script.replayer.plan(script.script, current, destinations[name])
-        factory = WorkFactory(fleet.config.file, fleet.config.embedded_dir,
+        factory = WorkFactory(fleet.config.embedded_dir,
                               {s.name: s for s in services}, destinations,
                               fleet.config.secrets, scripts, policy)
         executor: PoolExecutor | SerialExecutor = PoolExecutor(

@@ -259,7 +259,6 @@ class WorkFactory:
     they are dropped when pickling and each worker loads them once.
     """
 
-    config_file: Path
     embedded_dir: Path
     services: dict[str, Any]
     destinations: dict[str, str]

@@ -135,13 +135,16 @@ class Ledger:
 
     # Every method leaves the connection outside any transaction, as it found it.
 
-    def exists(self, connection: Any) -> bool:
-        found = connection.execute(
+    def _found(self, connection: Any) -> bool:
+        return bool(connection.execute(
             text("SELECT to_regclass(:name) IS NOT NULL"),
             {"name": f"{quote_ident(self.schema)}.run_targets"},
-        ).scalar()
+        ).scalar())
+
+    def exists(self, connection: Any) -> bool:
+        found = self._found(connection)
         connection.rollback()
-        return bool(found)
+        return found
 
     def ensure(self, connection: Any) -> None:
         """Create the ledger when it is missing (no DDL at all when it exists)."""
@@ -150,11 +153,7 @@ class Ledger:
         if not self.exists(connection):
             with connection.begin():
                 connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-                found = connection.execute(
-                    text("SELECT to_regclass(:name) IS NOT NULL"),
-                    {"name": f"{quote_ident(self.schema)}.run_targets"},
-                ).scalar()
-                if not found:
+                if not self._found(connection):
                     for statement in _ddl(self.schema):
                         connection.exec_driver_sql(statement)
         self._ready = True
