@@ -15,10 +15,22 @@ from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.alembic_bridge import runner, scaffold
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
+from alembic_fleet.check.gate import (
+    CheckOptions,
+    CheckReport,
+    Subject,
+    create_revision,
+    run_checks,
+)
 from alembic_fleet.config import FleetConfig, find_config_file, load_config
 from alembic_fleet.databases import Databases, display, explain_connection_error
 from alembic_fleet.embedded import EmbeddedServer
-from alembic_fleet.exceptions import DatabaseUnavailableError, RevisionError, UsageError
+from alembic_fleet.exceptions import (
+    DatabaseUnavailableError,
+    FleetError,
+    RevisionError,
+    UsageError,
+)
 from alembic_fleet.execution.events import Event, EventSink, ignore
 from alembic_fleet.execution.executor import RunInterrupted, SerialExecutor
 from alembic_fleet.execution.locking import check_session_pooling
@@ -532,3 +544,37 @@ def chdir(directory: str | None) -> None:
         if not path.is_dir():
             raise UsageError(f"-C {directory}: no such directory")
         os.chdir(path)
+
+
+def check(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = (), *,
+          options: CheckOptions | None = None) -> CheckReport:
+    """``fleet check``: lint the scripts, exercise them on a scratch schema and, with
+    ``options.database``, compare the real schemas and checksums with them."""
+    options = options or CheckOptions()
+    names = list(dict.fromkeys(services)) or list(fleet.config.services)
+    subjects = [Subject(fleet.service(n), fleet.scripts(n)) for n in names]
+
+    def statuses(selected: Sequence[str]) -> list[TargetStatus]:
+        return fleet.statuses(fleet.select(selected, tenants))
+
+    embedded = _scratch_server(fleet) if options.scratch and not options.scratch_url else None
+    return run_checks(subjects, options, statuses, fleet.databases.connect, embedded)
+
+
+def revision(fleet: Fleet, service: str, message: str, *, autogenerate: bool = False,
+             scratch_url: str | None = None) -> tuple[list[Path], CheckReport]:
+    """``fleet revision``: a new revision file for ``service``, checked at once."""
+    subject = Subject(fleet.service(service), fleet.scripts(service))
+    embedded = _scratch_server(fleet) if autogenerate and not scratch_url else None
+    return create_revision(subject, message, autogenerate=autogenerate,
+                           scratch_url=scratch_url, embedded=embedded)
+
+
+def _scratch_server(fleet: Fleet) -> EmbeddedServer | None:
+    """The project's embedded server for scratch schemas, or None when not installed."""
+    embedded = fleet.databases.embedded
+    try:
+        embedded.bin_path()
+    except FleetError:
+        return None
+    return embedded

@@ -41,6 +41,7 @@ def run_migrations(target_metadata: Any = None, **configure_kwargs: Any) -> None
     probe = config.attributes.get(ATTR_PROBE)
     if probe is not None:
         probe.update(configure_kwargs)
+        probe["target_metadata"] = target_metadata
         return
     try:
         _run(context, target_metadata, configure_kwargs)

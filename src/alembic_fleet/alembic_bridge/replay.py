@@ -68,17 +68,25 @@ def render_upgrade(module: Any, path: str) -> tuple[str, ...] | None:
         return None
     if DYNAMIC.search(source):
         return None
+    try:
+        return render_statements(module.upgrade)
+    except Exception:  # anything offline mode cannot render runs online instead
+        return None
+
+
+def render_statements(function: Any) -> tuple[str, ...]:
+    """The SQL statements ``function`` (a revision's upgrade or downgrade) emits offline.
+
+    Raises whatever the function raises when it needs a live database.
+    """
     buffer = _Statements()
     context = MigrationContext.configure(
         dialect_name="postgresql",
         dialect_opts={"paramstyle": "named"},
         opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True},
     )
-    try:
-        with Operations.context(context):
-            module.upgrade()
-    except Exception:  # anything offline mode cannot render runs online instead
-        return None
+    with Operations.context(context):
+        function()
     return tuple(buffer.items)
 
 

@@ -30,7 +30,8 @@ URL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
 _TOP_KEYS = {"database", "tenants", "services", "jobs", "priority", "lock_wait", "lock_timeout",
              "statement_timeout", "retries", "ledger", "ledger_schema"}
-_SERVICE_KEYS = {"path", "schema", "database", "alembic_ini", "version_table", "depends_on"}
+_SERVICE_KEYS = {"path", "schema", "database", "alembic_ini", "version_table", "depends_on",
+                 "revision_pattern", "file_pattern", "application_packages"}
 
 
 @dataclass(frozen=True)
@@ -246,8 +247,31 @@ class _Reader:
         if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
             raise ConfigError("must be a list of service names", file=self.file,
                               key=f"{key}.depends_on", expected='depends_on = ["auth"]')
+        patterns = {k: self.pattern(table.get(k), f"{key}.{k}")
+                    for k in ("revision_pattern", "file_pattern")}
+        packages = table.get("application_packages")
+        if packages is not None and (not isinstance(packages, list) or not all(
+                isinstance(p, str) and p.isidentifier() for p in packages)):
+            raise ConfigError("must be a list of package names", file=self.file,
+                              key=f"{key}.application_packages",
+                              expected='application_packages = ["app"]')
         return Service(name, folder, schema, database, ini, version_table,
-                       tuple(dict.fromkeys(depends_on)))
+                       tuple(dict.fromkeys(depends_on)),
+                       revision_pattern=patterns["revision_pattern"],
+                       file_pattern=patterns["file_pattern"],
+                       application_packages=None if packages is None else tuple(packages))
+
+    def pattern(self, value: Any, key: str) -> str | None:
+        """A regular expression ``fleet check`` matches names against (whole-name match)."""
+        if value is None:
+            return None
+        text = self.string(value, key)
+        try:
+            re.compile(text.replace("{revision}", "x"))
+        except re.error as exc:
+            raise ConfigError(f"is not a valid regular expression: {exc}", file=self.file,
+                              key=key, expected='e.g. "[0-9a-f]{12}"') from None
+        return text
 
     def jobs(self, value: Any) -> int | None:
         if value is None:

@@ -257,3 +257,35 @@ class Ledger:
         ).mappings().all()
         connection.rollback()
         return [dict(r) for r in rows]
+
+    def applied_checksums(self, connection: Any, services: Sequence[str]
+                          ) -> list[AppliedChecksum]:
+        """Per (service, revision, checksum) recorded: how many schemas and one example.
+
+        One grouped query; ``fleet check`` and ``fleet migrate`` compare it with the files.
+        """
+        if not services or not self.exists(connection):
+            return []
+        rows = connection.execute(
+            text(f"""SELECT service, revision, checksum, count(*), min(schema_name),
+                        max(applied_at)
+                    FROM {quote_ident(self.schema)}.applied_revisions
+                    WHERE service = ANY(CAST(:services AS text[]))
+                    GROUP BY service, revision, checksum
+                    ORDER BY service, revision, checksum"""),
+            {"services": list(services)},
+        ).all()
+        connection.rollback()
+        return [AppliedChecksum(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class AppliedChecksum:
+    """A revision file's checksum as recorded when it was applied to ``schemas`` targets."""
+
+    service: str
+    revision: str
+    checksum: str
+    schemas: int
+    example_schema: str
+    last_applied: datetime

@@ -45,6 +45,13 @@ class Service:
     version_table: str = "alembic_version"
     depends_on: tuple[str, ...] = ()
     """Services whose target (same tenant) must be migrated before this one's."""
+    revision_pattern: str | None = None
+    """``fleet check``: a regular expression every revision id must match."""
+    file_pattern: str | None = None
+    """``fleet check``: a regular expression every revision file name must match
+    (``{revision}`` stands for the file's revision id)."""
+    application_packages: tuple[str, ...] | None = None
+    """``fleet check``: packages a revision must not import (None: the service folder's)."""
 
     @property
     def per_tenant(self) -> bool:

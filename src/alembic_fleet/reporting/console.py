@@ -6,6 +6,7 @@ lines when piped, one JSON object with ``--json``. Every string passes through
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -23,8 +24,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from alembic_fleet.check.gate import CheckReport
 from alembic_fleet.databases import display
 from alembic_fleet.execution.events import Event, RunStarted, TargetFinished, TargetStarted
+from alembic_fleet.model.findings import Finding
 from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.status import (
     Outcome,
@@ -45,6 +48,38 @@ _STATE_STYLE = {
     TargetState.ORPHAN: "cyan",
 }
 _OUTCOME_STYLE = {Outcome.MIGRATED: "green", Outcome.SKIPPED: "dim", Outcome.FAILED: "red"}
+
+
+def _relative(path: str | None) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    if not path:
+        return ""
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+    except ValueError:
+        return path
+
+
+def _annotation(item: Finding) -> str:
+    """A GitHub Actions workflow command: shows the finding on the pull request's diff."""
+    level = "notice" if item.accepted else item.effective_severity.value
+    parts = [f"file={_relative(item.file)}"] if item.file else []
+    if item.line:
+        parts.append(f"line={item.line}")
+    parts.append(f"title={item.code} {item.rule.name} ({item.service})")
+    body = item.message
+    if item.statement:
+        body += f"\n{item.statement}"
+    body += "".join(f"\n{d}" for d in item.details)
+    body += f"\naccepted: {item.accepted}" if item.accepted else f"\nhint: {item.rule.hint}"
+
+    def escape_property(text: str) -> str:
+        return (text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+                .replace(":", "%3A").replace(",", "%2C"))
+
+    data = body.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return f"::{level} " + ",".join(
+        k + "=" + escape_property(v) for k, v in (p.split("=", 1) for p in parts)) + f"::{data}"
 
 
 def _revs(revs: Sequence[str]) -> str:
@@ -291,6 +326,51 @@ class Reporter:
             self.json({"heads": {k: list(v) for k, v in heads.items()}})
             return
         self._table(["service", "heads"], [(k, _revs(v)) for k, v in heads.items()])
+
+    # -- check ---------------------------------------------------------------------------
+    def check(self, report: CheckReport, *, output_format: str = "table") -> None:
+        """Findings as a table (people), one JSON object, or GitHub workflow annotations."""
+        if self.json_mode or output_format == "json":
+            self.json(payloads.check_payload(report))
+            return
+        if output_format == "github":
+            for item in report.findings:
+                self.out.file.write(scrub(_annotation(item)) + "\n")
+            self.out.file.flush()
+        elif report.findings:
+            rows = []
+            styles = []
+            for item in report.findings:
+                where = _relative(item.file) + (f":{item.line}" if item.line else "")
+                text = item.message
+                if item.statement:
+                    text += f"\n  {item.statement}"
+                text += "".join(f"\n  {d}" for d in item.details)
+                text += (f"\n  accepted: {item.accepted}" if item.accepted
+                         else f"\n  hint: {item.rule.hint}")
+                rows.append((item.code, item.rule.name, item.service,
+                             where or (item.schema or ""), text))
+                styles.append(None if item.accepted else
+                              "red" if item.fails else "yellow")
+            self._table(["code", "rule", "service", "where", "finding"], rows, styles)
+        summary = payloads.check_payload(report)["summary"]
+        for service, skipped in report.skipped.items():
+            for reason in skipped:
+                self.note(f"{service}: skipped {reason}")
+        checked = ", ".join(f"{s} ({len(c)} checks)" for s, c in report.checks.items())
+        self.note(f"checked {checked}")
+        self.line(f"{summary['errors']} errors, {summary['warnings']} warnings, "
+                  f"{summary['accepted']} accepted" if report.findings else "no problems found",
+                  style="bold red" if report.failed else "green")
+
+    def revision(self, files: Sequence[str], report: CheckReport) -> None:
+        if self.json_mode:
+            self.json({"files": list(files), **payloads.check_payload(report)})
+            return
+        for path in files:
+            self.line(f"created {_relative(path)}")
+        if report.findings:
+            self.check(report)
 
     # -- errors ----------------------------------------------------------------------------
     def error(self, message: str, hint: str | None, code: int) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from alembic_fleet.check.gate import CheckReport
 from alembic_fleet.databases import display
+from alembic_fleet.model.findings import Finding
 from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.status import (
     Outcome,
@@ -142,4 +144,39 @@ def run_payload(database: str, run: Any) -> dict[str, Any]:
         "user": run.user, "host": run.host, "command": run.command,
         "migrated": run.migrated, "failed": run.failed,
         "outcome": run.outcome if run.finished_at else "interrupted",
+    }
+
+
+def finding_payload(item: Finding) -> dict[str, Any]:
+    return {
+        "code": item.code,
+        "rule": item.rule.name,
+        "severity": item.effective_severity.value,
+        "service": item.service,
+        "file": item.file,
+        "line": item.line,
+        "revision": item.revision,
+        "tenant": item.tenant,
+        "schema": item.schema,
+        "message": item.message,
+        "statement": item.statement,
+        "details": list(item.details),
+        "hint": item.rule.hint,
+        "accepted": item.accepted,
+    }
+
+
+def check_payload(report: CheckReport) -> dict[str, Any]:
+    findings = report.findings
+    return {
+        "ok": not report.failed,
+        "findings": [finding_payload(f) for f in findings],
+        "checks": report.checks,
+        "skipped": report.skipped,
+        "summary": {
+            "errors": sum(1 for f in findings if f.fails),
+            "warnings": sum(1 for f in findings
+                            if f.accepted is None and f.effective_severity.value == "warning"),
+            "accepted": sum(1 for f in findings if f.accepted is not None),
+        },
     }

@@ -26,6 +26,7 @@ user_status = postgresql.ENUM(
 )
 
 
+# fleet: allow drop-column, set-not-null: contract step of an expand/contract change; the application stopped reading users.is_active one release earlier and users is small.
 def upgrade() -> None:
     """Upgrade schema."""
     op.execute("CREATE TYPE user_status AS ENUM ('pending', 'active', 'suspended', 'deactivated')")

@@ -18,6 +18,7 @@ branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
 
+# fleet: allow set-not-null, create-index-not-concurrently: workflows holds a few hundred rows per tenant; the lock lasts milliseconds.
 def upgrade() -> None:
     """Upgrade schema."""
     op.add_column("workflows", sa.Column("slug", sa.String(length=120), nullable=True))

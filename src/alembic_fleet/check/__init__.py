@@ -1,0 +1,1 @@
+"""fleet check: the CI gate on migration scripts and schemas."""
