@@ -191,7 +191,7 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str], input: str | None = 
         ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items()
             if k not in ("DATABASE_URI", "DATABASE_URL", "INGESTION_DATABASE_URL", "TENANTS",
-                         "ALEMBIC_SCHEMA", "FLEET_CONFIG")}
+                         "ALEMBIC_SCHEMA", "FLEET_CONFIG", "FLEET_SCRATCH_DATABASE_URL")}
     # As in an activated environment: this interpreter's scripts (fleet, alembic) come first.
     base["PATH"] = os.pathsep.join([str(Path(script("fleet")).parent), base.get("PATH", "")])
     command = argv[0]

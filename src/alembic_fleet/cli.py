@@ -72,6 +72,8 @@ seconds = click.FloatRange(min=0)
 @click.option("--retries", type=click.IntRange(min=0), metavar="N",
               help="Retries of a target after a lock timeout, lost connection or server "
               "restart (default 3).")
+@click.option("--allow-changed", is_flag=True,
+              help="Run even though an applied revision file changed since it was applied.")
 @click.option("--wait-for-db", type=seconds, metavar="S",
               help="First wait up to S seconds for the databases to accept connections.")
 @json_option
@@ -79,8 +81,8 @@ seconds = click.FloatRange(min=0)
 def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: str | None,
             jobs: int | None, fail_fast: bool, dry_run: bool, sql: bool,
             lock_wait: float | None, lock_timeout: float | None,
-            statement_timeout: float | None, retries: int | None, wait_for_db: float | None,
-            as_json: bool) -> int:
+            statement_timeout: float | None, retries: int | None, allow_changed: bool,
+            wait_for_db: float | None, as_json: bool) -> int:
     """Bring targets to head (or --to REV). Targets already there are not touched.
 
     Each target migrates in one transaction under an advisory lock, so concurrent runners
@@ -108,7 +110,8 @@ def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: s
         try:
             outcome = commands.run_plan(fleet, steps, jobs=jobs, fail_fast=fail_fast,
                                         policy=policy, command=_command_line(),
-                                        on_event=reporter.event)
+                                        on_event=reporter.event,
+                                        allow_changed=allow_changed)
         except RunInterrupted as interrupted:
             reporter.migrate(interrupted.results, before, interrupted=True)
             return ExitCode.INTERRUPTED

@@ -19,6 +19,7 @@ from alembic_fleet.check.gate import (
     CheckOptions,
     CheckReport,
     Subject,
+    changed_revisions,
     create_revision,
     run_checks,
 )
@@ -26,6 +27,7 @@ from alembic_fleet.config import FleetConfig, find_config_file, load_config
 from alembic_fleet.databases import Databases, display, explain_connection_error
 from alembic_fleet.embedded import EmbeddedServer
 from alembic_fleet.exceptions import (
+    ChangedRevisionError,
     DatabaseUnavailableError,
     FleetError,
     RevisionError,
@@ -273,13 +275,16 @@ def run_plan(
     policy: Policy | None = None,
     command: str = "fleet migrate",
     on_event: EventSink = ignore,
+    allow_changed: bool = False,
 ) -> RunOutcome:
     """Execute a plan made by :func:`plan` (steps that need no upgrade are reported skipped).
 
     More than one target to migrate and more than one job: a pool of worker processes;
     otherwise this process does the work (no start-up cost for a single target). Runs that
     migrate something are written to the ledger; a run with nothing to do writes nothing.
-    Raises :class:`RunInterrupted` (carrying the results) on Ctrl-C.
+    Raises :class:`RunInterrupted` (carrying the results) on Ctrl-C, and
+    :class:`ChangedRevisionError` before anything runs when a revision file changed after it
+    was applied somewhere (unless ``allow_changed``).
     """
     policy = policy or policy_for(fleet)
     services = [fleet.service(n) for n in dict.fromkeys(s.target.service for s in steps)]
@@ -291,6 +296,8 @@ def run_plan(
     scripts = {s.name: fleet.scripts(s.name) for s in services}
     if runnable:
         _check_direct_sessions(fleet, steps)
+        if fleet.config.ledger and not allow_changed:
+            _refuse_changed_revisions(fleet, steps)
     recorder = None
     if runnable and fleet.config.ledger:
         recorder = LedgerRecorder(fleet.databases, Ledger(fleet.config.ledger_schema),
@@ -344,6 +351,32 @@ def _check_direct_sessions(fleet: Fleet, steps: Sequence[Step]) -> None:
             continue
         seen.add(database.key)
         check_session_pooling(lambda db=database: fleet.databases.connect(db), display(database))
+
+
+def _refuse_changed_revisions(fleet: Fleet, steps: Sequence[Step]) -> None:
+    """Flyway's ``validate`` before a run: an applied revision whose file changed since means
+    the targets already migrated and the ones about to be would end up different."""
+    by_database: dict[str, tuple[Database, set[str]]] = {}
+    for step in steps:
+        if step.upgrade:
+            entry = by_database.setdefault(step.target.database.key,
+                                           (step.target.database, set()))
+            entry[1].add(step.target.service)
+    changed = []
+    for database, names in by_database.values():
+        with fleet.databases.connect(database) as connection:
+            for name in sorted(names):
+                subject = Subject(fleet.service(name), fleet.scripts(name))
+                changed.extend(f for f in changed_revisions(
+                    subject, connection, fleet.config.ledger_schema)
+                    if f.code == "FC401")
+    if changed:
+        first = changed[0]
+        raise ChangedRevisionError(
+            f"{first.service}: {first.message}"
+            + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""),
+            hint="restore the file and put the change in a new revision; 'fleet check "
+            "--database' lists every changed revision; --allow-changed runs anyway")
 
 
 def _alembic_destination(steps: Sequence[Step], service: str) -> str:

@@ -78,6 +78,12 @@ class RevisionError(FleetError):
     exit_code = 2
 
 
+class ChangedRevisionError(FleetError):
+    """A revision file changed after it was applied; migrate refuses to run (nothing ran)."""
+
+    exit_code = 2
+
+
 class EmbeddedServerError(FleetError):
     """The embedded PostgreSQL could not be installed, started, stopped or reset."""
 

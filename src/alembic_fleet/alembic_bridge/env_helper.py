@@ -10,9 +10,10 @@ Two callers:
   ``DATABASE_URI`` / ``DATABASE_URL``.
 
 Either way the version table lives in the target schema, the schema is created when missing,
-and ``search_path`` is set *inside* the migration transaction (``SET LOCAL``): a ``SET`` issued
-before ``begin_transaction()`` would open a transaction under SQLAlchemy 2, silently turning
-``transaction_per_migration`` off.
+and ``search_path`` is set *inside* the migration transaction: a ``SET`` issued before
+``begin_transaction()`` would open a transaction under SQLAlchemy 2, silently turning
+``transaction_per_migration`` off. It is a session-level ``SET`` (not ``SET LOCAL``) so that it
+survives the COMMIT of an ``autocommit_block()``, and it is reset when the migration ends.
 """
 
 from __future__ import annotations
@@ -133,10 +134,19 @@ def _run_online(context: Any, connection: Any, schema: str, kwargs: dict[str, An
                 connection.exec_driver_sql("RESET search_path")
                 connection.commit()
         return
-    with context.begin_transaction():
-        connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
-        connection.exec_driver_sql(f"SET LOCAL search_path TO {quoted}")
-        context.run_migrations()
+    # A session-level SET issued inside the transaction: rolled back with it on failure, and
+    # kept across the COMMIT of an ``autocommit_block()`` (CREATE INDEX CONCURRENTLY), which
+    # a SET LOCAL would not survive. Reset afterwards: the connection may be reused.
+    try:
+        with context.begin_transaction():
+            connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+            connection.exec_driver_sql(f"SET search_path TO {quoted}")
+            context.run_migrations()
+    finally:
+        if (not connection.closed and not connection.invalidated
+                and not connection.in_transaction()):
+            connection.exec_driver_sql("RESET search_path")
+            connection.commit()
 
 
 def _configure_logging(config: Any) -> None:
@@ -157,7 +167,7 @@ def _run_offline(context: Any, schema: str, kwargs: dict[str, Any]) -> None:
     context.configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"}, **kwargs)
     with context.begin_transaction():
         context.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
-        context.execute(f"SET LOCAL search_path TO {quoted}")
+        context.execute(f"SET search_path TO {quoted}")
         context.run_migrations()
 
 

@@ -491,15 +491,21 @@ def _tenant_drift(subject: Subject, connection: Connection,
 
 def _reference(subject: Subject, connection: Connection, revision: str
                ) -> tuple[str, frozenset[str]]:
-    """Fingerprint and shape of a schema built from the migrations up to ``revision``,
-    in the checked database, inside a transaction that is rolled back."""
+    """Fingerprint and shape of a schema built from the migrations up to ``revision``.
+
+    Built in the checked database (same server version, same extensions, so the catalog
+    text compares equal) under a name of this process, and dropped right after. It cannot
+    be a rolled-back transaction: ``autocommit_block()`` revisions commit on their own.
+    """
     schema = scratch_schema(subject.name) + "_ref"
     table = subject.service.version_table
-    with connection.begin() as transaction:
+    _drop(connection, schema)
+    try:
         runner.upgrade(subject.scripts, connection, schema, revision)
         fingerprint = fingerprints(connection, [schema], exclude_tables=[table])[schema]
         shape = describe(connection, schema, exclude_tables=[table])
-        transaction.rollback()
+    finally:
+        _drop(connection, schema)
     return fingerprint, shape
 
 

