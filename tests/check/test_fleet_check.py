@@ -215,6 +215,7 @@ def test_since_ref_lints_only_revisions_added_after_it(shop: Project) -> None:
     write_revision(versions(shop), "aa0000000005_drop_items.py", revision_file(
         "aa0000000005", "aa0000000004", 'op.drop_table("items")', "pass"))
     code, payload = check(shop, "--since", "main", "--no-scratch")
+    assert code == 3
     unsafe = [f for f in payload["findings"] if f["code"].startswith("FC5")]
     assert [(f["code"], f["revision"]) for f in unsafe] == [("FC502", "aa0000000005")]
     result = shop.fleet("check", "--since", "no-such-ref", "--no-scratch")
@@ -323,3 +324,28 @@ def test_bad_input_exits_2(shop: Project) -> None:
     assert result.returncode == 2
     assert "s3cret" not in result.stdout + result.stderr
 
+
+
+def test_revision_autogenerate_on_a_scratch_schema(shop: Project) -> None:
+    models = shop.root / "shop_service" / "shop" / "models.py"
+    models.write_text(models.read_text() + "    sku = sa.Column(sa.String(20))\n")
+    result = shop.fleet("revision", "shop", "-m", "add sku", "--autogenerate", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    [created] = payload["files"]
+    text = Path(created).read_text()
+    assert "op.add_column('items', sa.Column('sku'" in text
+    assert "schema=" not in text  # nothing schema-qualified leaks in
+    assert "down_revision = 'aa0000000003'" in text
+    # The target database was not needed, and the scratch schema is gone.
+    assert not schemas(shop.env["FLEET_SCRATCH_DATABASE_URL"], "fleet_check%")
+    assert not schemas(shop.db_url, "shop_%")
+    code, payload = check(shop)
+    assert code == 0, payload
+
+
+def test_revision_prints_findings_of_the_new_file(shop: Project) -> None:
+    result = shop.fleet("revision", "shop", "-m", "empty")
+    assert result.returncode == 3  # the template's downgrade() is empty
+    assert "created shop_service/migrations/versions/" in result.stdout
+    assert "FC201" in result.stdout

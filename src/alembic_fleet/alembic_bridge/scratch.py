@@ -11,6 +11,7 @@ the same probe that decides whether revisions may be replayed.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 from collections.abc import Iterator
@@ -120,6 +121,7 @@ def new_revision(
     ``ALEMBIC_SCHEMA`` and ``DATABASE_URI``; those are set for the duration of the call.
     """
     config = make_config(scripts.service)
+    config.cmd_opts = argparse.Namespace(quiet=True)  # fleet reports the file itself
     if autogenerate:
         config.attributes[ATTR_CONNECTION] = connection
         config.attributes[ATTR_SCHEMA] = schema
