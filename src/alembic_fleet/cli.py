@@ -15,6 +15,7 @@ from alembic_fleet import __version__, commands
 from alembic_fleet.exceptions import Aborted, DatabaseUnavailableError, FleetError, UsageError
 from alembic_fleet.execution.executor import RunInterrupted
 from alembic_fleet.exit_codes import ExitCode, exit_code_for
+from alembic_fleet.model.shard import Shard, parse_shard
 from alembic_fleet.model.status import Outcome, TargetState
 from alembic_fleet.reporting import Reporter
 
@@ -22,6 +23,16 @@ json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object instead of text.")
 tenant_option = click.option("--tenant", "-t", "tenants", multiple=True, metavar="T",
                              help="Only this tenant (repeatable).")
+
+
+shard_option = click.option(
+    "--shard", "shard", metavar="I/K|auto",
+    help="Only this process's share of the targets: shard I of K by a stable hash of the "
+    "tenant; 'auto' reads JOB_COMPLETION_INDEX and JOB_COMPLETION_COUNT (Indexed Job).")
+
+
+def _shard(text: str | None) -> Shard | None:
+    return parse_shard(text, os.environ) if text else None
 
 
 class State:
@@ -57,6 +68,7 @@ seconds = click.FloatRange(min=0)
 @click.argument("services", nargs=-1, metavar="[SERVICE]...")
 @tenant_option
 @click.option("--to", "to", metavar="REV", help="Stop at this revision (needs one SERVICE).")
+@shard_option
 @click.option("--jobs", "-j", type=click.IntRange(min=1), metavar="N",
               help="Worker processes (default: 'jobs' in the config, else one per CPU).")
 @click.option("--fail-fast", is_flag=True, help="Start no new target after the first failure.")
@@ -79,7 +91,7 @@ seconds = click.FloatRange(min=0)
 @json_option
 @click.pass_obj
 def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: str | None,
-            jobs: int | None, fail_fast: bool, dry_run: bool, sql: bool,
+            shard: str | None, jobs: int | None, fail_fast: bool, dry_run: bool, sql: bool,
             lock_wait: float | None, lock_timeout: float | None,
             statement_timeout: float | None, retries: int | None, allow_changed: bool,
             wait_for_db: float | None, as_json: bool) -> int:
@@ -93,14 +105,17 @@ def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: s
     configuration or database unreachable (nothing executed); 130 interrupted.
     """
     reporter = Reporter(json_mode=as_json)
+    share = _shard(shard)
     fleet = state.fleet()
     try:
         if wait_for_db is not None:
             _wait(fleet, wait_for_db)
         if sql:
-            reporter.sql(commands.migrate_sql(fleet, services, tenants, to))
+            reporter.sql(commands.migrate_sql(fleet, services, tenants, to, shard=share))
             return ExitCode.OK
-        steps = commands.plan(fleet, services, tenants, to)
+        steps = commands.plan(fleet, services, tenants, to, shard=share)
+        if share is not None:
+            reporter.note(f"shard {share}: {len(steps)} target(s) of this shard")
         if dry_run:
             reporter.plan(steps)
             return ExitCode.OK
@@ -178,9 +193,11 @@ def log(state: State, limit: int, run_id: str | None, as_json: bool) -> int:
 @cli.command()
 @click.argument("services", nargs=-1, metavar="[SERVICE]...")
 @tenant_option
+@shard_option
 @json_option
 @click.pass_obj
-def status(state: State, services: Sequence[str], tenants: Sequence[str], as_json: bool) -> int:
+def status(state: State, services: Sequence[str], tenants: Sequence[str], shard: str | None,
+           as_json: bool) -> int:
     """Show the current revision of every target against its head.
 
     Schemas a service's template matches whose tenant is not configured are listed with
@@ -191,7 +208,7 @@ def status(state: State, services: Sequence[str], tenants: Sequence[str], as_jso
     reporter = Reporter(json_mode=as_json)
     fleet = state.fleet()
     try:
-        statuses = commands.status(fleet, services, tenants)
+        statuses = commands.status(fleet, services, tenants, shard=_shard(shard))
     finally:
         fleet.close()
     reporter.status(statuses)

@@ -50,6 +50,7 @@ from alembic_fleet.model.identifiers import (
 )
 from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.schedule import Schedule, dependencies, execution_order
+from alembic_fleet.model.shard import Shard, take_share
 from alembic_fleet.model.status import (
     Outcome,
     Step,
@@ -214,18 +215,21 @@ class Fleet:
         return result
 
 
-def status(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = ()
-           ) -> list[TargetStatus]:
+def status(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = (),
+           shard: Shard | None = None) -> list[TargetStatus]:
     """Current against head for every selected target, and orphan schemas (when no tenant
-    filter is given)."""
-    targets = fleet.select(services, tenants)
-    return fleet.statuses(targets, orphans=not tenants)
+    filter or shard is given)."""
+    targets = take_share(fleet.select(services, tenants), shard)
+    return fleet.statuses(targets, orphans=not tenants and shard is None)
 
 
 def plan(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = (),
-         to: str | None = None) -> list[Step]:
-    """What ``migrate`` would do: one step per target, upgrade or skip with a reason."""
-    targets = fleet.select(services, tenants)
+         to: str | None = None, shard: Shard | None = None) -> list[Step]:
+    """What ``migrate`` would do: one step per target, upgrade or skip with a reason.
+
+    With ``shard``, only the targets of that shard (see :mod:`alembic_fleet.model.shard`).
+    """
+    targets = take_share(fleet.select(services, tenants), shard)
     destinations = fleet.destinations(targets, to)
     return [plan_step(s) for s in fleet.statuses(targets, destinations)]
 
@@ -385,10 +389,10 @@ def _alembic_destination(steps: Sequence[Step], service: str) -> str:
 
 
 def migrate_sql(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = (),
-                to: str | None = None) -> list[TargetResult]:
+                to: str | None = None, shard: Shard | None = None) -> list[TargetResult]:
     """The SQL ``migrate`` would run, per target, from each target's current revision."""
     results = []
-    for step in plan(fleet, services, tenants, to):
+    for step in plan(fleet, services, tenants, to, shard):
         current = step.status.current
         if not step.upgrade:
             results.append(TargetResult(step.target, Outcome.SKIPPED, current, current,

@@ -30,7 +30,7 @@ from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.config.loader import EMBEDDED_DIR, load_config
 from alembic_fleet.databases import Databases, explain_connection_error
 from alembic_fleet.exceptions import ConfigError, FleetError
-from alembic_fleet.exit_codes import STATUS_NOT_AT_HEAD
+from alembic_fleet.exit_codes import ExitCode
 from alembic_fleet.inspect.versions import read_versions
 from alembic_fleet.model.identifiers import tenant_from_schema, validate_schema_template
 from alembic_fleet.model.status import TargetState, classify
@@ -62,7 +62,7 @@ class SchemaNotAtHead(FleetError, RuntimeError):
     describe the first failing schema; ``failures`` holds all of them.
     """
 
-    exit_code = STATUS_NOT_AT_HEAD
+    exit_code = int(ExitCode.NOT_UP_TO_DATE)
 
     def __init__(self, message: str, *, service: str, heads: tuple[str, ...],
                  failures: tuple[SchemaState, ...], command: str) -> None:
@@ -114,7 +114,9 @@ def require_head(
                               hint="pass tenants=[...] or set TENANTS")
         targets = [Target(svc.name, t, svc.schema_for(t), svc.database) for t in chosen]
     else:
-        template = service_template(svc, from_config)
+        # schema= may name one tenant's schema of a per-tenant service: keep that tenant
+        # for the suggested command.
+        template = from_config.schema if from_config and from_config.per_tenant else None
         only = tenant_from_schema(template, svc.schema) if template else None
         targets = [Target(svc.name, only, svc.schema_for(None), svc.database)]
 
@@ -132,12 +134,6 @@ def require_head(
         raise _error(svc, graph.heads, failures, from_config)
     head = ",".join(graph.heads)
     return {target.schema: head for target in targets}
-
-
-def service_template(svc: Service, from_config: Service | None) -> str | None:
-    """The configured schema template, when ``schema=`` overrode it with a concrete name:
-    the tenant it stands for then still shows in the suggested command."""
-    return from_config.schema if from_config is not None and from_config.per_tenant else None
 
 
 def _tenant_list(tenant: str | None, tenants: Sequence[str] | str | None) -> list[str] | None:
@@ -169,7 +165,8 @@ def _service(
             raise ConfigError("alembic_ini was given without a database URL",
                               hint="pass the URL (e.g. os.environ['DATABASE_URI'])")
         name = service or ini.parent.name
-        database = Database(url=url if isinstance(url, str) else None, embedded_name="-")
+        # With an Engine the Database value is never connected to; it only names the service.
+        database = Database(url=url) if isinstance(url, str) else Database(embedded_name="-")
         svc = Service(name, ini.parent, schema or "public", database, ini.name)
         return svc, (), Path(EMBEDDED_DIR), None
     fleet = load_config(config)

@@ -1,5 +1,11 @@
 """Configuration: find ``fleet.toml`` / ``[tool.fleet]``, interpolate, validate -> model."""
 
-from alembic_fleet.config.loader import FleetConfig, find_config_file, load_config
+from alembic_fleet.config.loader import (
+    FleetConfig,
+    TenantQuery,
+    TenantSource,
+    find_config_file,
+    load_config,
+)
 
-__all__ = ["FleetConfig", "find_config_file", "load_config"]
+__all__ = ["FleetConfig", "TenantQuery", "TenantSource", "find_config_file", "load_config"]

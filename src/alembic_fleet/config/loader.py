@@ -3,7 +3,10 @@
 Sources, first found wins: ``--config PATH``, ``FLEET_CONFIG``, then walking up from the
 working directory: ``fleet.toml``, or ``pyproject.toml`` with a ``[tool.fleet]`` table.
 Every problem raises :class:`ConfigError` naming the file, the key and what is expected;
-nothing here touches a database.
+nothing here touches a database. The tenants come from one *source* (``tenants`` is a list,
+``[tenants.NAME]`` tables, ``{ file = PATH }`` or ``{ query = SQL }``); a tenants file is read
+here, but a registry query is only kept (:class:`TenantQuery`) and run later by the commands
+(:mod:`alembic_fleet.config.tenant_sources`), so that loading stays free of network I/O.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alembic_fleet.config.interpolate import InterpolationError, interpolate
 from alembic_fleet.exceptions import ConfigError, FleetError
@@ -28,10 +31,55 @@ DEFAULT_EMBEDDED_DATABASE = "postgres"
 SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 URL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
-_TOP_KEYS = {"database", "tenants", "services", "jobs", "priority", "lock_wait", "lock_timeout",
-             "statement_timeout", "retries", "ledger", "ledger_schema"}
+_TOP_KEYS = {"database", "tenants", "tenant_attributes", "services", "jobs", "priority",
+             "lock_wait", "lock_timeout", "statement_timeout", "retries", "ledger",
+             "ledger_schema"}
 _SERVICE_KEYS = {"path", "schema", "database", "alembic_ini", "version_table", "depends_on",
                  "revision_pattern", "file_pattern", "application_packages"}
+_FILE_SOURCE_KEYS = {"file"}
+_QUERY_SOURCE_KEYS = {"query", "database", "insert", "delete"}
+_ATTRIBUTE_KEYS = {"database", "priority"}
+_TENANT_NAME = "lowercase letter first, then a-z, 0-9 or _"
+TENANTS_ENV_KEY = "TENANTS (environment)"
+
+
+@dataclass(frozen=True)
+class TenantQuery:
+    """A tenant registry in a database: ``sql`` lists the tenants (first column).
+
+    ``insert`` / ``delete`` (each with a ``:tenant`` parameter) let ``fleet tenants add`` and
+    ``remove`` record the change there; None when the registry is maintained elsewhere.
+    """
+
+    sql: str
+    database: Database
+    insert: str | None = None
+    delete: str | None = None
+
+
+@dataclass(frozen=True)
+class TenantSource:
+    """Where the configured tenant names live, so that commands know where to record one.
+
+    ``kind`` is ``list`` (the configuration file itself: a ``tenants`` array or
+    ``[tenants.NAME]`` tables), ``file`` (a text file, ``path``) or ``query`` (a registry
+    table, see :attr:`FleetConfig.tenant_query`). ``path`` is the file to edit for ``list``
+    and ``file``.
+    """
+
+    kind: Literal["list", "file", "query"] = "list"
+    path: Path | None = None
+
+    @property
+    def where(self) -> str:
+        """A short human description, e.g. ``fleet.toml`` or ``tenants.txt``."""
+        if self.kind == "query":
+            return "the tenant registry query"
+        if self.path is None:
+            return "the configuration"
+        if self.path.name == PYPROJECT and self.kind == "list":
+            return f"{PYPROJECT} [tool.fleet]"
+        return self.path.name
 
 
 @dataclass(frozen=True)
@@ -53,6 +101,30 @@ class FleetConfig:
     retries: int = 3
     ledger: bool = True
     ledger_schema: str = "fleet"
+    tenant_source: TenantSource = TenantSource()
+    tenant_query: TenantQuery | None = None
+    """The registry query when ``tenants = { query = ... }``; ``tenants`` is then empty until
+    the commands run it and call :meth:`with_tenants` (unless ``TENANTS`` overrides)."""
+    tenant_databases: dict[str, Database] = field(default_factory=dict)
+    """Tenants placed on their own server: every per-tenant schema of the tenant lives there.
+    Holds every tenant with a ``database`` attribute, configured or not (a registry may list
+    it later)."""
+    tenant_priorities: dict[str, int] = field(default_factory=dict)
+    """``priority`` attributes: higher runs earlier; already folded into :attr:`priority`."""
+    priority_names: tuple[str, ...] = ()
+    """The top-level ``priority`` list as written (kept to recompute :attr:`priority`)."""
+
+    def with_tenants(self, tenants: Sequence[str]) -> FleetConfig:
+        """This configuration with ``tenants`` resolved from the registry query.
+
+        Validates the names and every schema they produce (a registry is user input too) and
+        recomputes :attr:`priority`, which depends on the tenants present.
+        """
+        names = _validated_names(list(tenants), str(self.file), "tenants.query")
+        _check_schemas(self.services, names, str(self.file), "tenants.query")
+        return replace(self, tenants=names,
+                       priority=priority_order(names, self.priority_names,
+                                               self.tenant_priorities))
 
     @property
     def root(self) -> Path:
@@ -142,21 +214,23 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
     for svc_name, table in services_table.items():
         services[svc_name] = reader.service(path.parent, svc_name, table, default_db)
     reader.check_dependencies(services)
-    tenants, from_env = reader.tenants(data.get("tenants"))
-    if not tenants and any(s.per_tenant for s in services.values()):
+    tenants_value = data.get("tenants")
+    override = reader.tenants_override()
+    source, query, listed, attributes = reader.tenant_source(path, tenants_value, default_db,
+                                                             read_names=not override)
+    attributes = {**attributes, **reader.tenant_attributes(data.get("tenant_attributes"),
+                                                           table_form=source.kind == "list"
+                                                           and isinstance(tenants_value, dict))}
+    tenants, from_env = (override, True) if override else (listed, False)
+    if not tenants and query is None and any(s.per_tenant for s in services.values()):
         raise ConfigError("no tenants configured while a service has a {tenant} schema",
                           file=name, key="tenants",
                           expected='a list of tenant names, or TENANTS="a b" in the environment')
-    source = "TENANTS (environment)" if from_env else "tenants"
-    for service in services.values():
-        for tenant in tenants if service.per_tenant else ():
-            try:
-                service.schema_for(tenant)
-            except FleetError as exc:
-                raise ConfigError(f"{exc.message} (service '{service.name}')", file=name,
-                                  key=source, hint=exc.hint) from None
+    _check_schemas(services, tenants, name, TENANTS_ENV_KEY if from_env else "tenants")
     jobs = reader.jobs(data.get("jobs"))
-    priority = reader.priority(data.get("priority"), tenants)
+    priority_names = reader.priority(data.get("priority"))
+    tenant_priorities = {t: a.priority for t, a in attributes.items() if a.priority is not None}
+    priority = priority_order(tenants, priority_names, tenant_priorities)
     return FleetConfig(
         path, services, tenants, from_env, tuple(reader.secrets), jobs, priority,
         lock_wait=reader.seconds(data.get("lock_wait", 60), "lock_wait"),
@@ -166,7 +240,96 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
         retries=reader.count(data.get("retries", 3), "retries"),
         ledger=reader.flag(data.get("ledger", True), "ledger"),
         ledger_schema=reader.identifier(data.get("ledger_schema", "fleet"), "ledger_schema"),
+        tenant_source=source,
+        tenant_query=query,
+        tenant_databases={t: a.database for t, a in attributes.items() if a.database},
+        tenant_priorities=tenant_priorities,
+        priority_names=priority_names,
     )
+
+
+@dataclass(frozen=True)
+class _Attributes:
+    database: Database | None = None
+    priority: int | None = None
+
+
+def priority_order(tenants: Sequence[str], listed: Sequence[str],
+                   attributes: Mapping[str, int]) -> tuple[str, ...]:
+    """The ``priority`` tuple :func:`~alembic_fleet.model.schedule.execution_order` expects.
+
+    The top-level list comes first (it is an explicit order), then the tenants by their
+    ``priority`` attribute, higher first (absent counts as 0, ties keep the tenant order).
+    Only the head that differs from the plain tenant order is returned, so a configuration
+    without attributes keeps the short tuple it always had.
+    """
+    first = [t for t in dict.fromkeys(listed) if t in tenants]
+    rest = [t for t in tenants if t not in first]
+    ordered = first + sorted(rest, key=lambda t: -attributes.get(t, 0))  # stable sort
+    cut = len(ordered)
+    while cut > 0:
+        head = set(ordered[:cut - 1])
+        if ordered[cut - 1:] != [t for t in tenants if t not in head]:
+            break
+        cut -= 1
+    return tuple(ordered[:cut])
+
+
+def _check_schemas(services: Mapping[str, Service], tenants: Sequence[str], file: str,
+                   key: str) -> None:
+    """Every schema the tenants produce is acceptable (checked once, before any command)."""
+    for service in services.values():
+        for tenant in tenants if service.per_tenant else ():
+            try:
+                service.schema_for(tenant)
+            except FleetError as exc:
+                raise ConfigError(f"{exc.message} (service '{service.name}')", file=file,
+                                  key=key, hint=exc.hint) from None
+
+
+def _validated_names(names: list[str], file: str, where: str) -> tuple[str, ...]:
+    """Validate tenant names and drop duplicates, keeping the first occurrence's place."""
+    seen: dict[str, None] = {}
+    for tenant in names:
+        try:
+            validate_tenant(tenant)
+        except FleetError as exc:
+            raise ConfigError(exc.message, file=file, key=where,
+                              expected=_TENANT_NAME) from None
+        seen.setdefault(tenant)
+    return tuple(seen)
+
+
+def read_tenants_file(path: Path, *, config_file: str) -> tuple[str, ...]:
+    """The names in a tenants file: one per line, ``#`` comments and blank lines ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"tenants file {path} does not exist", file=config_file,
+                          key="tenants.file",
+                          expected="a text file with one tenant name per line") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"tenants file {path} cannot be read: {reason}", file=config_file,
+                          key="tenants.file") from None
+    names: list[str] = []
+    for number, line in enumerate(lines, 1):
+        entry = tenant_file_entry(line)
+        if entry is None:
+            continue
+        try:
+            validate_tenant(entry)
+        except FleetError as exc:
+            raise ConfigError(f"{path}, line {number}: {exc.message}", file=config_file,
+                              key="tenants.file", expected=_TENANT_NAME) from None
+        names.append(entry)
+    return tuple(dict.fromkeys(names))
+
+
+def tenant_file_entry(line: str) -> str | None:
+    """The tenant named on one line of a tenants file, or None for a blank/comment line."""
+    entry = line.split("#", 1)[0].strip()
+    return entry or None
 
 
 class _Reader:
@@ -305,13 +468,14 @@ class _Reader:
                               expected="a schema name: lowercase letters, digits and _")
         return value
 
-    def priority(self, value: Any, tenants: tuple[str, ...]) -> tuple[str, ...]:
+    def priority(self, value: Any) -> tuple[str, ...]:
+        """The top-level list; tenants not configured are left out by :func:`priority_order`."""
         if value is None:
             return ()
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError("must be a list of tenant names", file=self.file, key="priority",
                               expected='priority = ["default"]')
-        return tuple(t for t in dict.fromkeys(value) if t in tenants)
+        return tuple(dict.fromkeys(value))
 
     def check_dependencies(self, services: dict[str, Service]) -> None:
         """Every ``depends_on`` names a service, and the dependencies have no cycle."""
@@ -339,31 +503,118 @@ class _Reader:
         for name in services:
             visit(name, ())
 
-    def tenants(self, value: Any) -> tuple[tuple[str, ...], bool]:
-        """The tenant list; ``TENANTS`` (spaces or commas) overrides the file."""
-        override = self.environ.get("TENANTS")
-        names = [n for n in re.split(r"[\s,]+", override or "") if n]
-        if names:
-            return self._validated(names, "TENANTS (environment)"), True
-        if value is None:
-            return (), False
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError("must be a list of strings", file=self.file, key="tenants",
-                              expected='tenants = ["default", "toshiba"]')
-        return self._validated([interpolate_or_fail(v, self) for v in value], "tenants"), False
+    def tenants_override(self) -> tuple[str, ...]:
+        """``TENANTS`` (spaces or commas): replaces the names of whatever source is configured."""
+        names = [n for n in re.split(r"[\s,]+", self.environ.get("TENANTS") or "") if n]
+        return _validated_names(names, self.file, TENANTS_ENV_KEY) if names else ()
 
-    def _validated(self, names: list[str], where: str) -> tuple[str, ...]:
-        seen: dict[str, None] = {}
-        for tenant in names:
+    def tenant_source(
+        self, config: Path, value: Any, default_db: Database, *, read_names: bool = True,
+    ) -> tuple[TenantSource, TenantQuery | None, tuple[str, ...], dict[str, _Attributes]]:
+        """The ``tenants`` key: its source, the registry query, the names read, attributes.
+
+        A table whose values are all tables (``[tenants.NAME]``, possibly empty) lists the
+        tenants with their attributes; any other table is a source (``file`` or ``query``).
+        The value types decide, so a tenant may even be called ``file``. Without
+        ``read_names`` (``TENANTS`` overrides) the shape is still validated, but list entries
+        are not interpolated and the file is not read: a job that sets ``TENANTS`` needs
+        neither the variables nor the file.
+        """
+        where = TenantSource("list", config)
+        if value is None:
+            return where, None, (), {}
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise self._tenants_type_error()
+            if not read_names:
+                return where, None, (), {}
+            names = [self.string(v, "tenants") for v in value]
+            return where, None, _validated_names(names, self.file, "tenants"), {}
+        if not isinstance(value, dict):
+            raise self._tenants_type_error()
+        if all(isinstance(v, dict) for v in value.values()):
+            attributes = self.attribute_tables(value, "tenants")
+            return where, None, tuple(attributes), attributes
+        if "file" in value and "query" in value:
+            raise ConfigError("has both 'file' and 'query'", file=self.file, key="tenants",
+                              expected="one tenant source: a file or a query")
+        if "file" in value:
+            self.check_keys(value, _FILE_SOURCE_KEYS, "tenants.")
+            relative = self.string(value["file"], "tenants.file").strip()
+            if not relative:
+                raise ConfigError("is empty", file=self.file, key="tenants.file",
+                                  expected="a path relative to the configuration file")
+            path = (config.parent / relative).resolve()
+            names = read_tenants_file(path, config_file=self.file) if read_names else ()
+            return TenantSource("file", path), None, names, {}
+        if "query" in value:
+            self.check_keys(value, _QUERY_SOURCE_KEYS, "tenants.")
+            sql = self.string(value["query"], "tenants.query").strip()
+            if not sql:
+                raise ConfigError("is empty", file=self.file, key="tenants.query",
+                                  expected="a SELECT whose first column is the tenant name")
+            database = self.database(value.get("database"), "tenants.database",
+                                     inherit=default_db)
+            insert, delete = (self.statement(value.get(k), f"tenants.{k}")
+                              for k in ("insert", "delete"))
+            return TenantSource("query"), TenantQuery(sql, database, insert, delete), (), {}
+        first = next(iter(value))
+        raise ConfigError("unknown key", file=self.file, key=f"tenants.{first}",
+                          expected="'file' or 'query', or [tenants.NAME] tables")
+
+    def _tenants_type_error(self) -> ConfigError:
+        return ConfigError("must be a list of strings or a table", file=self.file,
+                           key="tenants",
+                           expected='tenants = ["default", "toshiba"], [tenants.NAME] tables, '
+                           'tenants = { file = "tenants.txt" } or tenants = { query = "..." }')
+
+    def statement(self, value: Any, key: str) -> str | None:
+        """An ``insert`` / ``delete`` statement of a registry: it must bind ``:tenant``."""
+        if value is None:
+            return None
+        sql = self.string(value, key).strip()
+        if ":tenant" not in sql:
+            raise ConfigError("does not use the :tenant parameter", file=self.file, key=key,
+                              expected="a statement such as "
+                              "INSERT INTO public.tenants (slug) VALUES (:tenant)")
+        return sql
+
+    def tenant_attributes(self, value: Any, *, table_form: bool) -> dict[str, _Attributes]:
+        """``[tenant_attributes.NAME]``: attributes for tenants of any source."""
+        if value is None:
+            return {}
+        if table_form:
+            raise ConfigError("cannot be combined with [tenants.NAME] tables", file=self.file,
+                              key="tenant_attributes",
+                              expected="the attributes inside [tenants.NAME]")
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise ConfigError("must be a table of tables", file=self.file,
+                              key="tenant_attributes",
+                              expected='[tenant_attributes.toshiba] with database = "..." '
+                              "and/or priority = 10")
+        return self.attribute_tables(value, "tenant_attributes")
+
+    def attribute_tables(self, tables: dict[str, Any], prefix: str) -> dict[str, _Attributes]:
+        """Tenant name -> attributes, from ``[PREFIX.NAME]`` tables (names validated)."""
+        result: dict[str, _Attributes] = {}
+        for tenant, table in tables.items():
+            key = f"{prefix}.{tenant}"
             try:
                 validate_tenant(tenant)
             except FleetError as exc:
-                raise ConfigError(exc.message, file=self.file, key=where,
-                                  expected="lowercase letter first, then a-z, 0-9 or _") from None
-            seen.setdefault(tenant)
-        return tuple(seen)
-
-
-def interpolate_or_fail(value: str, reader: _Reader) -> str:
-    """Interpolate one tenant entry (tenants may come from the environment too)."""
-    return reader.string(value, "tenants")
+                raise ConfigError(exc.message, file=self.file, key=key,
+                                  expected=_TENANT_NAME) from None
+            self.check_keys(table, _ATTRIBUTE_KEYS, key + ".")
+            database = None
+            raw = table.get("database")
+            # Empty (e.g. an unset "${VAR:-}") means no server of its own: the service's.
+            if raw is not None and self.string(raw, f"{key}.database").strip():
+                database = self.database(raw, f"{key}.database", inherit=None)
+            priority = table.get("priority")
+            if priority is not None and (isinstance(priority, bool)
+                                         or not isinstance(priority, int)):
+                raise ConfigError(f"invalid value {priority!r}", file=self.file,
+                                  key=f"{key}.priority",
+                                  expected="a whole number; higher runs earlier (default 0)")
+            result[tenant] = _Attributes(database, priority)
+        return result

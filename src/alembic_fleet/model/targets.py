@@ -6,6 +6,7 @@ them never touches a database or Alembic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,13 +81,23 @@ class Target:
         return f"{self.service}/{self.schema}"
 
 
-def targets_for(services: list[Service], tenants: list[str]) -> list[Target]:
-    """Every target of ``services`` for ``tenants``, in config order, tenants in list order."""
+def targets_for(
+    services: list[Service], tenants: list[str],
+    tenant_databases: Mapping[str, Database] | None = None,
+) -> list[Target]:
+    """Every target of ``services`` for ``tenants``, in config order, tenants in list order.
+
+    A tenant placed on its own server (``tenant_databases``) has every per-tenant schema
+    there, whatever the service's ``database``: the tenant's data is isolated as a whole.
+    Single-schema services have no tenant and stay on their own database.
+    """
+    own = tenant_databases or {}
     result: list[Target] = []
     for service in services:
         if service.per_tenant:
             result.extend(
-                Target(service.name, t, service.schema_for(t), service.database) for t in tenants
+                Target(service.name, t, service.schema_for(t), own.get(t, service.database))
+                for t in tenants
             )
         else:
             result.append(Target(service.name, None, service.schema_for(None), service.database))

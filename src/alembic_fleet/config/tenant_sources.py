@@ -1,0 +1,257 @@
+"""Read and change the configured tenant source: the list, a tenants file, a registry query.
+
+The loader reads lists and files (files only, no network); a registry query needs a database,
+so the commands run it here with :func:`resolve_query` and hand the names to
+:meth:`FleetConfig.with_tenants`. ``fleet tenants add`` / ``remove`` record a change where the
+source lives (:func:`record_tenant`, :func:`forget_tenant`): the configuration file is edited
+with tomlkit so that comments and layout survive, a tenants file gains or loses one line, a
+registry runs its ``insert`` / ``delete`` statement.
+
+Both are idempotent (recording a known tenant changes nothing) and validate the name first,
+so they never write a source the loader would then refuse. ``TENANTS`` in the environment
+does not change where they write: it overrides the names for one run, while the source is the
+lasting record (refusing would block every shell or CI job that exports ``TENANTS``); the
+commands may warn that the current run still uses ``TENANTS`` (``config.tenants_from_env``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alembic_fleet.config.loader import (
+    PYPROJECT,
+    FleetConfig,
+    TenantQuery,
+    tenant_file_entry,
+)
+from alembic_fleet.exceptions import ConfigError, FleetError, UsageError
+from alembic_fleet.model.identifiers import validate_tenant
+from alembic_fleet.model.targets import Database
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+Connect = Callable[[Database], "Connection"]
+"""Opens a new connection to a database (e.g. ``Databases.connect``); the caller here closes
+it."""
+
+_NAME_RULE = "lowercase letter first, then a-z, 0-9 or _"
+
+
+def resolve_query(query: TenantQuery, connect: Connect) -> list[str]:
+    """The tenant names the registry query returns: first column, validated, de-duplicated.
+
+    The registry is user input like the configuration, so a name that is not a valid tenant
+    stops everything before any schema is touched, naming the offending value.
+    """
+    from sqlalchemy.exc import DBAPIError
+
+    with connect(query.database) as conn:
+        try:
+            values = _first_column(conn, query.sql)
+        except DBAPIError as exc:
+            raise _database_error(exc, "tenants.query", "the tenant registry query") from None
+    names: list[str] = []
+    for value in values:
+        try:
+            validate_tenant(value)
+        except FleetError as exc:
+            raise ConfigError(f"the tenant registry lists an {exc.message}", key="tenants.query",
+                              expected=_NAME_RULE,
+                              hint="fix or deactivate that row in the registry") from None
+        names.append(value)
+    return list(dict.fromkeys(names))
+
+
+def record_tenant(config: FleetConfig, name: str, connect: Connect | None = None) -> str:
+    """Add ``name`` to the configured tenant source; returns where it was recorded.
+
+    ``connect`` is needed only for a registry query. Recording a tenant already there
+    changes nothing.
+    """
+    _check_name(config, name)
+    _change(config, name, connect, add=True)
+    return _where(config)
+
+
+def forget_tenant(config: FleetConfig, name: str, connect: Connect | None = None) -> str:
+    """Remove ``name`` from the configured tenant source; returns where it was removed.
+
+    Only the record goes: the tenant's schemas stay (``fleet status`` shows them as orphans).
+    Forgetting a tenant that is not recorded changes nothing.
+    """
+    validate_tenant(name)
+    _change(config, name, connect, add=False)
+    return _where(config)
+
+
+# --- one change per kind of source --------------------------------------------------------
+
+
+def _change(config: FleetConfig, name: str, connect: Connect | None, *, add: bool) -> bool:
+    """Apply the change; True when something was written."""
+    source = config.tenant_source
+    if source.kind == "query":
+        return _change_registry(config, name, connect, add=add)
+    if source.kind == "file":
+        assert source.path is not None
+        return _change_file(source.path, name, add=add)
+    return _change_config_file(config, source.path or config.file, name, add=add)
+
+
+def _change_registry(config: FleetConfig, name: str, connect: Connect | None, *,
+                     add: bool) -> bool:
+    query = config.tenant_query
+    assert query is not None
+    key = "insert" if add else "delete"
+    statement = query.insert if add else query.delete
+    if statement is None:
+        example = ("INSERT INTO public.tenants (slug, active) VALUES (:tenant, true)" if add
+                   else "UPDATE public.tenants SET active = false WHERE slug = :tenant")
+        raise UsageError(
+            f"the tenant registry query has no '{key}' statement, so fleet cannot "
+            f"{'record' if add else 'remove'} {name!r} there",
+            hint=f"add {key} = \"{example}\" to 'tenants' in {config.file.name}, or change "
+            "the registry yourself",
+        )
+    if connect is None:
+        raise TypeError("a registry query source needs a connect function")
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    with connect(query.database) as conn:
+        try:
+            with conn.begin():
+                # Same transaction: the check and the change see the same registry.
+                present = name in _first_column(conn, query.sql)
+                if present == add:
+                    return False
+                conn.execute(text(statement), {"tenant": name})
+        except DBAPIError as exc:
+            raise _database_error(exc, f"tenants.{key}", f"the tenant registry {key}") from None
+    return True
+
+
+def _change_file(path: Path, name: str, *, add: bool) -> bool:
+    """Append a line, or drop every line naming ``name`` (comments elsewhere are kept)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    lines = text.splitlines(keepends=True)
+    matching = {i for i, line in enumerate(lines) if tenant_file_entry(line) == name}
+    if add:
+        if matching:
+            return False
+        text = (text if not text or text.endswith("\n") else text + "\n") + name + "\n"
+    else:
+        if not matching:
+            return False
+        text = "".join(line for i, line in enumerate(lines) if i not in matching)
+    _write_atomically(path, text)
+    return True
+
+
+def _change_config_file(config: FleetConfig, path: Path, name: str, *, add: bool) -> bool:
+    """Edit ``tenants`` in fleet.toml or ``[tool.fleet]``, keeping comments and layout."""
+    import tomlkit
+    from tomlkit.items import Array, InlineTable
+
+    original = path.read_text(encoding="utf-8")
+    doc = tomlkit.parse(original)
+    container: Any = doc["tool"]["fleet"] if path.name == PYPROJECT else doc
+    value = container.get("tenants")
+    if value is None:
+        if not add:
+            return False
+        container["tenants"] = [name]
+    elif isinstance(value, Array):
+        if not _change_array(config, value, name, add=add):
+            return False
+    else:  # [tenants.NAME] tables (the loader accepted nothing else for a list source)
+        if (name in value) == add:
+            return False
+        if not add:
+            del value[name]
+        elif isinstance(value, InlineTable) or any(
+                isinstance(v, InlineTable) for v in value.values()):
+            value[name] = tomlkit.inline_table()
+        else:
+            table = tomlkit.table()
+            if "\n\n[" in original:  # the file separates its tables by a blank line
+                table.add(tomlkit.nl())
+            value[name] = table
+    _write_atomically(path, tomlkit.dumps(doc).rstrip("\n") + "\n")
+    return True
+
+
+def _change_array(config: FleetConfig, array: Any, name: str, *, add: bool) -> bool:
+    literal = [str(v) for v in array]
+    # An entry such as "${FIRST_TENANT}" may stand for the name: it counts as recorded.
+    known = name in literal or (not config.tenants_from_env and name in config.tenants)
+    if add:
+        if known:
+            return False
+        array.append(name)
+        return True
+    if name not in literal:
+        if known:
+            raise UsageError(f"tenant {name!r} comes from a ${{...}} reference in "
+                             f"'tenants' of {config.file.name}",
+                             hint="change that variable, or edit the file by hand")
+        return False
+    for index in reversed([i for i, v in enumerate(literal) if v == name]):
+        del array[index]
+    return True
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _check_name(config: FleetConfig, name: str) -> None:
+    """Refuse a name the loader would refuse later (invalid, or a schema name too long)."""
+    validate_tenant(name)
+    for service in config.services.values():
+        if service.per_tenant:
+            service.schema_for(name)
+
+
+def _first_column(conn: Connection, sql: str) -> list[Any]:
+    from sqlalchemy import text
+
+    return [row[0] for row in conn.execute(text(sql))]
+
+
+def _database_error(exc: BaseException, key: str, what: str) -> ConfigError:
+    from alembic_fleet.redact import scrub
+
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return ConfigError(f"{what} failed: {scrub(lines[0] if lines else repr(original))}",
+                       key=key, hint="check the SQL in 'tenants' and the registry's table")
+
+
+def _where(config: FleetConfig) -> str:
+    """The source as the user knows it: a path relative to the config folder when inside."""
+    source = config.tenant_source
+    if source.kind == "file" and source.path is not None:
+        try:
+            return str(source.path.relative_to(config.root.resolve()))
+        except ValueError:
+            return str(source.path)
+    return source.where
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` in one step: an interrupted write never leaves half a file."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        if path.exists():
+            os.chmod(temporary, path.stat().st_mode & 0o7777)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
