@@ -151,6 +151,80 @@ def _wait(fleet: commands.Fleet, timeout: float) -> None:
             hint="check the server, or wait longer (--wait-for-db / fleet wait --timeout)")
 
 
+skip_migrations_option = click.option(
+    "--skip-migrations", is_flag=True, envvar="SKIP_MIGRATIONS",
+    help="Do not migrate (also SKIP_MIGRATIONS=true).")
+wait_option = click.option("--wait-for-db", "wait_for_db", type=seconds, default=30,
+                           show_default=True, metavar="S",
+                           help="How long to wait for a configured (non-embedded) database.")
+
+
+@cli.command()
+@skip_migrations_option
+@wait_option
+@json_option
+@click.pass_obj
+def up(state: State, skip_migrations: bool, wait_for_db: float, as_json: bool) -> int:
+    """Get a development database ready: start the embedded PostgreSQL (or wait for the
+    configured one), migrate only if something is pending, print the URLs to export.
+
+    The URLs go to stdout as shell lines, so 'eval "$(fleet up)"' sets them.
+
+    Exit codes: 0 ready; 1 a migration failed; 2 database unreachable or bad configuration.
+    """
+    reporter = Reporter(json_mode=as_json)
+    progress = Reporter(json_mode=as_json, out=sys.stderr)  # stdout is for the exports
+    fleet = state.fleet()
+    try:
+        result = commands.up(fleet, migrate=not skip_migrations, wait=wait_for_db,
+                             on_event=progress.event)
+    finally:
+        progress.stop_progress()
+        fleet.close()
+    reporter.up(result, skipped=skip_migrations)
+    return _up_exit_code(result)
+
+
+def _up_exit_code(result: commands.UpResult) -> int:
+    if result.outcome and any(r.outcome is Outcome.FAILED for r in result.outcome.results):
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@skip_migrations_option
+@wait_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+def run(state: State, skip_migrations: bool, wait_for_db: float, command: Sequence[str]) -> int:
+    """Like 'fleet up', then run COMMAND with the database URLs in its environment.
+
+    Use '--' before COMMAND: fleet run -- uvicorn app:app. COMMAND replaces fleet (same
+    process, same signals), so its exit code is fleet's. Nothing runs when a migration fails.
+    """
+    reporter = Reporter(out=sys.stderr)
+    fleet = state.fleet()
+    try:
+        result = commands.up(fleet, migrate=not skip_migrations, wait=wait_for_db,
+                             on_event=reporter.event)
+    finally:
+        reporter.stop_progress()
+        fleet.close()
+    reporter.up(result, skipped=skip_migrations, exports=False)
+    code = _up_exit_code(result)
+    if code != ExitCode.OK:
+        return code
+    environment = {**os.environ, **result.exports}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], list(command), environment)
+    except OSError as exc:
+        raise UsageError(f"cannot run {command[0]!r}: {exc.strerror}",
+                         hint="check the command after '--'") from None
+    return ExitCode.FAILED  # pragma: no cover - exec does not return
+
+
 @cli.command()
 @click.option("--timeout", type=seconds, default=60, show_default=True, metavar="S",
               help="Give up after this many seconds.")

@@ -24,7 +24,8 @@ from alembic_fleet.check.gate import (
     run_checks,
 )
 from alembic_fleet.config import FleetConfig, find_config_file, load_config
-from alembic_fleet.databases import Databases, display, explain_connection_error
+from alembic_fleet.config.exports import database_variables
+from alembic_fleet.databases import Databases, display, explain_connection_error, libpq_url
 from alembic_fleet.embedded import EmbeddedServer
 from alembic_fleet.exceptions import (
     ChangedRevisionError,
@@ -615,3 +616,49 @@ def _scratch_server(fleet: Fleet) -> EmbeddedServer | None:
     except FleetError:
         return None
     return embedded
+
+
+@dataclass
+class UpResult:
+    """What ``fleet up`` did: the servers it made ready, the migrations it ran, the URLs."""
+
+    embedded: bool
+    outcome: RunOutcome | None
+    """None when migrations were skipped or nothing was pending."""
+    steps: list[Step]
+    exports: dict[str, str]
+    """Variable name -> libpq URL, the way each service reads its database."""
+
+
+def up(fleet: Fleet, *, migrate: bool = True, wait: float = 30.0,
+       on_event: EventSink = ignore) -> UpResult:
+    """``fleet up``: databases ready (embedded started, others waited for), migrations run
+    only when something is pending, and the URLs the services should use."""
+    if fleet.config.uses_embedded:
+        for database in fleet.databases_in_use():
+            if database.is_embedded:
+                fleet.databases.url(database)  # starts the server, creates the database
+    down = [d for d in fleet.databases_in_use() if not d.is_embedded]
+    if down:
+        still_down = wait_for_databases(fleet, wait)
+        if still_down:
+            raise DatabaseUnavailableError(
+                f"{', '.join(still_down)} did not accept connections within {wait:g} s",
+                hint="start the database (docker compose up -d postgres?), or unset "
+                "DATABASE_URI to use the embedded PostgreSQL")
+    steps: list[Step] = []
+    outcome = None
+    if migrate:
+        steps = plan(fleet)
+        if any(s.upgrade for s in steps):
+            outcome = run_plan(fleet, steps, command="fleet up", on_event=on_event)
+    return UpResult(fleet.config.uses_embedded, outcome, steps, database_exports(fleet))
+
+
+def database_exports(fleet: Fleet) -> dict[str, str]:
+    """The URL of each service's database under the variable the configuration reads."""
+    names = database_variables(fleet.config.file, list(fleet.config.services))
+    exports: dict[str, str] = {}
+    for name, service in fleet.config.services.items():
+        exports.setdefault(names[name], libpq_url(fleet.databases.url(service.database)))
+    return exports

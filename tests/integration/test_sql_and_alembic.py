@@ -80,7 +80,7 @@ def test_plain_alembic_in_a_service_folder(example: Project) -> None:
     offline = example.alembic(auth, "upgrade", "head", "--sql",
                               env={"ALEMBIC_SCHEMA": "auth_iopex"})
     assert offline.returncode == 0, offline.stderr
-    assert 'SET LOCAL search_path TO "auth_iopex"' in offline.stdout
+    assert 'SET search_path TO "auth_iopex"' in offline.stdout
     assert "auth_iopex" not in schemas(example.db_url, "auth_%")
 
     # fleet sees what plain alembic did.

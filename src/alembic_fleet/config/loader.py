@@ -94,7 +94,8 @@ class FleetConfig:
     jobs: int | None = None
     """Worker processes for ``migrate`` (None: one per CPU)."""
     priority: tuple[str, ...] = ()
-    """Tenants migrated first, in this order (e.g. ``default``); the others follow in list order."""
+    """Tenants migrated first, in this order: the ``priority`` list, then ``priority`` attributes
+    (see :func:`priority_order`); the others follow in list order."""
     lock_wait: float = 60.0
     lock_timeout: float = 5.0
     statement_timeout: float = 3600.0

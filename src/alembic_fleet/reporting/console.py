@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -38,6 +39,9 @@ from alembic_fleet.model.status import (
 )
 from alembic_fleet.redact import scrub
 from alembic_fleet.reporting import payloads
+
+if TYPE_CHECKING:  # commands imports heavy modules; the reporter only needs the type
+    from alembic_fleet.commands import UpResult
 
 _STATE_STYLE = {
     TargetState.AT_HEAD: "green",
@@ -269,6 +273,43 @@ class Reporter:
         if failed:
             self.line("fix the error above and run 'fleet migrate' again: only failed and "
                       "pending targets run")
+
+    def stop_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def up(self, result: UpResult, *, skipped: bool, exports: bool = True) -> None:
+        """``fleet up``: remarks on stderr, ``export NAME=URL`` lines on stdout (for eval).
+
+        Passwords are masked like everywhere else: a URL with a password came from the
+        environment, where the variable is already set.
+        """
+        self.stop_progress()
+        outcome = result.outcome
+        if self.json_mode:
+            self.json({
+                "embedded": result.embedded,
+                "migrations": "skipped" if skipped else "up_to_date" if outcome is None
+                else payloads.migrate_payload(outcome.results, [s.status for s in result.steps]),
+                "exports": result.exports,
+            })
+            return
+        if result.embedded:
+            self.note("embedded PostgreSQL is running")
+        if skipped:
+            self.note("migrations skipped (--skip-migrations / SKIP_MIGRATIONS)")
+        elif outcome is None:
+            self.note(f"migrations: nothing pending ({len(result.steps)} target(s) at head)")
+        else:
+            failed = [r for r in outcome.results if r.outcome is Outcome.FAILED]
+            migrated = sum(1 for r in outcome.results if r.outcome is Outcome.MIGRATED)
+            self.note(f"migrations: {migrated} migrated, {len(failed)} failed")
+            for item in failed:
+                self.err.print(escape(scrub(f"FAILED {item.target.label}: {item.error}")))
+        if exports:
+            for name, url in result.exports.items():
+                self.line(f"export {name}={shlex.quote(url)}")
 
     def downgrade(self, result: TargetResult) -> None:
         if self.json_mode:
