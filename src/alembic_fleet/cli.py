@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 
-from alembic_fleet import __version__, commands
+from alembic_fleet import __version__, commands, lifecycle
 from alembic_fleet.exceptions import Aborted, DatabaseUnavailableError, FleetError, UsageError
 from alembic_fleet.execution.executor import RunInterrupted
 from alembic_fleet.exit_codes import ExitCode, exit_code_for
@@ -430,6 +431,89 @@ def init(state: State, service: tuple[str, str] | None, schema: str | None) -> i
     if service:
         reporter.note(f"next: write a revision with 'cd {service[1]} && alembic revision -m msg', "
                       "then 'fleet migrate'")
+    return ExitCode.OK
+
+
+@cli.group()
+def tenants() -> None:
+    """Tenant lifecycle: list, add and remove tenants and their schemas."""
+
+
+@tenants.command("list")
+@json_option
+@click.pass_obj
+def tenants_list(state: State, as_json: bool) -> int:
+    """Configured tenants against what the databases hold, per service.
+
+    'present' (schema with a version table), 'missing', or 'orphan' (a schema whose tenant
+    is not configured), with each target's state.
+    """
+    fleet = state.fleet()
+    try:
+        rows = lifecycle.list_tenants(fleet)
+    finally:
+        fleet.close()
+    Reporter(json_mode=as_json).tenants(rows)
+    return ExitCode.OK
+
+
+@tenants.command("add")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option("--no-migrate", is_flag=True, help="Only record the tenants.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), metavar="N",
+              help="Worker processes for the migration.")
+@json_option
+@click.pass_obj
+def tenants_add(state: State, names: Sequence[str], no_migrate: bool, jobs: int | None,
+                as_json: bool) -> int:
+    """Record tenants where the configured tenant source lives, then create and migrate
+    their schemas for every per-tenant service. Adding an existing tenant changes nothing.
+
+    Exit codes: 0 added; 1 a migration failed; 2 invalid name or configuration.
+    """
+    reporter = Reporter(json_mode=as_json)
+    fleet = state.fleet()
+    try:
+        result = lifecycle.add_tenants(fleet, names, migrate=not no_migrate, jobs=jobs,
+                                       on_event=reporter.event)
+    finally:
+        fleet.close()
+    reporter.tenants_added(result)
+    if result.outcome and any(r.outcome is Outcome.FAILED for r in result.outcome.results):
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+@tenants.command("remove")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask to type the tenant's name.")
+@click.option("--dump", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Write a pg_dump of the tenant's schemas to FILE first.")
+@json_option
+@click.pass_obj
+def tenants_remove(state: State, name: str, yes: bool, dump: str | None, as_json: bool) -> int:
+    """Drop a tenant's schemas (after typing its name) and forget the tenant.
+
+    Only the schemas rendered for NAME from the services' templates are dropped; no other
+    tenant's schema is touched. Single-schema services are not affected.
+
+    Exit codes: 0 removed; 1 declined or pg_dump failed (nothing dropped); 2 bad input.
+    """
+    reporter = Reporter(json_mode=as_json)
+    fleet = state.fleet()
+    try:
+        present = lifecycle.existing_schemas(fleet, lifecycle.tenant_targets(fleet, name))
+        if not yes:
+            listed = ", ".join(t.schema for t in present) or "no schema"
+            typed = click.prompt(f"This drops {listed} for tenant {name!r}. "
+                                 "Type the tenant's name to confirm", default="",
+                                 show_default=False, err=True)
+            if typed != name:
+                raise Aborted("not confirmed: nothing was dropped")
+        result = lifecycle.remove_tenant(fleet, name, dump=Path(dump) if dump else None)
+    finally:
+        fleet.close()
+    reporter.tenants_removed(name, result)
     return ExitCode.OK
 
 

@@ -25,6 +25,7 @@ from alembic_fleet.check.gate import (
 )
 from alembic_fleet.config import FleetConfig, find_config_file, load_config
 from alembic_fleet.config.exports import database_variables
+from alembic_fleet.config.tenant_sources import resolve_query
 from alembic_fleet.databases import Databases, display, explain_connection_error, libpq_url
 from alembic_fleet.embedded import EmbeddedServer
 from alembic_fleet.exceptions import (
@@ -72,6 +73,7 @@ class Fleet:
     config: FleetConfig
     databases: Databases
     _scripts: dict[str, ServiceScripts] = field(default_factory=dict)
+    _resolved: bool = False
 
     @classmethod
     def load(cls, config_path: str | None = None) -> Fleet:
@@ -84,8 +86,23 @@ class Fleet:
         self.databases.dispose()
 
     def databases_in_use(self) -> list[Database]:
-        """Each configured database once, in configuration order."""
-        return list({s.database.key: s.database for s in self.config.services.values()}.values())
+        """Each configured database once, in configuration order: the services' databases,
+        then those of tenants placed on their own server."""
+        found = {s.database.key: s.database for s in self.config.services.values()}
+        if any(s.per_tenant for s in self.config.services.values()):
+            for tenant, database in self.config.tenant_databases.items():
+                if tenant in self.config.tenants:
+                    found.setdefault(database.key, database)
+        return list(found.values())
+
+    def resolve_tenants(self) -> None:
+        """Run the tenant registry query once, when the tenants come from one (and
+        ``TENANTS`` does not override it)."""
+        query = self.config.tenant_query
+        if query is None or self.config.tenants_from_env or self._resolved:
+            return
+        self.config = self.config.with_tenants(resolve_query(query, self.databases.connect))
+        self._resolved = True
 
     def service(self, name: str) -> Service:
         try:
@@ -109,6 +126,7 @@ class Fleet:
         ``--tenant`` narrows per-tenant services to those tenants and leaves single-schema
         services out, unless such a service is named explicitly.
         """
+        self.resolve_tenants()
         chosen = [self.service(n) for n in dict.fromkeys(services)] or list(
             self.config.services.values()
         )
@@ -123,7 +141,7 @@ class Fleet:
         if tenants:
             chosen = [s for s in chosen if s.per_tenant or s.name in services]
         wanted = list(dict.fromkeys(tenants)) or list(self.config.tenants)
-        return targets_for(chosen, wanted)
+        return targets_for(chosen, wanted, self.config.tenant_databases)
 
     def destinations(self, targets: Sequence[Target], to: str | None) -> dict[str, tuple[str, ...]]:
         """Per service, the revisions ``migrate`` brings its targets to (``--to`` or heads)."""

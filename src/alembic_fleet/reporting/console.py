@@ -42,6 +42,7 @@ from alembic_fleet.reporting import payloads
 
 if TYPE_CHECKING:  # commands imports heavy modules; the reporter only needs the type
     from alembic_fleet.commands import UpResult
+    from alembic_fleet.lifecycle import AddResult, RemoveResult, TenantRow
 
 _STATE_STYLE = {
     TargetState.AT_HEAD: "green",
@@ -310,6 +311,52 @@ class Reporter:
         if exports:
             for name, url in result.exports.items():
                 self.line(f"export {name}={shlex.quote(url)}")
+
+    def tenants(self, rows: Sequence[TenantRow]) -> None:
+        if self.json_mode:
+            self.json({"tenants": [
+                {"tenant": r.tenant, "presence": r.presence,
+                 **payloads.status_payload([r.status])["targets"][0]} for r in rows]})
+            return
+        self._table(["tenant", "service", "schema", "database", "presence", "state", "current"],
+                    [(r.tenant, r.status.target.service, r.status.target.schema,
+                      display(r.status.target.database), r.presence, r.status.state.value,
+                      _revs(r.status.current)) for r in rows],
+                    ["yellow" if r.presence != "present" else None for r in rows])
+        configured = sorted({r.tenant for r in rows if r.presence != "orphan"})
+        orphans = sorted({r.tenant for r in rows if r.presence == "orphan"})
+        self.line(f"{len(configured)} tenant(s) configured"
+                  + (f", orphan schemas of: {', '.join(orphans)}" if orphans else ""))
+
+    def tenants_added(self, result: AddResult) -> None:
+        self.stop_progress()
+        outcome = result.outcome
+        if self.json_mode:
+            self.json({"recorded": result.recorded, "warnings": result.warnings,
+                       "migration": payloads.results_payload(outcome.results) if outcome
+                       else None})
+            return
+        for name, where in result.recorded.items():
+            told = where if where == "already configured" else f"recorded in {where}"
+            self.line(f"{name}: {told}")
+        for warning in result.warnings:
+            self.note(f"warning: {warning}")
+        if outcome is not None:
+            self.migrate(outcome.results, [])
+
+    def tenants_removed(self, name: str, result: RemoveResult) -> None:
+        if self.json_mode:
+            self.json({"tenant": name, "dropped": result.dropped, "dumps": result.dumps,
+                       "forgotten": result.forgotten or None})
+            return
+        for path in result.dumps:
+            self.line(f"dumped to {path}")
+        for item in result.dropped:
+            self.line(f"dropped {item}")
+        if result.forgotten:
+            self.line(f"{name}: removed from {result.forgotten}")
+        if not result.dropped:
+            self.line(f"{name}: no schema to drop")
 
     def downgrade(self, result: TargetResult) -> None:
         if self.json_mode:

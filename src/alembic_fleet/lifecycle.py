@@ -1,0 +1,184 @@
+"""Tenant lifecycle: list, add, remove. Returns data; the CLI reports it.
+
+* ``list``: configured tenants against what the databases hold, per service: present,
+  missing, or orphan (a schema a service's template matches whose tenant is not configured).
+* ``add``: validate, record the tenant where the configured source lives (fleet.toml, the
+  tenants file, the registry), create and migrate its schemas: the ordinary migrate path, so
+  locks, retries and the ledger apply. Idempotent.
+* ``remove``: optionally ``pg_dump`` the tenant's schemas, drop exactly those schemas (names
+  rendered from the templates, never a pattern), then forget the tenant in its source.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alembic_fleet.commands import Fleet, RunOutcome, plan, run_plan
+from alembic_fleet.config.tenant_sources import forget_tenant, record_tenant
+from alembic_fleet.databases import display, libpq_url
+from alembic_fleet.exceptions import FleetError, UsageError
+from alembic_fleet.execution.events import EventSink, ignore
+from alembic_fleet.model.identifiers import quote_ident, validate_tenant
+from alembic_fleet.model.status import TargetState, TargetStatus
+from alembic_fleet.model.targets import Database, Target, targets_for
+
+
+@dataclass(frozen=True)
+class TenantRow:
+    """One (tenant, service) pair as ``fleet tenants list`` shows it."""
+
+    tenant: str
+    status: TargetStatus
+    presence: str
+    """``present`` (the schema has a version table), ``missing`` or ``orphan``."""
+
+
+def list_tenants(fleet: Fleet) -> list[TenantRow]:
+    """Every configured tenant's per-tenant targets, then the orphans."""
+    targets = [t for t in fleet.select() if t.tenant is not None]
+    rows = []
+    for status in fleet.statuses(targets, orphans=True):
+        tenant = status.target.tenant or ""
+        if status.state is TargetState.ORPHAN:
+            presence = "orphan"
+        elif status.state is TargetState.MISSING:
+            presence = "missing"
+        else:
+            presence = "present"
+        rows.append(TenantRow(tenant, status, presence))
+    return rows
+
+
+@dataclass
+class AddResult:
+    """Where the tenants were recorded and what their migration did."""
+
+    recorded: dict[str, str]
+    """tenant -> where it was recorded (or "already configured")."""
+    outcome: RunOutcome | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def add_tenants(fleet: Fleet, names: Sequence[str], *, migrate: bool = True,
+                jobs: int | None = None, on_event: EventSink = ignore) -> AddResult:
+    """Record ``names`` and bring each tenant's schemas to head."""
+    names = list(dict.fromkeys(names))
+    for name in names:
+        validate_tenant(name)
+    fleet.resolve_tenants()
+    config = fleet.config
+    if not any(s.per_tenant for s in config.services.values()):
+        raise UsageError("no service keeps one schema per tenant",
+                         hint="add {tenant} to a service's schema template in fleet.toml")
+    # Check every schema name before writing anything (too long, invalid characters...).
+    fleet.config = config.with_tenants([*config.tenants,
+                                        *(n for n in names if n not in config.tenants)])
+    warnings = []
+    if config.tenants_from_env:
+        warnings.append("TENANTS is set: the tenants were recorded in the configuration, but "
+                        "this shell's TENANTS list still decides what other commands see")
+    recorded = {}
+    for name in names:
+        if name in config.tenants and not config.tenants_from_env:
+            recorded[name] = "already configured"
+        else:
+            recorded[name] = record_tenant(config, name, fleet.databases.connect)
+    outcome = None
+    if migrate:
+        per_tenant = [s.name for s in config.services.values() if s.per_tenant]
+        steps = plan(fleet, per_tenant, names)
+        outcome = run_plan(fleet, steps, jobs=jobs, command="fleet tenants add",
+                           on_event=on_event)
+    return AddResult(recorded, outcome, warnings)
+
+
+@dataclass
+class RemoveResult:
+    """What ``remove`` dropped and wrote."""
+
+    dropped: list[str]
+    dumps: list[str]
+    forgotten: str
+
+
+def tenant_targets(fleet: Fleet, name: str) -> list[Target]:
+    """The per-tenant targets of ``name``, configured or not (an orphan can be removed)."""
+    validate_tenant(name)
+    fleet.resolve_tenants()
+    services = [s for s in fleet.config.services.values() if s.per_tenant]
+    return targets_for(services, [name], fleet.config.tenant_databases)
+
+
+def existing_schemas(fleet: Fleet, targets: Sequence[Target]) -> list[Target]:
+    """The targets whose schema exists, per database (one catalog query each)."""
+    found = []
+    for database, group in _by_database(targets):
+        with fleet.databases.connect(database) as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%(names)s)",
+                {"names": [t.schema for t in group]}).scalars().all()
+        found.extend(t for t in group if t.schema in set(rows))
+    return found
+
+
+def remove_tenant(fleet: Fleet, name: str, *, dump: Path | None = None) -> RemoveResult:
+    """Dump (optionally), drop the tenant's schemas, and forget the tenant."""
+    targets = tenant_targets(fleet, name)
+    present = existing_schemas(fleet, targets)
+    configured = name in fleet.config.tenants
+    if not present and not configured:
+        raise UsageError(f"tenant {name!r} is not configured and has no schema",
+                         hint="see 'fleet tenants list'")
+    dumps = _dump(fleet, present, dump) if dump is not None and present else []
+    dropped = []
+    for database, group in _by_database(present):
+        with fleet.databases.connect(database) as connection, connection.begin():
+            for target in group:
+                connection.exec_driver_sql(f"DROP SCHEMA {quote_ident(target.schema)} CASCADE")
+                dropped.append(f"{display(database)} {target.schema}")
+    forgotten = forget_tenant(fleet.config, name, fleet.databases.connect) if configured else ""
+    return RemoveResult(dropped, dumps, forgotten)
+
+
+def _dump(fleet: Fleet, targets: Sequence[Target], path: Path) -> list[str]:
+    """One plain-SQL ``pg_dump`` per database holding the tenant's schemas."""
+    written = []
+    groups = _by_database(targets)
+    for index, (database, group) in enumerate(groups):
+        target_path = path if len(groups) == 1 else path.with_name(
+            f"{path.stem}.{index + 1}{path.suffix}")
+        argv = [_pg_dump(fleet), "--no-owner", "--file", str(target_path)]
+        for target in group:
+            argv += ["--schema", quote_ident(target.schema)]
+        argv.append(libpq_url(fleet.databases.url(database)))
+        completed = subprocess.run(argv, capture_output=True, text=True)
+        if completed.returncode != 0:
+            raise FleetError(f"pg_dump failed, nothing was dropped: {completed.stderr.strip()}",
+                             hint="fix the error or remove without --dump")
+        written.append(str(target_path))
+    return written
+
+
+def _pg_dump(fleet: Fleet) -> str:
+    """The embedded server's pg_dump when it is installed, else the one on PATH."""
+    try:
+        bundled = fleet.databases.embedded.bin_path() / "pg_dump"
+        if bundled.exists():
+            return str(bundled)
+    except FleetError:
+        pass
+    found = shutil.which("pg_dump")
+    if found is None:
+        raise UsageError("--dump needs pg_dump", hint="install the PostgreSQL client tools")
+    return found
+
+
+def _by_database(targets: Sequence[Target]) -> list[tuple[Database, list[Target]]]:
+    groups: dict[str, tuple[Database, list[Target]]] = {}
+    for target in targets:
+        groups.setdefault(target.database.key, (target.database, []))[1].append(target)
+    return list(groups.values())
