@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -151,7 +152,9 @@ def _dump(fleet: Fleet, targets: Sequence[Target], path: Path) -> list[str]:
     for index, (database, group) in enumerate(groups):
         target_path = path if len(groups) == 1 else path.with_name(
             f"{path.stem}.{index + 1}{path.suffix}")
-        argv = [_pg_dump(fleet), "--no-owner", "--file", str(target_path)]
+        with fleet.databases.connect(database) as connection:
+            server = int(connection.exec_driver_sql("SHOW server_version_num").scalar()) // 10000
+        argv = [_pg_dump(fleet, server), "--no-owner", "--file", str(target_path)]
         for target in group:
             argv += ["--schema", quote_ident(target.schema)]
         argv.append(libpq_url(fleet.databases.url(database)))
@@ -163,18 +166,28 @@ def _dump(fleet: Fleet, targets: Sequence[Target], path: Path) -> list[str]:
     return written
 
 
-def _pg_dump(fleet: Fleet) -> str:
-    """The embedded server's pg_dump when it is installed, else the one on PATH."""
-    try:
-        bundled = fleet.databases.embedded.bin_path() / "pg_dump"
-        if bundled.exists():
-            return str(bundled)
-    except FleetError:
-        pass
-    found = shutil.which("pg_dump")
-    if found is None:
-        raise UsageError("--dump needs pg_dump", hint="install the PostgreSQL client tools")
-    return found
+def _pg_dump(fleet: Fleet, server: int) -> str:
+    """The pg_dump to use for a server of major version ``server``.
+
+    The same major version when one is at hand (its output restores on that server); else
+    the newest one at least as new as the server (pg_dump cannot dump newer servers).
+    """
+    candidates = []
+    with contextlib.suppress(FleetError):  # the embedded package may not be installed
+        candidates.append(str(fleet.databases.embedded.bin_path() / "pg_dump"))
+    candidates += [p for p in (shutil.which("pg_dump"),) if p]
+    versions = {}
+    for candidate in candidates:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = subprocess.run([candidate, "--version"], capture_output=True,
+                                  text=True).stdout
+            versions[candidate] = int(text.split()[-1].split(".")[0])
+    usable = {c: v for c, v in versions.items() if v >= server}
+    if not usable:
+        raise UsageError(f"--dump needs pg_dump {server} or newer",
+                         hint="install the PostgreSQL client tools of the server's version")
+    same = [c for c, v in usable.items() if v == server]
+    return same[0] if same else max(usable, key=usable.__getitem__)
 
 
 def _by_database(targets: Sequence[Target]) -> list[tuple[Database, list[Target]]]:

@@ -1,0 +1,116 @@
+"""fleet tenants list / add / remove against real schemas, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import psycopg
+
+from tests.conftest import DatabaseFactory, Project, ddl_count, schemas, version
+
+
+def _toml(project: Project) -> Path:
+    return project.root / "fleet.toml"
+
+
+def test_add_records_creates_and_migrates_and_is_idempotent(example: Project) -> None:
+    assert example.fleet("migrate").returncode == 0
+    result = example.fleet("tenants", "add", "newco", "acme_eu", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["recorded"] == {"newco": "fleet.toml", "acme_eu": "fleet.toml"}
+    assert payload["migration"]["summary"]["migrated"] == 4
+    assert 'tenants = ["default", "toshiba", "iopex", "newco", "acme_eu"]' in _toml(
+        example).read_text()
+    assert version(example.db_url, "auth_newco") == ["a15f8c0e3d96"]
+    assert version(example.db_url, "workflow_acme_eu") == ["b25b8d3f6a85"]
+    # The single-schema service is not touched by adding a tenant.
+    before = ddl_count(example.db_url)
+    again = example.fleet("tenants", "add", "newco", "--json")
+    assert again.returncode == 0
+    assert json.loads(again.stdout)["recorded"] == {"newco": "already configured"}
+    assert ddl_count(example.db_url) == before
+    status = example.fleet("status")
+    assert status.returncode == 0, status.stdout
+
+
+def test_bad_names_change_nothing(example: Project) -> None:
+    text = _toml(example).read_text()
+    for bad in ("Bad-Name", "x" * 70, "a;drop"):
+        result = example.fleet("tenants", "add", "fine", bad)
+        assert result.returncode == 2, result.stdout
+    assert _toml(example).read_text() == text
+    assert not schemas(example.db_url, "auth_fine")
+
+
+def test_list_shows_present_missing_and_orphans(example: Project) -> None:
+    assert example.fleet("migrate", env={"TENANTS": "default toshiba gone"}).returncode == 0
+    result = example.fleet("tenants", "list", "--json")
+    assert result.returncode == 0
+    rows = {(r["tenant"], r["service"]): r["presence"] for r in json.loads(result.stdout)[
+        "tenants"]}
+    assert rows[("default", "auth")] == "present"
+    assert rows[("iopex", "workflow")] == "missing"
+    assert rows[("gone", "auth")] == "orphan"
+    assert ("default", "ingestion") not in rows  # single-schema services have no tenants
+    text = example.fleet("tenants", "list")
+    assert "orphan schemas of: gone" in text.stdout
+
+
+def test_remove_drops_only_that_tenant_after_confirmation(example: Project,
+                                                          tmp_path: Path) -> None:
+    assert example.fleet("tenants", "add", "acme", "acme_eu").returncode == 0
+    declined = example.fleet("tenants", "remove", "acme", input="acme_eu\n")
+    assert declined.returncode == 1
+    assert schemas(example.db_url, "auth_acme%") == {"auth_acme", "auth_acme_eu"}
+    dump = tmp_path / "acme.sql"
+    result = example.fleet("tenants", "remove", "acme", "--dump", str(dump), input="acme\n")
+    assert result.returncode == 0, result.stderr
+    assert schemas(example.db_url, "%acme%") == {"auth_acme_eu", "workflow_acme_eu"}
+    assert "acme_eu" in _toml(example).read_text()
+    assert '"acme"' not in _toml(example).read_text()
+    # The dump restores the tenant's schemas as they were.
+    restored = subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(dump),
+                               example.db_url], capture_output=True, text=True)
+    assert restored.returncode == 0, restored.stderr
+    assert version(example.db_url, "auth_acme") == ["a15f8c0e3d96"]
+
+
+def test_remove_an_orphan_and_an_unknown_tenant(example: Project) -> None:
+    assert example.fleet("migrate", env={"TENANTS": "default gone"}).returncode == 0
+    result = example.fleet("tenants", "remove", "gone", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert not schemas(example.db_url, "%gone")
+    unknown = example.fleet("tenants", "remove", "never", "--yes")
+    assert unknown.returncode == 2 and "not configured" in unknown.stderr
+
+
+def test_a_tenant_on_its_own_database(example: Project, databases: DatabaseFactory) -> None:
+    """[tenant_attributes.toshiba] database = ...: toshiba's schemas live on a second database
+    (standing in for a second server); the others stay on the shared one."""
+    second = databases.create("fleet_toshiba")
+    toml = _toml(example)
+    toml.write_text(toml.read_text() + '\n[tenant_attributes.toshiba]\n'
+                    'database = "${TOSHIBA_DATABASE_URI:-}"\n')
+    example.env["TOSHIBA_DATABASE_URI"] = second
+    result = example.fleet("migrate", "--json")
+    assert result.returncode == 0, result.stderr
+    assert version(second, "auth_toshiba") == ["a15f8c0e3d96"]
+    assert not schemas(example.db_url, "%toshiba")
+    assert version(example.db_url, "auth_default") == ["a15f8c0e3d96"]
+    databases_seen = {t["database"] for t in json.loads(result.stdout)["targets"]}
+    assert len(databases_seen) == 3  # shared, ingestion, toshiba's
+    listed = json.loads(example.fleet("tenants", "list", "--json").stdout)["tenants"]
+    assert {r["database"] for r in listed if r["tenant"] == "toshiba"} == {
+        second.replace("postgres@", "postgres@")}
+    # Adding a tenant with its own database puts it there too.
+    third = databases.create("fleet_newco")
+    toml.write_text(toml.read_text() + '\n[tenant_attributes.newco]\n'
+                    f'database = "{third}"\n')
+    assert example.fleet("tenants", "add", "newco").returncode == 0
+    assert version(third, "workflow_newco") == ["b25b8d3f6a85"]
+    with psycopg.connect(example.db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%newco'"
+                            ).fetchone() == (0,)
