@@ -287,6 +287,8 @@ def status(state: State, services: Sequence[str], tenants: Sequence[str], shard:
     finally:
         fleet.close()
     reporter.status(statuses)
+    for reason in fleet.unreachable.values():
+        reporter.note(f"warning: {reason}; its targets are shown as failed")
     if all(s.state in (TargetState.AT_HEAD, TargetState.ORPHAN) for s in statuses):
         return ExitCode.OK
     return ExitCode.NOT_UP_TO_DATE

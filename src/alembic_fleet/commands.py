@@ -74,6 +74,8 @@ class Fleet:
     databases: Databases
     _scripts: dict[str, ServiceScripts] = field(default_factory=dict)
     _resolved: bool = False
+    unreachable: dict[str, str] = field(default_factory=dict)
+    """Database key -> why it could not be reached (its targets are reported failed)."""
 
     @classmethod
     def load(cls, config_path: str | None = None) -> Fleet:
@@ -167,25 +169,41 @@ class Fleet:
             by_database.setdefault(target.database.key, []).append(target)
         current: dict[Target, tuple[str, ...] | None] = {}
         extra: list[TargetStatus] = []
-        for group in by_database.values():
+        errors: dict[str, DatabaseUnavailableError] = {}
+        for key, group in by_database.items():
             database = group[0].database
             services = [self.service(n) for n in dict.fromkeys(t.service for t in group)]
             wanted = {(t.schema, self.service(t.service).version_table) for t in group}
             templates = [(s.schema, s.version_table) for s in services if s.per_tenant]
-            with self.databases.connect(database) as connection:
-                try:
-                    found = read_versions(connection, wanted, templates if orphans else (),
-                                          connect=lambda db=database: self.databases.connect(db))
-                except DBAPIError as exc:
-                    raise explain_connection_error(exc, display(database)) from None
-                connection.rollback()
+            try:
+                with self.databases.connect(database) as connection:
+                    try:
+                        found = read_versions(
+                            connection, wanted, templates if orphans else (),
+                            connect=lambda db=database: self.databases.connect(db))
+                    except DBAPIError as exc:
+                        raise explain_connection_error(exc, display(database)) from None
+                    connection.rollback()
+            except DatabaseUnavailableError as exc:
+                errors[key] = exc
+                continue
             for t in group:
                 current[t] = found.get((t.schema, self.service(t.service).version_table))
             if orphans:
                 extra.extend(self._orphans(found, wanted, services, database))
+        if errors and len(errors) == len(by_database):
+            raise next(iter(errors.values()))  # nothing reachable: a usage-level error (2)
+        self.unreachable.update({k: e.message for k, e in errors.items()})
         result = []
         for target in targets:
             destination = (destinations or {}).get(target.service)
+            if target.database.key in errors:
+                # One server down fails only its own targets; the others go on.
+                graph = self.graph(target.service)
+                wanted = destination or graph.heads
+                result.append(TargetStatus(target, (), wanted, graph.pending((), wanted),
+                                           TargetState.FAILED))
+                continue
             result.append(classify(target, current[target], self.graph(target.service),
                                    destination))
         return self._mark_failed(result) + extra
@@ -197,7 +215,8 @@ class Fleet:
         """
         if not self.config.ledger:
             return statuses
-        behind = [s for s in statuses if s.state in (TargetState.BEHIND, TargetState.MISSING)]
+        behind = [s for s in statuses if s.state in (TargetState.BEHIND, TargetState.MISSING)
+                  and s.target.database.key not in self.unreachable]
         by_database: dict[str, list[TargetStatus]] = {}
         for status in behind:
             by_database.setdefault(status.target.database.key, []).append(status)
@@ -310,6 +329,12 @@ def run_plan(
     was applied somewhere (unless ``allow_changed``).
     """
     policy = policy or policy_for(fleet)
+    down = [s for s in steps if s.target.database.key in fleet.unreachable]
+    order_of = {s.target: i for i, s in enumerate(steps)}
+    if down:
+        steps = [s for s in steps if s.target.database.key not in fleet.unreachable]
+        if not steps:
+            raise DatabaseUnavailableError(fleet.unreachable[down[0].target.database.key])
     services = [fleet.service(n) for n in dict.fromkeys(s.target.service for s in steps)]
     destinations = {s.name: _alembic_destination(steps, s.name) for s in services}
     order = execution_order(steps, services, fleet.config.tenants, fleet.config.priority)
@@ -358,11 +383,21 @@ def run_plan(
     finally:
         if work is not None:
             work.close()
+    if down:  # back in plan order: reports pair results with the plan's statuses
+        results = sorted([*(_unreachable_result(fleet, s) for s in down), *results],
+                         key=lambda r: order_of[r.target])
     failed = any(r.outcome is Outcome.FAILED for r in results)
     if recorder is not None:
         recorder.finish("failed" if failed else "succeeded")
     return RunOutcome(results, recorder.warnings if recorder else [],
                       recorder.info.run_id if recorder else None)
+
+
+def _unreachable_result(fleet: Fleet, step: Step) -> TargetResult:
+    return TargetResult(step.target, Outcome.FAILED, (), (),
+                        error=fleet.unreachable[step.target.database.key],
+                        hint="the other databases were migrated; run 'fleet migrate' again "
+                        "once this one is reachable")
 
 
 def _check_direct_sessions(fleet: Fleet, steps: Sequence[Step]) -> None:

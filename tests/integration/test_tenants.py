@@ -114,3 +114,31 @@ def test_a_tenant_on_its_own_database(example: Project, databases: DatabaseFacto
     with psycopg.connect(example.db_url) as conn:
         assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%newco'"
                             ).fetchone() == (0,)
+
+
+def test_one_unreachable_server_fails_only_its_targets(example: Project,
+                                                       databases: DatabaseFactory) -> None:
+    """toshiba's server is down: its targets fail with the reason, every other target is
+    migrated, status reports per database, and the rerun completes once it is back."""
+    toml = _toml(example)
+    toml.write_text(toml.read_text() + '\n[tenant_attributes.toshiba]\n'
+                    'database = "${TOSHIBA_DATABASE_URI:-}"\n')
+    down = {"TOSHIBA_DATABASE_URI": "postgresql://postgres:pw-x9@127.0.0.1:1/toshiba"}
+    result = example.fleet("migrate", "--json", env=down)
+    assert result.returncode == 1, result.stderr
+    payload = json.loads(result.stdout)
+    failed = {t["schema"] for t in payload["targets"] if t["outcome"] == "failed"}
+    assert failed == {"auth_toshiba", "workflow_toshiba"}
+    assert all("cannot connect" in t["error"] for t in payload["targets"]
+               if t["outcome"] == "failed")
+    assert payload["summary"]["migrated"] == 5
+    assert len(payload["databases"]) == 3
+    assert "pw-x9" not in result.stdout + result.stderr
+    status = example.fleet("status", env=down)
+    assert status.returncode == 3
+    assert "postgres:***@127.0.0.1:1/toshiba: 2 target(s): 2 failed" in status.stdout
+    assert "cannot connect" in status.stderr
+    second = databases.create("fleet_toshiba_up")
+    rerun = example.fleet("migrate", "--json", env={"TOSHIBA_DATABASE_URI": second})
+    assert rerun.returncode == 0
+    assert json.loads(rerun.stdout)["summary"]["migrated"] == 2

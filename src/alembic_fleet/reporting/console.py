@@ -149,8 +149,11 @@ class Reporter:
         ]
         self._table(["service", "tenant", "schema", "current", "head", "pending", "state"],
                     rows, [_STATE_STYLE[s.state] for s in statuses])
-        summary = payloads.status_payload(statuses)["summary"]
-        self.line(self._summary_text(summary))
+        payload = payloads.status_payload(statuses)
+        if len(payload["databases"]) > 1:
+            for name, counts in payload["databases"].items():
+                self.line(f"{name}: {self._summary_text(counts)}")
+        self.line(self._summary_text(payload["summary"]))
 
     @staticmethod
     def _summary_text(summary: dict[str, int]) -> str:

@@ -47,7 +47,16 @@ def status_payload(statuses: Sequence[TargetStatus]) -> dict[str, Any]:
          "pending": s.pending, "state": s.state.value}
         for s in statuses
     ]
-    return {"targets": targets, "summary": _summary([s.state for s in statuses])}
+    return {"targets": targets, "summary": _summary([s.state for s in statuses]),
+            "databases": databases_summary([(s.target, s.state) for s in statuses])}
+
+
+def databases_summary(items: Sequence[tuple[Target, TargetState]]) -> dict[str, dict[str, int]]:
+    """Per database (as displayed, password masked): the state counts of its targets."""
+    grouped: dict[str, list[TargetState]] = {}
+    for target, state in items:
+        grouped.setdefault(display(target.database), []).append(state)
+    return {name: _summary(states) for name, states in grouped.items()}
 
 
 def plan_payload(steps: Sequence[Step]) -> dict[str, Any]:
@@ -90,7 +99,12 @@ def migrate_payload(results: Sequence[TargetResult], before: Sequence[TargetStat
     summary = _summary(states)
     for outcome in Outcome:
         summary[outcome.value] = sum(1 for r in results if r.outcome is outcome)
-    return {"targets": targets, "summary": summary}
+    databases = databases_summary([(r.target, st) for r, st in zip(results, states, strict=True)])
+    for name in databases:
+        mine = [r for r in results if display(r.target.database) == name]
+        for outcome in Outcome:
+            databases[name][outcome.value] = sum(1 for r in mine if r.outcome is outcome)
+    return {"targets": targets, "summary": summary, "databases": databases}
 
 
 def results_payload(results: Sequence[TargetResult]) -> dict[str, Any]:
