@@ -9,10 +9,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import click
 
-from alembic_fleet import __version__, commands, lifecycle
+from alembic_fleet import __version__, commands
 from alembic_fleet.exceptions import Aborted, DatabaseUnavailableError, FleetError, UsageError
 from alembic_fleet.execution.executor import RunInterrupted
 from alembic_fleet.exit_codes import ExitCode, exit_code_for
@@ -30,6 +31,14 @@ shard_option = click.option(
     "--shard", "shard", metavar="I/K|auto",
     help="Only this process's share of the targets: shard I of K by a stable hash of the "
     "tenant; 'auto' reads JOB_COMPLETION_INDEX and JOB_COMPLETION_COUNT (Indexed Job).")
+
+
+def _lifecycle() -> ModuleType:
+    """The tenant-lifecycle module, imported only by the tenant commands (it loads tomlkit
+    and the pg_dump helpers, which ``migrate`` and ``status`` do not need)."""
+    from alembic_fleet import lifecycle
+
+    return lifecycle
 
 
 def _shard(text: str | None) -> Shard | None:
@@ -352,7 +361,9 @@ def check(state: State, services: Sequence[str], database: bool, tenants: Sequen
     """
     reporter = Reporter(json_mode=as_json or output_format == "json")
     fleet = state.fleet()
-    options = commands.CheckOptions(scratch=not no_scratch, scratch_url=scratch_url,
+    from alembic_fleet.check.gate import CheckOptions
+
+    options = CheckOptions(scratch=not no_scratch, scratch_url=scratch_url,
                                     database=database, since=since)
     try:
         report = commands.check(fleet, services, tenants, options=options)
@@ -452,7 +463,7 @@ def tenants_list(state: State, as_json: bool) -> int:
     """
     fleet = state.fleet()
     try:
-        rows = lifecycle.list_tenants(fleet)
+        rows = _lifecycle().list_tenants(fleet)
     finally:
         fleet.close()
     Reporter(json_mode=as_json).tenants(rows)
@@ -476,7 +487,7 @@ def tenants_add(state: State, names: Sequence[str], no_migrate: bool, jobs: int 
     reporter = Reporter(json_mode=as_json)
     fleet = state.fleet()
     try:
-        result = lifecycle.add_tenants(fleet, names, migrate=not no_migrate, jobs=jobs,
+        result = _lifecycle().add_tenants(fleet, names, migrate=not no_migrate, jobs=jobs,
                                        on_event=reporter.event)
     finally:
         fleet.close()
@@ -504,7 +515,7 @@ def tenants_remove(state: State, name: str, yes: bool, dump: str | None, as_json
     reporter = Reporter(json_mode=as_json)
     fleet = state.fleet()
     try:
-        present = lifecycle.existing_schemas(fleet, lifecycle.tenant_targets(fleet, name))
+        present = _lifecycle().existing_schemas(fleet, _lifecycle().tenant_targets(fleet, name))
         if not yes:
             listed = ", ".join(t.schema for t in present) or "no schema"
             typed = click.prompt(f"This drops {listed} for tenant {name!r}. "
@@ -512,7 +523,7 @@ def tenants_remove(state: State, name: str, yes: bool, dump: str | None, as_json
                                  show_default=False, err=True)
             if typed != name:
                 raise Aborted("not confirmed: nothing was dropped")
-        result = lifecycle.remove_tenant(fleet, name, dump=Path(dump) if dump else None)
+        result = _lifecycle().remove_tenant(fleet, name, dump=Path(dump) if dump else None)
     finally:
         fleet.close()
     reporter.tenants_removed(name, result)

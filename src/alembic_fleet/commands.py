@@ -10,19 +10,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.alembic_bridge import runner, scaffold
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
-from alembic_fleet.check.gate import (
-    CheckOptions,
-    CheckReport,
-    Subject,
-    changed_revisions,
-    create_revision,
-    run_checks,
-)
 from alembic_fleet.config import FleetConfig, find_config_file, load_config
 from alembic_fleet.config.exports import database_variables
 from alembic_fleet.config.tenant_sources import resolve_query
@@ -64,6 +57,9 @@ from alembic_fleet.model.status import (
 )
 from alembic_fleet.model.targets import Database, Service, Target, targets_for
 from alembic_fleet.redact import register_secret
+
+if TYPE_CHECKING:  # the check machinery (pglast, autogenerate) loads only for check
+    from alembic_fleet.check.gate import CheckOptions, CheckReport
 
 
 @dataclass
@@ -414,6 +410,8 @@ def _check_direct_sessions(fleet: Fleet, steps: Sequence[Step]) -> None:
 def _refuse_changed_revisions(fleet: Fleet, steps: Sequence[Step]) -> None:
     """Flyway's ``validate`` before a run: an applied revision whose file changed since means
     the targets already migrated and the ones about to be would end up different."""
+    from alembic_fleet.check.gate import Subject, changed_revisions
+
     by_database: dict[str, tuple[Database, set[str]]] = {}
     for step in steps:
         if step.upgrade:
@@ -641,6 +639,8 @@ def check(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = (
           options: CheckOptions | None = None) -> CheckReport:
     """``fleet check``: lint the scripts, exercise them on a scratch schema and, with
     ``options.database``, compare the real schemas and checksums with them."""
+    from alembic_fleet.check.gate import CheckOptions, Subject, run_checks
+
     options = options or CheckOptions()
     names = list(dict.fromkeys(services)) or list(fleet.config.services)
     subjects = [Subject(fleet.service(n), fleet.scripts(n)) for n in names]
@@ -655,6 +655,8 @@ def check(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = (
 def revision(fleet: Fleet, service: str, message: str, *, autogenerate: bool = False,
              scratch_url: str | None = None) -> tuple[list[Path], CheckReport]:
     """``fleet revision``: a new revision file for ``service``, checked at once."""
+    from alembic_fleet.check.gate import Subject, create_revision
+
     subject = Subject(fleet.service(service), fleet.scripts(service))
     embedded = _scratch_server(fleet) if autogenerate and not scratch_url else None
     return create_revision(subject, message, autogenerate=autogenerate,

@@ -25,7 +25,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from alembic_fleet.check.gate import CheckReport
 from alembic_fleet.databases import display
 from alembic_fleet.execution.events import Event, RunStarted, TargetFinished, TargetStarted
 from alembic_fleet.model.findings import Finding
@@ -41,6 +40,7 @@ from alembic_fleet.redact import scrub
 from alembic_fleet.reporting import payloads
 
 if TYPE_CHECKING:  # commands imports heavy modules; the reporter only needs the type
+    from alembic_fleet.check.gate import CheckReport
     from alembic_fleet.commands import UpResult
     from alembic_fleet.lifecycle import AddResult, RemoveResult, TenantRow
 

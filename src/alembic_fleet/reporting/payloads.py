@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic_fleet.check.gate import CheckReport
 from alembic_fleet.databases import display
 from alembic_fleet.model.findings import Finding
 from alembic_fleet.model.revisions import RevisionGraph
@@ -18,6 +17,9 @@ from alembic_fleet.model.status import (
     state_after,
 )
 from alembic_fleet.model.targets import Target
+
+if TYPE_CHECKING:  # the check machinery loads only for fleet check
+    from alembic_fleet.check.gate import CheckReport
 
 
 def _target(target: Target) -> dict[str, Any]:
