@@ -92,10 +92,16 @@ def test_unreachable_database_hides_the_password(example: Project) -> None:
 
 
 def test_rejected_credentials_hide_the_password(example: Project) -> None:
-    """A reachable server that refuses the role: the error says so, without the password."""
+    """A reachable server that refuses the role: the error says so, without the password.
+
+    Every database refuses it, so nothing runs (exit 2); one refusing server among several
+    fails only its targets (tests/integration/test_tenants.py)."""
     secret = "An0ther-Secret-Pa55"
     url = example.db_url.replace("postgresql://postgres", f"postgresql://fleet_no_role:{secret}")
-    result = example.fleet("migrate", env={"DATABASE_URI": url})
+    ingestion = example.ingestion_url.replace("postgresql://postgres",
+                                              f"postgresql://fleet_no_role:{secret}")
+    result = example.fleet("migrate", env={"DATABASE_URI": url,
+                                           "INGESTION_DATABASE_URL": ingestion})
     assert result.returncode == 2
     output = result.stdout + result.stderr
     assert secret not in output
