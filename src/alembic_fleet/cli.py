@@ -182,17 +182,22 @@ def up(state: State, skip_migrations: bool, wait_for_db: float, as_json: bool) -
 
     Exit codes: 0 ready; 1 a migration failed; 2 database unreachable or bad configuration.
     """
-    reporter = Reporter(json_mode=as_json)
-    progress = Reporter(json_mode=as_json, out=sys.stderr)  # stdout is for the exports
+    result = _up(state, skip_migrations, wait_for_db, Reporter(json_mode=as_json,
+                                                                out=sys.stderr))
+    Reporter(json_mode=as_json).up(result, skipped=skip_migrations)
+    return _up_exit_code(result)
+
+
+def _up(state: State, skip_migrations: bool, wait_for_db: float, progress: Reporter
+        ) -> commands.UpResult:
+    """``fleet up``'s work; progress goes to stderr, stdout is for the exports."""
     fleet = state.fleet()
     try:
-        result = commands.up(fleet, migrate=not skip_migrations, wait=wait_for_db,
-                             on_event=progress.event)
+        return commands.up(fleet, migrate=not skip_migrations, wait=wait_for_db,
+                           on_event=progress.event)
     finally:
         progress.stop_progress()
         fleet.close()
-    reporter.up(result, skipped=skip_migrations)
-    return _up_exit_code(result)
 
 
 def _up_exit_code(result: commands.UpResult) -> int:
@@ -213,13 +218,7 @@ def run(state: State, skip_migrations: bool, wait_for_db: float, command: Sequen
     process, same signals), so its exit code is fleet's. Nothing runs when a migration fails.
     """
     reporter = Reporter(out=sys.stderr)
-    fleet = state.fleet()
-    try:
-        result = commands.up(fleet, migrate=not skip_migrations, wait=wait_for_db,
-                             on_event=reporter.event)
-    finally:
-        reporter.stop_progress()
-        fleet.close()
+    result = _up(state, skip_migrations, wait_for_db, reporter)
     reporter.up(result, skipped=skip_migrations, exports=False)
     code = _up_exit_code(result)
     if code != ExitCode.OK:

@@ -306,7 +306,6 @@ def _scratch_checks(subject: Subject, connection: Connection, report: CheckRepor
         return
     graph = subject.scripts.graph
     schema = scratch_schema(subject.name)
-    table = subject.service.version_table
     _drop(connection, schema)
     try:
         linear = all(len(r.down) <= 1 for r in graph.revisions.values()) and len(
@@ -314,15 +313,11 @@ def _scratch_checks(subject: Subject, connection: Connection, report: CheckRepor
         steps = [r.id for r in reversed(graph.ordered)] if linear else ["heads"]
         shapes: dict[str | None, frozenset[str]] = {None: frozenset()}
         for revision in steps:
-            try:
-                runner.upgrade(subject.scripts, connection, schema, revision)
-            except runner.RevisionFailed as exc:
-                report.findings.append(_at(graph, exc.revision or revision, finding(
-                    "scratch-failed", subject.name,
-                    f"upgrade of an empty schema fails at revision {exc.revision}: "
-                    f"{_first_line(exc.error)}")))
+            shape = _upgrade_step(subject, connection, schema, revision, report,
+                                  code="scratch-failed", what="upgrade of an empty schema fails")
+            if shape is None:
                 return
-            shapes[revision] = _shape(connection, schema, table)
+            shapes[revision] = shape
         report.ran(subject.name, "scratch upgrade")
         _model_drift(subject, connection, schema, report)
         _round_trip(subject, connection, schema, graph, steps, shapes, report)
@@ -371,15 +366,10 @@ def _round_trip(subject: Subject, connection: Connection, schema: str, graph: Re
                 downgrade=True))
             return
     for revision in steps:
-        try:
-            runner.upgrade(subject.scripts, connection, schema, revision)
-        except runner.RevisionFailed as exc:
-            report.findings.append(_at(graph, exc.revision or revision, finding(
-                "downgrade-roundtrip", subject.name,
-                f"revision {exc.revision or revision}: upgrade() fails after downgrade(): "
-                f"{_first_line(exc.error)}")))
+        shape = _upgrade_step(subject, connection, schema, revision, report,
+                              code="downgrade-roundtrip", what="upgrade() fails after downgrade()")
+        if shape is None:
             return
-        shape = _shape(connection, schema, table)
         if shape != shapes[revision]:
             report.findings.append(_at(graph, revision, finding(
                 "downgrade-roundtrip", subject.name,
@@ -387,6 +377,20 @@ def _round_trip(subject: Subject, connection: Connection, schema: str, graph: Re
                 "schema", details=difference(shapes[revision], shape))))
             return
     report.ran(subject.name, "downgrade round trip")
+
+
+def _upgrade_step(subject: Subject, connection: Connection, schema: str, revision: str,
+                  report: CheckReport, *, code: str, what: str) -> frozenset[str] | None:
+    """Upgrade the scratch schema to ``revision``: its shape, or None once the failure is
+    reported (naming the revision that broke, not just the destination)."""
+    try:
+        runner.upgrade(subject.scripts, connection, schema, revision)
+    except runner.RevisionFailed as exc:
+        failing = exc.revision or revision
+        report.findings.append(_at(subject.scripts.graph, failing, finding(
+            code, subject.name, f"revision {failing}: {what}: {_first_line(exc.error)}")))
+        return None
+    return _shape(connection, schema, subject.service.version_table)
 
 
 def _at(graph: RevisionGraph, revision: str, item: Finding, *, downgrade: bool = False
