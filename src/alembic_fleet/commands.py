@@ -24,7 +24,6 @@ from alembic_fleet.embedded import EmbeddedServer
 from alembic_fleet.exceptions import (
     ChangedRevisionError,
     DatabaseUnavailableError,
-    FleetError,
     RevisionError,
     UsageError,
 )
@@ -648,8 +647,7 @@ def check(fleet: Fleet, services: Sequence[str] = (), tenants: Sequence[str] = (
     def statuses(selected: Sequence[str]) -> list[TargetStatus]:
         return fleet.statuses(fleet.select(selected, tenants))
 
-    embedded = _scratch_server(fleet) if options.scratch and not options.scratch_url else None
-    return run_checks(subjects, options, statuses, fleet.databases.connect, embedded)
+    return run_checks(subjects, options, statuses, fleet.databases)
 
 
 def revision(fleet: Fleet, service: str, message: str, *, autogenerate: bool = False,
@@ -658,19 +656,9 @@ def revision(fleet: Fleet, service: str, message: str, *, autogenerate: bool = F
     from alembic_fleet.check.gate import Subject, create_revision
 
     subject = Subject(fleet.service(service), fleet.scripts(service))
-    embedded = _scratch_server(fleet) if autogenerate and not scratch_url else None
     return create_revision(subject, message, autogenerate=autogenerate,
-                           scratch_url=scratch_url, embedded=embedded)
+                           scratch_url=scratch_url, databases=fleet.databases)
 
-
-def _scratch_server(fleet: Fleet) -> EmbeddedServer | None:
-    """The project's embedded server for scratch schemas, or None when not installed."""
-    embedded = fleet.databases.embedded
-    try:
-        embedded.bin_path()
-    except FleetError:
-        return None
-    return embedded
 
 
 @dataclass
@@ -689,10 +677,9 @@ def up(fleet: Fleet, *, migrate: bool = True, wait: float = 30.0,
        on_event: EventSink = ignore) -> UpResult:
     """``fleet up``: databases ready (embedded started, others waited for), migrations run
     only when something is pending, and the URLs the services should use."""
-    if fleet.config.uses_embedded:
-        for database in fleet.databases_in_use():
-            if database.is_embedded:
-                fleet.databases.url(database)  # starts the server, creates the database
+    for database in fleet.databases_in_use():
+        if database.is_embedded:  # starts the server, creates the database (engine cached)
+            fleet.databases.engine(database)
     down = [d for d in fleet.databases_in_use() if not d.is_embedded]
     if down:
         still_down = wait_for_databases(fleet, wait)
@@ -715,5 +702,6 @@ def database_exports(fleet: Fleet) -> dict[str, str]:
     names = database_variables(fleet.config.file, list(fleet.config.services))
     exports: dict[str, str] = {}
     for name, service in fleet.config.services.items():
-        exports.setdefault(names[name], libpq_url(fleet.databases.url(service.database)))
+        if names[name] not in exports:
+            exports[names[name]] = libpq_url(fleet.databases.engine(service.database).url)
     return exports

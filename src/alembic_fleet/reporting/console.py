@@ -60,9 +60,10 @@ def _relative(path: str | None) -> str:
     if not path:
         return ""
     try:
-        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
-    except ValueError:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
         return path
+    return path if relative.startswith("..") else relative
 
 
 def _annotation(item: Finding) -> str:
