@@ -10,16 +10,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import click
 
 from alembic_fleet import __version__, commands
-from alembic_fleet.exceptions import Aborted, DatabaseUnavailableError, FleetError, UsageError
-from alembic_fleet.execution.executor import RunInterrupted
-from alembic_fleet.exit_codes import ExitCode, exit_code_for
+from alembic_fleet.exceptions import Aborted, FleetError, UsageError
+from alembic_fleet.execution.run import RunOptions, execute, policy_for
+from alembic_fleet.exit_codes import ExitCode, exit_code
 from alembic_fleet.model.shard import Shard, parse_shard
-from alembic_fleet.model.status import Outcome, TargetState
+from alembic_fleet.planning import make_plan
 from alembic_fleet.reporting import Reporter
+from alembic_fleet.workspace import Workspace
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object instead of text.")
@@ -33,26 +35,38 @@ shard_option = click.option(
     "tenant; 'auto' reads JOB_COMPLETION_INDEX and JOB_COMPLETION_COUNT (Indexed Job).")
 
 
-def _lifecycle() -> ModuleType:
-    """The tenant-lifecycle module, imported only by the tenant commands (it loads tomlkit
-    and the pg_dump helpers, which ``migrate`` and ``status`` do not need)."""
-    from alembic_fleet import lifecycle
+def _tenants() -> ModuleType:
+    """The tenants module, imported only by the tenant commands (it loads tomlkit and the
+    pg_dump helpers, which ``migrate`` and ``status`` do not need)."""
+    from alembic_fleet import tenants
 
-    return lifecycle
+    return tenants
+
+
+def _devloop() -> ModuleType:
+    """The dev-loop and embedded-server module, imported only by its commands."""
+    from alembic_fleet import devloop
+
+    return devloop
 
 
 def _shard(text: str | None) -> Shard | None:
     return parse_shard(text, os.environ) if text else None
 
 
-class State:
-    """Global options shared by every command."""
+class Invocation:
+    """The global options, and the workspace, opened at most once per command."""
 
     def __init__(self, config: str | None) -> None:
         self.config = config
+        self._workspace: Workspace | None = None
 
-    def fleet(self) -> commands.Fleet:
-        return commands.Fleet.load(self.config)
+    def workspace(self) -> Workspace:
+        """The command's workspace: opened on first use, closed when the command ends."""
+        if self._workspace is None:
+            root = click.get_current_context().find_root()
+            self._workspace = root.with_resource(Workspace.open(self.config))
+        return self._workspace
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +82,7 @@ def cli(ctx: click.Context, directory: str | None, config: str | None, debug: bo
     if config:
         config = os.path.abspath(config)
     commands.chdir(directory)
-    ctx.obj = State(config)
+    ctx.obj = Invocation(config)
 
 
 seconds = click.FloatRange(min=0)
@@ -100,7 +114,7 @@ seconds = click.FloatRange(min=0)
               help="First wait up to S seconds for the databases to accept connections.")
 @json_option
 @click.pass_obj
-def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: str | None,
+def migrate(invocation: Invocation, services: Sequence[str], tenants: Sequence[str], to: str | None,
             shard: str | None, jobs: int | None, fail_fast: bool, dry_run: bool, sql: bool,
             lock_wait: float | None, lock_timeout: float | None,
             statement_timeout: float | None, retries: int | None, allow_changed: bool,
@@ -116,49 +130,29 @@ def migrate(state: State, services: Sequence[str], tenants: Sequence[str], to: s
     """
     reporter = Reporter(json_mode=as_json)
     share = _shard(shard)
-    fleet = state.fleet()
-    try:
-        if wait_for_db is not None:
-            _wait(fleet, wait_for_db)
-        if sql:
-            reporter.sql(commands.migrate_sql(fleet, services, tenants, to, shard=share))
-            return ExitCode.OK
-        steps = commands.plan(fleet, services, tenants, to, shard=share)
-        if share is not None:
-            reporter.note(f"shard {share}: {len(steps)} target(s) of this shard")
-        if dry_run:
-            reporter.plan(steps)
-            return ExitCode.OK
-        policy = commands.policy_for(fleet, lock_wait=lock_wait, lock_timeout=lock_timeout,
-                                     statement_timeout=statement_timeout, retries=retries)
-        before = [s.status for s in steps]
-        try:
-            outcome = commands.run_plan(fleet, steps, jobs=jobs, fail_fast=fail_fast,
-                                        policy=policy, command=_command_line(),
-                                        on_event=reporter.event,
-                                        allow_changed=allow_changed)
-        except RunInterrupted as interrupted:
-            reporter.migrate(interrupted.results, before, interrupted=True)
-            return ExitCode.INTERRUPTED
-        reporter.migrate(outcome.results, before)
-        for warning in outcome.warnings:
-            reporter.note(f"warning: {warning}")
-        failed = any(r.outcome is Outcome.FAILED for r in outcome.results)
-        return ExitCode.FAILED if failed else ExitCode.OK
-    finally:
-        fleet.close()
+    workspace = invocation.workspace()
+    if wait_for_db is not None:
+        commands.require_databases(workspace, wait_for_db)
+    plan = make_plan(workspace, services, tenants, to, share)
+    if share is not None:
+        reporter.note(f"shard {share}: {len(plan.steps)} target(s) of this shard")
+    if sql:
+        reporter.sql(commands.migrate_sql(workspace, plan))
+        return ExitCode.OK
+    if dry_run:
+        reporter.plan(plan)
+        return ExitCode.OK
+    policy = policy_for(workspace, lock_wait=lock_wait, lock_timeout=lock_timeout,
+                        statement_timeout=statement_timeout, retries=retries)
+    options = RunOptions(jobs=jobs, fail_fast=fail_fast, policy=policy,
+                         command=_command_line(), allow_changed=allow_changed)
+    outcome = execute(workspace, plan, options, reporter.event)
+    reporter.migrate(outcome)
+    return exit_code(outcome)
 
 
 def _command_line() -> str:
     return " ".join(["fleet", *sys.argv[1:]])[:500]
-
-
-def _wait(fleet: commands.Fleet, timeout: float) -> None:
-    down = commands.wait_for_databases(fleet, timeout)
-    if down:
-        raise DatabaseUnavailableError(
-            f"still not accepting connections after {timeout:g}s: {', '.join(down)}",
-            hint="check the server, or wait longer (--wait-for-db / fleet wait --timeout)")
 
 
 skip_migrations_option = click.option(
@@ -174,7 +168,7 @@ wait_option = click.option("--wait-for-db", "wait_for_db", type=seconds, default
 @wait_option
 @json_option
 @click.pass_obj
-def up(state: State, skip_migrations: bool, wait_for_db: float, as_json: bool) -> int:
+def up(invocation: Invocation, skip_migrations: bool, wait_for_db: float, as_json: bool) -> int:
     """Get a development database ready: start the embedded PostgreSQL (or wait for the
     configured one), migrate only if something is pending, print the URLs to export.
 
@@ -182,28 +176,24 @@ def up(state: State, skip_migrations: bool, wait_for_db: float, as_json: bool) -
 
     Exit codes: 0 ready; 1 a migration failed; 2 database unreachable or bad configuration.
     """
-    result = _up(state, skip_migrations, wait_for_db, Reporter(json_mode=as_json,
-                                                                out=sys.stderr))
+    progress = Reporter(json_mode=as_json, out=sys.stderr)
+    result = _up(invocation, skip_migrations, wait_for_db, progress)
     Reporter(json_mode=as_json).up(result, skipped=skip_migrations)
     return _up_exit_code(result)
 
 
-def _up(state: State, skip_migrations: bool, wait_for_db: float, progress: Reporter
-        ) -> commands.UpResult:
+def _up(invocation: Invocation, skip_migrations: bool, wait_for_db: float, progress: Reporter
+        ) -> Any:
     """``fleet up``'s work; progress goes to stderr, stdout is for the exports."""
-    fleet = state.fleet()
     try:
-        return commands.up(fleet, migrate=not skip_migrations, wait=wait_for_db,
-                           on_event=progress.event)
+        return _devloop().up(invocation.workspace(), migrate=not skip_migrations,
+                             wait=wait_for_db, on_event=progress.event)
     finally:
         progress.stop_progress()
-        fleet.close()
 
 
-def _up_exit_code(result: commands.UpResult) -> int:
-    if result.outcome and any(r.outcome is Outcome.FAILED for r in result.outcome.results):
-        return ExitCode.FAILED
-    return ExitCode.OK
+def _up_exit_code(result: Any) -> int:
+    return exit_code(result.outcome) if result.outcome is not None else ExitCode.OK
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
@@ -211,14 +201,15 @@ def _up_exit_code(result: commands.UpResult) -> int:
 @wait_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_obj
-def run(state: State, skip_migrations: bool, wait_for_db: float, command: Sequence[str]) -> int:
+def run(invocation: Invocation, skip_migrations: bool, wait_for_db: float,
+        command: Sequence[str]) -> int:
     """Like 'fleet up', then run COMMAND with the database URLs in its environment.
 
     Use '--' before COMMAND: fleet run -- uvicorn app:app. COMMAND replaces fleet (same
     process, same signals), so its exit code is fleet's. Nothing runs when a migration fails.
     """
     reporter = Reporter(out=sys.stderr)
-    result = _up(state, skip_migrations, wait_for_db, reporter)
+    result = _up(invocation, skip_migrations, wait_for_db, reporter)
     reporter.up(result, skipped=skip_migrations, exports=False)
     code = _up_exit_code(result)
     if code != ExitCode.OK:
@@ -238,18 +229,13 @@ def run(state: State, skip_migrations: bool, wait_for_db: float, command: Sequen
 @click.option("--timeout", type=seconds, default=60, show_default=True, metavar="S",
               help="Give up after this many seconds.")
 @click.pass_obj
-def wait(state: State, timeout: float) -> int:
+def wait(invocation: Invocation, timeout: float) -> int:
     """Wait until every configured database accepts connections (for Kubernetes Jobs).
 
     Exit codes: 0 all reachable; 2 still unreachable after --timeout.
     """
-    reporter = Reporter()
-    fleet = state.fleet()
-    try:
-        _wait(fleet, timeout)
-    finally:
-        fleet.close()
-    reporter.line("all databases accept connections")
+    commands.require_databases(invocation.workspace(), timeout)
+    Reporter().line("all databases accept connections")
     return ExitCode.OK
 
 
@@ -259,17 +245,17 @@ def wait(state: State, timeout: float) -> int:
 @click.option("--run", "run_id", metavar="ID", help="Show the targets of one run (id prefix).")
 @json_option
 @click.pass_obj
-def log(state: State, limit: int, run_id: str | None, as_json: bool) -> int:
+def log(invocation: Invocation, limit: int, run_id: str | None, as_json: bool) -> int:
     """Show recent runs from the ledger (who, where, when, what they did)."""
     reporter = Reporter(json_mode=as_json)
-    fleet = state.fleet()
-    try:
-        if run_id:
-            reporter.run_details(run_id, commands.run_details(fleet, run_id))
-        else:
-            reporter.runs(commands.log(fleet, limit))
-    finally:
-        fleet.close()
+    workspace = invocation.workspace()
+    if run_id:
+        rows = commands.run_details(workspace, run_id)
+        if not rows:
+            raise UsageError(f"no run {run_id!r} in the ledger", hint="see 'fleet log'")
+        reporter.run_details(run_id, rows)
+    else:
+        reporter.runs(commands.log(workspace, limit))
     return ExitCode.OK
 
 
@@ -279,8 +265,8 @@ def log(state: State, limit: int, run_id: str | None, as_json: bool) -> int:
 @shard_option
 @json_option
 @click.pass_obj
-def status(state: State, services: Sequence[str], tenants: Sequence[str], shard: str | None,
-           as_json: bool) -> int:
+def status(invocation: Invocation, services: Sequence[str], tenants: Sequence[str],
+           shard: str | None, as_json: bool) -> int:
     """Show the current revision of every target against its head.
 
     Schemas a service's template matches whose tenant is not configured are listed with
@@ -288,28 +274,19 @@ def status(state: State, services: Sequence[str], tenants: Sequence[str], shard:
 
     Exit codes: 0 every target at head; 3 some target behind, missing, ahead or failed.
     """
-    reporter = Reporter(json_mode=as_json)
-    fleet = state.fleet()
-    try:
-        statuses = commands.status(fleet, services, tenants, shard=_shard(shard))
-    finally:
-        fleet.close()
-    reporter.status(statuses)
-    for reason in fleet.unreachable.values():
-        reporter.note(f"warning: {reason}; its targets are shown as failed")
-    if all(s.state in (TargetState.AT_HEAD, TargetState.ORPHAN) for s in statuses):
-        return ExitCode.OK
-    return ExitCode.NOT_UP_TO_DATE
+    inventory = commands.status(invocation.workspace(), services, tenants, shard=_shard(shard))
+    Reporter(json_mode=as_json).status(inventory)
+    return exit_code(inventory)
 
 
 @cli.command()
 @click.argument("service")
 @json_option
 @click.pass_obj
-def history(state: State, service: str, as_json: bool) -> int:
+def history(invocation: Invocation, service: str, as_json: bool) -> int:
     """List a service's revisions, newest first (reads the scripts only)."""
-    fleet = state.fleet()
-    Reporter(json_mode=as_json).history(service, commands.history(fleet, service))
+    graph = commands.history(invocation.workspace(), service)
+    Reporter(json_mode=as_json).history(service, graph)
     return ExitCode.OK
 
 
@@ -317,10 +294,9 @@ def history(state: State, service: str, as_json: bool) -> int:
 @click.argument("services", nargs=-1, metavar="[SERVICE]...")
 @json_option
 @click.pass_obj
-def heads(state: State, services: Sequence[str], as_json: bool) -> int:
+def heads(invocation: Invocation, services: Sequence[str], as_json: bool) -> int:
     """Show each service's head revision(s) (reads the scripts only)."""
-    fleet = state.fleet()
-    Reporter(json_mode=as_json).heads(commands.heads(fleet, services))
+    Reporter(json_mode=as_json).heads(commands.heads(invocation.workspace(), services))
     return ExitCode.OK
 
 
@@ -343,7 +319,7 @@ def heads(state: State, services: Sequence[str], as_json: bool) -> int:
               help="'github' prints workflow annotations for pull requests.")
 @json_option
 @click.pass_obj
-def check(state: State, services: Sequence[str], database: bool, tenants: Sequence[str],
+def check(invocation: Invocation, services: Sequence[str], database: bool, tenants: Sequence[str],
           since: str | None, scratch_url: str | None, no_scratch: bool, output_format: str,
           as_json: bool) -> int:
     """Check the migration scripts (and, with --database, the schemas) for problems.
@@ -358,18 +334,14 @@ def check(state: State, services: Sequence[str], database: bool, tenants: Sequen
 
     Exit codes: 0 no problems; 3 problems found; 2 bad input.
     """
-    reporter = Reporter(json_mode=as_json or output_format == "json")
-    fleet = state.fleet()
     from alembic_fleet.check.gate import CheckOptions
 
-    options = CheckOptions(scratch=not no_scratch, scratch_url=scratch_url,
-                                    database=database, since=since)
-    try:
-        report = commands.check(fleet, services, tenants, options=options)
-    finally:
-        fleet.close()
+    reporter = Reporter(json_mode=as_json or output_format == "json")
+    options = CheckOptions(scratch=not no_scratch, scratch_url=scratch_url, database=database,
+                           since=since)
+    report = commands.check(invocation.workspace(), services, tenants, options=options)
     reporter.check(report, output_format="json" if as_json else output_format)
-    return ExitCode.NOT_UP_TO_DATE if report.failed else ExitCode.OK
+    return exit_code(report)
 
 
 @cli.command()
@@ -382,7 +354,7 @@ def check(state: State, services: Sequence[str], database: bool, tenants: Sequen
               help="Scratch database for --autogenerate (default: the embedded PostgreSQL).")
 @json_option
 @click.pass_obj
-def revision(state: State, service: str, message: str, autogenerate: bool,
+def revision(invocation: Invocation, service: str, message: str, autogenerate: bool,
              scratch_url: str | None, as_json: bool) -> int:
     """Create a revision file for SERVICE, then check it at once.
 
@@ -391,15 +363,10 @@ def revision(state: State, service: str, message: str, autogenerate: bool,
 
     Exit codes: 0 created, no problems; 3 created, with problems to look at; 2 bad input.
     """
-    reporter = Reporter(json_mode=as_json)
-    fleet = state.fleet()
-    try:
-        files, report = commands.revision(fleet, service, message, autogenerate=autogenerate,
-                                          scratch_url=scratch_url)
-    finally:
-        fleet.close()
-    reporter.revision([str(f) for f in files], report)
-    return ExitCode.NOT_UP_TO_DATE if report.failed else ExitCode.OK
+    files, report = commands.revision(invocation.workspace(), service, message,
+                                      autogenerate=autogenerate, scratch_url=scratch_url)
+    Reporter(json_mode=as_json).revision([str(f) for f in files], report)
+    return exit_code(report)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -409,23 +376,19 @@ def revision(state: State, service: str, message: str, autogenerate: bool,
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @click.pass_obj
-def downgrade(state: State, service: str, revision: str, tenant: str | None, yes: bool,
+def downgrade(invocation: Invocation, service: str, revision: str, tenant: str | None, yes: bool,
               as_json: bool) -> int:
     """Step one target down to REVISION (an id, 'base' or '-1').
 
     Exit codes: 0 done; 1 failed or declined.
     """
-    reporter = Reporter(json_mode=as_json)
-    fleet = state.fleet()
-    try:
-        target = commands.downgrade_target(fleet, service, tenant)
-        _confirm(f"Downgrade {target.label} to {revision}? Data in dropped tables and "
-                 "columns is lost.", yes)
-        result = commands.downgrade(fleet, service, tenant, revision)
-    finally:
-        fleet.close()
-    reporter.downgrade(result)
-    return ExitCode.FAILED if result.outcome is Outcome.FAILED else ExitCode.OK
+    workspace = invocation.workspace()
+    target = commands.downgrade_target(workspace, service, tenant)
+    _confirm(f"Downgrade {target.label} to {revision}? Data in dropped tables and "
+             "columns is lost.", yes)
+    result = commands.downgrade(workspace, target, revision)
+    Reporter(json_mode=as_json).downgrade(result)
+    return ExitCode.FAILED if result.error else ExitCode.OK
 
 
 @cli.command()
@@ -434,10 +397,10 @@ def downgrade(state: State, service: str, revision: str, tenant: str | None, yes
 @click.option("--schema", metavar="TEMPLATE",
               help="Schema of the new service: 'NAME_{tenant}' (default) or a fixed name.")
 @click.pass_obj
-def init(state: State, service: tuple[str, str] | None, schema: str | None) -> int:
+def init(invocation: Invocation, service: tuple[str, str] | None, schema: str | None) -> int:
     """Write a fleet.toml here, or add a service with its Alembic folder."""
     reporter = Reporter()
-    written = commands.init(state.config, service, schema)
+    written = commands.init(invocation.config, service, schema)
     for path in written:
         reporter.line(f"wrote {path}")
     if service:
@@ -454,17 +417,13 @@ def tenants() -> None:
 @tenants.command("list")
 @json_option
 @click.pass_obj
-def tenants_list(state: State, as_json: bool) -> int:
+def tenants_list(invocation: Invocation, as_json: bool) -> int:
     """Configured tenants against what the databases hold, per service.
 
     'present' (schema with a version table), 'missing', or 'orphan' (a schema whose tenant
     is not configured), with each target's state.
     """
-    fleet = state.fleet()
-    try:
-        rows = _lifecycle().list_tenants(fleet)
-    finally:
-        fleet.close()
+    rows = _tenants().list_tenants(invocation.workspace())
     Reporter(json_mode=as_json).tenants(rows)
     return ExitCode.OK
 
@@ -476,7 +435,7 @@ def tenants_list(state: State, as_json: bool) -> int:
               help="Worker processes for the migration.")
 @json_option
 @click.pass_obj
-def tenants_add(state: State, names: Sequence[str], no_migrate: bool, jobs: int | None,
+def tenants_add(invocation: Invocation, names: Sequence[str], no_migrate: bool, jobs: int | None,
                 as_json: bool) -> int:
     """Record tenants where the configured tenant source lives, then create and migrate
     their schemas for every per-tenant service. Adding an existing tenant changes nothing.
@@ -484,16 +443,10 @@ def tenants_add(state: State, names: Sequence[str], no_migrate: bool, jobs: int 
     Exit codes: 0 added; 1 a migration failed; 2 invalid name or configuration.
     """
     reporter = Reporter(json_mode=as_json)
-    fleet = state.fleet()
-    try:
-        result = _lifecycle().add_tenants(fleet, names, migrate=not no_migrate, jobs=jobs,
-                                       on_event=reporter.event)
-    finally:
-        fleet.close()
+    result = _tenants().add_tenants(invocation.workspace(), names, migrate=not no_migrate,
+                                    jobs=jobs, on_event=reporter.event)
     reporter.tenants_added(result)
-    if result.outcome and any(r.outcome is Outcome.FAILED for r in result.outcome.results):
-        return ExitCode.FAILED
-    return ExitCode.OK
+    return exit_code(result.outcome) if result.outcome is not None else ExitCode.OK
 
 
 @tenants.command("remove")
@@ -503,7 +456,8 @@ def tenants_add(state: State, names: Sequence[str], no_migrate: bool, jobs: int 
               help="Write a pg_dump of the tenant's schemas to FILE first.")
 @json_option
 @click.pass_obj
-def tenants_remove(state: State, name: str, yes: bool, dump: str | None, as_json: bool) -> int:
+def tenants_remove(invocation: Invocation, name: str, yes: bool, dump: str | None,
+                   as_json: bool) -> int:
     """Drop a tenant's schemas (after typing its name) and forget the tenant.
 
     Only the schemas rendered for NAME from the services' templates are dropped; no other
@@ -511,21 +465,25 @@ def tenants_remove(state: State, name: str, yes: bool, dump: str | None, as_json
 
     Exit codes: 0 removed; 1 declined or pg_dump failed (nothing dropped); 2 bad input.
     """
-    reporter = Reporter(json_mode=as_json)
-    fleet = state.fleet()
-    try:
-        present = _lifecycle().existing_schemas(fleet, _lifecycle().tenant_targets(fleet, name))
-        if not yes:
-            listed = ", ".join(t.schema for t in present) or "no schema"
+    workspace = invocation.workspace()
+    tenants = _tenants()
+    present = tenants.existing_schemas(workspace, tenants.tenant_targets(workspace, name))
+    if not yes:
+        listed = ", ".join(t.schema for t in present) or "no schema"
+        try:
             typed = click.prompt(f"This drops {listed} for tenant {name!r}. "
                                  "Type the tenant's name to confirm", default="",
                                  show_default=False, err=True)
-            if typed != name:
-                raise Aborted("not confirmed: nothing was dropped")
-        result = _lifecycle().remove_tenant(fleet, name, dump=Path(dump) if dump else None)
-    finally:
-        fleet.close()
-    reporter.tenants_removed(name, result)
+        except click.exceptions.Abort:
+            if sys.stdin and sys.stdin.isatty():
+                raise
+            raise UsageError("confirmation needed, but standard input has nothing to read",
+                             hint="pass --yes to remove the tenant without typing its name"
+                             ) from None
+        if typed != name:
+            raise Aborted("not confirmed: nothing was dropped")
+    result = tenants.remove_tenant(workspace, name, dump=Path(dump) if dump else None)
+    Reporter(json_mode=as_json).tenants_removed(name, result)
     return ExitCode.OK
 
 
@@ -537,29 +495,26 @@ def db() -> None:
 @db.command("url")
 @click.option("--database", metavar="NAME", help="Database name (default: the first one used).")
 @click.pass_obj
-def db_url(state: State, database: str | None) -> int:
+def db_url(invocation: Invocation, database: str | None) -> int:
     """Print the embedded server's URL (starting it if needed)."""
-    fleet = state.fleet()
-    Reporter().line(commands.embedded_url(fleet, database))
+    Reporter().line(_devloop().embedded_url(invocation.workspace(), database))
     return ExitCode.OK
 
 
 @db.command("start")
 @click.pass_obj
-def db_start(state: State) -> int:
+def db_start(invocation: Invocation) -> int:
     """Start the embedded server (data under .fleet/ next to the configuration)."""
-    fleet = state.fleet()
-    url = commands.embedded_url(fleet)
+    url = _devloop().embedded_url(invocation.workspace())
     Reporter().line(f"embedded PostgreSQL running: {url}")
     return ExitCode.OK
 
 
 @db.command("stop")
 @click.pass_obj
-def db_stop(state: State) -> int:
+def db_stop(invocation: Invocation) -> int:
     """Stop the embedded server (its data is kept)."""
-    fleet = state.fleet()
-    stopped = commands.embedded_stop(fleet)
+    stopped = _devloop().embedded_server(invocation.workspace()).stop()
     Reporter().line("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was "
                     "not running")
     return ExitCode.OK
@@ -569,11 +524,10 @@ def db_stop(state: State) -> int:
 @click.option("--database", metavar="NAME", help="Database name (default: the first one used).")
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
-def db_psql(state: State, database: str | None, psql_args: Sequence[str]) -> int:
+def db_psql(invocation: Invocation, database: str | None, psql_args: Sequence[str]) -> int:
     """Open psql on the embedded server; extra arguments go to psql."""
-    fleet = state.fleet()
-    url = commands.embedded_url(fleet, database)
-    psql = commands.embedded_program(fleet, "psql")
+    url = _devloop().embedded_url(invocation.workspace(), database)
+    psql = _devloop().embedded_program(invocation.workspace(), "psql")
     sys.stdout.flush()
     os.execv(psql, [psql, url, *psql_args])
     return ExitCode.OK  # pragma: no cover - execv does not return
@@ -587,19 +541,20 @@ def db_psql(state: State, database: str | None, psql_args: Sequence[str]) -> int
 @click.option("--confirm", "confirm_name", metavar="DATABASE",
               help="With --force and no terminal: the database name, as typed confirmation.")
 @click.pass_obj
-def reset(state: State, yes: bool, force: bool, confirm_name: str | None) -> int:
+def reset(invocation: Invocation, yes: bool, force: bool, confirm_name: str | None) -> int:
     """Delete ALL data of the embedded PostgreSQL (development only).
 
     Refuses any other database. With --force, drops every configured schema of every
     service and tenant (and the ledger) in the configured databases, after you type the
     database name.
     """
-    fleet = state.fleet()
+    workspace = invocation.workspace()
+    devloop = _devloop()
     reporter = Reporter()
-    if fleet.config.uses_embedded and not force:
-        server_dir = commands.embedded_dir(fleet)
+    if workspace.config.uses_embedded and not force:
+        server_dir = devloop.embedded_dir(workspace)
         _confirm(f"Delete the embedded PostgreSQL and all its data in {server_dir}?", yes)
-        removed = commands.reset(fleet)
+        removed = devloop.reset_embedded(workspace)
         reporter.line("embedded PostgreSQL data deleted" if removed else "nothing to delete")
         return ExitCode.OK
     if not force:
@@ -608,7 +563,7 @@ def reset(state: State, yes: bool, force: bool, confirm_name: str | None) -> int
             "database URLs",
             hint="to drop every configured schema there, run 'fleet reset --force' and type "
             "the database name")
-    names = commands.database_names(fleet)
+    names = devloop.database_names(workspace)
     expected = ",".join(names)
     if confirm_name is None:
         if not sys.stdin or not sys.stdin.isatty():
@@ -619,7 +574,7 @@ def reset(state: State, yes: bool, force: bool, confirm_name: str | None) -> int
             "to confirm", default="", show_default=False)
     if confirm_name != expected:
         raise Aborted("the typed name does not match; nothing was changed")
-    dropped = commands.drop_all_schemas(fleet)
+    dropped = devloop.drop_all_schemas(workspace)
     for schema in dropped:
         reporter.line(f"dropped {schema}")
     reporter.line(f"{len(dropped)} schema(s) dropped")
@@ -657,11 +612,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             exc.show()
         code = ExitCode.USAGE
-    except KeyboardInterrupt:
-        reporter.error("interrupted", None, ExitCode.INTERRUPTED)
-        code = ExitCode.INTERRUPTED
+    except KeyboardInterrupt as exc:
+        code = exit_code(exc)
+        reporter.error("interrupted", None, code)
     except FleetError as exc:
-        code = exit_code_for(exc)
+        code = exit_code(exc)
         reporter.error(exc.message, exc.hint, code)
     except Exception as exc:  # the last resort: never a raw traceback with secrets in it
         reporter.crash(exc, debug=debug)

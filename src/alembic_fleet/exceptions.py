@@ -11,11 +11,9 @@ from __future__ import annotations
 class FleetError(Exception):
     """Base class: a failure fleet understands and can explain.
 
-    ``hint`` tells the user what to do next; ``exit_code`` is the process exit code that
-    this kind of failure maps to (see ``exit_codes``).
+    ``hint`` tells the user what to do next. Which exit code each kind of error means is
+    decided in one table, :mod:`alembic_fleet.exit_codes`, not here.
     """
-
-    exit_code: int = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -28,8 +26,6 @@ class FleetError(Exception):
 
 class UsageError(FleetError):
     """The command line or its arguments are wrong; nothing was executed."""
-
-    exit_code = 2
 
 
 class ConfigError(UsageError):
@@ -69,35 +65,26 @@ class DatabaseUnavailableError(FleetError):
     Counts as a usage/configuration error: nothing was executed.
     """
 
-    exit_code = 2
-
 
 class RevisionError(FleetError):
     """A revision given by the user, or the revision graph of a service, is invalid."""
-
-    exit_code = 2
 
 
 class ChangedRevisionError(FleetError):
     """A revision file changed after it was applied; migrate refuses to run (nothing ran)."""
 
-    exit_code = 2
+
+class LedgerError(FleetError):
+    """The ledger could not be created or written at the start of a run (nothing ran)."""
+
+
+class NotUpToDateError(FleetError):
+    """Some schema is not at the revision the caller requires (the start-up guard)."""
 
 
 class EmbeddedServerError(FleetError):
     """The embedded PostgreSQL could not be installed, started, stopped or reset."""
 
 
-class MigrationFailedError(FleetError):
-    """One target's migration failed; its transaction was rolled back."""
-
-    def __init__(self, message: str, *, service: str, schema: str, hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.service = service
-        self.schema = schema
-
-
 class Aborted(FleetError):
     """The user declined a confirmation; nothing was changed."""
-
-    exit_code = 1

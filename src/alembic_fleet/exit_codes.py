@@ -1,8 +1,22 @@
-"""The one table of process exit codes (the contract, DESIGN section 4)."""
+"""The one table of process exit codes (the contract, DESIGN section 4), and the one
+function that decides a command's exit code from what it returned or raised."""
 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
+
+from alembic_fleet.exceptions import (
+    Aborted,
+    ChangedRevisionError,
+    DatabaseUnavailableError,
+    FleetError,
+    LedgerError,
+    NotUpToDateError,
+    RevisionError,
+    UsageError,
+)
+from alembic_fleet.model.outcome import RunEnd, RunOutcome
 
 
 class ExitCode(IntEnum):
@@ -18,14 +32,44 @@ class ExitCode(IntEnum):
     """Some target is not at head, or ``check`` found problems."""
     INTERRUPTED = 130
     """Interrupted by the user (Ctrl-C)."""
+    TERMINATED = 143
+    """Terminated (SIGTERM, as Kubernetes stops a pod)."""
 
 
-def exit_code_for(error: BaseException) -> ExitCode:
-    """Map an exception to its exit code; the CLI calls this in exactly one place."""
-    from alembic_fleet.exceptions import FleetError
+ERRORS: tuple[tuple[type[BaseException], ExitCode], ...] = (
+    (KeyboardInterrupt, ExitCode.INTERRUPTED),
+    (UsageError, ExitCode.USAGE),  # ConfigError and InvalidTenantError too
+    (DatabaseUnavailableError, ExitCode.USAGE),
+    (RevisionError, ExitCode.USAGE),
+    (ChangedRevisionError, ExitCode.USAGE),
+    (LedgerError, ExitCode.USAGE),
+    (NotUpToDateError, ExitCode.NOT_UP_TO_DATE),
+    (Aborted, ExitCode.FAILED),
+    (FleetError, ExitCode.FAILED),
+)
+"""Each kind of error and its code; the first matching class wins. Anything else is 1."""
 
-    if isinstance(error, KeyboardInterrupt):
-        return ExitCode.INTERRUPTED
-    if isinstance(error, FleetError):
-        return ExitCode(error.exit_code)
-    return ExitCode.FAILED
+_ENDS = {RunEnd.INTERRUPTED: ExitCode.INTERRUPTED, RunEnd.TERMINATED: ExitCode.TERMINATED}
+
+
+def exit_code(value: Any) -> ExitCode:
+    """The exit code for what a command produced: an error, a run, or a report.
+
+    * an exception: by :data:`ERRORS`;
+    * a :class:`RunOutcome`: 130 / 143 when interrupted or terminated, 1 when a target
+      failed, else 0;
+    * anything with ``up_to_date`` (an inventory): 0 when true, else 3;
+    * anything with ``failed`` (a check report): 3 when true, else 0;
+    * None: 0.
+    """
+    if isinstance(value, BaseException):
+        return next((code for kind, code in ERRORS if isinstance(value, kind)), ExitCode.FAILED)
+    if isinstance(value, RunOutcome):
+        if value.end in _ENDS:
+            return _ENDS[value.end]
+        return ExitCode.FAILED if value.failed else ExitCode.OK
+    if hasattr(value, "up_to_date"):
+        return ExitCode.OK if value.up_to_date else ExitCode.NOT_UP_TO_DATE
+    if hasattr(value, "failed"):
+        return ExitCode.NOT_UP_TO_DATE if value.failed else ExitCode.OK
+    return ExitCode.OK

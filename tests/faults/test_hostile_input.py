@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from alembic_fleet.cli import main
 from alembic_fleet.config.loader import parse_config
 from alembic_fleet.exceptions import ConfigError, InvalidTenantError
+from alembic_fleet.exit_codes import exit_code
 from alembic_fleet.model.identifiers import TENANT_PATTERN, quote_ident, render_schema
 
 names = st.one_of(
@@ -78,7 +79,7 @@ def test_config_values_are_accepted_or_rejected_cleanly(tmp_path: Path, key: str
     try:
         parse_config(path, {})
     except ConfigError as exc:
-        assert exc.exit_code == 2
+        assert exit_code(exc) == 2
         assert str(path) in str(exc)
 
 

@@ -1,6 +1,6 @@
 """Structure fingerprints of tenant schemas, against a real PostgreSQL.
 
-The point of :mod:`alembic_fleet.inspect.catalog` is that schemas built by the same migrations
+The point of :mod:`alembic_fleet.catalog.fingerprints` is that schemas built by the same migrations
 get equal fingerprints whatever their names, while one hand-made change in one schema among
 hundreds changes that schema's fingerprint only, found in one query; these tests build such
 schemas and check both halves, and that the SQL fingerprint is the md5 of ``describe``'s lines.
@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
-from alembic_fleet.inspect.catalog import describe, difference, fingerprint_of, fingerprints
+from alembic_fleet.catalog.fingerprints import describe, difference, fingerprint_of, fingerprints
 from tests.conftest import query
 
 VERSION_TABLE = ("alembic_version",)

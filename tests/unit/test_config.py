@@ -10,7 +10,7 @@ import pytest
 from alembic_fleet.config import FleetConfig, find_config_file, load_config
 from alembic_fleet.config.loader import parse_config
 from alembic_fleet.exceptions import ConfigError
-from alembic_fleet.exit_codes import ExitCode, exit_code_for
+from alembic_fleet.exit_codes import ExitCode, exit_code
 from alembic_fleet.model.targets import Database
 
 ALEMBIC_INI = "[alembic]\nscript_location = %(here)s/migrations\n"
@@ -59,8 +59,8 @@ def assert_names(err: ConfigError, path: Path, key: str | None) -> None:
     if key is not None:
         assert err.key == key
         assert f"key '{key}'" in str(err)
-    assert err.exit_code == 2
-    assert exit_code_for(err) == ExitCode.USAGE
+    assert exit_code(err) == 2
+    assert exit_code(err) == ExitCode.USAGE
 
 
 # --- a good configuration ----------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_missing_explicit_file(tmp_path: Path, how: str) -> None:
             load_config(start=tmp_path, environ={"FLEET_CONFIG": str(missing)})
     assert "not found" in str(info.value)
     assert str(missing) in str(info.value)
-    assert info.value.exit_code == 2
+    assert exit_code(info.value) == 2
 
 
 def test_explicit_path_that_is_a_directory(tmp_path: Path) -> None:
@@ -288,7 +288,7 @@ def test_no_config_anywhere(tmp_path: Path) -> None:
     assert "fleet.toml" in str(err)
     assert str(start) in str(err)
     assert err.hint and "fleet init" in err.hint
-    assert err.exit_code == 2
+    assert exit_code(err) == 2
 
 
 # --- file-level errors -------------------------------------------------------------------
@@ -453,7 +453,7 @@ def test_too_long_fixed_schema_is_refused_with_exit_code_2(tmp_path: Path) -> No
     """, services=("auth",))
     with pytest.raises(Exception, match="longer than 63 bytes") as info:
         parse_config(path, {})
-    assert exit_code_for(info.value) == ExitCode.USAGE
+    assert exit_code(info.value) == ExitCode.USAGE
 
 
 # --- databases ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from alembic_fleet.check.gate import CheckReport
 from alembic_fleet.exceptions import (
     Aborted,
     ConfigError,
@@ -11,11 +12,15 @@ from alembic_fleet.exceptions import (
     EmbeddedServerError,
     FleetError,
     InvalidTenantError,
-    MigrationFailedError,
     RevisionError,
     UsageError,
 )
-from alembic_fleet.exit_codes import ExitCode, exit_code_for
+from alembic_fleet.exit_codes import ExitCode, exit_code
+from alembic_fleet.inventory import Inventory
+from alembic_fleet.model.findings import finding
+from alembic_fleet.model.outcome import RunEnd, RunOutcome
+from alembic_fleet.model.status import Outcome, TargetResult
+from alembic_fleet.model.targets import Database, Target
 
 
 def test_exit_code_table() -> None:
@@ -25,6 +30,7 @@ def test_exit_code_table() -> None:
         "USAGE": 2,
         "NOT_UP_TO_DATE": 3,
         "INTERRUPTED": 130,
+        "TERMINATED": 143,
     }
 
 
@@ -42,7 +48,6 @@ def test_exit_codes_are_ints() -> None:
         (InvalidTenantError("invalid tenant name 'Bad'"), 2),
         (DatabaseUnavailableError("cannot connect to postgresql://u:***@h/db"), 2),
         (RevisionError("unknown revision 'zzz'"), 2),
-        (MigrationFailedError("boom", service="auth", schema="auth_toshiba"), 1),
         (EmbeddedServerError("cannot start"), 1),
         (Aborted("declined"), 1),
         (FleetError("generic"), 1),
@@ -53,25 +58,24 @@ def test_exit_codes_are_ints() -> None:
         (KeyError("x"), 1),
     ],
 )
-def test_exit_code_for(error: BaseException, code: int) -> None:
-    result = exit_code_for(error)
+def test_exit_code(error: BaseException, code: int) -> None:
+    result = exit_code(error)
     assert isinstance(result, ExitCode)
     assert result == code
 
 
 def test_named_codes() -> None:
-    assert exit_code_for(ConfigError("x")) is ExitCode.USAGE
-    assert exit_code_for(DatabaseUnavailableError("x")) is ExitCode.USAGE
-    assert exit_code_for(MigrationFailedError("x", service="s", schema="p")) is ExitCode.FAILED
-    assert exit_code_for(KeyboardInterrupt()) is ExitCode.INTERRUPTED
-    assert exit_code_for(Exception()) is ExitCode.FAILED
+    assert exit_code(ConfigError("x")) is ExitCode.USAGE
+    assert exit_code(DatabaseUnavailableError("x")) is ExitCode.USAGE
+    assert exit_code(KeyboardInterrupt()) is ExitCode.INTERRUPTED
+    assert exit_code(Exception()) is ExitCode.FAILED
 
 
 def test_subclass_of_keyboard_interrupt_is_interrupted() -> None:
     class Stop(KeyboardInterrupt):
         pass
 
-    assert exit_code_for(Stop()) is ExitCode.INTERRUPTED
+    assert exit_code(Stop()) is ExitCode.INTERRUPTED
 
 
 def test_config_error_message_names_file_key_and_expectation() -> None:
@@ -91,8 +95,30 @@ def test_config_error_without_location() -> None:
     assert str(ConfigError("no config", file="f.toml")) == "f.toml: no config"
 
 
-def test_migration_failed_error_fields() -> None:
-    err = MigrationFailedError("relation exists", service="auth", schema="auth_t",
-                               hint="fix the migration")
-    assert (err.service, err.schema, err.hint, str(err)) == (
-        "auth", "auth_t", "fix the migration", "relation exists")
+def _result(outcome: Outcome) -> TargetResult:
+    target = Target("auth", "t", "auth_t", Database(url="postgresql://h/db"))
+    return TargetResult(target, outcome, (), ())
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "end", "code"),
+    [
+        ((Outcome.MIGRATED, Outcome.SKIPPED), RunEnd.COMPLETED, 0),
+        ((), RunEnd.COMPLETED, 0),
+        ((Outcome.MIGRATED, Outcome.FAILED), RunEnd.COMPLETED, 1),
+        ((Outcome.MIGRATED,), RunEnd.INTERRUPTED, 130),
+        ((Outcome.FAILED,), RunEnd.TERMINATED, 143),
+    ],
+)
+def test_exit_code_of_a_run(outcomes: tuple[Outcome, ...], end: RunEnd, code: int) -> None:
+    outcome = RunOutcome(tuple(_result(o) for o in outcomes), (), end=end)
+    assert exit_code(outcome) == code
+
+
+def test_exit_code_of_reports() -> None:
+    assert exit_code(Inventory(())) is ExitCode.OK
+    assert exit_code(CheckReport()) is ExitCode.OK
+    report = CheckReport()
+    report.findings.append(finding("drop-column", "auth", "drops a column"))
+    assert exit_code(report) is ExitCode.NOT_UP_TO_DATE
+    assert exit_code(None) is ExitCode.OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alembic_fleet.exceptions import ConfigError, InvalidTenantError, UsageError
+from alembic_fleet.exit_codes import exit_code
 from alembic_fleet.model.identifiers import (
     MAX_IDENTIFIER_BYTES,
     quote_ident,
@@ -57,7 +58,7 @@ def test_validate_tenant_rejects_hostile_names(name: str) -> None:
         validate_tenant(name)
     assert repr(name) in str(info.value)
     assert info.value.hint and "lowercase letter" in info.value.hint
-    assert info.value.exit_code == 2
+    assert exit_code(info.value) == 2
 
 
 @pytest.mark.parametrize("value", [None, 1, b"abc", ["abc"]])
@@ -206,7 +207,7 @@ def test_validate_schema_template_rejects(template: str, fragment: str) -> None:
     assert err.key == "services.auth.schema"
     assert "/srv/fleet.toml" in str(err)
     assert "key 'services.auth.schema'" in str(err)
-    assert err.exit_code == 2
+    assert exit_code(err) == 2
 
 
 @pytest.mark.parametrize("value", [None, 3, ["public"]])

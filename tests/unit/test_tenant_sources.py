@@ -15,6 +15,7 @@ from alembic_fleet.config import TenantQuery, TenantSource
 from alembic_fleet.config.loader import parse_config, priority_order
 from alembic_fleet.config.tenant_sources import forget_tenant, record_tenant
 from alembic_fleet.exceptions import ConfigError, InvalidTenantError, UsageError
+from alembic_fleet.exit_codes import exit_code
 from alembic_fleet.model.schedule import execution_order
 from alembic_fleet.model.status import Step
 from alembic_fleet.model.targets import Database, Service, targets_for
@@ -333,7 +334,7 @@ def test_invalid_tenant_configuration(tmp_path: Path, tenants: str, key: str,
     assert err.key == key
     assert fragment in str(err)
     assert err.expected
-    assert err.exit_code == 2
+    assert exit_code(err) == 2
 
 
 def test_shape_is_validated_even_when_tenants_env_overrides(tmp_path: Path) -> None:

@@ -31,6 +31,11 @@ ATTR_PROBE = "fleet_probe"
 """A dict fleet hands over to learn the env.py's configure options without running it."""
 ATTR_APPLIED = "fleet_applied"
 """A list fleet hands over; the helper appends each revision as Alembic applies it."""
+ATTR_LISTENER = "fleet_listener"
+"""An object fleet hands over whose methods run inside the migration's transaction:
+``revision_applied(connection, rev)`` / ``revision_unapplied(connection, rev)`` as each
+revision is applied or removed, and ``before_commit(connection)`` once every revision of a
+single-transaction migration ran (fleet's ledger rows commit with the migration)."""
 
 
 def run_migrations(target_metadata: Any = None, **configure_kwargs: Any) -> None:
@@ -61,14 +66,15 @@ def _run(context: Any, target_metadata: Any, configure_kwargs: dict[str, Any]) -
     schema = config.attributes.get(ATTR_SCHEMA) or _schema_from_command_line(context)
     kwargs = _configure_kwargs(schema, target_metadata, configure_kwargs)
     applied = config.attributes.get(ATTR_APPLIED)
-    if applied is not None:
-        _record_applied(kwargs, applied)
+    listener = config.attributes.get(ATTR_LISTENER)
+    if applied is not None or listener is not None:
+        _record_applied(kwargs, applied if applied is not None else [], listener)
     if context.is_offline_mode():
         _run_offline(context, schema, kwargs)
         return
     connection = config.attributes.get(ATTR_CONNECTION)
     if connection is not None:
-        _run_online(context, connection, schema, kwargs)
+        _run_online(context, connection, schema, kwargs, listener)
         return
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
@@ -104,19 +110,27 @@ def _configure_kwargs(schema: str, metadata: Any, extra: dict[str, Any]) -> dict
     return kwargs
 
 
-def _record_applied(kwargs: dict[str, Any], applied: list[str]) -> None:
-    """Chain an ``on_version_apply`` hook that tells fleet how far a target got."""
+def _record_applied(kwargs: dict[str, Any], applied: list[str], listener: Any) -> None:
+    """Chain an ``on_version_apply`` hook that tells fleet how far a target got (Alembic
+    calls it inside the transaction that applied the revision)."""
     user_hook = kwargs.get("on_version_apply")
 
     def on_version_apply(*, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         applied.append(step.up_revision_id if step.is_upgrade else step.down_revision_ids)
+        if listener is not None:
+            if step.is_upgrade:
+                listener.revision_applied(ctx.connection, step.up_revision_id)
+            else:
+                for revision in step.up_revision_ids:
+                    listener.revision_unapplied(ctx.connection, revision)
         if user_hook:
             user_hook(ctx=ctx, step=step, heads=heads, run_args=run_args)
 
     kwargs["on_version_apply"] = on_version_apply
 
 
-def _run_online(context: Any, connection: Any, schema: str, kwargs: dict[str, Any]) -> None:
+def _run_online(context: Any, connection: Any, schema: str, kwargs: dict[str, Any],
+                listener: Any = None) -> None:
     quoted = quote_ident(schema)
     context.configure(connection=connection, **kwargs)
     if kwargs.get("transaction_per_migration"):
@@ -142,6 +156,8 @@ def _run_online(context: Any, connection: Any, schema: str, kwargs: dict[str, An
             connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
             connection.exec_driver_sql(f"SET search_path TO {quoted}")
             context.run_migrations()
+            if listener is not None:
+                listener.before_commit(connection)
     finally:
         if (not connection.closed and not connection.invalidated
                 and not connection.in_transaction()):

@@ -139,8 +139,10 @@ class Replayer:
             return None
         return ReplayPlan(start, revisions[-1][0], tuple(revisions))
 
-    def run(self, connection: Any, schema: str, plan: ReplayPlan, table_exists: bool) -> None:
-        """Apply ``plan`` to ``schema`` in one transaction on a SQLAlchemy connection."""
+    def run(self, connection: Any, schema: str, plan: ReplayPlan, table_exists: bool,
+            listener: Any = None) -> None:
+        """Apply ``plan`` to ``schema`` in one transaction on a SQLAlchemy connection;
+        ``listener`` is told of each revision inside it, then just before the commit."""
         quoted = quote_ident(schema)
         version = f"{quoted}.{quote_ident(self.version_table)}"
         with connection.begin():
@@ -169,6 +171,10 @@ class Replayer:
                 if cursor.rowcount != 1:
                     raise ReplayFailed(None, RuntimeError(
                         f"{schema} is no longer at {plan.start}: another runner changed it"))
+            if listener is not None:
+                for revision, _ in plan.revisions:
+                    listener.revision_applied(connection, revision)
+                listener.before_commit(connection)
 
 
 class ReplayFailed(Exception):

@@ -20,6 +20,7 @@ from alembic.util import CommandError
 from alembic_fleet.alembic_bridge.env_helper import (
     ATTR_APPLIED,
     ATTR_CONNECTION,
+    ATTR_LISTENER,
     ATTR_PROBE,
     ATTR_SCHEMA,
 )
@@ -36,26 +37,29 @@ class RevisionFailed(Exception):
         self.error = error
 
 
-def upgrade(scripts: ServiceScripts, connection: Any, schema: str, destination: str) -> None:
+def upgrade(scripts: ServiceScripts, connection: Any, schema: str, destination: str,
+            listener: Any = None) -> None:
     """Upgrade ``schema`` to ``destination`` (a revision id or ``heads``) in one transaction.
 
+    ``listener`` is called inside the transaction (see ``env_helper.ATTR_LISTENER``).
     Raises :class:`RevisionFailed` naming the revision that broke.
     """
     script = scripts.script
     _online(scripts, connection, schema, destination,
-            lambda current: script._upgrade_revs(destination, current))
+            lambda current: script._upgrade_revs(destination, current), listener)
 
 
-def downgrade(scripts: ServiceScripts, connection: Any, schema: str, destination: str) -> None:
+def downgrade(scripts: ServiceScripts, connection: Any, schema: str, destination: str,
+              listener: Any = None) -> None:
     """Downgrade ``schema`` to ``destination`` (an id, ``base`` or ``-N``)."""
     script = scripts.script
     _online(scripts, connection, schema, destination,
-            lambda current: script._downgrade_revs(destination, current))
+            lambda current: script._downgrade_revs(destination, current), listener)
 
 
 def _online(
     scripts: ServiceScripts, connection: Any, schema: str, destination: str,
-    plan: Callable[[Any], list[Any]],
+    plan: Callable[[Any], list[Any]], listener: Any = None,
 ) -> None:
     planned: list[Any] = []
     applied: list[Any] = []
@@ -66,7 +70,7 @@ def _online(
 
     try:
         _run_env(scripts, steps, connection=connection, schema=schema, destination=destination,
-                 applied=applied)
+                 applied=applied, listener=listener)
     except RevisionError:
         raise
     except Exception as exc:
@@ -114,10 +118,13 @@ def _run_env(
     output: io.StringIO | None = None,
     url: str | None = None,
     applied: list[Any] | None = None,
+    listener: Any = None,
 ) -> None:
     config = make_config(scripts.service, output=output)
     if applied is not None:
         config.attributes[ATTR_APPLIED] = applied
+    if listener is not None:
+        config.attributes[ATTR_LISTENER] = listener
     config.attributes[ATTR_SCHEMA] = schema
     if connection is not None:
         config.attributes[ATTR_CONNECTION] = connection

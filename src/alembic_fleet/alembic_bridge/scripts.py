@@ -10,15 +10,17 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
-from alembic_fleet.alembic_bridge.replay import SAFE_OPTIONS, Replayer
+from alembic_fleet.alembic_bridge.replay import SAFE_OPTIONS, Replayer, ReplayPlan
 from alembic_fleet.exceptions import ConfigError, RevisionError
 from alembic_fleet.model.revisions import Revision, RevisionGraph
 from alembic_fleet.model.targets import Service
@@ -34,7 +36,7 @@ def _absolute(value: str, base: Path) -> str:
 def make_config(service: Service, *, output: io.StringIO | None = None) -> Config:
     """An Alembic Config for ``service`` whose paths do not depend on the working directory."""
     ini = service.ini_path
-    config = Config(str(ini), output_buffer=output, stdout=output or sys.stdout)
+    config = Config(str(ini), output_buffer=output, stdout=output or sys.stderr)
     location = config.get_main_option("script_location")
     if not location:
         raise ConfigError("has no script_location", file=str(ini),
@@ -100,6 +102,26 @@ class ServiceScripts:
         if not set(options) <= SAFE_OPTIONS:
             return None
         return Replayer(self.service.version_table)
+
+    def replay_plan(self, current: tuple[str, ...], destination: str) -> ReplayPlan | None:
+        """The rendered statements from ``current`` to ``destination``, or None when the
+        upgrade must run through Alembic online (see :mod:`.replay`)."""
+        replayer = self.replayer
+        return replayer.plan(self.script, current, destination) if replayer else None
+
+    def replay(self, connection: Any, schema: str, plan: ReplayPlan, *, table_exists: bool,
+               listener: Any = None) -> None:
+        """Apply a replay plan to ``schema`` in one transaction."""
+        assert self.replayer is not None
+        self.replayer.run(connection, schema, plan, table_exists=table_exists,
+                          listener=listener)
+
+    def prepare(self, currents: Iterable[tuple[str, ...]], destination: str) -> None:
+        """Load everything a worker needs (graph, env.py probe, rendered revisions) in this
+        process, so that forked workers inherit it instead of each doing it again."""
+        _ = self.graph, self.uses_helper
+        for current in currents:
+            self.replay_plan(current, destination)
 
     @cached_property
     def graph(self) -> RevisionGraph:

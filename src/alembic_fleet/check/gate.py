@@ -27,14 +27,13 @@ from sqlalchemy.engine import Connection
 
 from alembic_fleet.alembic_bridge import runner, scratch
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
+from alembic_fleet.catalog.fingerprints import describe, difference, fingerprints
 from alembic_fleet.check.accept import acceptances
 from alembic_fleet.check.scripts_lint import RevisionFile, lint_service, read_revision_file
 from alembic_fleet.check.unsafe import lint_statements
 from alembic_fleet.databases import Databases
 from alembic_fleet.exceptions import FleetError, UsageError
-from alembic_fleet.inspect.catalog import describe, difference, fingerprints
-from alembic_fleet.ledger import Ledger
-from alembic_fleet.ledger.recorder import checksum
+from alembic_fleet.ledger.checksums import applied_drift
 from alembic_fleet.model.findings import Finding, finding, sort_key
 from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.revisions import RevisionGraph
@@ -78,7 +77,7 @@ class CheckReport:
 
 
 @dataclass
-class Subject:
+class CheckedService:
     """One service under check: its configuration and loaded scripts."""
 
     service: Service
@@ -89,7 +88,7 @@ class Subject:
         return self.service.name
 
 
-def run_checks(subjects: Sequence[Subject], options: CheckOptions,
+def run_checks(subjects: Sequence[CheckedService], options: CheckOptions,
                statuses: Callable[[Sequence[str]], list[TargetStatus]] | None,
                databases: Databases) -> CheckReport:
     """Run the checks and return the report (sorted findings)."""
@@ -126,7 +125,7 @@ def run_checks(subjects: Sequence[Subject], options: CheckOptions,
 # --- layer 1: the files --------------------------------------------------------------
 
 
-def application_packages(subject: Subject) -> tuple[str, ...]:
+def application_packages(subject: CheckedService) -> tuple[str, ...]:
     """The packages a revision must not import: configured, or the service folder's own
     top-level packages and modules (the migrations folder excepted)."""
     if subject.service.application_packages is not None:
@@ -144,12 +143,12 @@ def application_packages(subject: Subject) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def version_dirs(subject: Subject) -> list[Path]:
+def version_dirs(subject: CheckedService) -> list[Path]:
     script = subject.scripts.script
     return [Path(p) for p in script._version_locations]
 
 
-def _lint_files(subject: Subject) -> list[Finding]:
+def _lint_files(subject: CheckedService) -> list[Finding]:
     return lint_service(
         subject.name, version_dirs(subject),
         revision_pattern=subject.service.revision_pattern,
@@ -158,7 +157,7 @@ def _lint_files(subject: Subject) -> list[Finding]:
     )
 
 
-def _current_statuses(subjects: Sequence[Subject], options: CheckOptions,
+def _current_statuses(subjects: Sequence[CheckedService], options: CheckOptions,
                       statuses: Callable[[Sequence[str]], list[TargetStatus]] | None
                       ) -> list[TargetStatus]:
     if not options.database or statuses is None or not subjects:
@@ -166,7 +165,7 @@ def _current_statuses(subjects: Sequence[Subject], options: CheckOptions,
     return statuses([s.name for s in subjects])
 
 
-def _new_revisions(subject: Subject, options: CheckOptions,
+def _new_revisions(subject: CheckedService, options: CheckOptions,
                    current: Sequence[TargetStatus]) -> list[str]:
     """The revisions the unsafe-operation rules look at, oldest first.
 
@@ -213,7 +212,7 @@ def _revision_file(path: str) -> RevisionFile | None:
         return None
 
 
-def _lint_unsafe(subject: Subject, revisions: Sequence[str]) -> list[Finding]:
+def _lint_unsafe(subject: CheckedService, revisions: Sequence[str]) -> list[Finding]:
     findings = []
     for rendered in scratch.render_upgrades(subject.scripts, list(revisions)):
         parsed = _revision_file(rendered.path)
@@ -285,7 +284,7 @@ def _shape(connection: Connection, schema: str, version_table: str) -> frozenset
     return shape
 
 
-def _scratch_checks(subject: Subject, connection: Connection, report: CheckReport) -> None:
+def _scratch_checks(subject: CheckedService, connection: Connection, report: CheckReport) -> None:
     """Upgrade step by step, compare with the models, downgrade to base, upgrade again."""
     if not subject.scripts.uses_helper:
         report.skip(subject.name, "scratch",
@@ -312,7 +311,7 @@ def _scratch_checks(subject: Subject, connection: Connection, report: CheckRepor
         _drop(connection, schema)
 
 
-def _model_drift(subject: Subject, connection: Connection, schema: str,
+def _model_drift(subject: CheckedService, connection: Connection, schema: str,
                  report: CheckReport) -> None:
     try:
         diffs = scratch.model_diffs(subject.scripts, connection, schema)
@@ -328,7 +327,7 @@ def _model_drift(subject: Subject, connection: Connection, schema: str,
             file=str(env_py), details=tuple(diffs)))
 
 
-def _round_trip(subject: Subject, connection: Connection, schema: str, graph: RevisionGraph,
+def _round_trip(subject: CheckedService, connection: Connection, schema: str, graph: RevisionGraph,
                 steps: Sequence[str], shapes: dict[str | None, frozenset[str]],
                 report: CheckReport) -> None:
     """Downgrade one revision at a time to base, then upgrade again, comparing shapes."""
@@ -366,7 +365,7 @@ def _round_trip(subject: Subject, connection: Connection, schema: str, graph: Re
     report.ran(subject.name, "downgrade round trip")
 
 
-def _upgrade_step(subject: Subject, connection: Connection, schema: str, revision: str,
+def _upgrade_step(subject: CheckedService, connection: Connection, schema: str, revision: str,
                   report: CheckReport, *, code: str, what: str) -> frozenset[str] | None:
     """Upgrade the scratch schema to ``revision``: its shape, or None once the failure is
     reported (naming the revision that broke, not just the destination)."""
@@ -400,7 +399,7 @@ def _first_line(error: BaseException) -> str:
 # --- layer 3: the real databases --------------------------------------------------------
 
 
-def _database_checks(subject: Subject, current: Sequence[TargetStatus],
+def _database_checks(subject: CheckedService, current: Sequence[TargetStatus],
                      connect: Callable[[Any], Connection], report: CheckReport) -> None:
     mine = [s for s in current if s.target.service == subject.name]
     database = subject.service.database
@@ -415,37 +414,30 @@ def _database_checks(subject: Subject, current: Sequence[TargetStatus],
         report.ran(subject.name, f"schema drift ({len(mine)} targets)")
 
 
-def changed_revisions(subject: Subject, connection: Connection,
+def changed_revisions(subject: CheckedService, connection: Connection,
                       ledger_schema: str = "fleet") -> list[Finding]:
     """Applied revisions whose file changed since (FC401) or no longer exists (FC403)."""
-    graph = subject.scripts.graph
     findings = []
-    files: dict[str, str] = {}
-    for record in Ledger(ledger_schema).applied_checksums(connection, [subject.name]):
-        known = graph.revisions.get(record.revision)
-        if known is None:
+    for drift in applied_drift(connection, ledger_schema, subject.name, subject.scripts.graph):
+        if drift.kind == "unknown":
             findings.append(finding(
                 "unknown-applied-revision", subject.name,
-                f"revision {record.revision} was applied to {record.schemas} schema(s) "
-                f"(e.g. {record.example_schema}) but no file has it",
-                revision=record.revision, schema=record.example_schema))
+                f"revision {drift.revision} was applied to {drift.schemas} schema(s) "
+                f"(e.g. {drift.example_schema}) but no file has it",
+                revision=drift.revision, schema=drift.example_schema))
             continue
-        if known.path not in files:
-            files[known.path] = checksum(known.path)
-        if files[known.path] != record.checksum:
-            findings.append(finding(
-                "changed-applied-revision", subject.name,
-                f"revision {record.revision} changed after it was applied to "
-                f"{record.schemas} schema(s) (e.g. {record.example_schema}, last on "
-                f"{record.last_applied:%Y-%m-%d %H:%M})",
-                file=known.path, line=1, revision=record.revision,
-                schema=record.example_schema,
-                details=(f"recorded sha256 {record.checksum[:12]}…, "
-                         f"file sha256 {files[known.path][:12]}…",)))
+        findings.append(finding(
+            "changed-applied-revision", subject.name,
+            f"revision {drift.revision} changed after it was applied to "
+            f"{drift.schemas} schema(s) (e.g. {drift.example_schema}, last on "
+            f"{drift.last_applied:%Y-%m-%d %H:%M})",
+            file=drift.path, line=1, revision=drift.revision, schema=drift.example_schema,
+            details=(f"recorded sha256 {drift.recorded[:12]}…, "
+                     f"file sha256 {(drift.actual or '')[:12]}…",)))
     return findings
 
 
-def _tenant_drift(subject: Subject, connection: Connection,
+def _tenant_drift(subject: CheckedService, connection: Connection,
                   statuses: Sequence[TargetStatus]) -> list[Finding]:
     """Each target against a reference built at its revision: fingerprints first, then the
     detailed difference only for the targets whose fingerprint differs."""
@@ -477,7 +469,7 @@ def _tenant_drift(subject: Subject, connection: Connection,
     return findings
 
 
-def _reference(subject: Subject, connection: Connection, revision: str
+def _reference(subject: CheckedService, connection: Connection, revision: str
                ) -> tuple[str, frozenset[str]]:
     """Fingerprint and shape of a schema built from the migrations up to ``revision``.
 
@@ -500,7 +492,7 @@ def _reference(subject: Subject, connection: Connection, revision: str
 # --- fleet revision ---------------------------------------------------------------------
 
 
-def create_revision(subject: Subject, message: str, *, autogenerate: bool,
+def create_revision(subject: CheckedService, message: str, *, autogenerate: bool,
                     scratch_url: str | None, databases: Databases
                     ) -> tuple[list[Path], CheckReport]:
     """Write a new revision (autogenerated against a scratch schema at head) and check it."""
@@ -528,7 +520,7 @@ def create_revision(subject: Subject, message: str, *, autogenerate: bool,
                 _drop(connection, schema)
     else:
         files = scratch.new_revision(subject.scripts, message, autogenerate=False)
-    fresh = Subject(subject.service, ServiceScripts(subject.service))
+    fresh = CheckedService(subject.service, ServiceScripts(subject.service))
     report = CheckReport()
     created = {str(p.resolve()) for p in files}
     report.findings.extend(f for f in _lint_files(fresh)

@@ -44,8 +44,8 @@ def skipped(step: Step, reason: str = "") -> TargetResult:
                         note=reason or step.reason)
 
 
-class RunBook:
-    """Results by step index, filled in as targets finish; shared by the executors."""
+class RunProgress:
+    """Every step's result by index, filled in as targets finish; shared by the executors."""
 
     def __init__(self, steps: Sequence[Step], on_event: EventSink, fail_fast: bool) -> None:
         self.steps = steps
@@ -102,7 +102,7 @@ class SerialExecutor:
 
     def run(self, steps: Sequence[Step], schedule: Schedule, on_event: EventSink
             ) -> list[TargetResult]:
-        book = RunBook(steps, on_event, self.fail_fast)
+        book = RunProgress(steps, on_event, self.fail_fast)
         book.start()
         index = None
         try:

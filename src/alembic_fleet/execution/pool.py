@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from alembic_fleet.execution.events import EventSink, TargetStarted
-from alembic_fleet.execution.executor import RunBook, Work
+from alembic_fleet.execution.executor import RunProgress, Work
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
 
@@ -62,16 +62,18 @@ class _Worker:
 class PoolExecutor:
     """Runs steps on ``jobs`` worker processes, following the schedule."""
 
-    def __init__(self, make_work: Callable[[], Work], *, jobs: int, fail_fast: bool = False
-                 ) -> None:
+    def __init__(self, make_work: Callable[[], Work], *, jobs: int, fail_fast: bool = False,
+                 settle: Callable[[Step], TargetResult | None] | None = None) -> None:
         self.make_work = make_work
         self.jobs = max(1, jobs)
         self.fail_fast = fail_fast
+        self.settle = settle
+        """Finds out what happened to the target of a worker that died (None: unknown)."""
         self._context = _context()
 
     def run(self, steps: Sequence[Step], schedule: Schedule, on_event: EventSink
             ) -> list[TargetResult]:
-        book = RunBook(steps, on_event, self.fail_fast)
+        book = RunProgress(steps, on_event, self.fail_fast)
         book.start()
         runnable = sum(1 for s in steps if s.upgrade)
         workers: list[_Worker] = []
@@ -107,7 +109,7 @@ class PoolExecutor:
             self._shutdown(workers)
         return book.close(schedule)
 
-    def _interrupt(self, workers: list[_Worker], book: RunBook, schedule: Schedule
+    def _interrupt(self, workers: list[_Worker], book: RunProgress, schedule: Schedule
                    ) -> Exception:
         """Ctrl-C: make busy workers roll back and stop; keep what they finished."""
         busy = [w for w in workers if w.index is not None]
@@ -136,7 +138,7 @@ class PoolExecutor:
         return _Worker(process, parent)
 
     def _dispatch(self, worker: _Worker, steps: Sequence[Step], schedule: Schedule,
-                  book: RunBook) -> None:
+                  book: RunProgress) -> None:
         if book.stopped:
             return
         index = schedule.next_ready()
@@ -147,7 +149,7 @@ class PoolExecutor:
         worker.conn.send((index, steps[index]))
 
     def _bury(self, worker: _Worker, steps: Sequence[Step], schedule: Schedule,
-              book: RunBook) -> _Worker | None:
+              book: RunProgress) -> _Worker | None:
         """A worker died: fail the target it held, and start a replacement if work remains."""
         worker.process.join(5)
         code = worker.process.exitcode
@@ -155,7 +157,7 @@ class PoolExecutor:
         if worker.index is not None:
             index, worker.index = worker.index, None
             step = steps[index]
-            result = TargetResult(
+            result = self._settled(step) or TargetResult(
                 step.target, Outcome.FAILED, step.status.current, step.status.current,
                 error=f"the worker process migrating this target died ({how}); its "
                 "transaction was rolled back by the server",
@@ -166,6 +168,15 @@ class PoolExecutor:
         if book.stopped or schedule.exhausted:
             return None
         return self._spawn()
+
+    def _settled(self, step: Step) -> TargetResult | None:
+        """What the database says happened to a dead worker's target, when it knows."""
+        if self.settle is None:
+            return None
+        try:
+            return self.settle(step)
+        except Exception:  # the database may be what killed the worker: stay with unknown
+            return None
 
     @staticmethod
     def _shutdown(workers: list[_Worker]) -> None:

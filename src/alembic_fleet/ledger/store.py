@@ -4,13 +4,17 @@
   pid), the command, start and end, counts and outcome. A run killed before it ends keeps
   ``finished_at`` empty, which ``fleet log`` shows as ``interrupted``.
 * ``run_targets``: per run and target, from/to revisions, seconds, outcome, error, attempts.
-  Skipped targets are not written: a no-op run writes nothing at all.
+  A migrated target's row is written by the worker inside the target's own transaction, so
+  it exists exactly when the migration committed; a failed target's row is written after
+  its rollback. Skipped targets are not written: a no-op run writes nothing at all.
 * ``applied_revisions``: per target and revision, the SHA-256 of the revision file when it
-  was applied (for ``fleet check`` to find edited revisions).
+  was applied (for ``fleet check`` to find edited revisions), written in the transaction
+  that applied the revision and deleted in the one that downgrades it.
 
-The version tables stay the truth about where a target stands; the ledger is history. It is
-written by the parent process in batches (every few hundred results or seconds), so a large
-run costs a handful of statements, and a killed run keeps what was flushed.
+The version tables stay the truth about where a target stands; the ledger is history that
+agrees with them: whatever is killed when, a committed migration has its rows and a
+rolled-back one has none. The parent process writes only the run row (at the start, and its
+end with counts taken from the committed target rows).
 """
 
 from __future__ import annotations
@@ -168,48 +172,76 @@ class Ledger:
                  "c": info.command},
             )
 
-    def record(self, connection: Any, run_id: str, records: Sequence[TargetRecord]) -> None:
-        """Write target rows and applied checksums, in one transaction, a few statements."""
-        if not records:
-            return
+    def write_target(self, connection: Any, run_id: str, record: TargetRecord) -> None:
+        """One target's row, in the caller's transaction (the target's own, when it
+        migrated: the row commits or rolls back with the migration)."""
+        connection.execute(
+            text(f"""INSERT INTO {quote_ident(self.schema)}.run_targets (run_id, service,
+                    tenant, schema_name, from_revisions, to_revisions, seconds, outcome, error,
+                    attempts)
+                VALUES (:run_id, :service, :tenant, :schema, :from_revs, :to_revs, :seconds,
+                        :outcome, :error, :attempts)
+                ON CONFLICT (run_id, service, schema_name) DO UPDATE SET
+                    to_revisions = EXCLUDED.to_revisions, seconds = EXCLUDED.seconds,
+                    outcome = EXCLUDED.outcome, error = EXCLUDED.error,
+                    attempts = EXCLUDED.attempts, finished_at = clock_timestamp()"""),
+            {"run_id": run_id, "service": record.service, "tenant": record.tenant,
+             "schema": record.schema, "from_revs": list(record.from_revs),
+             "to_revs": list(record.to_revs), "seconds": record.seconds,
+             "outcome": record.outcome, "error": record.error, "attempts": record.attempts},
+        )
+
+    def write_applied(self, connection: Any, run_id: str, service: str, schema: str,
+                      revision: str, checksum: str) -> None:
+        """A revision applied to a schema, in the transaction that applied it."""
+        connection.execute(
+            text(f"""INSERT INTO {quote_ident(self.schema)}.applied_revisions
+                    (service, schema_name, revision, checksum, run_id)
+                VALUES (:service, :schema, :revision, :checksum, :run_id)
+                ON CONFLICT (service, schema_name, revision) DO UPDATE SET
+                    checksum = EXCLUDED.checksum, applied_at = now(),
+                    run_id = EXCLUDED.run_id"""),
+            {"service": service, "schema": schema, "revision": revision, "checksum": checksum,
+             "run_id": run_id},
+        )
+
+    def forget_applied(self, connection: Any, service: str, schema: str, revision: str
+                       ) -> None:
+        """A revision downgraded away, in the transaction that removed it."""
+        connection.execute(
+            text(f"""DELETE FROM {quote_ident(self.schema)}.applied_revisions
+                WHERE service = :service AND schema_name = :schema AND revision = :revision"""),
+            {"service": service, "schema": schema, "revision": revision},
+        )
+
+    def close_run(self, connection: Any, run_id: str, outcome: str) -> tuple[int, int]:
+        """End a run: its counts are those of the target rows that committed. Returns
+        (migrated, failed)."""
         s = quote_ident(self.schema)
         with connection.begin():
-            connection.execute(
-                text(f"""INSERT INTO {s}.run_targets (run_id, service, tenant, schema_name,
-                        from_revisions, to_revisions, seconds, outcome, error, attempts)
-                    VALUES (:run_id, :service, :tenant, :schema, :from_revs, :to_revs,
-                            :seconds, :outcome, :error, :attempts)
-                    ON CONFLICT (run_id, service, schema_name) DO UPDATE SET
-                        to_revisions = EXCLUDED.to_revisions, seconds = EXCLUDED.seconds,
-                        outcome = EXCLUDED.outcome, error = EXCLUDED.error,
-                        attempts = EXCLUDED.attempts, finished_at = clock_timestamp()"""),
-                [{"run_id": run_id, "service": r.service, "tenant": r.tenant,
-                  "schema": r.schema, "from_revs": list(r.from_revs), "to_revs": list(r.to_revs),
-                  "seconds": r.seconds, "outcome": r.outcome, "error": r.error,
-                  "attempts": r.attempts} for r in records],
-            )
-            applied = [(r.service, r.schema, rev, checksum) for r in records
-                       for rev, checksum in r.applied]
-            if applied:
-                connection.execute(
-                    text(f"""INSERT INTO {s}.applied_revisions
-                            (service, schema_name, revision, checksum, run_id)
-                        VALUES (:service, :schema, :revision, :checksum, :run_id)
-                        ON CONFLICT (service, schema_name, revision) DO UPDATE SET
-                            checksum = EXCLUDED.checksum, applied_at = now(),
-                            run_id = EXCLUDED.run_id"""),
-                    [{"service": a, "schema": b, "revision": c, "checksum": d, "run_id": run_id}
-                     for a, b, c, d in applied],
-                )
+            row = connection.execute(
+                text(f"""UPDATE {s}.runs SET finished_at = now(), outcome = :o,
+                        migrated = counts.migrated, failed = counts.failed
+                    FROM (SELECT count(*) FILTER (WHERE outcome IN ('migrated', 'downgraded'))
+                                     AS migrated,
+                                 count(*) FILTER (WHERE outcome = 'failed') AS failed
+                          FROM {s}.run_targets WHERE run_id = :id) AS counts
+                    WHERE run_id = :id RETURNING counts.migrated, counts.failed"""),
+                {"o": outcome, "id": run_id},
+            ).one()
+        return int(row[0]), int(row[1])
 
-    def finish_run(self, connection: Any, run_id: str, migrated: int, failed: int,
-                   outcome: str) -> None:
-        with connection.begin():
-            connection.execute(
-                text(f"UPDATE {quote_ident(self.schema)}.runs SET finished_at = now(), "
-                     "migrated = :m, failed = :f, outcome = :o WHERE run_id = :id"),
-                {"m": migrated, "f": failed, "o": outcome, "id": run_id},
-            )
+    def target_row(self, connection: Any, run_id: str, service: str, schema: str
+                   ) -> tuple[str, tuple[str, ...], float] | None:
+        """(outcome, to_revisions, seconds) of one target in one run, if it was written."""
+        row = connection.execute(
+            text(f"""SELECT outcome, to_revisions, seconds
+                FROM {quote_ident(self.schema)}.run_targets
+                WHERE run_id = :id AND service = :service AND schema_name = :schema"""),
+            {"id": run_id, "service": service, "schema": schema},
+        ).first()
+        connection.rollback()
+        return (row[0], tuple(row[1]), float(row[2])) if row else None
 
     def failed_targets(self, connection: Any, pairs: Iterable[tuple[str, str]]
                        ) -> dict[tuple[str, str], str]:

@@ -31,7 +31,6 @@ from alembic_fleet.model.findings import Finding
 from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.status import (
     Outcome,
-    Step,
     TargetResult,
     TargetState,
     TargetStatus,
@@ -41,8 +40,11 @@ from alembic_fleet.reporting import payloads
 
 if TYPE_CHECKING:  # commands imports heavy modules; the reporter only needs the type
     from alembic_fleet.check.gate import CheckReport
-    from alembic_fleet.commands import UpResult
-    from alembic_fleet.lifecycle import AddResult, RemoveResult, TenantRow
+    from alembic_fleet.devloop import UpResult
+    from alembic_fleet.inventory import Inventory
+    from alembic_fleet.model.outcome import RunOutcome
+    from alembic_fleet.model.plan import Plan
+    from alembic_fleet.tenants import AddResult, RemoveResult, TenantRow
 
 _STATE_STYLE = {
     TargetState.AT_HEAD: "green",
@@ -139,7 +141,12 @@ class Reporter:
             self.line(fmt.format(*(str(c) for c in row)).rstrip())
 
     # -- status ----------------------------------------------------------------------------
-    def status(self, statuses: Sequence[TargetStatus]) -> None:
+    def status(self, inventory: Inventory) -> None:
+        self.statuses(inventory.everything)
+        for reason in inventory.unreachable.values():
+            self.note(f"warning: {reason}; its targets are shown as failed")
+
+    def statuses(self, statuses: Sequence[TargetStatus]) -> None:
         if self.json_mode:
             self.json(payloads.status_payload(statuses))
             return
@@ -165,7 +172,8 @@ class Reporter:
         return ": ".join([parts[0], ", ".join(parts[1:])]) if len(parts) > 1 else parts[0]
 
     # -- migrate ---------------------------------------------------------------------------
-    def plan(self, steps: Sequence[Step]) -> None:
+    def plan(self, plan: Plan) -> None:
+        steps = plan.steps
         if self.json_mode:
             self.json(payloads.plan_payload(steps))
             return
@@ -242,8 +250,13 @@ class Reporter:
             text += f"  error: {result.error}"
         return text
 
-    def migrate(self, results: Sequence[TargetResult], before: Sequence[TargetStatus], *,
-                interrupted: bool = False) -> None:
+    def migrate(self, outcome: RunOutcome) -> None:
+        self._migrate(outcome.results, outcome.before, interrupted=outcome.end != "completed")
+        for warning in outcome.warnings:
+            self.note(f"warning: {warning}")
+
+    def _migrate(self, results: Sequence[TargetResult], before: Sequence[TargetStatus], *,
+                 interrupted: bool = False) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -296,7 +309,7 @@ class Reporter:
             self.json({
                 "embedded": result.embedded,
                 "migrations": "skipped" if skipped else "up_to_date" if outcome is None
-                else payloads.migrate_payload(outcome.results, [s.status for s in result.steps]),
+                else payloads.migrate_payload(outcome.results, outcome.before),
                 "exports": result.exports,
             })
             return
@@ -305,7 +318,8 @@ class Reporter:
         if skipped:
             self.note("migrations skipped (--skip-migrations / SKIP_MIGRATIONS)")
         elif outcome is None:
-            self.note(f"migrations: nothing pending ({len(result.steps)} target(s) at head)")
+            count = len(result.plan.steps) if result.plan else 0
+            self.note(f"migrations: nothing pending ({count} target(s) at head)")
         else:
             failed = [r for r in outcome.results if r.outcome is Outcome.FAILED]
             migrated = sum(1 for r in outcome.results if r.outcome is Outcome.MIGRATED)
@@ -346,7 +360,7 @@ class Reporter:
         for warning in result.warnings:
             self.note(f"warning: {warning}")
         if outcome is not None:
-            self.migrate(outcome.results, [])
+            self.migrate(outcome)
 
     def tenants_removed(self, name: str, result: RemoveResult) -> None:
         if self.json_mode:

@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from alembic_fleet.guard import require_head
+from alembic_fleet.startup_check import require_head
 
 
 @asynccontextmanager

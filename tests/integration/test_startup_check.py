@@ -17,7 +17,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from alembic_fleet.exceptions import ConfigError, DatabaseUnavailableError
-from alembic_fleet.guard import SchemaNotAtHead, require_head
+from alembic_fleet.startup_check import SchemaNotAtHead, require_head
 from tests.conftest import Project, ddl_count, query
 
 AUTH_HEAD = "a15f8c0e3d96"
@@ -198,3 +198,10 @@ def test_fastapi_lifespan_example(migrated: Project, monkeypatch: pytest.MonkeyP
     migrated.fleet("downgrade", "auth", "--tenant", "toshiba", "-1", "--yes")
     with pytest.raises(SchemaNotAtHead, match="fleet migrate auth --tenant toshiba"):
         asyncio.run(start())
+
+
+def test_the_former_module_name_still_imports() -> None:
+    from alembic_fleet import guard, startup_check
+
+    assert guard.require_head is startup_check.require_head
+    assert guard.SchemaNotAtHead is startup_check.SchemaNotAtHead

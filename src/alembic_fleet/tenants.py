@@ -1,4 +1,4 @@
-"""Tenant lifecycle: list, add, remove. Returns data; the CLI reports it.
+"""Tenants: list, add, remove. Returns data; the CLI reports it.
 
 * ``list``: configured tenants against what the databases hold, per service: present,
   missing, or orphan (a schema a service's template matches whose tenant is not configured).
@@ -18,14 +18,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alembic_fleet.commands import Fleet, RunOutcome, plan, run_plan
 from alembic_fleet.config.tenant_sources import forget_tenant, record_tenant
 from alembic_fleet.databases import display, libpq_url
 from alembic_fleet.exceptions import FleetError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
+from alembic_fleet.execution.run import RunOptions, execute
+from alembic_fleet.inventory import read_inventory
 from alembic_fleet.model.identifiers import quote_ident, validate_tenant
+from alembic_fleet.model.outcome import RunOutcome
 from alembic_fleet.model.status import TargetState, TargetStatus
 from alembic_fleet.model.targets import Database, Target, targets_for
+from alembic_fleet.planning import make_plan
+from alembic_fleet.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -38,11 +42,11 @@ class TenantRow:
     """``present`` (the schema has a version table), ``missing`` or ``orphan``."""
 
 
-def list_tenants(fleet: Fleet) -> list[TenantRow]:
+def list_tenants(workspace: Workspace) -> list[TenantRow]:
     """Every configured tenant's per-tenant targets, then the orphans."""
-    targets = [t for t in fleet.select() if t.tenant is not None]
+    targets = [t for t in workspace.select() if t.tenant is not None]
     rows = []
-    for status in fleet.statuses(targets, orphans=True):
+    for status in read_inventory(workspace, targets, orphans=True).everything:
         tenant = status.target.tenant or ""
         if status.state is TargetState.ORPHAN:
             presence = "orphan"
@@ -64,19 +68,18 @@ class AddResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def add_tenants(fleet: Fleet, names: Sequence[str], *, migrate: bool = True,
+def add_tenants(workspace: Workspace, names: Sequence[str], *, migrate: bool = True,
                 jobs: int | None = None, on_event: EventSink = ignore) -> AddResult:
     """Record ``names`` and bring each tenant's schemas to head."""
     names = list(dict.fromkeys(names))
     for name in names:
         validate_tenant(name)
-    fleet.resolve_tenants()
-    config = fleet.config
+    config = workspace.resolve_tenants()
     if not any(s.per_tenant for s in config.services.values()):
         raise UsageError("no service keeps one schema per tenant",
                          hint="add {tenant} to a service's schema template in fleet.toml")
     # Check every schema name before writing anything (too long, invalid characters...).
-    fleet.config = config.with_tenants([*config.tenants,
+    workspace.config = config.with_tenants([*config.tenants,
                                         *(n for n in names if n not in config.tenants)])
     warnings = []
     if config.tenants_from_env:
@@ -87,13 +90,13 @@ def add_tenants(fleet: Fleet, names: Sequence[str], *, migrate: bool = True,
         if name in config.tenants and not config.tenants_from_env:
             recorded[name] = "already configured"
         else:
-            recorded[name] = record_tenant(config, name, fleet.databases.connect)
+            recorded[name] = record_tenant(config, name, workspace.databases.connect)
     outcome = None
     if migrate:
         per_tenant = [s.name for s in config.services.values() if s.per_tenant]
-        steps = plan(fleet, per_tenant, names)
-        outcome = run_plan(fleet, steps, jobs=jobs, command="fleet tenants add",
-                           on_event=on_event)
+        plan = make_plan(workspace, per_tenant, names)
+        outcome = execute(workspace, plan, RunOptions(jobs=jobs, command="fleet tenants add"),
+                          on_event)
     return AddResult(recorded, outcome, warnings)
 
 
@@ -106,19 +109,19 @@ class RemoveResult:
     forgotten: str
 
 
-def tenant_targets(fleet: Fleet, name: str) -> list[Target]:
+def tenant_targets(workspace: Workspace, name: str) -> list[Target]:
     """The per-tenant targets of ``name``, configured or not (an orphan can be removed)."""
     validate_tenant(name)
-    fleet.resolve_tenants()
-    services = [s for s in fleet.config.services.values() if s.per_tenant]
-    return targets_for(services, [name], fleet.config.tenant_databases)
+    config = workspace.resolve_tenants()
+    services = [s for s in config.services.values() if s.per_tenant]
+    return targets_for(services, [name], config.tenant_databases)
 
 
-def existing_schemas(fleet: Fleet, targets: Sequence[Target]) -> list[Target]:
+def existing_schemas(workspace: Workspace, targets: Sequence[Target]) -> list[Target]:
     """The targets whose schema exists, per database (one catalog query each)."""
     found = []
     for database, group in _by_database(targets):
-        with fleet.databases.connect(database) as connection:
+        with workspace.databases.connect(database) as connection:
             rows = connection.exec_driver_sql(
                 "SELECT nspname FROM pg_namespace WHERE nspname = ANY(%(names)s)",
                 {"names": [t.schema for t in group]}).scalars().all()
@@ -126,38 +129,39 @@ def existing_schemas(fleet: Fleet, targets: Sequence[Target]) -> list[Target]:
     return found
 
 
-def remove_tenant(fleet: Fleet, name: str, *, dump: Path | None = None) -> RemoveResult:
+def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) -> RemoveResult:
     """Dump (optionally), drop the tenant's schemas, and forget the tenant."""
-    targets = tenant_targets(fleet, name)
-    present = existing_schemas(fleet, targets)
-    configured = name in fleet.config.tenants
+    targets = tenant_targets(workspace, name)
+    present = existing_schemas(workspace, targets)
+    configured = name in workspace.config.tenants
     if not present and not configured:
         raise UsageError(f"tenant {name!r} is not configured and has no schema",
                          hint="see 'fleet tenants list'")
-    dumps = _dump(fleet, present, dump) if dump is not None and present else []
+    dumps = _dump(workspace, present, dump) if dump is not None and present else []
     dropped = []
     for database, group in _by_database(present):
-        with fleet.databases.connect(database) as connection, connection.begin():
+        with workspace.databases.connect(database) as connection, connection.begin():
             for target in group:
                 connection.exec_driver_sql(f"DROP SCHEMA {quote_ident(target.schema)} CASCADE")
                 dropped.append(f"{display(database)} {target.schema}")
-    forgotten = forget_tenant(fleet.config, name, fleet.databases.connect) if configured else ""
+    forgotten = (forget_tenant(workspace.config, name, workspace.databases.connect)
+                 if configured else "")
     return RemoveResult(dropped, dumps, forgotten)
 
 
-def _dump(fleet: Fleet, targets: Sequence[Target], path: Path) -> list[str]:
+def _dump(workspace: Workspace, targets: Sequence[Target], path: Path) -> list[str]:
     """One plain-SQL ``pg_dump`` per database holding the tenant's schemas."""
     written = []
     groups = _by_database(targets)
     for index, (database, group) in enumerate(groups):
         target_path = path if len(groups) == 1 else path.with_name(
             f"{path.stem}.{index + 1}{path.suffix}")
-        with fleet.databases.connect(database) as connection:
+        with workspace.databases.connect(database) as connection:
             server = int(connection.exec_driver_sql("SHOW server_version_num").scalar()) // 10000
-        argv = [_pg_dump(fleet, server), "--no-owner", "--file", str(target_path)]
+        argv = [_pg_dump(workspace, server), "--no-owner", "--file", str(target_path)]
         for target in group:
             argv += ["--schema", quote_ident(target.schema)]
-        argv.append(libpq_url(fleet.databases.url(database)))
+        argv.append(libpq_url(workspace.databases.url(database)))
         completed = subprocess.run(argv, capture_output=True, text=True)
         if completed.returncode != 0:
             raise FleetError(f"pg_dump failed, nothing was dropped: {completed.stderr.strip()}",
@@ -166,7 +170,7 @@ def _dump(fleet: Fleet, targets: Sequence[Target], path: Path) -> list[str]:
     return written
 
 
-def _pg_dump(fleet: Fleet, server: int) -> str:
+def _pg_dump(workspace: Workspace, server: int) -> str:
     """The pg_dump to use for a server of major version ``server``.
 
     The same major version when one is at hand (its output restores on that server); else
@@ -174,7 +178,7 @@ def _pg_dump(fleet: Fleet, server: int) -> str:
     """
     candidates = []
     with contextlib.suppress(FleetError):  # the embedded package may not be installed
-        candidates.append(str(fleet.databases.embedded.bin_path() / "pg_dump"))
+        candidates.append(str(workspace.databases.embedded.bin_path() / "pg_dump"))
     candidates += [p for p in (shutil.which("pg_dump"),) if p]
     versions = {}
     for candidate in candidates:

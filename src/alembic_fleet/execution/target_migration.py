@@ -26,11 +26,12 @@ from sqlalchemy.exc import DBAPIError
 from alembic_fleet.alembic_bridge import runner
 from alembic_fleet.alembic_bridge.replay import ReplayFailed
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
+from alembic_fleet.catalog.versions import read_one
 from alembic_fleet.databases import Databases, libpq_url
 from alembic_fleet.exceptions import DatabaseUnavailableError, FleetError
 from alembic_fleet.execution.locking import configure_session, lock_key, try_lock, unlock
 from alembic_fleet.execution.retry import Backoff, transient_reason
-from alembic_fleet.inspect.versions import read_one
+from alembic_fleet.ledger.target_ledger import RunLedger, TargetLedger
 from alembic_fleet.model.status import (
     Outcome,
     Step,
@@ -98,6 +99,8 @@ class TargetMigrator:
     destinations: dict[str, str]
     """Per service: the Alembic destination (``heads`` or a revision id)."""
     policy: Policy = field(default_factory=Policy)
+    run_ledger: RunLedger | None = None
+    """Where this run's target rows go (None: no ledger)."""
     _connections: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, step: Step) -> TargetResult:
@@ -107,7 +110,7 @@ class TargetMigrator:
         while True:
             attempt += 1
             try:
-                result = self._attempt(step)
+                result = self._attempt(step, started, attempt)
             except _Failed as failure:
                 self._recover(target.database)
                 if failure.transient and attempt <= self.policy.retries:
@@ -116,22 +119,32 @@ class TargetMigrator:
                 message = failure.message
                 if failure.transient and attempt > 1:
                     message += f" (gave up after {attempt} attempts)"
-                return TargetResult(target, Outcome.FAILED, step.status.current,
-                                    step.status.current, time.perf_counter() - started,
-                                    message, failure.hint, attempts=attempt)
+                return self._failed(step, started, message, failure.hint, attempt)
             except Exception as unexpected:  # never let one target take a worker down
                 self._recover(target.database)
                 reason, _ = describe_error(unexpected)
-                return TargetResult(target, Outcome.FAILED, step.status.current,
-                                    step.status.current, time.perf_counter() - started,
-                                    f"internal error: {reason}",
-                                    "this is a bug in alembic-fleet: please report it",
-                                    attempts=attempt)
+                return self._failed(step, started, f"internal error: {reason}",
+                                    "this is a bug in alembic-fleet: please report it", attempt)
             result.seconds = time.perf_counter() - started
             result.attempts = attempt
             return result
 
-    def _attempt(self, step: Step) -> TargetResult:
+    def _failed(self, step: Step, started: float, message: str, hint: str | None,
+                attempts: int) -> TargetResult:
+        """A failed target's result, recorded in the ledger after its rollback."""
+        seconds = time.perf_counter() - started
+        result = TargetResult(step.target, Outcome.FAILED, step.status.current,
+                              step.status.current, seconds, message, hint, attempts=attempts)
+        if self.run_ledger is not None:
+            try:
+                connection = self._connection(step.target.database)
+                self.run_ledger.failed(connection, step.target, step.status.current, seconds,
+                                       message, attempts)
+            except Exception:  # e.g. the server is down: the failure is still reported
+                self._recover(step.target.database)
+        return result
+
+    def _attempt(self, step: Step, started: float, attempt: int) -> TargetResult:
         target = step.target
         scripts = self.scripts[target.service]
         table = scripts.service.version_table
@@ -154,7 +167,13 @@ class TargetMigrator:
                     status.state is not TargetState.MISSING and status.pending == 0):
                 return TargetResult(target, Outcome.SKIPPED, status.current, status.current,
                                     note="already migrated by another runner")
-            self._migrate(connection, scripts, target, status)
+            listener = None
+            if self.run_ledger is not None:
+                listener = self.run_ledger.for_target(target, table, scripts.graph,
+                                                      status.current, started, attempt)
+            self._migrate(connection, scripts, target, status, listener)
+            if listener is not None and not listener.wrote_target:
+                listener.after_commit(connection, applied_between=not scripts.uses_helper)
             after = read_one(connection, target.schema, table) or ()
             return TargetResult(target, Outcome.MIGRATED, status.current, after)
         except (runner.RevisionFailed, ReplayFailed) as exc:
@@ -175,15 +194,15 @@ class TargetMigrator:
         return status
 
     def _migrate(self, connection: Any, scripts: ServiceScripts, target: Target,
-                 status: TargetStatus) -> None:
+                 status: TargetStatus, listener: TargetLedger | None) -> None:
         destination = self.destinations[target.service]
-        replayer = scripts.replayer
-        plan = replayer.plan(scripts.script, status.current, destination) if replayer else None
-        if plan is not None and replayer is not None:
-            replayer.run(connection, target.schema, plan,
-                         table_exists=status.state is not TargetState.MISSING)
+        plan = scripts.replay_plan(status.current, destination)
+        if plan is not None:
+            scripts.replay(connection, target.schema, plan,
+                           table_exists=status.state is not TargetState.MISSING,
+                           listener=listener)
         elif scripts.uses_helper:
-            runner.upgrade(scripts, connection, target.schema, destination)
+            runner.upgrade(scripts, connection, target.schema, destination, listener)
         else:
             self._legacy_upgrade(scripts, target.schema, target.database)
 
@@ -265,6 +284,7 @@ class WorkFactory:
     secrets: tuple[str, ...] = ()
     scripts: dict[str, ServiceScripts] | None = None
     policy: Policy = field(default_factory=Policy)
+    run_ledger: RunLedger | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -276,4 +296,4 @@ class WorkFactory:
             register_secret(secret)
         scripts = self.scripts or {n: ServiceScripts(self.services[n]) for n in self.destinations}
         return TargetMigrator(Databases(self.embedded_dir), scripts, self.destinations,
-                              self.policy)
+                              self.policy, self.run_ledger)

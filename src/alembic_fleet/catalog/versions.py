@@ -129,3 +129,10 @@ def read_one(connection: Any, schema: str, table: str) -> tuple[str, ...] | None
     rows = connection.exec_driver_sql(f"SELECT version_num::text FROM {qualified}").all()
     connection.rollback()
     return tuple(sorted(r[0] for r in rows))
+
+
+def read_in_transaction(connection: Any, schema: str, table: str) -> tuple[str, ...]:
+    """One target's revisions inside the caller's open transaction (nothing is ended)."""
+    qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
+    rows = connection.exec_driver_sql(f"SELECT version_num::text FROM {qualified}").all()
+    return tuple(sorted(r[0] for r in rows))

@@ -1,0 +1,57 @@
+"""Checks a run makes before it touches any target; each refuses with exit 2.
+
+* A transaction-pooling connection pooler in front of a database: per-target locks are
+  session locks, which such a pooler silently breaks (see :mod:`.locking`).
+* An applied revision whose file changed since (the ledger's checksums): migrating more
+  targets would make them differ from the ones migrated before the edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alembic_fleet.databases import display
+from alembic_fleet.exceptions import ChangedRevisionError
+from alembic_fleet.execution.locking import check_session_pooling
+from alembic_fleet.ledger.checksums import applied_drift
+from alembic_fleet.model.status import Step
+from alembic_fleet.model.targets import Database
+from alembic_fleet.workspace import Workspace
+
+
+def check_direct_sessions(workspace: Workspace, steps: Sequence[Step]) -> None:
+    """Refuse transaction-pooling poolers in front of any database ``steps`` migrate."""
+    seen: set[str] = set()
+    for step in steps:
+        database = step.target.database
+        if not step.upgrade or database.key in seen or database.is_embedded:
+            continue
+        seen.add(database.key)
+        check_session_pooling(lambda db=database: workspace.databases.connect(db),
+                              display(database))
+
+
+def refuse_changed_revisions(workspace: Workspace, steps: Sequence[Step]) -> None:
+    """Flyway's ``validate`` before a run: refuse when an applied revision file changed."""
+    by_database: dict[str, tuple[Database, set[str]]] = {}
+    for step in steps:
+        if step.upgrade:
+            entry = by_database.setdefault(step.target.database.key,
+                                           (step.target.database, set()))
+            entry[1].add(step.target.service)
+    changed = []
+    for database, names in by_database.values():
+        with workspace.databases.connect(database) as connection:
+            for name in sorted(names):
+                changed.extend(d for d in applied_drift(
+                    connection, workspace.config.ledger_schema, name, workspace.graph(name))
+                    if d.kind == "changed")
+    if changed:
+        first = changed[0]
+        raise ChangedRevisionError(
+            f"{first.service}: revision {first.revision} changed after it was applied to "
+            f"{first.schemas} schema(s) (e.g. {first.example_schema}, last on "
+            f"{first.last_applied:%Y-%m-%d %H:%M})"
+            + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""),
+            hint="restore the file and put the change in a new revision; 'fleet check "
+            "--database' lists every changed revision; --allow-changed runs anyway")

@@ -1,0 +1,165 @@
+"""Execute a plan: pre-flight checks, the executor, the ledger, and the run's outcome.
+
+:func:`execute` is the one entry point: it refuses before anything runs when a pre-flight
+check fails, picks the executor (worker processes when more than one target runs on more
+than one job, otherwise this process, with no start-up cost), records the run in the ledger
+and returns a :class:`~alembic_fleet.model.outcome.RunOutcome`. It never prints: progress
+goes to the ``on_event`` listener.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from alembic_fleet.exceptions import DatabaseUnavailableError
+from alembic_fleet.execution.events import EventSink, ignore
+from alembic_fleet.execution.executor import RunInterrupted, SerialExecutor
+from alembic_fleet.execution.locking import lock_key, try_lock, unlock
+from alembic_fleet.execution.pool import PoolExecutor
+from alembic_fleet.execution.preflight import check_direct_sessions, refuse_changed_revisions
+from alembic_fleet.execution.target_migration import Policy, TargetMigrator, WorkFactory
+from alembic_fleet.ledger import Ledger, RunInfo
+from alembic_fleet.ledger.recorder import RunRecorder
+from alembic_fleet.ledger.target_ledger import RunLedger
+from alembic_fleet.model.outcome import RunEnd, RunOutcome
+from alembic_fleet.model.plan import Plan
+from alembic_fleet.model.schedule import Schedule
+from alembic_fleet.model.status import Outcome, Step, TargetResult
+from alembic_fleet.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a plan: parallelism, failure handling, safety policy, provenance."""
+
+    jobs: int | None = None
+    fail_fast: bool = False
+    policy: Policy = field(default_factory=Policy)
+    command: str = "fleet migrate"
+    allow_changed: bool = False
+
+
+def policy_for(workspace: Workspace, **overrides: float | int | None) -> Policy:
+    """The run's lock, timeout and retry policy: configuration, then command-line options."""
+    config = workspace.config
+    values: dict[str, float | int] = {
+        "lock_wait": config.lock_wait, "lock_timeout": config.lock_timeout,
+        "statement_timeout": config.statement_timeout, "retries": config.retries}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Policy(lock_wait=float(values["lock_wait"]),
+                  lock_timeout=float(values["lock_timeout"]),
+                  statement_timeout=float(values["statement_timeout"]),
+                  retries=int(values["retries"]))
+
+
+def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
+            on_event: EventSink = ignore) -> RunOutcome:
+    """Run ``plan``; targets that need no upgrade are reported skipped.
+
+    Raises :class:`ChangedRevisionError` or a usage error before anything runs when a
+    pre-flight check fails. Ctrl-C ends the run with the targets in flight rolled back
+    and an outcome whose ``end`` says so.
+    """
+    options = options or RunOptions()
+    reachable = [i for i, s in enumerate(plan.steps)
+                 if s.target.database.key not in plan.unreachable]
+    if plan.unreachable and not reachable:
+        raise DatabaseUnavailableError(next(iter(plan.unreachable.values())))
+    steps = [plan.steps[i] for i in reachable]
+    local = {index: position for position, index in enumerate(reachable)}
+    schedule = Schedule([local[i] for i in plan.order if i in local],
+                        {local[i]: {local[w] for w in ws} for i, ws in plan.waits.items()})
+    runnable = sum(1 for s in steps if s.upgrade)
+    if runnable:
+        check_direct_sessions(workspace, steps)
+        if workspace.config.ledger and not options.allow_changed:
+            refuse_changed_revisions(workspace, steps)
+    recorder = _recorder(workspace, steps, options) if runnable else None
+    run_ledger = RunLedger(recorder.ledger, recorder.info.run_id) if recorder else None
+    executor, work = _executor(workspace, plan, steps, runnable, options, run_ledger)
+    end = RunEnd.COMPLETED
+    try:
+        results = executor.run(steps, schedule, on_event)
+    except RunInterrupted as interrupted:
+        results, end = interrupted.results, RunEnd.INTERRUPTED
+    finally:
+        if work is not None:
+            work.close()
+    by_target = {r.target: r for r in results}
+    ordered = tuple(by_target.get(s.target) or _unreachable(plan, s) for s in plan.steps)
+    failed = any(r.outcome is Outcome.FAILED for r in ordered)
+    if recorder is not None:
+        recorder.finish(end.value if end is not RunEnd.COMPLETED
+                        else "failed" if failed else "succeeded")
+    return RunOutcome(ordered, plan.statuses, tuple(recorder.warnings if recorder else ()),
+                      recorder.info.run_id if recorder else None, end)
+
+
+def _recorder(workspace: Workspace, steps: list[Step], options: RunOptions
+              ) -> RunRecorder | None:
+    if not workspace.config.ledger:
+        return None
+    recorder = RunRecorder(workspace.databases, Ledger(workspace.config.ledger_schema),
+                           RunInfo.current(options.command))
+    recorder.start(steps)
+    return recorder
+
+
+def _executor(workspace: Workspace, plan: Plan, steps: list[Step], runnable: int,
+              options: RunOptions, run_ledger: RunLedger | None
+              ) -> tuple[PoolExecutor | SerialExecutor, TargetMigrator | None]:
+    """Worker processes for more than one target on more than one job; else this process."""
+    names = list(dict.fromkeys(s.target.service for s in steps))
+    scripts = {name: workspace.scripts(name) for name in names}
+    targets = {name: plan.alembic_destination(name) for name in names}
+    wanted = options.jobs or workspace.config.jobs or os.cpu_count() or 1
+    if wanted > 1 and runnable > 1:
+        for name, script in scripts.items():  # load and render before forking: the
+            script.prepare({s.status.current for s in steps  # workers inherit all of it
+                            if s.upgrade and s.target.service == name}, targets[name])
+        factory = WorkFactory(workspace.config.embedded_dir,
+                              {name: workspace.service(name) for name in names}, targets,
+                              workspace.config.secrets, scripts, options.policy, run_ledger)
+        settle = _settler(workspace, run_ledger, options.policy) if run_ledger else None
+        return PoolExecutor(factory, jobs=min(wanted, runnable), fail_fast=options.fail_fast,
+                            settle=settle), None
+    work = TargetMigrator(workspace.databases, scripts, targets, options.policy, run_ledger)
+    return SerialExecutor(work, fail_fast=options.fail_fast), work
+
+
+def _settler(workspace: Workspace, run_ledger: RunLedger, policy: Policy
+             ) -> Callable[[Step], TargetResult | None]:
+    """How the parent finds out what happened to the target of a worker that died.
+
+    The dead worker's session lock is released only once its server process is done with
+    whatever it was doing (a COMMIT included), so the parent takes the target's lock first,
+    then reads the target's ledger row, which exists exactly when the migration committed.
+    """
+
+    def settle(step: Step) -> TargetResult | None:
+        target = step.target
+        key = lock_key(target.service, target.schema)
+        with workspace.databases.connect(target.database) as connection:
+            if not try_lock(connection, key, policy.lock_wait):
+                return None
+            try:
+                row = run_ledger.ledger.target_row(connection, run_ledger.run_id,
+                                                   target.service, target.schema)
+            finally:
+                unlock(connection, key)
+        if row is None or row[0] != "migrated":
+            return None
+        return TargetResult(target, Outcome.MIGRATED, step.status.current, row[1], row[2],
+                            note="its worker process died right after the commit; the "
+                            "migration stands")
+
+    return settle
+
+
+def _unreachable(plan: Plan, step: Step) -> TargetResult:
+    """The result of a target whose database could not be reached: it did not run."""
+    return TargetResult(step.target, Outcome.FAILED, (), (),
+                        error=plan.unreachable[step.target.database.key],
+                        hint="run 'fleet migrate' again once this database is reachable")

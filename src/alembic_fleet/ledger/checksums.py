@@ -1,0 +1,60 @@
+"""Revision files against the checksums the ledger recorded when they were applied.
+
+Alembic stores only ``version_num``: an applied revision edited afterwards goes unnoticed,
+and the targets migrated before and after the edit end up different. The ledger keeps the
+SHA-256 of every revision file as it was applied; this module compares them with the files.
+``fleet migrate`` refuses to run on a changed revision (as Flyway's ``validate`` does) and
+``fleet check --database`` reports them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from alembic_fleet.ledger.store import Ledger
+from alembic_fleet.model.revisions import RevisionGraph
+
+
+def checksum(path: str) -> str:
+    """The SHA-256 of a revision file, as the ledger records it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AppliedDrift:
+    """An applied revision whose file changed since (``changed``) or is gone (``unknown``)."""
+
+    service: str
+    revision: str
+    kind: str
+    schemas: int
+    example_schema: str
+    last_applied: datetime
+    recorded: str
+    actual: str | None = None
+    path: str | None = None
+
+
+def applied_drift(connection: Any, ledger_schema: str, service: str, graph: RevisionGraph
+                  ) -> list[AppliedDrift]:
+    """Every applied revision of ``service`` whose file no longer matches its record."""
+    found = []
+    files: dict[str, str] = {}
+    for record in Ledger(ledger_schema).applied_checksums(connection, [service]):
+        known = graph.revisions.get(record.revision)
+        if known is None:
+            found.append(AppliedDrift(service, record.revision, "unknown", record.schemas,
+                                      record.example_schema, record.last_applied,
+                                      record.checksum))
+            continue
+        if known.path not in files:
+            files[known.path] = checksum(known.path)
+        if files[known.path] != record.checksum:
+            found.append(AppliedDrift(service, record.revision, "changed", record.schemas,
+                                      record.example_schema, record.last_applied,
+                                      record.checksum, files[known.path], known.path))
+    return found

@@ -1,0 +1,106 @@
+"""What a worker writes to the ledger for one target, inside that target's transaction.
+
+Django records a migration in the same schema-editor transaction that applies it; so do
+we. The Alembic gateway calls a :class:`TargetLedger` while the target's transaction is
+open: each applied (or downgraded) revision's checksum row as Alembic applies it, and the
+target's run row just before the commit. The rows therefore commit or roll back with the
+migration, whatever dies when: a committed migration has its rows, a rolled-back one none.
+
+Paths that cannot write inside the transaction (a legacy ``env.py`` run as a subprocess,
+``transaction_per_migration``) write the target row right after the commit: a worker killed
+in that instant leaves the revisions' rows without the target's row, which the parent
+settles from the version table (see :mod:`alembic_fleet.execution.pool`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from alembic_fleet.catalog.versions import read_in_transaction
+from alembic_fleet.ledger.checksums import checksum
+from alembic_fleet.ledger.store import Ledger, TargetRecord
+from alembic_fleet.model.revisions import RevisionGraph
+from alembic_fleet.model.targets import Target
+from alembic_fleet.redact import scrub
+
+
+@dataclass
+class RunLedger:
+    """One run's ledger as a worker sees it: where to write, under which run id."""
+
+    ledger: Ledger
+    run_id: str
+    _checksums: dict[str, str] = field(default_factory=dict)
+
+    def checksum(self, path: str) -> str:
+        if path not in self._checksums:
+            self._checksums[path] = checksum(path)
+        return self._checksums[path]
+
+    def for_target(self, target: Target, version_table: str, graph: RevisionGraph,
+                   from_revs: tuple[str, ...], started: float, attempts: int,
+                   outcome: str = "migrated") -> TargetLedger:
+        return TargetLedger(self, target, version_table, graph, from_revs, started, attempts,
+                            outcome)
+
+    def failed(self, connection: Any, target: Target, from_revs: tuple[str, ...],
+               seconds: float, error: str, attempts: int) -> None:
+        """A failed target's row, in its own transaction after the rollback."""
+        record = TargetRecord(target.service, target.tenant, target.schema, from_revs,
+                              from_revs, seconds, "failed", scrub(error), max(1, attempts))
+        with connection.begin():
+            self.ledger.write_target(connection, self.run_id, record)
+
+
+@dataclass
+class TargetLedger:
+    """The gateway's listener for one target's migration (see the module docstring)."""
+
+    run: RunLedger
+    target: Target
+    version_table: str
+    graph: RevisionGraph
+    from_revs: tuple[str, ...]
+    started: float
+    attempts: int
+    outcome: str = "migrated"
+    wrote_target: bool = False
+
+    def revision_applied(self, connection: Any, revision: str) -> None:
+        known = self.graph.revisions.get(revision)
+        if known is None:
+            return
+        self.run.ledger.write_applied(connection, self.run.run_id, self.target.service,
+                                      self.target.schema, revision,
+                                      self.run.checksum(known.path))
+
+    def revision_unapplied(self, connection: Any, revision: str) -> None:
+        self.run.ledger.forget_applied(connection, self.target.service, self.target.schema,
+                                       revision)
+
+    def before_commit(self, connection: Any) -> None:
+        """The target's row, with the revisions its version table holds now."""
+        now = read_in_transaction(connection, self.target.schema, self.version_table)
+        record = TargetRecord(self.target.service, self.target.tenant, self.target.schema,
+                              self.from_revs, now, time.perf_counter() - self.started,
+                              self.outcome, None, max(1, self.attempts))
+        self.run.ledger.write_target(connection, self.run.run_id, record)
+        self.wrote_target = True
+
+    def after_commit(self, connection: Any, applied_between: bool) -> None:
+        """For paths that could not write inside the transaction: the rows right after.
+
+        ``applied_between``: also write the checksum rows of every revision between the
+        old and the new version (a legacy subprocess could not report them one by one).
+        """
+        if self.wrote_target:
+            return
+        with connection.begin():
+            if applied_between:
+                now = read_in_transaction(connection, self.target.schema, self.version_table)
+                new = self.graph.ancestors(now) - self.graph.ancestors(self.from_revs)
+                for revision in sorted(new):
+                    self.revision_applied(connection, revision)
+            self.before_commit(connection)

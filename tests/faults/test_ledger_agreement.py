@@ -1,0 +1,101 @@
+"""The ledger agrees with the version tables, whatever is killed when.
+
+The worker writes a target's ledger rows inside the target's own transaction, so after any
+kill: every revision a schema's version row says was applied has its checksum row, no
+checksum row exists for a revision that was not applied, and a target whose migration
+committed in a run has that run's target row with the revision it reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import query, version
+from tests.faults.conftest import HEAD, REVISIONS, kill_group, shop_project, start_fleet
+
+ORDER = list(REVISIONS)
+"""The shop project's revisions, oldest first (a straight line)."""
+
+
+def _children(pid: int) -> list[int]:
+    """The worker processes of a runner (its direct children)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _ledger_exists(db_url: str) -> bool:
+    return query(db_url, "SELECT to_regclass('fleet.run_targets') IS NOT NULL")[0][0]
+
+
+def _assert_ledger_agrees(db_url: str, tenants: int) -> None:
+    if not _ledger_exists(db_url):  # killed before the ledger was made: nothing migrated
+        assert all(not version_exists(db_url, i) for i in range(tenants))
+        return
+    applied: dict[str, set[str]] = {}
+    for schema, revision in query(db_url, "SELECT schema_name, revision FROM "
+                                  "fleet.applied_revisions WHERE service = 'shop'"):
+        applied.setdefault(schema, set()).add(revision)
+    latest = {schema: (outcome, to_revs) for schema, outcome, to_revs in query(db_url, """
+        SELECT DISTINCT ON (schema_name) schema_name, outcome, to_revisions
+        FROM fleet.run_targets WHERE service = 'shop' AND outcome <> 'failed'
+        ORDER BY schema_name, finished_at DESC""")}
+    for i in range(tenants):
+        schema = f"shop_s{i:03d}"
+        current = version(db_url, schema) if version_exists(db_url, i) else []
+        expected = set(ORDER[:ORDER.index(current[0]) + 1]) if current else set()
+        assert applied.get(schema, set()) == expected, (schema, current)
+        if current:
+            assert latest[schema] == ("migrated", current), (schema, latest.get(schema))
+        else:
+            assert schema not in latest, schema
+
+
+def version_exists(db_url: str, i: int) -> bool:
+    return query(db_url, "SELECT to_regclass(%s) IS NOT NULL",
+                 (f"shop_s{i:03d}.alembic_version",))[0][0]
+
+
+@pytest.mark.parametrize("victim", ["worker", "runner"])
+def test_ledger_agrees_with_version_tables_after_random_kills(tmp_path: Path, db_url: str,
+                                                              victim: str) -> None:
+    rng = random.Random(f"ledger-{victim}")
+    tenants = 16
+    project = shop_project(tmp_path / "p", db_url, tenants, sleep=0.05)
+    killed = 0
+    for _trial in range(6):
+        runner = start_fleet(project, "migrate", "--jobs", "2", "--json")
+        time.sleep(rng.uniform(0.4, 2.5))
+        if victim == "runner":
+            kill_group(runner)
+            killed += 1
+        else:
+            for pid in _children(runner.pid)[:1]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+            runner.communicate(timeout=300)
+        _assert_ledger_agrees(db_url, tenants)
+        if rng.random() < 0.5:  # start some tenants over, as a restore would
+            for i in rng.sample(range(tenants), 3):
+                query(db_url, f"DROP SCHEMA IF EXISTS shop_s{i:03d} CASCADE")
+                if not _ledger_exists(db_url):
+                    continue
+                query(db_url, "DELETE FROM fleet.applied_revisions WHERE schema_name = %s",
+                      (f"shop_s{i:03d}",))
+                query(db_url, "DELETE FROM fleet.run_targets WHERE schema_name = %s",
+                      (f"shop_s{i:03d}",))
+    assert killed > 0
+    rerun = project.fleet("migrate", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert all(version(db_url, f"shop_s{i:03d}") == [HEAD] for i in range(tenants))
+    _assert_ledger_agrees(db_url, tenants)
