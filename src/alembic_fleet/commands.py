@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from alembic_fleet.alembic_bridge import runner, scaffold
 from alembic_fleet.catalog.versions import read_one
 from alembic_fleet.config import find_config_file, load_config
+from alembic_fleet.config.loader import SERVICE_NAME
 from alembic_fleet.databases import display
 from alembic_fleet.exceptions import DatabaseUnavailableError, RevisionError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
@@ -222,6 +223,9 @@ def init(config_path: str | None, service: tuple[str, str] | None, schema: str |
     if service is None:
         return [scaffold.write_config(Path.cwd())]
     name, folder = service
+    if not SERVICE_NAME.fullmatch(name):
+        raise UsageError(f"invalid service name {name!r}",
+                         hint="a lowercase letter, then lowercase letters, digits, '_' or '-'")
     config_file = find_config_file(config_path)
     template = schema or f"{name.replace('-', '_')}_{{tenant}}"
     validate_schema_template(template, file=None, key="--schema")

@@ -60,6 +60,28 @@ def test_init_writes_a_working_project(tmp_path: Path, db_url: str) -> None:
     assert status.returncode == 0, status.stderr
 
 
+def test_init_adds_a_service_to_a_pyproject_and_refuses_bad_names(tmp_path: Path,
+                                                                    db_url: str) -> None:
+    env = {"DATABASE_URI": db_url}
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "shop"  # the app\n\n[tool.fleet]\n'
+                         'database = "${DATABASE_URI}"\ntenants = ["acme"]\n')
+    before = pyproject.read_text()
+    bad = run(["fleet", "init", "--service", 'we"ird', "x", "--schema", "ok_{tenant}"],
+              cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "invalid service name" in bad.stderr
+    assert pyproject.read_text() == before and not (tmp_path / "x").exists()
+    added = run(["fleet", "init", "--service", "billing", "billing"], cwd=tmp_path, env=env)
+    assert added.returncode == 0, added.stderr
+    text = pyproject.read_text()
+    assert text.startswith(before)  # comments and layout kept
+    assert '[tool.fleet.services.billing]\npath = "billing"' in text
+    (tmp_path / "billing/migrations/versions/2000bbbb0001_items.py").write_text(REVISION)
+    result = run(["fleet", "migrate"], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert version(db_url, "billing_acme") == ["2000bbbb0001"]
+
+
 def test_reset_and_db_refuse_a_configured_database(example: Project) -> None:
     for args in (["reset", "--yes"], ["db", "url"], ["db", "stop"]):
         result = example.fleet(*args)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import tomllib
 from pathlib import Path
 
 import alembic
+import tomlkit
+from tomlkit.exceptions import TOMLKitError
 
 from alembic_fleet.exceptions import ConfigError, UsageError
 
@@ -17,11 +18,6 @@ database = "${DATABASE_URI:-}"
 tenants = ["default"]
 """
 
-SERVICE_TOML = """
-[services.{name}]
-path = "{path}"
-schema = "{schema}"
-"""
 
 ALEMBIC_INI = """\
 # Alembic configuration of service '{name}', created by 'fleet init'.
@@ -96,10 +92,15 @@ def add_service(config_file: Path, name: str, service_dir: str, schema: str) -> 
     root = config_file.parent
     folder = (root / service_dir).resolve()
     try:
-        data = tomllib.loads(config_file.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+        document = tomlkit.parse(config_file.read_text(encoding="utf-8"))
+    except TOMLKitError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(config_file)) from None
-    if name in data.get("services", {}):
+    fleet = document
+    if config_file.name == "pyproject.toml":  # [tool.fleet] inside a pyproject
+        fleet = document.setdefault("tool", tomlkit.table(True)).setdefault(
+            "fleet", tomlkit.table(True))
+    services = fleet.setdefault("services", tomlkit.table(True))
+    if name in services:
         raise UsageError(f"service '{name}' is already in {config_file}")
     if (folder / "alembic.ini").exists() or (folder / "migrations").exists():
         raise UsageError(f"{folder} already holds an Alembic project",
@@ -114,6 +115,9 @@ def add_service(config_file: Path, name: str, service_dir: str, schema: str) -> 
     shutil.copyfile(template, folder / "migrations" / "script.py.mako")
     (versions / ".gitkeep").touch()
     relative = folder.relative_to(root) if folder.is_relative_to(root) else folder
-    with config_file.open("a", encoding="utf-8") as handle:
-        handle.write(SERVICE_TOML.format(name=name, path=relative.as_posix(), schema=schema))
+    entry = tomlkit.table()
+    entry.add("path", relative.as_posix())
+    entry.add("schema", schema)
+    services.add(name, entry)
+    config_file.write_text(tomlkit.dumps(document), encoding="utf-8")
     return [folder / "alembic.ini", folder / "migrations" / "env.py", config_file]
