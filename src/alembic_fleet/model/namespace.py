@@ -36,8 +36,6 @@ from alembic_fleet.model.identifiers import (
 )
 from alembic_fleet.model.targets import Database, Service, Target
 
-_TENANT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
-_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyz")
 _SCHEMA_HINT = ("fleet must know whose each schema is: 'fleet status' reports the other's "
                 "schemas as orphans and 'fleet tenants remove' drops schemas")
 
