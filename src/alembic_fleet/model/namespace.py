@@ -22,7 +22,7 @@ Once those are refused, every schema has at most one owner, which :meth:`owner_o
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
 
@@ -36,8 +36,8 @@ from alembic_fleet.model.identifiers import (
 )
 from alembic_fleet.model.targets import Database, Service, Target
 
-_SCHEMA_HINT = ("fleet must know whose each schema is: 'fleet status' reports the other's "
-                "schemas as orphans and 'fleet tenants remove' drops schemas")
+_SCHEMA_HINT = ("a schema must have one owner, or 'fleet status' lists it as the other's "
+                "orphan and 'fleet tenants remove' drops it")
 
 
 @dataclass(frozen=True)
@@ -178,9 +178,8 @@ class SchemaNamespace:
                 owners[(target.database.key, target.schema)] = Owner(
                     "target", target.service, tenant)
             by_tenant[tenant] = tuple(found)
-        object.__setattr__(namespace, "_owners", MappingProxyType(owners))
-        object.__setattr__(namespace, "_targets", MappingProxyType(by_tenant))
-        return namespace
+        return replace(namespace, _owners=MappingProxyType(owners),
+                       _targets=MappingProxyType(by_tenant))
 
     def with_tenants(self, tenants: Sequence[str], tenant_databases: Mapping[str, Database],
                      *, key: str | None = None) -> SchemaNamespace:
