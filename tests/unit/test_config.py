@@ -577,6 +577,7 @@ def test_service_database_inherits_and_overrides(tmp_path: Path) -> None:
         [services.blank]
         path = "blank"
         database = ""
+        schema = "blank"
 
         [services.ingestion]
         path = "ingestion"

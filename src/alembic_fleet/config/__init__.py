@@ -7,5 +7,7 @@ from alembic_fleet.config.loader import (
     find_config_file,
     load_config,
 )
+from alembic_fleet.model.namespace import Owner, SchemaNamespace
 
-__all__ = ["FleetConfig", "TenantQuery", "TenantSource", "find_config_file", "load_config"]
+__all__ = ["FleetConfig", "Owner", "SchemaNamespace", "TenantQuery", "TenantSource",
+           "find_config_file", "load_config"]

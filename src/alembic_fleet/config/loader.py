@@ -22,6 +22,7 @@ from typing import Any, Literal
 from alembic_fleet.config.interpolate import InterpolationError, interpolate
 from alembic_fleet.exceptions import ConfigError, FleetError
 from alembic_fleet.model.identifiers import validate_schema_template, validate_tenant
+from alembic_fleet.model.namespace import SchemaNamespace
 from alembic_fleet.model.targets import Database, Service
 
 CONFIG_FILE = "fleet.toml"
@@ -114,16 +115,20 @@ class FleetConfig:
     """``priority`` attributes: higher runs earlier; already folded into :attr:`priority`."""
     priority_names: tuple[str, ...] = ()
     """The top-level ``priority`` list as written (kept to recompute :attr:`priority`)."""
+    namespace: SchemaNamespace = field(kw_only=True, repr=False, compare=False)
+    """Who owns which schema, for these services and tenants (see
+    :class:`~alembic_fleet.model.namespace.SchemaNamespace`)."""
 
-    def with_tenants(self, tenants: Sequence[str]) -> FleetConfig:
+    def with_tenants(self, tenants: Sequence[str], *, key: str = "tenants.query") -> FleetConfig:
         """This configuration with ``tenants`` resolved from the registry query.
 
-        Validates the names and every schema they produce (a registry is user input too) and
+        Validates the names and every schema they produce (a registry is user input too),
+        rebuilds :attr:`namespace` (refusing a tenant whose schema is not free) and
         recomputes :attr:`priority`, which depends on the tenants present.
         """
-        names = _validated_names(list(tenants), str(self.file), "tenants.query")
-        _check_schemas(self.services, names, str(self.file), "tenants.query")
-        return replace(self, tenants=names,
+        names = _validated_names(list(tenants), str(self.file), key)
+        namespace = self.namespace.with_tenants(names, self.tenant_databases, key=key)
+        return replace(self, tenants=names, namespace=namespace,
                        priority=priority_order(names, self.priority_names,
                                                self.tenant_priorities))
 
@@ -227,7 +232,14 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
         raise ConfigError("no tenants configured while a service has a {tenant} schema",
                           file=name, key="tenants",
                           expected='a list of tenant names, or TENANTS="a b" in the environment')
-    _check_schemas(services, tenants, name, TENANTS_ENV_KEY if from_env else "tenants")
+    ledger_schema = reader.identifier(data.get("ledger_schema", "fleet"), "ledger_schema")
+    tenant_databases = {t: a.database for t, a in attributes.items() if a.database}
+    # Every schema the tenants produce has one owner and fits in 63 bytes (checked once,
+    # before any command). The ledger schema is reserved even with ``ledger = false``:
+    # ``fleet reset`` drops it, and the ledger may be turned on later.
+    namespace = SchemaNamespace.build(services, tenants, tenant_databases, ledger_schema,
+                                      file=name,
+                                      key=TENANTS_ENV_KEY if from_env else "tenants")
     jobs = reader.jobs(data.get("jobs"))
     priority_names = reader.priority(data.get("priority"))
     tenant_priorities = {t: a.priority for t, a in attributes.items() if a.priority is not None}
@@ -240,12 +252,13 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
                                          "statement_timeout"),
         retries=reader.count(data.get("retries", 3), "retries"),
         ledger=reader.flag(data.get("ledger", True), "ledger"),
-        ledger_schema=reader.identifier(data.get("ledger_schema", "fleet"), "ledger_schema"),
+        ledger_schema=ledger_schema,
         tenant_source=source,
         tenant_query=query,
-        tenant_databases={t: a.database for t, a in attributes.items() if a.database},
+        tenant_databases=tenant_databases,
         tenant_priorities=tenant_priorities,
         priority_names=priority_names,
+        namespace=namespace,
     )
 
 
@@ -274,18 +287,6 @@ def priority_order(tenants: Sequence[str], listed: Sequence[str],
             break
         cut -= 1
     return tuple(ordered[:cut])
-
-
-def _check_schemas(services: Mapping[str, Service], tenants: Sequence[str], file: str,
-                   key: str) -> None:
-    """Every schema the tenants produce is acceptable (checked once, before any command)."""
-    for service in services.values():
-        for tenant in tenants if service.per_tenant else ():
-            try:
-                service.schema_for(tenant)
-            except FleetError as exc:
-                raise ConfigError(f"{exc.message} (service '{service.name}')", file=file,
-                                  key=key, hint=exc.hint) from None
 
 
 def _validated_names(names: list[str], file: str, where: str) -> tuple[str, ...]:
