@@ -24,6 +24,10 @@ class FleetError(Exception):
         return self.message
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (Kubernetes stopping a pod): handled like Ctrl-C, reported as terminated."""
+
+
 class UsageError(FleetError):
     """The command line or its arguments are wrong; nothing was executed."""
 

@@ -14,6 +14,7 @@ from alembic_fleet.exceptions import (
     LedgerError,
     NotUpToDateError,
     RevisionError,
+    Terminated,
     UsageError,
 )
 from alembic_fleet.model.outcome import RunEnd, RunOutcome
@@ -37,6 +38,7 @@ class ExitCode(IntEnum):
 
 
 ERRORS: tuple[tuple[type[BaseException], ExitCode], ...] = (
+    (Terminated, ExitCode.TERMINATED),
     (KeyboardInterrupt, ExitCode.INTERRUPTED),
     (UsageError, ExitCode.USAGE),  # ConfigError and InvalidTenantError too
     (DatabaseUnavailableError, ExitCode.USAGE),

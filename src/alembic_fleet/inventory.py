@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.catalog.versions import read_versions
-from alembic_fleet.databases import display, explain_connection_error
-from alembic_fleet.exceptions import DatabaseUnavailableError
+from alembic_fleet.databases import display
+from alembic_fleet.exceptions import DatabaseUnavailableError, FleetError
 from alembic_fleet.ledger import Ledger
-from alembic_fleet.model.identifiers import split_schema
 from alembic_fleet.model.status import TargetState, TargetStatus, classify
-from alembic_fleet.model.targets import Database, Service, Target
+from alembic_fleet.model.targets import Database, Target
+from alembic_fleet.redact import scrub
 from alembic_fleet.workspace import Workspace
 
 
@@ -32,6 +32,8 @@ class Inventory:
     statuses: tuple[TargetStatus, ...]
     orphans: tuple[TargetStatus, ...] = ()
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    """What could not be read (a version table, the ledger), each saying what and why."""
 
     @property
     def everything(self) -> tuple[TargetStatus, ...]:
@@ -60,15 +62,23 @@ def read_inventory(
     current: dict[Target, tuple[str, ...] | None] = {}
     found_orphans: list[TargetStatus] = []
     errors: dict[str, DatabaseUnavailableError] = {}
+    warnings: list[str] = []
+    broken: set[Target] = set()
     for key, group in by_database.items():
         database = group[0].database
+        unreadable: dict[tuple[str, str], str] = {}
         try:
-            found = _read_database(workspace, database, group, orphans)
+            found = _read_database(workspace, database, group, orphans, unreadable)
         except DatabaseUnavailableError as exc:
             errors[key] = exc
             continue
+        for (schema, table), reason in sorted(unreadable.items()):
+            warnings.append(f"cannot read {schema}.{table} in {display(database)}: {reason}")
         for target in group:
-            current[target] = found.get((target.schema, _table(workspace, target)))
+            pair = (target.schema, _table(workspace, target))
+            current[target] = found.get(pair)
+            if pair in unreadable:
+                broken.add(target)
         if orphans:
             found_orphans.extend(_orphans(workspace, found, group, database))
     if errors and len(errors) == len(by_database):
@@ -77,15 +87,15 @@ def read_inventory(
     for target in targets:
         destination = (destinations or {}).get(target.service)
         graph = workspace.graph(target.service)
-        if target.database.key in errors:
+        if target.database.key in errors or target in broken:
             wanted = destination or graph.heads
             statuses.append(TargetStatus(target, (), wanted, graph.pending((), wanted),
                                          TargetState.FAILED))
         else:
             statuses.append(classify(target, current[target], graph, destination))
     unreachable = {k: e.message for k, e in errors.items()}
-    return Inventory(tuple(_mark_failed(workspace, statuses, unreachable)),
-                     tuple(found_orphans), unreachable)
+    marked = _mark_failed(workspace, statuses, unreachable, warnings)
+    return Inventory(tuple(marked), tuple(found_orphans), unreachable, tuple(warnings))
 
 
 def _table(workspace: Workspace, target: Target) -> str:
@@ -93,7 +103,10 @@ def _table(workspace: Workspace, target: Target) -> str:
 
 
 def _read_database(workspace: Workspace, database: Database, group: Sequence[Target],
-                   orphans: bool) -> dict[tuple[str, str], tuple[str, ...]]:
+                   orphans: bool, unreadable: dict[tuple[str, str], str]
+                   ) -> dict[tuple[str, str], tuple[str, ...]]:
+    """Every version table of ``group`` (and of the templates, for orphans) in one
+    database. Connecting may fail (unreachable); a read that fails is said as such."""
     services = [workspace.service(n) for n in dict.fromkeys(t.service for t in group)]
     wanted = {(t.schema, _table(workspace, t)) for t in group}
     templates = [(s.schema, s.version_table) for s in services if s.per_tenant] if orphans \
@@ -101,18 +114,25 @@ def _read_database(workspace: Workspace, database: Database, group: Sequence[Tar
     with workspace.databases.connect(database) as connection:
         try:
             found = read_versions(connection, wanted, templates,
-                                  connect=lambda: workspace.databases.connect(database))
+                                  connect=lambda: workspace.databases.connect(database),
+                                  unreadable=unreadable)
         except DBAPIError as exc:
-            raise explain_connection_error(exc, display(database)) from None
+            original = getattr(exc, "orig", None) or exc
+            reason = scrub(str(original).strip().splitlines()[0])
+            raise FleetError(f"cannot read the catalog of {display(database)}: {reason}",
+                             hint="check that this user may read pg_catalog and the "
+                             "schemas' version tables") from None
         connection.rollback()
     return found
 
 
 def _mark_failed(workspace: Workspace, statuses: list[TargetStatus],
-                 unreachable: Mapping[str, str]) -> list[TargetStatus]:
+                 unreachable: Mapping[str, str], warnings: list[str]) -> list[TargetStatus]:
     """Targets not at head whose last recorded run failed are in state ``failed``.
 
-    Reads the ledger only when something is not at head: the no-op path stays free.
+    Reads the ledger only when something is not at head: the no-op path stays free. A
+    ledger that cannot be read (a lock held on it, a permission) is a warning, not an
+    error: the version tables, not the ledger, say where a target stands.
     """
     if not workspace.config.ledger:
         return statuses
@@ -122,12 +142,19 @@ def _mark_failed(workspace: Workspace, statuses: list[TargetStatus],
     for status in behind:
         by_database.setdefault(status.target.database.key, []).append(status)
     failed: set[tuple[str, str, str]] = set()
-    ledger = Ledger(workspace.config.ledger_schema)
+    ledger = Ledger(workspace.config.ledger_schema, workspace.config.lock_timeout)
     for group in by_database.values():
         database = group[0].target.database
-        with workspace.databases.connect(database) as connection:
-            found = ledger.failed_targets(
-                connection, [(s.target.service, s.target.schema) for s in group])
+        try:
+            with workspace.databases.connect(database) as connection:
+                found = ledger.failed_targets(
+                    connection, [(s.target.service, s.target.schema) for s in group])
+        except DBAPIError as exc:
+            original = getattr(exc, "orig", None) or exc
+            warnings.append(f"cannot read the ledger in {display(database)}: "
+                            f"{scrub(str(original).strip().splitlines()[0])}; targets whose "
+                            "last run failed are shown as behind")
+            continue
         failed.update((database.key, svc, schema) for svc, schema in found)
     return [
         TargetStatus(s.target, s.current, s.head, s.pending, TargetState.FAILED)
@@ -138,20 +165,25 @@ def _mark_failed(workspace: Workspace, statuses: list[TargetStatus],
 
 def _orphans(workspace: Workspace, found: Mapping[tuple[str, str], tuple[str, ...]],
              group: Sequence[Target], database: Database) -> list[TargetStatus]:
-    """Found version tables that belong to no configured target."""
+    """Found version tables that belong to no configured target: schemas that a selected
+    service's template renders for a tenant that is not configured (the schema namespace
+    decides; a schema anything configured owns is never an orphan)."""
     wanted = {(t.schema, _table(workspace, t)) for t in group}
-    services: list[Service] = [workspace.service(n)
-                               for n in dict.fromkeys(t.service for t in group)]
-    configured = set(workspace.config.tenants)
+    selected = {t.service for t in group}
+    namespace = workspace.config.namespace
     result = []
     for schema, table in sorted(set(found) - wanted):
-        for service in services:
-            tenant = split_schema(service.schema, schema)
-            if (tenant is not None and table == service.version_table
-                    and tenant not in configured):
-                target = Target(service.name, tenant, schema, database)
-                heads = workspace.graph(service.name).heads
-                result.append(TargetStatus(target, found[(schema, table)], heads, 0,
-                                           TargetState.ORPHAN))
-                break
+        owner = namespace.template_owner(database.key, schema)
+        if owner is None or owner[0] not in selected:
+            continue
+        service, tenant = owner
+        if tenant in workspace.config.tenants or table != _table_of(workspace, service):
+            continue
+        target = Target(service, tenant, schema, database)
+        result.append(TargetStatus(target, found[(schema, table)],
+                                   workspace.graph(service).heads, 0, TargetState.ORPHAN))
     return result
+
+
+def _table_of(workspace: Workspace, service: str) -> str:
+    return workspace.service(service).version_table

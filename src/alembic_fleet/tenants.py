@@ -18,10 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alembic_fleet.config.tenant_sources import forget_tenant, record_tenant
+from alembic_fleet.config.tenant_sources import (
+    check_forgettable,
+    forget_tenant,
+    record_tenant,
+)
 from alembic_fleet.databases import display, libpq_url
 from alembic_fleet.exceptions import FleetError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
+from alembic_fleet.execution.locking import lock_key, try_lock, unlock
 from alembic_fleet.execution.run import RunOptions, execute
 from alembic_fleet.inventory import read_inventory
 from alembic_fleet.model.identifiers import quote_ident, validate_tenant
@@ -110,11 +115,21 @@ class RemoveResult:
 
 
 def tenant_targets(workspace: Workspace, name: str) -> list[Target]:
-    """The per-tenant targets of ``name``, configured or not (an orphan can be removed)."""
+    """The schemas ``tenants remove NAME`` may drop, as the schema namespace decides.
+
+    A configured tenant: exactly its per-tenant schemas. A name that is not configured: only
+    schemas that a service's template renders for that name and that nothing configured
+    owns (its orphans); never a single-schema service's schema, the ledger, a reserved
+    schema, or another tenant's.
+    """
     validate_tenant(name)
     config = workspace.resolve_tenants()
+    namespace = config.namespace
+    if name in config.tenants:
+        return namespace.schemas_of(name)
     services = [s for s in config.services.values() if s.per_tenant]
-    return targets_for(services, [name], config.tenant_databases)
+    return [t for t in targets_for(services, [name], config.tenant_databases)
+            if namespace.template_owner(t.database.key, t.schema) == (t.service, name)]
 
 
 def existing_schemas(workspace: Workspace, targets: Sequence[Target]) -> list[Target]:
@@ -130,22 +145,42 @@ def existing_schemas(workspace: Workspace, targets: Sequence[Target]) -> list[Ta
 
 
 def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) -> RemoveResult:
-    """Dump (optionally), drop the tenant's schemas, and forget the tenant."""
+    """Dump (optionally), forget the tenant, then drop its schemas, each under its lock.
+
+    Everything that can refuse runs before anything changes (the dump, the tenant source's
+    ability to forget). The tenant is forgotten before its schemas go: if a drop fails
+    afterwards, what is left is an orphan that ``tenants remove`` finishes, never a
+    configured tenant whose data is gone. Each schema is dropped under the target's advisory
+    lock, so a ``fleet migrate`` running at the same time either finished it before or
+    finds it gone and does not recreate it.
+    """
     targets = tenant_targets(workspace, name)
     present = existing_schemas(workspace, targets)
     configured = name in workspace.config.tenants
     if not present and not configured:
-        raise UsageError(f"tenant {name!r} is not configured and has no schema",
+        raise UsageError(f"{name!r} is not a configured tenant and has no orphan schema",
                          hint="see 'fleet tenants list'")
+    if configured:
+        check_forgettable(workspace.config, name)
     dumps = _dump(workspace, present, dump) if dump is not None and present else []
-    dropped = []
-    for database, group in _by_database(present):
-        with workspace.databases.connect(database) as connection, connection.begin():
-            for target in group:
-                connection.exec_driver_sql(f"DROP SCHEMA {quote_ident(target.schema)} CASCADE")
-                dropped.append(f"{display(database)} {target.schema}")
     forgotten = (forget_tenant(workspace.config, name, workspace.databases.connect)
                  if configured else "")
+    dropped = []
+    for database, group in _by_database(present):
+        with workspace.databases.connect(database) as connection:
+            for target in group:
+                key = lock_key(target.service, target.schema)
+                if not try_lock(connection, key, workspace.config.lock_wait):
+                    raise FleetError(
+                        f"{target.label} is being migrated by another runner: not dropped",
+                        hint=f"run 'fleet tenants remove {name}' again when it is done")
+                try:
+                    with connection.begin():
+                        connection.exec_driver_sql(
+                            f"DROP SCHEMA IF EXISTS {quote_ident(target.schema)} CASCADE")
+                finally:
+                    unlock(connection, key)
+                dropped.append(f"{display(database)} {target.schema}")
     return RemoveResult(dropped, dumps, forgotten)
 
 

@@ -84,7 +84,7 @@ def test_remove_an_orphan_and_an_unknown_tenant(example: Project) -> None:
     assert result.returncode == 0, result.stderr
     assert not schemas(example.db_url, "%gone")
     unknown = example.fleet("tenants", "remove", "never", "--yes")
-    assert unknown.returncode == 2 and "not configured" in unknown.stderr
+    assert unknown.returncode == 2 and "not a configured tenant" in unknown.stderr
 
 
 def test_a_tenant_on_its_own_database(example: Project, databases: DatabaseFactory) -> None:

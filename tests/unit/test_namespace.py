@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from alembic_fleet.config.loader import TENANTS_ENV_KEY, parse_config
 from alembic_fleet.exceptions import ConfigError
+from alembic_fleet.exit_codes import exit_code
 from alembic_fleet.model.identifiers import TENANT_PATTERN, render_schema
 from alembic_fleet.model.namespace import Owner, SchemaNamespace, template_collision
 from alembic_fleet.model.targets import Database, Service, Target
@@ -37,7 +38,7 @@ def build(*services: Service, tenants: tuple[str, ...] = ("default", "toshiba"),
 def refused(*services: Service, **kwargs: object) -> str:
     with pytest.raises(ConfigError) as info:
         build(*services, **kwargs)  # type: ignore[arg-type]
-    assert info.value.exit_code == 2
+    assert exit_code(info.value) == 2
     assert info.value.hint
     assert "fleet.toml" in str(info.value)
     return str(info.value)

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.model.identifiers import quote_ident, split_schema
 
@@ -46,6 +47,7 @@ def read_versions(
     connection: Any, wanted: Iterable[tuple[str, str]],
     templates: Sequence[tuple[str, str]] = (),
     connect: Callable[[], Any] | None = None,
+    unreadable: dict[tuple[str, str], str] | None = None,
 ) -> dict[tuple[str, str], tuple[str, ...]]:
     """Current revisions per existing ``(schema, version_table)``.
 
@@ -53,6 +55,11 @@ def read_versions(
     pairs whose matching schemas are read too. A wanted pair absent from the result has no
     schema or no version table (state ``missing``); an empty tuple is a version table with no
     row (the base revision).
+
+    With ``unreadable``, a table that cannot be read (a stray ``alembic_version`` of another
+    shape, a permission denied) does not fail the whole read: the batch holding it is read
+    again table by table, and each failing pair goes into ``unreadable`` with the server's
+    reason (and not into the result). Without it, such an error is raised.
     """
     wanted = set(wanted)
     if not wanted and not templates:
@@ -71,40 +78,73 @@ def read_versions(
     ]
     queries = ["\nUNION ALL\n".join(parts[start:start + BATCH])
                for start in range(0, len(parts), BATCH)]
+    failed: dict[int, str] = {}
     versions: dict[int, list[str]] = {}
-    for index, version in _run_batches(connection, queries, connect):
+    for index, version in _run_batches(connection, queries, connect,
+                                       parts if unreadable is not None else None, failed):
         versions.setdefault(index, []).append(version)
     for index, revs in versions.items():
         result[present[index]] = tuple(sorted(revs))
+    for index, reason in failed.items():
+        result.pop(present[index], None)
+        if unreadable is not None:
+            unreadable[present[index]] = reason
     return result
 
 
-def _run_batches(connection: Any, queries: list[str], connect: Callable[[], Any] | None
+def _run_batches(connection: Any, queries: list[str], connect: Callable[[], Any] | None,
+                 parts: list[str] | None = None, failed: dict[int, str] | None = None,
                  ) -> list[tuple[int, str]]:
-    """Run the batch queries, each in its own transaction (releasing its table locks)."""
+    """Run the batch queries, each in its own transaction (releasing its table locks).
 
-    def run(conn: Any, mine: list[str]) -> list[tuple[int, str]]:
+    With ``parts``, a batch that fails is read again one table at a time; the indices of
+    the tables that still fail go into ``failed`` with the reason.
+    """
+
+    def run(conn: Any, mine: list[tuple[int, str]]) -> list[tuple[int, str]]:
         rows: list[tuple[int, str]] = []
-        for query in mine:
-            rows.extend(conn.exec_driver_sql(query).all())
+        for number, query in mine:
+            try:
+                rows.extend(conn.exec_driver_sql(query).all())
+            except DBAPIError:
+                conn.rollback()
+                if parts is None or failed is None:
+                    raise
+                rows.extend(_one_by_one(conn, parts[number * BATCH:(number + 1) * BATCH],
+                                        number * BATCH, failed))
             conn.rollback()
         return rows
 
+    numbered = list(enumerate(queries))
     extra = min(MAX_EXTRA_CONNECTIONS, len(queries) // PARALLEL_BATCHES) if connect else 0
     if extra <= 0:
-        return run(connection, queries)
+        return run(connection, numbered)
     lanes = extra + 1
     connections = [connection]
     try:
         for _ in range(extra):
             connections.append(connect())
         with ThreadPoolExecutor(max_workers=lanes) as pool:
-            futures = [pool.submit(run, conn, queries[i::lanes])
+            futures = [pool.submit(run, conn, numbered[i::lanes])
                        for i, conn in enumerate(connections)]
             return [row for future in futures for row in future.result()]
     finally:
         for conn in connections[1:]:
             conn.close()
+
+
+def _one_by_one(conn: Any, parts: list[str], first: int, failed: dict[int, str]
+                ) -> list[tuple[int, str]]:
+    """Read each table of a failed batch alone; record the ones that fail, and why."""
+    rows: list[tuple[int, str]] = []
+    for offset, part in enumerate(parts):
+        try:
+            rows.extend(conn.exec_driver_sql(part).all())
+        except DBAPIError as exc:
+            original = getattr(exc, "orig", None) or exc
+            failed[first + offset] = str(original).strip().splitlines()[0]
+        conn.rollback()
+    return rows
 
 
 def _matches(schema: str, table: str, templates: Sequence[tuple[str, str]]) -> bool:

@@ -89,6 +89,20 @@ def forget_tenant(config: FleetConfig, name: str, connect: Connect | None = None
     return _where(config)
 
 
+def check_forgettable(config: FleetConfig, name: str) -> None:
+    """Raise the error :func:`forget_tenant` would raise, without changing anything (so a
+    command can refuse before it drops any data)."""
+    if config.tenant_source.kind == "query":
+        query = config.tenant_query
+        if query is None or query.delete is None:
+            raise UsageError(
+                f"the tenant registry query has no 'delete' statement, so fleet cannot "
+                f"remove {name!r} there; nothing was dropped",
+                hint="add delete = \"UPDATE public.tenants SET active = false WHERE slug = "
+                f":tenant\" to 'tenants' in {config.file.name}, or change the registry "
+                "yourself")
+
+
 # --- one change per kind of source --------------------------------------------------------
 
 

@@ -7,9 +7,11 @@ the same :class:`~alembic_fleet.model.schedule.Schedule` and report through even
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from alembic_fleet.exceptions import Terminated
 from alembic_fleet.execution.events import EventSink, RunStarted, TargetFinished, TargetStarted
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
@@ -23,11 +25,12 @@ INTERRUPTED_ERROR = "interrupted: its transaction was rolled back"
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C (SIGINT) during a run; carries every target's result so far."""
+    """Ctrl-C (SIGINT) or SIGTERM during a run; carries every target's result so far."""
 
-    def __init__(self, results: list[TargetResult]) -> None:
-        super().__init__("interrupted")
+    def __init__(self, results: list[TargetResult], *, terminated: bool = False) -> None:
+        super().__init__("terminated" if terminated else "interrupted")
         self.results = results
+        self.terminated = terminated
 
 
 class Executor(Protocol):
@@ -53,6 +56,10 @@ class RunProgress:
         self.fail_fast = fail_fast
         self.results: list[TargetResult | None] = [None] * len(steps)
         self.stopped = False
+        self.down: dict[str, str] = {}
+        """Databases found unreachable during the run (key -> reason): their remaining
+        targets fail at once instead of each waiting through its retries."""
+        self._given_back: deque[int] = deque()
 
     def start(self) -> None:
         self.on_event(RunStarted(len(self.steps), sum(1 for s in self.steps if s.upgrade)))
@@ -64,8 +71,36 @@ class RunProgress:
         self.results[index] = result
         self.on_event(TargetFinished(result))
 
+    def next_step(self, schedule: Schedule) -> int | None:
+        """The next step to start: one given back first, then the schedule's next ready
+        step; steps on a database known to be down fail at once, with its reason."""
+        while not self.stopped:
+            index = self._given_back.popleft() if self._given_back else schedule.next_ready()
+            if index is None:
+                return None
+            step = self.steps[index]
+            reason = self.down.get(step.target.database.key)
+            if reason is None:
+                return index
+            current = step.status.current
+            self.finish(schedule, index, TargetResult(
+                step.target, Outcome.FAILED, current, current, error=reason,
+                hint="not tried: its database was found unreachable earlier in this run; "
+                "run 'fleet migrate' again once it is back", database_down=True))
+        return None
+
+    def has_work(self, schedule: Schedule) -> bool:
+        """Whether any step is still waiting to start."""
+        return bool(self._given_back) or not schedule.exhausted
+
+    def give_back(self, index: int) -> None:
+        """A step handed to a worker that never started it: it runs again later."""
+        self._given_back.append(index)
+
     def finish(self, schedule: Schedule, index: int, result: TargetResult) -> None:
-        """Record a executed target; skip what can no longer run."""
+        """Record an executed target; skip what can no longer run."""
+        if result.database_down and result.error:
+            self.down.setdefault(result.target.database.key, result.error)
         self.record(index, result)
         failed = result.outcome is Outcome.FAILED
         for blocked in schedule.finish(index, not failed):
@@ -75,6 +110,9 @@ class RunProgress:
 
     def close(self, schedule: Schedule, note: str = FAIL_FAST_NOTE) -> list[TargetResult]:
         """Every step not run (``--fail-fast``) is reported skipped; results in plan order."""
+        while self._given_back:
+            index = self._given_back.popleft()
+            self.record(index, skipped(self.steps[index], note))
         while (index := schedule.next_ready()) is not None:
             self.record(index, skipped(self.steps[index], note))
         for index, result in enumerate(self.results):
@@ -82,15 +120,18 @@ class RunProgress:
                 self.record(index, skipped(self.steps[index], note))
         return [r for r in self.results if r is not None]
 
-    def interrupted(self, schedule: Schedule, in_flight: list[int]) -> RunInterrupted:
-        """Targets cut off by Ctrl-C fail (rolled back); the rest are reported not started."""
+    def interrupted(self, schedule: Schedule, in_flight: list[int], cause: BaseException
+                    ) -> RunInterrupted:
+        """Targets cut off by Ctrl-C or SIGTERM fail (rolled back); the rest are reported
+        not started."""
         for index in in_flight:
             if self.results[index] is None:
                 step = self.steps[index]
                 self.record(index, TargetResult(
                     step.target, Outcome.FAILED, step.status.current, step.status.current,
                     error=INTERRUPTED_ERROR, hint="run 'fleet migrate' again to finish"))
-        return RunInterrupted(self.close(schedule, INTERRUPTED_NOTE))
+        return RunInterrupted(self.close(schedule, INTERRUPTED_NOTE),
+                              terminated=isinstance(cause, Terminated))
 
 
 class SerialExecutor:
@@ -106,10 +147,11 @@ class SerialExecutor:
         book.start()
         index = None
         try:
-            while not book.stopped and (index := schedule.next_ready()) is not None:
+            while (index := book.next_step(schedule)) is not None:
                 on_event(TargetStarted(steps[index].target))
                 book.finish(schedule, index, self.work(steps[index]))
                 index = None
-        except KeyboardInterrupt:
-            raise book.interrupted(schedule, [index] if index is not None else []) from None
+        except KeyboardInterrupt as cause:
+            raise book.interrupted(schedule, [index] if index is not None else [],
+                                   cause) from None
         return book.close(schedule)

@@ -11,10 +11,12 @@ a replacement worker takes over the rest.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,8 +36,15 @@ def _context() -> Any:
                                        else "spawn")
 
 
-def _worker_main(conn: Connection, make_work: Callable[[], Work]) -> None:
-    """A worker: build the work once, then run targets until told to stop."""
+def _worker_main(conn: Connection, make_work: Callable[[], Work], parent: int) -> None:
+    """A worker: build the work once, then run targets until told to stop.
+
+    It says ``started`` before it touches a target, so that the parent knows whether a
+    worker that died had begun (its target may have changed) or not (it simply runs
+    elsewhere). It dies with its parent, and treats SIGTERM like Ctrl-C (roll back, stop).
+    """
+    _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     work = make_work()
     try:
         while True:
@@ -43,8 +52,9 @@ def _worker_main(conn: Connection, make_work: Callable[[], Work]) -> None:
             if message is None:
                 break
             index, step = message
-            conn.send((index, work(step)))
-    except (EOFError, KeyboardInterrupt):
+            conn.send(("started", index, None))
+            conn.send(("done", index, work(step)))
+    except (EOFError, OSError, KeyboardInterrupt):
         pass
     finally:
         close = getattr(work, "close", None)
@@ -52,11 +62,45 @@ def _worker_main(conn: Connection, make_work: Callable[[], Work]) -> None:
             close()
 
 
+def _raise_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _die_with_parent(parent: int) -> None:
+    """Make the kernel kill this worker when the parent dies (Linux), else watch for it.
+
+    A worker outliving a SIGKILLed parent would hold its server session (and maybe a
+    transaction and its locks) for as long as its current target takes, unseen by anyone.
+    SIGKILL is enough: the server rolls back a transaction whose client vanished.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # the parent died before the call
+                os._exit(1)
+            return
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fleet-parent-watch", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 @dataclass
 class _Worker:
     process: Any
     conn: Connection
     index: int | None = None
+    """The step handed to this worker, if any."""
+    started: bool = False
+    """Whether the worker said it started that step."""
 
 
 class PoolExecutor:
@@ -69,6 +113,9 @@ class PoolExecutor:
         self.fail_fast = fail_fast
         self.settle = settle
         """Finds out what happened to the target of a worker that died (None: unknown)."""
+        self._deaths = 0
+        self._max_deaths = 10 + 2 * self.jobs
+        """Workers that keep dying (a broken environment) are not replaced forever."""
         self._context = _context()
 
     def run(self, steps: Sequence[Step], schedule: Schedule, on_event: EventSink
@@ -81,37 +128,44 @@ class PoolExecutor:
             for _ in range(min(self.jobs, runnable)):
                 workers.append(self._spawn())
             while True:
-                for worker in workers:
-                    if worker.index is None:
-                        self._dispatch(worker, steps, schedule, book)
+                self._fill(workers, steps, schedule, book)
                 if not any(w.index is not None for w in workers):
                     break
                 busy = [w for w in workers if w.index is not None]
                 ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
                 for worker in busy:
-                    if worker.conn in ready or worker.conn.poll():
-                        try:
-                            index, result = worker.conn.recv()
-                        except (EOFError, OSError):
-                            pass  # died mid-send: handled as a dead worker below
-                        else:
-                            worker.index = None
-                            book.finish(schedule, index, result)
-                            continue
+                    if self._receive(worker, ready, schedule, book):
+                        continue
                     if worker.process.sentinel in ready or not worker.process.is_alive():
-                        replacement = self._bury(worker, steps, schedule, book)
-                        workers.remove(worker)
-                        if replacement is not None:
-                            workers.append(replacement)
-        except KeyboardInterrupt:
-            raise self._interrupt(workers, book, schedule) from None
+                        self._replace(worker, workers, steps, schedule, book)
+        except KeyboardInterrupt as cause:
+            raise self._interrupt(workers, book, schedule, cause) from None
         finally:
             self._shutdown(workers)
         return book.close(schedule)
 
-    def _interrupt(self, workers: list[_Worker], book: RunProgress, schedule: Schedule
-                   ) -> Exception:
-        """Ctrl-C: make busy workers roll back and stop; keep what they finished."""
+    def _receive(self, worker: _Worker, ready: list[Any], schedule: Schedule,
+                 book: RunProgress) -> bool:
+        """Read what the worker sent; True when it sent something."""
+        if not (worker.conn in ready or worker.conn.poll()):
+            return False
+        got = False
+        try:
+            while worker.conn.poll():
+                kind, index, result = worker.conn.recv()
+                got = True
+                if kind == "started":
+                    worker.started = True
+                else:
+                    worker.index, worker.started = None, False
+                    book.finish(schedule, index, result)
+        except (EOFError, OSError):
+            return got  # died mid-send: handled as a dead worker by the caller
+        return got
+
+    def _interrupt(self, workers: list[_Worker], book: RunProgress, schedule: Schedule,
+                   cause: BaseException) -> Exception:
+        """Ctrl-C or SIGTERM: make busy workers roll back and stop; keep what they finished."""
         busy = [w for w in workers if w.index is not None]
         for worker in busy:
             with contextlib.suppress(OSError):
@@ -121,53 +175,75 @@ class PoolExecutor:
             worker.process.join(max(0.1, deadline - time.monotonic()))
             with contextlib.suppress(EOFError, OSError):
                 while worker.conn.poll():
-                    index, result = worker.conn.recv()
-                    if index == worker.index:
+                    kind, index, result = worker.conn.recv()
+                    if kind == "started":
+                        worker.started = True
+                    elif index == worker.index:
                         book.finish(schedule, index, result)
                         worker.index = None
             if worker.process.is_alive():
                 worker.process.kill()
-        return book.interrupted(schedule, [w.index for w in busy if w.index is not None])
+        in_flight = [w.index for w in busy if w.index is not None and w.started]
+        return book.interrupted(schedule, in_flight, cause)
 
     def _spawn(self) -> _Worker:
         parent, child = self._context.Pipe()
-        process = self._context.Process(target=_worker_main, args=(child, self.make_work),
+        process = self._context.Process(target=_worker_main,
+                                        args=(child, self.make_work, os.getpid()),
                                         name="fleet-worker", daemon=True)
         process.start()
         child.close()
         return _Worker(process, parent)
 
-    def _dispatch(self, worker: _Worker, steps: Sequence[Step], schedule: Schedule,
-                  book: RunProgress) -> None:
-        if book.stopped:
-            return
-        index = schedule.next_ready()
-        if index is None:
-            return
-        worker.index = index
-        book.on_event(TargetStarted(steps[index].target))
-        worker.conn.send((index, steps[index]))
+    def _fill(self, workers: list[_Worker], steps: Sequence[Step], schedule: Schedule,
+              book: RunProgress) -> None:
+        """Hand a ready step to every idle worker (replacing workers found dead)."""
+        while True:
+            idle = [w for w in workers if w.index is None]
+            if not idle:
+                return
+            for worker in idle:
+                if not self._dispatch(worker, workers, steps, schedule, book):
+                    return
 
-    def _bury(self, worker: _Worker, steps: Sequence[Step], schedule: Schedule,
-              book: RunProgress) -> _Worker | None:
-        """A worker died: fail the target it held, and start a replacement if work remains."""
+    def _dispatch(self, worker: _Worker, workers: list[_Worker], steps: Sequence[Step],
+                  schedule: Schedule, book: RunProgress) -> bool:
+        """Send the next ready step to ``worker``; False when no step is ready."""
+        index = book.next_step(schedule)
+        if index is None:
+            return False
+        worker.index, worker.started = index, False
+        book.on_event(TargetStarted(steps[index].target))
+        try:
+            worker.conn.send((index, steps[index]))
+        except OSError:  # the worker died while idle: the step runs on another one
+            self._replace(worker, workers, steps, schedule, book)
+        return True
+
+    def _replace(self, worker: _Worker, workers: list[_Worker], steps: Sequence[Step],
+                 schedule: Schedule, book: RunProgress) -> None:
+        """A worker died: settle its target, and start a replacement if work remains."""
+        workers.remove(worker)
         worker.process.join(5)
         code = worker.process.exitcode
         how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-        if worker.index is not None:
-            index, worker.index = worker.index, None
-            step = steps[index]
+        if worker.index is not None and not worker.started:
+            book.give_back(worker.index)  # never started: nothing happened to it
+        elif worker.index is not None:
+            step = steps[worker.index]
             result = self._settled(step) or TargetResult(
                 step.target, Outcome.FAILED, step.status.current, step.status.current,
                 error=f"the worker process migrating this target died ({how}); its "
                 "transaction was rolled back by the server",
                 hint="run 'fleet migrate' again: only failed and pending targets run",
             )
-            book.finish(schedule, index, result)
-        worker.conn.close()
-        if book.stopped or schedule.exhausted:
-            return None
-        return self._spawn()
+            book.finish(schedule, worker.index, result)
+        worker.index = None
+        with contextlib.suppress(OSError):
+            worker.conn.close()
+        self._deaths += 1
+        if not book.stopped and book.has_work(schedule) and self._deaths <= self._max_deaths:
+            workers.append(self._spawn())
 
     def _settled(self, step: Step) -> TargetResult | None:
         """What the database says happened to a dead worker's target, when it knows."""

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy.exc import DBAPIError
+
 from alembic_fleet.databases import display
 from alembic_fleet.exceptions import ChangedRevisionError
 from alembic_fleet.execution.locking import check_session_pooling
 from alembic_fleet.ledger.checksums import applied_drift
 from alembic_fleet.model.status import Step
 from alembic_fleet.model.targets import Database
+from alembic_fleet.redact import scrub
 from alembic_fleet.workspace import Workspace
 
 
@@ -31,8 +34,12 @@ def check_direct_sessions(workspace: Workspace, steps: Sequence[Step]) -> None:
                               display(database))
 
 
-def refuse_changed_revisions(workspace: Workspace, steps: Sequence[Step]) -> None:
-    """Flyway's ``validate`` before a run: refuse when an applied revision file changed."""
+def refuse_changed_revisions(workspace: Workspace, steps: Sequence[Step]) -> list[str]:
+    """Flyway's ``validate`` before a run: refuse when an applied revision file changed.
+
+    Returns warnings: a ledger that cannot be read (locked, no permission) does not stop
+    the run, but the user is told the checksums were not verified there.
+    """
     by_database: dict[str, tuple[Database, set[str]]] = {}
     for step in steps:
         if step.upgrade:
@@ -40,12 +47,21 @@ def refuse_changed_revisions(workspace: Workspace, steps: Sequence[Step]) -> Non
                                            (step.target.database, set()))
             entry[1].add(step.target.service)
     changed = []
+    warnings = []
     for database, names in by_database.values():
         with workspace.databases.connect(database) as connection:
             for name in sorted(names):
-                changed.extend(d for d in applied_drift(
-                    connection, workspace.config.ledger_schema, name, workspace.graph(name))
-                    if d.kind == "changed")
+                try:
+                    drift = applied_drift(connection, workspace.config.ledger_schema, name,
+                                          workspace.graph(name))
+                except DBAPIError as exc:
+                    connection.rollback()
+                    original = getattr(exc, "orig", None) or exc
+                    warnings.append(
+                        f"checksums of {name} not verified in {display(database)}: "
+                        f"{scrub(str(original).strip().splitlines()[0])}")
+                    continue
+                changed.extend(d for d in drift if d.kind == "changed")
     if changed:
         first = changed[0]
         raise ChangedRevisionError(
@@ -55,3 +71,4 @@ def refuse_changed_revisions(workspace: Workspace, steps: Sequence[Step]) -> Non
             + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""),
             hint="restore the file and put the change in a new revision; 'fleet check "
             "--database' lists every changed revision; --allow-changed runs anyway")
+    return warnings

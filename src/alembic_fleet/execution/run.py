@@ -72,10 +72,11 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     schedule = Schedule([local[i] for i in plan.order if i in local],
                         {local[i]: {local[w] for w in ws} for i, ws in plan.waits.items()})
     runnable = sum(1 for s in steps if s.upgrade)
+    warnings: list[str] = []
     if runnable:
         check_direct_sessions(workspace, steps)
         if workspace.config.ledger and not options.allow_changed:
-            refuse_changed_revisions(workspace, steps)
+            warnings += refuse_changed_revisions(workspace, steps)
     recorder = _recorder(workspace, steps, options) if runnable else None
     run_ledger = RunLedger(recorder.ledger, recorder.info.run_id) if recorder else None
     executor, work = _executor(workspace, plan, steps, runnable, options, run_ledger)
@@ -83,7 +84,8 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     try:
         results = executor.run(steps, schedule, on_event)
     except RunInterrupted as interrupted:
-        results, end = interrupted.results, RunEnd.INTERRUPTED
+        results = interrupted.results
+        end = RunEnd.TERMINATED if interrupted.terminated else RunEnd.INTERRUPTED
     finally:
         if work is not None:
             work.close()
@@ -93,7 +95,8 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     if recorder is not None:
         recorder.finish(end.value if end is not RunEnd.COMPLETED
                         else "failed" if failed else "succeeded")
-    return RunOutcome(ordered, plan.statuses, tuple(recorder.warnings if recorder else ()),
+    warnings += recorder.warnings if recorder else []
+    return RunOutcome(ordered, plan.statuses, tuple(warnings),
                       recorder.info.run_id if recorder else None, end)
 
 
@@ -101,7 +104,8 @@ def _recorder(workspace: Workspace, steps: list[Step], options: RunOptions
               ) -> RunRecorder | None:
     if not workspace.config.ledger:
         return None
-    recorder = RunRecorder(workspace.databases, Ledger(workspace.config.ledger_schema),
+    recorder = RunRecorder(workspace.databases,
+                           Ledger(workspace.config.ledger_schema, options.policy.lock_timeout),
                            RunInfo.current(options.command))
     recorder.start(steps)
     return recorder

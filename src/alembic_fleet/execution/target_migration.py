@@ -119,7 +119,9 @@ class TargetMigrator:
                 message = failure.message
                 if failure.transient and attempt > 1:
                     message += f" (gave up after {attempt} attempts)"
-                return self._failed(step, started, message, failure.hint, attempt)
+                result = self._failed(step, started, message, failure.hint, attempt)
+                result.database_down = failure.transient == "database unreachable"
+                return result
             except Exception as unexpected:  # never let one target take a worker down
                 self._recover(target.database)
                 reason, _ = describe_error(unexpected)
@@ -163,6 +165,11 @@ class TargetMigrator:
             raise self._failure(exc, None) from None
         try:
             status = self._reread(connection, step, table)
+            if status.state is TargetState.MISSING and step.status.state not in (
+                    TargetState.MISSING, TargetState.FAILED) and step.status.current:
+                return TargetResult(target, Outcome.SKIPPED, (), (),
+                                    note="its schema was dropped after the run was planned "
+                                    "(fleet tenants remove?): not recreated")
             if status.state is TargetState.AT_HEAD or (
                     status.state is not TargetState.MISSING and status.pending == 0):
                 return TargetResult(target, Outcome.SKIPPED, status.current, status.current,

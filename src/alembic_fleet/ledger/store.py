@@ -135,11 +135,20 @@ class Ledger:
     """Reads and writes one database's ledger on a SQLAlchemy connection."""
 
     schema: str = DEFAULT_SCHEMA
+    lock_timeout: float = 5.0
+    """Seconds any ledger statement of the parent may wait for a lock on a ledger table
+    (a session holding one must not hang ``status`` or ``migrate``)."""
     _ready: bool = field(default=False, repr=False)
+
+    def _bounded(self, connection: Any) -> None:
+        """Bound the waits of the current transaction's statements by :attr:`lock_timeout`."""
+        connection.execute(text("SELECT set_config('lock_timeout', :v, true)"),
+                           {"v": f"{max(1, int(self.lock_timeout * 1000))}ms"})
 
     # Every method leaves the connection outside any transaction, as it found it.
 
     def _found(self, connection: Any) -> bool:
+        self._bounded(connection)
         return bool(connection.execute(
             text("SELECT to_regclass(:name) IS NOT NULL"),
             {"name": f"{quote_ident(self.schema)}.run_targets"},
@@ -165,6 +174,7 @@ class Ledger:
     def start_run(self, connection: Any, info: RunInfo) -> None:
         self.ensure(connection)
         with connection.begin():
+            self._bounded(connection)
             connection.execute(
                 text(f"INSERT INTO {quote_ident(self.schema)}.runs "
                      "(run_id, os_user, host, pid, command) VALUES (:id, :u, :h, :p, :c)"),
@@ -219,6 +229,7 @@ class Ledger:
         (migrated, failed)."""
         s = quote_ident(self.schema)
         with connection.begin():
+            self._bounded(connection)
             row = connection.execute(
                 text(f"""UPDATE {s}.runs SET finished_at = now(), outcome = :o,
                         migrated = counts.migrated, failed = counts.failed
@@ -234,6 +245,7 @@ class Ledger:
     def target_row(self, connection: Any, run_id: str, service: str, schema: str
                    ) -> tuple[str, tuple[str, ...], float] | None:
         """(outcome, to_revisions, seconds) of one target in one run, if it was written."""
+        self._bounded(connection)
         row = connection.execute(
             text(f"""SELECT outcome, to_revisions, seconds
                 FROM {quote_ident(self.schema)}.run_targets
@@ -250,6 +262,7 @@ class Ledger:
         pairs = list(pairs)
         if not pairs or not self.exists(connection):
             return {}
+        self._bounded(connection)
         rows = connection.execute(
             text(f"""SELECT DISTINCT ON (service, schema_name) service, schema_name, outcome,
                         error
@@ -266,6 +279,7 @@ class Ledger:
     def recent_runs(self, connection: Any, limit: int) -> list[RunSummary]:
         if not self.exists(connection):
             return []
+        self._bounded(connection)
         rows = connection.execute(
             text(f"""SELECT run_id::text, started_at, finished_at, os_user, host, command,
                         migrated, failed, outcome
@@ -280,6 +294,7 @@ class Ledger:
         """The target rows of the run(s) whose id starts with ``run_id``."""
         if not self.exists(connection):
             return []
+        self._bounded(connection)
         rows = connection.execute(
             text(f"""SELECT service, tenant, schema_name, from_revisions, to_revisions,
                         seconds, outcome, error, attempts
@@ -298,6 +313,7 @@ class Ledger:
         """
         if not services or not self.exists(connection):
             return []
+        self._bounded(connection)
         rows = connection.execute(
             text(f"""SELECT service, revision, checksum, count(*), min(schema_name),
                         max(applied_at)

@@ -104,6 +104,8 @@ class TargetResult:
     sql: str | None = None
     attempts: int = 0
     """How many times it was tried (more than 1 after transient failures)."""
+    database_down: bool = False
+    """It failed because its database could not be reached (after the retries)."""
 
 
 def state_after(result: TargetResult, before: TargetStatus) -> tuple[TargetState, int]:

@@ -1,0 +1,68 @@
+"""The ``fleet`` command: parse, call the façade, report, exit.
+
+:func:`main` is the console script; it turns whatever a command raised into an exit code
+in exactly one place (through :func:`alembic_fleet.exit_codes.exit_code`).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Sequence
+
+import click
+
+from alembic_fleet.cli import checking, devloop, migrating, tenants  # noqa: F401 (commands)
+from alembic_fleet.cli.app import cli
+from alembic_fleet.exceptions import FleetError, Terminated
+from alembic_fleet.exit_codes import ExitCode, exit_code
+from alembic_fleet.reporting import Reporter
+
+__all__ = ["cli", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fleet`` command; returns (and exits with) the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args
+    debug = "--debug" in args
+    reporter = Reporter(json_mode=as_json)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = cli.main(args=args, prog_name="fleet", standalone_mode=False)
+        code = int(result) if isinstance(result, int) else ExitCode.OK
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        reporter.error("interrupted", None, ExitCode.INTERRUPTED)
+        code = ExitCode.INTERRUPTED
+    except click.ClickException as exc:
+        if as_json:
+            reporter.error(exc.format_message(), None, ExitCode.USAGE)
+        else:
+            exc.show()
+        code = ExitCode.USAGE
+    except KeyboardInterrupt as exc:
+        code = exit_code(exc)
+        reporter.error("terminated" if isinstance(exc, Terminated) else "interrupted", None,
+                       code)
+    except FleetError as exc:
+        code = exit_code(exc)
+        reporter.error(exc.message, exc.hint, code)
+    except Exception as exc:  # the last resort: never a raw traceback with secrets in it
+        reporter.crash(exc, debug=debug)
+        code = ExitCode.FAILED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.exit(code) if argv is None else None
+    return code
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    """SIGTERM (what Kubernetes sends, to PID 1 too) is handled like Ctrl-C: the targets in
+    flight roll back, the summary is printed, the run is recorded as terminated, exit 143."""
+    raise Terminated
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

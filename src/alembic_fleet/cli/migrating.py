@@ -1,0 +1,179 @@
+"""Commands that migrate and report: migrate, status, downgrade, history, heads, log, wait."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+
+from alembic_fleet import commands
+from alembic_fleet.cli.app import (
+    Invocation,
+    cli,
+    command_line,
+    confirm,
+    json_option,
+    seconds,
+    shard_from,
+    shard_option,
+    tenant_option,
+)
+from alembic_fleet.exceptions import UsageError
+from alembic_fleet.execution.run import RunOptions, execute, policy_for
+from alembic_fleet.exit_codes import ExitCode, exit_code
+from alembic_fleet.planning import make_plan
+from alembic_fleet.reporting import Reporter
+
+
+@cli.command()
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@tenant_option
+@click.option("--to", "to", metavar="REV", help="Stop at this revision (needs one SERVICE).")
+@shard_option
+@click.option("--jobs", "-j", type=click.IntRange(min=1), metavar="N",
+              help="Worker processes (default: 'jobs' in the config, else one per CPU).")
+@click.option("--fail-fast", is_flag=True, help="Start no new target after the first failure.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; execute nothing.")
+@click.option("--sql", is_flag=True, help="Print the SQL each target would run; execute nothing.")
+@click.option("--lock-wait", type=seconds, metavar="S",
+              help="Wait this long for another runner's lock on a target (default 60).")
+@click.option("--lock-timeout", type=seconds, metavar="S",
+              help="Give up a DDL statement waiting this long for a table lock, and retry "
+              "(default 5).")
+@click.option("--statement-timeout", type=seconds, metavar="S",
+              help="Cancel any statement running longer (default 3600; 0: no limit).")
+@click.option("--retries", type=click.IntRange(min=0), metavar="N",
+              help="Retries of a target after a lock timeout, lost connection or server "
+              "restart (default 3).")
+@click.option("--allow-changed", is_flag=True,
+              help="Run even though an applied revision file changed since it was applied.")
+@click.option("--wait-for-db", type=seconds, metavar="S",
+              help="First wait up to S seconds for the databases to accept connections.")
+@json_option
+@click.pass_obj
+def migrate(invocation: Invocation, services: Sequence[str], tenants: Sequence[str], to: str | None,
+            shard: str | None, jobs: int | None, fail_fast: bool, dry_run: bool, sql: bool,
+            lock_wait: float | None, lock_timeout: float | None,
+            statement_timeout: float | None, retries: int | None, allow_changed: bool,
+            wait_for_db: float | None, as_json: bool) -> int:
+    """Bring targets to head (or --to REV). Targets already there are not touched.
+
+    Each target migrates in one transaction under an advisory lock, so concurrent runners
+    never apply a revision twice. A failed target is rolled back and reported; the others
+    go on. Ctrl-C rolls back the targets in flight and exits with 130.
+
+    Exit codes: 0 every target reached its revision; 1 some target failed; 2 usage,
+    configuration or database unreachable (nothing executed); 130 interrupted.
+    """
+    reporter = Reporter(json_mode=as_json)
+    share = shard_from(shard)
+    workspace = invocation.workspace()
+    if wait_for_db is not None:
+        commands.require_databases(workspace, wait_for_db)
+    plan = make_plan(workspace, services, tenants, to, share)
+    if share is not None:
+        reporter.note(f"shard {share}: {len(plan.steps)} target(s) of this shard")
+    if sql:
+        reporter.sql(commands.migrate_sql(workspace, plan))
+        return ExitCode.OK
+    if dry_run:
+        reporter.plan(plan)
+        return ExitCode.OK
+    policy = policy_for(workspace, lock_wait=lock_wait, lock_timeout=lock_timeout,
+                        statement_timeout=statement_timeout, retries=retries)
+    options = RunOptions(jobs=jobs, fail_fast=fail_fast, policy=policy,
+                         command=command_line(), allow_changed=allow_changed)
+    outcome = execute(workspace, plan, options, reporter.event)
+    reporter.migrate(outcome)
+    return exit_code(outcome)
+
+@cli.command()
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@tenant_option
+@shard_option
+@json_option
+@click.pass_obj
+def status(invocation: Invocation, services: Sequence[str], tenants: Sequence[str],
+           shard: str | None, as_json: bool) -> int:
+    """Show the current revision of every target against its head.
+
+    Schemas a service's template matches whose tenant is not configured are listed with
+    the state 'orphan' (without --tenant); they do not change the exit code.
+
+    Exit codes: 0 every target at head; 3 some target behind, missing, ahead or failed.
+    """
+    inventory = commands.status(invocation.workspace(), services, tenants, shard=shard_from(shard))
+    Reporter(json_mode=as_json).status(inventory)
+    return exit_code(inventory)
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("service")
+@click.argument("revision")
+@click.option("--tenant", "-t", metavar="T", help="The tenant (per-tenant services).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_obj
+def downgrade(invocation: Invocation, service: str, revision: str, tenant: str | None, yes: bool,
+              as_json: bool) -> int:
+    """Step one target down to REVISION (an id, 'base' or '-1').
+
+    Exit codes: 0 done; 1 failed or declined.
+    """
+    workspace = invocation.workspace()
+    target = commands.downgrade_target(workspace, service, tenant)
+    confirm(f"Downgrade {target.label} to {revision}? Data in dropped tables and "
+             "columns is lost.", yes)
+    result = commands.downgrade(workspace, target, revision)
+    Reporter(json_mode=as_json).downgrade(result)
+    return ExitCode.FAILED if result.error else ExitCode.OK
+
+@cli.command()
+@click.argument("service")
+@json_option
+@click.pass_obj
+def history(invocation: Invocation, service: str, as_json: bool) -> int:
+    """List a service's revisions, newest first (reads the scripts only)."""
+    graph = commands.history(invocation.workspace(), service)
+    Reporter(json_mode=as_json).history(service, graph)
+    return ExitCode.OK
+
+@cli.command()
+@click.argument("services", nargs=-1, metavar="[SERVICE]...")
+@json_option
+@click.pass_obj
+def heads(invocation: Invocation, services: Sequence[str], as_json: bool) -> int:
+    """Show each service's head revision(s) (reads the scripts only)."""
+    Reporter(json_mode=as_json).heads(commands.heads(invocation.workspace(), services))
+    return ExitCode.OK
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many runs to show.")
+@click.option("--run", "run_id", metavar="ID", help="Show the targets of one run (id prefix).")
+@json_option
+@click.pass_obj
+def log(invocation: Invocation, limit: int, run_id: str | None, as_json: bool) -> int:
+    """Show recent runs from the ledger (who, where, when, what they did)."""
+    reporter = Reporter(json_mode=as_json)
+    workspace = invocation.workspace()
+    if run_id:
+        rows = commands.run_details(workspace, run_id)
+        if not rows:
+            raise UsageError(f"no run {run_id!r} in the ledger", hint="see 'fleet log'")
+        reporter.run_details(run_id, rows)
+    else:
+        reporter.runs(commands.log(workspace, limit))
+    return ExitCode.OK
+
+@cli.command()
+@click.option("--timeout", type=seconds, default=60, show_default=True, metavar="S",
+              help="Give up after this many seconds.")
+@click.pass_obj
+def wait(invocation: Invocation, timeout: float) -> int:
+    """Wait until every configured database accepts connections (for Kubernetes Jobs).
+
+    Exit codes: 0 all reachable; 2 still unreachable after --timeout.
+    """
+    commands.require_databases(invocation.workspace(), timeout)
+    Reporter().line("all databases accept connections")
+    return ExitCode.OK

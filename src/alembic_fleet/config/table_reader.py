@@ -1,0 +1,360 @@
+"""Reading one configuration file's values: types, keys, URLs, tenant sources.
+
+Every method raises :class:`ConfigError` naming the file, the key and what is expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic_fleet.config.interpolate import InterpolationError, interpolate
+from alembic_fleet.config.settings import (
+    TENANT_NAME,
+    TenantQuery,
+    TenantSource,
+    validated_names,
+)
+from alembic_fleet.exceptions import ConfigError, FleetError
+from alembic_fleet.model.identifiers import validate_schema_template, validate_tenant
+from alembic_fleet.model.targets import Database, Service
+
+DEFAULT_EMBEDDED_DATABASE = "postgres"
+SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+URL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+
+SERVICE_KEYS = {"path", "schema", "database", "alembic_ini", "version_table", "depends_on",
+                "revision_pattern", "file_pattern", "application_packages"}
+_FILE_SOURCE_KEYS = {"file"}
+_QUERY_SOURCE_KEYS = {"query", "database", "insert", "delete"}
+_ATTRIBUTE_KEYS = {"database", "priority"}
+TENANTS_ENV_KEY = "TENANTS (environment)"
+
+
+@dataclass(frozen=True)
+class TenantAttributes:
+    database: Database | None = None
+    priority: int | None = None
+
+
+def read_tenants_file(path: Path, *, config_file: str) -> tuple[str, ...]:
+    """The names in a tenants file: one per line, ``#`` comments and blank lines ignored."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"tenants file {path} does not exist", file=config_file,
+                          key="tenants.file",
+                          expected="a text file with one tenant name per line") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"tenants file {path} cannot be read: {reason}", file=config_file,
+                          key="tenants.file") from None
+    names: list[str] = []
+    for number, line in enumerate(lines, 1):
+        entry = tenant_file_entry(line)
+        if entry is None:
+            continue
+        try:
+            validate_tenant(entry)
+        except FleetError as exc:
+            raise ConfigError(f"{path}, line {number}: {exc.message}", file=config_file,
+                              key="tenants.file", expected=TENANT_NAME) from None
+        names.append(entry)
+    return tuple(dict.fromkeys(names))
+
+
+def tenant_file_entry(line: str) -> str | None:
+    """The tenant named on one line of a tenants file, or None for a blank/comment line."""
+    entry = line.split("#", 1)[0].strip()
+    return entry or None
+
+
+class TableReader:
+    """Validates one file's values, collecting the passwords found in database URLs."""
+
+    def __init__(self, file: str, environ: Mapping[str, str]) -> None:
+        self.file = file
+        self.environ = environ
+        self.secrets: list[str] = []
+
+    def check_keys(self, table: dict[str, Any], allowed: set[str], prefix: str) -> None:
+        for key in table:
+            if key not in allowed:
+                raise ConfigError("unknown key", file=self.file, key=prefix + key,
+                                  expected="one of " + ", ".join(sorted(allowed)))
+
+    def string(self, value: Any, key: str) -> str:
+        if not isinstance(value, str):
+            raise ConfigError(f"has type {type(value).__name__}", file=self.file, key=key,
+                              expected="a string")
+        try:
+            return interpolate(value, self.environ)
+        except InterpolationError as exc:
+            raise ConfigError(str(exc), file=self.file, key=key) from None
+
+    def database(self, value: Any, key: str, inherit: Database | None) -> Database:
+        """A database reference: a URL, ``embedded[:///NAME]``, or empty for the default."""
+        text = "" if value is None else self.string(value, key).strip()
+        if not text:
+            return inherit or Database(embedded_name=DEFAULT_EMBEDDED_DATABASE)
+        if text == "embedded" or text.startswith("embedded:"):
+            db_name = text.removeprefix("embedded").removeprefix(":").lstrip("/")
+            db_name = db_name or DEFAULT_EMBEDDED_DATABASE
+            if not SERVICE_NAME.fullmatch(db_name.replace("-", "_")):
+                raise ConfigError(f"invalid embedded database name {db_name!r}", file=self.file,
+                                  key=key, expected="embedded:///NAME with a simple name")
+            return Database(embedded_name=db_name)
+        from sqlalchemy.engine import make_url  # local: keeps config import light
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(text)
+        except (ArgumentError, ValueError):
+            raise ConfigError("is not a database URL", file=self.file, key=key,
+                              expected="postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
+        if url.drivername not in URL_SCHEMES:
+            raise ConfigError(f"unsupported scheme {url.drivername!r}", file=self.file, key=key,
+                              expected="a postgresql:// URL")
+        for secret in (url.password, url.query.get("password")):
+            if secret:
+                self.secrets.append(str(secret))
+        return Database(url=text)
+
+    def service(self, root: Path, name: str, table: Any, default_db: Database) -> Service:
+        key = f"services.{name}"
+        if not SERVICE_NAME.fullmatch(name):
+            raise ConfigError("invalid service name", file=self.file, key=key,
+                              expected="a lowercase letter, then lowercase letters, digits, _ or -")
+        if not isinstance(table, dict):
+            raise ConfigError("must be a table", file=self.file, key=key,
+                              expected=f"[{key}] with path and schema")
+        self.check_keys(table, SERVICE_KEYS, key + ".")
+        if "path" not in table:
+            raise ConfigError("is missing", file=self.file, key=f"{key}.path",
+                              expected="the folder holding the service's alembic.ini")
+        folder = (root / self.string(table["path"], f"{key}.path")).resolve()
+        ini = self.string(table.get("alembic_ini", "alembic.ini"), f"{key}.alembic_ini")
+        if not (folder / ini).is_file():
+            raise ConfigError(f"{folder / ini} does not exist", file=self.file,
+                              key=f"{key}.path", expected="a folder holding " + ini,
+                              hint=f"create it with 'fleet init --service {name} PATH'")
+        schema = self.string(table.get("schema", "public"), f"{key}.schema")
+        validate_schema_template(schema, file=self.file, key=f"{key}.schema")
+        database = self.database(table.get("database"), f"{key}.database", inherit=default_db)
+        version_table = self.string(table.get("version_table", "alembic_version"),
+                                    f"{key}.version_table")
+        depends_on = table.get("depends_on", [])
+        if not isinstance(depends_on, list) or not all(isinstance(d, str) for d in depends_on):
+            raise ConfigError("must be a list of service names", file=self.file,
+                              key=f"{key}.depends_on", expected='depends_on = ["auth"]')
+        patterns = {k: self.pattern(table.get(k), f"{key}.{k}")
+                    for k in ("revision_pattern", "file_pattern")}
+        packages = table.get("application_packages")
+        if packages is not None and (not isinstance(packages, list) or not all(
+                isinstance(p, str) and p.isidentifier() for p in packages)):
+            raise ConfigError("must be a list of package names", file=self.file,
+                              key=f"{key}.application_packages",
+                              expected='application_packages = ["app"]')
+        return Service(name, folder, schema, database, ini, version_table,
+                       tuple(dict.fromkeys(depends_on)),
+                       revision_pattern=patterns["revision_pattern"],
+                       file_pattern=patterns["file_pattern"],
+                       application_packages=None if packages is None else tuple(packages))
+
+    def pattern(self, value: Any, key: str) -> str | None:
+        """A regular expression ``fleet check`` matches names against (whole-name match)."""
+        if value is None:
+            return None
+        text = self.string(value, key)
+        try:
+            re.compile(text.replace("{revision}", "x"))
+        except re.error as exc:
+            raise ConfigError(f"is not a valid regular expression: {exc}", file=self.file,
+                              key=key, expected='e.g. "[0-9a-f]{12}"') from None
+        return text
+
+    def jobs(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"invalid value {value!r}", file=self.file, key="jobs",
+                              expected="a whole number of worker processes, 1 or more")
+        return value
+
+    def seconds(self, value: Any, key: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"invalid value {value!r}", file=self.file, key=key,
+                              expected="a number of seconds, 0 or more")
+        return float(value)
+
+    def count(self, value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"invalid value {value!r}", file=self.file, key=key,
+                              expected="a whole number, 0 or more")
+        return value
+
+    def flag(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"invalid value {value!r}", file=self.file, key=key,
+                              expected="true or false")
+        return value
+
+    def identifier(self, value: Any, key: str) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ConfigError(f"invalid value {value!r}", file=self.file, key=key,
+                              expected="a schema name: lowercase letters, digits and _")
+        return value
+
+    def priority(self, value: Any) -> tuple[str, ...]:
+        """The top-level list; tenants not configured are left out by :func:`priority_order`."""
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("must be a list of tenant names", file=self.file, key="priority",
+                              expected='priority = ["default"]')
+        return tuple(dict.fromkeys(value))
+
+    def check_dependencies(self, services: dict[str, Service]) -> None:
+        """Every ``depends_on`` names a service, and the dependencies have no cycle."""
+        for service in services.values():
+            for dependency in service.depends_on:
+                if dependency not in services or dependency == service.name:
+                    raise ConfigError(f"unknown service {dependency!r}", file=self.file,
+                                      key=f"services.{service.name}.depends_on",
+                                      expected="names of other configured services")
+        state: dict[str, int] = {}
+
+        def visit(name: str, path: tuple[str, ...]) -> None:
+            if state.get(name) == 2:
+                return
+            if state.get(name) == 1:
+                cycle = " -> ".join((*path[path.index(name):], name))
+                raise ConfigError(f"dependency cycle {cycle}", file=self.file,
+                                  key=f"services.{name}.depends_on",
+                                  expected="services that depend on each other in one direction")
+            state[name] = 1
+            for dependency in services[name].depends_on:
+                visit(dependency, (*path, name))
+            state[name] = 2
+
+        for name in services:
+            visit(name, ())
+
+    def tenants_override(self) -> tuple[str, ...]:
+        """``TENANTS`` (spaces or commas): replaces the names of whatever source is configured."""
+        names = [n for n in re.split(r"[\s,]+", self.environ.get("TENANTS") or "") if n]
+        return validated_names(names, self.file, TENANTS_ENV_KEY) if names else ()
+
+    def tenant_source(
+        self, config: Path, value: Any, default_db: Database, *, read_names: bool = True,
+    ) -> tuple[TenantSource, TenantQuery | None, tuple[str, ...], dict[str, TenantAttributes]]:
+        """The ``tenants`` key: its source, the registry query, the names read, attributes.
+
+        A table whose values are all tables (``[tenants.NAME]``, possibly empty) lists the
+        tenants with their attributes; any other table is a source (``file`` or ``query``).
+        The value types decide, so a tenant may even be called ``file``. Without
+        ``read_names`` (``TENANTS`` overrides) the shape is still validated, but list entries
+        are not interpolated and the file is not read: a job that sets ``TENANTS`` needs
+        neither the variables nor the file.
+        """
+        where = TenantSource("list", config)
+        if value is None:
+            return where, None, (), {}
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise self._tenants_type_error()
+            if not read_names:
+                return where, None, (), {}
+            names = [self.string(v, "tenants") for v in value]
+            return where, None, validated_names(names, self.file, "tenants"), {}
+        if not isinstance(value, dict):
+            raise self._tenants_type_error()
+        if all(isinstance(v, dict) for v in value.values()):
+            attributes = self.attribute_tables(value, "tenants")
+            return where, None, tuple(attributes), attributes
+        if "file" in value and "query" in value:
+            raise ConfigError("has both 'file' and 'query'", file=self.file, key="tenants",
+                              expected="one tenant source: a file or a query")
+        if "file" in value:
+            self.check_keys(value, _FILE_SOURCE_KEYS, "tenants.")
+            relative = self.string(value["file"], "tenants.file").strip()
+            if not relative:
+                raise ConfigError("is empty", file=self.file, key="tenants.file",
+                                  expected="a path relative to the configuration file")
+            path = (config.parent / relative).resolve()
+            names = read_tenants_file(path, config_file=self.file) if read_names else ()
+            return TenantSource("file", path), None, names, {}
+        if "query" in value:
+            self.check_keys(value, _QUERY_SOURCE_KEYS, "tenants.")
+            sql = self.string(value["query"], "tenants.query").strip()
+            if not sql:
+                raise ConfigError("is empty", file=self.file, key="tenants.query",
+                                  expected="a SELECT whose first column is the tenant name")
+            database = self.database(value.get("database"), "tenants.database",
+                                     inherit=default_db)
+            insert, delete = (self.statement(value.get(k), f"tenants.{k}")
+                              for k in ("insert", "delete"))
+            return TenantSource("query"), TenantQuery(sql, database, insert, delete), (), {}
+        first = next(iter(value))
+        raise ConfigError("unknown key", file=self.file, key=f"tenants.{first}",
+                          expected="'file' or 'query', or [tenants.NAME] tables")
+
+    def _tenants_type_error(self) -> ConfigError:
+        return ConfigError("must be a list of strings or a table", file=self.file,
+                           key="tenants",
+                           expected='tenants = ["default", "toshiba"], [tenants.NAME] tables, '
+                           'tenants = { file = "tenants.txt" } or tenants = { query = "..." }')
+
+    def statement(self, value: Any, key: str) -> str | None:
+        """An ``insert`` / ``delete`` statement of a registry: it must bind ``:tenant``."""
+        if value is None:
+            return None
+        sql = self.string(value, key).strip()
+        if ":tenant" not in sql:
+            raise ConfigError("does not use the :tenant parameter", file=self.file, key=key,
+                              expected="a statement such as "
+                              "INSERT INTO public.tenants (slug) VALUES (:tenant)")
+        return sql
+
+    def tenant_attributes(self, value: Any, *, table_form: bool) -> dict[str, TenantAttributes]:
+        """``[tenant_attributes.NAME]``: attributes for tenants of any source."""
+        if value is None:
+            return {}
+        if table_form:
+            raise ConfigError("cannot be combined with [tenants.NAME] tables", file=self.file,
+                              key="tenant_attributes",
+                              expected="the attributes inside [tenants.NAME]")
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            raise ConfigError("must be a table of tables", file=self.file,
+                              key="tenant_attributes",
+                              expected='[tenant_attributes.toshiba] with database = "..." '
+                              "and/or priority = 10")
+        return self.attribute_tables(value, "tenant_attributes")
+
+    def attribute_tables(self, tables: dict[str, Any], prefix: str) -> dict[str, TenantAttributes]:
+        """Tenant name -> attributes, from ``[PREFIX.NAME]`` tables (names validated)."""
+        result: dict[str, TenantAttributes] = {}
+        for tenant, table in tables.items():
+            key = f"{prefix}.{tenant}"
+            try:
+                validate_tenant(tenant)
+            except FleetError as exc:
+                raise ConfigError(exc.message, file=self.file, key=key,
+                                  expected=TENANT_NAME) from None
+            self.check_keys(table, _ATTRIBUTE_KEYS, key + ".")
+            database = None
+            raw = table.get("database")
+            # Empty (e.g. an unset "${VAR:-}") means no server of its own: the service's.
+            if raw is not None and self.string(raw, f"{key}.database").strip():
+                database = self.database(raw, f"{key}.database", inherit=None)
+            priority = table.get("priority")
+            if priority is not None and (isinstance(priority, bool)
+                                         or not isinstance(priority, int)):
+                raise ConfigError(f"invalid value {priority!r}", file=self.file,
+                                  key=f"{key}.priority",
+                                  expected="a whole number; higher runs earlier (default 0)")
+            result[tenant] = TenantAttributes(database, priority)
+        return result

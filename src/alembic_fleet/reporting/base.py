@@ -1,0 +1,147 @@
+"""Human and machine output: the primitives every view uses.
+
+Rich tables and a live progress bar on a terminal, plain lines when piped, one JSON object
+with ``--json``. Every string passes through :func:`alembic_fleet.redact.scrub` on its way
+out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
+
+from alembic_fleet.model.findings import Finding
+from alembic_fleet.model.status import (
+    Outcome,
+    TargetState,
+)
+from alembic_fleet.redact import scrub
+from alembic_fleet.reporting import payloads
+
+STATE_STYLE = {
+    TargetState.AT_HEAD: "green",
+    TargetState.BEHIND: "yellow",
+    TargetState.MISSING: "yellow",
+    TargetState.AHEAD: "magenta",
+    TargetState.FAILED: "red",
+    TargetState.ORPHAN: "cyan",
+}
+OUTCOME_STYLE = {Outcome.MIGRATED: "green", Outcome.SKIPPED: "dim", Outcome.FAILED: "red"}
+
+
+def relative_path(path: str | None) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    if not path:
+        return ""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if relative.startswith("..") else relative
+
+
+def github_annotation(item: Finding) -> str:
+    """A GitHub Actions workflow command: shows the finding on the pull request's diff."""
+    level = "notice" if item.accepted else item.effective_severity.value
+    parts = [f"file={relative_path(item.file)}"] if item.file else []
+    if item.line:
+        parts.append(f"line={item.line}")
+    parts.append(f"title={item.code} {item.rule.name} ({item.service})")
+    body = item.message
+    if item.statement:
+        body += f"\n{item.statement}"
+    body += "".join(f"\n{d}" for d in item.details)
+    body += f"\naccepted: {item.accepted}" if item.accepted else f"\nhint: {item.rule.hint}"
+
+    def escape_property(text: str) -> str:
+        return (text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+                .replace(":", "%3A").replace(",", "%2C"))
+
+    data = body.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return f"::{level} " + ",".join(
+        k + "=" + escape_property(v) for k, v in (p.split("=", 1) for p in parts)) + f"::{data}"
+
+
+def revs_text(revs: Sequence[str]) -> str:
+    return ",".join(revs) if revs else "-"
+
+
+class ReporterBase:
+    """Writes one command's output in the mode the user asked for: lines, notes, JSON,
+    tables and errors. The views (:mod:`.run_views`, :mod:`.record_views`,
+    :mod:`.finding_views`) build on these."""
+
+    MAX_TABLE_ROWS = 50
+    """Above this many migrated targets the terminal gets the summary only (--json has all)."""
+
+    def __init__(self, *, json_mode: bool = False, out: Any = None, err: Any = None) -> None:
+        self.json_mode = json_mode
+        self.out = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
+        self.err = Console(file=err or sys.stderr, highlight=False, soft_wrap=True)
+        self.rich = self.out.is_terminal and not json_mode
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._failures = 0
+
+    # -- low level -------------------------------------------------------------------------
+    def line(self, text: str = "", *, style: str | None = None) -> None:
+        """A plain line on stdout (markup-free; secrets scrubbed)."""
+        self.out.print(escape(scrub(text)), style=style if self.rich else None)
+
+    def note(self, text: str) -> None:
+        """A remark for people on stderr (never in the way of JSON or piped data)."""
+        if not self.json_mode:
+            self.err.print(escape(scrub(text)), style="dim" if self.err.is_terminal else None)
+
+    def json(self, payload: dict[str, Any]) -> None:
+        """One JSON object: indented for a person at a terminal, compact for programs."""
+        indent = 2 if self.out.is_terminal else None
+        self.out.file.write(scrub(json.dumps(payload, indent=indent)) + "\n")
+        self.out.file.flush()
+
+    def _table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]],
+               styles: Sequence[str | None] | None = None) -> None:
+        if self.rich:
+            table = Table(*headers, header_style="bold")
+            for index, row in enumerate(rows):
+                style = styles[index] if styles else None
+                table.add_row(*(escape(scrub(str(c))) for c in row), style=style)
+            self.out.print(table)
+            return
+        widths = [max([len(h), *(len(str(r[i])) for r in rows)]) for i, h in enumerate(headers)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        self.line(fmt.format(*headers).rstrip())
+        for row in rows:
+            self.line(fmt.format(*(str(c) for c in row)).rstrip())
+
+    # -- errors ----------------------------------------------------------------------------
+    def error(self, message: str, hint: str | None, code: int) -> None:
+        if self.json_mode:
+            self.json(payloads.error_payload(scrub(message), scrub(hint) if hint else None, code))
+            return
+        self.err.print(escape(scrub(f"error: {message}")),
+                       style="bold red" if self.err.is_terminal else None)
+        if hint:
+            self.err.print(escape(scrub(f"hint: {hint}")))
+
+    def crash(self, error: BaseException, *, debug: bool) -> None:
+        """An unexpected exception: one line, or the scrubbed traceback with --debug."""
+        if debug:
+            text = "".join(traceback.format_exception(error))
+            self.err.file.write(scrub(text))
+        self.error(f"internal error: {type(error).__name__}: {error}",
+                   None if debug else "run again with --debug to see the traceback", 1)
+
+    def stop_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -1,0 +1,65 @@
+"""Views of findings: ``fleet check`` tables, JSON and GitHub annotations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from alembic_fleet.redact import scrub
+from alembic_fleet.reporting import payloads
+from alembic_fleet.reporting.base import (
+    ReporterBase,
+    github_annotation,
+    relative_path,
+)
+
+if TYPE_CHECKING:  # commands imports heavy modules; the reporter only needs the type
+    from alembic_fleet.check.gate import CheckReport
+
+class FindingViews(ReporterBase):
+    """What ``check`` and ``revision`` print."""
+
+    # -- check ---------------------------------------------------------------------------
+    def check(self, report: CheckReport, *, output_format: str = "table") -> None:
+        """Findings as a table (people), one JSON object, or GitHub workflow annotations."""
+        if self.json_mode or output_format == "json":
+            self.json(payloads.check_payload(report))
+            return
+        if output_format == "github":
+            for item in report.findings:
+                self.out.file.write(scrub(github_annotation(item)) + "\n")
+            self.out.file.flush()
+        elif report.findings:
+            rows = []
+            styles = []
+            for item in report.findings:
+                where = relative_path(item.file) + (f":{item.line}" if item.line else "")
+                text = item.message
+                if item.statement:
+                    text += f"\n  {item.statement}"
+                text += "".join(f"\n  {d}" for d in item.details)
+                text += (f"\n  accepted: {item.accepted}" if item.accepted
+                         else f"\n  hint: {item.rule.hint}")
+                rows.append((item.code, item.rule.name, item.service,
+                             where or (item.schema or ""), text))
+                styles.append(None if item.accepted else
+                              "red" if item.fails else "yellow")
+            self._table(["code", "rule", "service", "where", "finding"], rows, styles)
+        summary = payloads.check_payload(report)["summary"]
+        for service, skipped in report.skipped.items():
+            for reason in skipped:
+                self.note(f"{service}: skipped {reason}")
+        checked = ", ".join(f"{s} ({len(c)} checks)" for s, c in report.checks.items())
+        self.note(f"checked {checked}")
+        self.line(f"{summary['errors']} errors, {summary['warnings']} warnings, "
+                  f"{summary['accepted']} accepted" if report.findings else "no problems found",
+                  style="bold red" if report.failed else "green")
+
+    def revision(self, files: Sequence[str], report: CheckReport) -> None:
+        if self.json_mode:
+            self.json({"files": list(files), **payloads.check_payload(report)})
+            return
+        for path in files:
+            self.line(f"created {relative_path(path)}")
+        if report.findings:
+            self.check(report)

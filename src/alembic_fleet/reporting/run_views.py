@@ -1,0 +1,250 @@
+"""Views of runs: status, plans, SQL, progress, migrate results, the dev loop, downgrade."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from alembic_fleet.databases import display
+from alembic_fleet.execution.events import Event, RunStarted, TargetFinished, TargetStarted
+from alembic_fleet.model.status import (
+    Outcome,
+    TargetResult,
+    TargetStatus,
+)
+from alembic_fleet.redact import scrub
+from alembic_fleet.reporting import payloads
+from alembic_fleet.reporting.base import (
+    STATE_STYLE,
+    ReporterBase,
+    revs_text,
+)
+
+if TYPE_CHECKING:  # commands imports heavy modules; the reporter only needs the type
+    from alembic_fleet.devloop import UpResult
+    from alembic_fleet.inventory import Inventory
+    from alembic_fleet.model.outcome import RunOutcome
+    from alembic_fleet.model.plan import Plan
+
+class RunViews(ReporterBase):
+    """What ``status``, ``migrate``, ``up`` and ``downgrade`` print."""
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self, inventory: Inventory) -> None:
+        if self.json_mode:
+            payload = payloads.status_payload(inventory.everything)
+            told = [*inventory.unreachable.values(), *inventory.warnings]
+            if told:
+                payload["warnings"] = told
+            self.json(payload)
+            return
+        self.statuses(inventory.everything)
+        for reason in inventory.unreachable.values():
+            self.note(f"warning: {reason}; its targets are shown as failed")
+        for warning in inventory.warnings:
+            self.note(f"warning: {warning}")
+
+    def statuses(self, statuses: Sequence[TargetStatus]) -> None:
+        if self.json_mode:
+            self.json(payloads.status_payload(statuses))
+            return
+        rows = [
+            (s.target.service, s.target.tenant or "-", s.target.schema, revs_text(s.current),
+             revs_text(s.head), s.pending, s.state.value)
+            for s in statuses
+        ]
+        self._table(["service", "tenant", "schema", "current", "head", "pending", "state"],
+                    rows, [STATE_STYLE[s.state] for s in statuses])
+        payload = payloads.status_payload(statuses)
+        if len(payload["databases"]) > 1:
+            for name, counts in payload["databases"].items():
+                self.line(f"{name}: {self._summary_text(counts)}")
+        self.line(self._summary_text(payload["summary"]))
+
+    @staticmethod
+    def _summary_text(summary: dict[str, int]) -> str:
+        parts = [f"{summary['targets']} target(s)"]
+        parts += [f"{summary[k]} {k.replace('_', ' ')}" for k in
+                  ("at_head", "behind", "missing", "ahead", "failed", "orphan")
+                  if summary.get(k)]
+        return ": ".join([parts[0], ", ".join(parts[1:])]) if len(parts) > 1 else parts[0]
+
+    # -- migrate ---------------------------------------------------------------------------
+    def plan(self, plan: Plan) -> None:
+        steps = plan.steps
+        if self.json_mode:
+            self.json(payloads.plan_payload(steps))
+            return
+        rows = [
+            (s.target.service, s.target.tenant or "-", s.target.schema,
+             revs_text(s.status.current), revs_text(s.status.head),
+             "upgrade" if s.upgrade else "skip", s.reason)
+            for s in steps
+        ]
+        self._table(["service", "tenant", "schema", "current", "to", "action", "why"], rows,
+                    ["yellow" if s.upgrade else "dim" for s in steps])
+        count = sum(1 for s in steps if s.upgrade)
+        self.line(f"dry run: {count} of {len(steps)} target(s) would be migrated; "
+                  "nothing was executed")
+
+    def sql(self, results: Sequence[TargetResult]) -> None:
+        if self.json_mode:
+            self.json(payloads.results_payload(results))
+            return
+        for result in results:
+            target = result.target
+            if result.sql is None:
+                self.out.file.write(f"-- {target.label}: {result.note}\n")
+                continue
+            self.out.file.write(
+                f"-- {target.label} on {scrub(display(target.database))}: "
+                f"{revs_text(result.from_revs)} -> {revs_text(result.to_revs)}\n"
+            )
+            self.out.file.write(scrub(result.sql).rstrip() + "\n\n")
+        self.out.file.flush()
+
+    def event(self, event: Event) -> None:
+        """Progress while migrating: a live bar on a terminal, a line per target otherwise."""
+        if isinstance(event, RunStarted):
+            if self.rich and event.to_migrate:
+                self._progress = Progress(
+                    TextColumn("[bold]migrating"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[failed]}"), TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=self.err,
+                    transient=True,
+                )
+                self._task = self._progress.add_task("migrate", total=event.total,
+                                                     failed="", rate="")
+                self._progress.start()
+            return
+        if isinstance(event, TargetStarted):
+            return
+        if isinstance(event, TargetFinished):
+            result = event.result
+            if result.outcome is Outcome.FAILED:
+                self._failures += 1
+            if self._progress is not None:
+                task = self._progress.tasks[0]
+                elapsed = task.elapsed or 0.0
+                done = task.completed + 1
+                self._progress.update(
+                    self._task, advance=1,
+                    failed=f"[red]{self._failures} failed" if self._failures else "",
+                    rate=f"{done / elapsed:.1f}/s" if elapsed > 0 else "",
+                )
+                if task.completed >= task.total:
+                    self._progress.stop()
+                    self._progress = None
+            elif not self.json_mode and not self.rich:  # piped: one line per target
+                self.line(self._result_line(result))
+
+    @staticmethod
+    def _result_line(result: TargetResult) -> str:
+        text = (f"{result.outcome.value:<8} {result.target.label}  "
+                f"{revs_text(result.from_revs)} -> {revs_text(result.to_revs)}")
+        if result.outcome is Outcome.MIGRATED:
+            text += f"  ({result.seconds:.2f}s)"
+        if result.error:
+            text += f"  error: {result.error}"
+        return text
+
+    def migrate(self, outcome: RunOutcome) -> None:
+        self._migrate(outcome.results, outcome.before, end=outcome.end,
+                      warnings=outcome.warnings)
+        for warning in outcome.warnings:
+            self.note(f"warning: {warning}")
+
+    def _migrate(self, results: Sequence[TargetResult], before: Sequence[TargetStatus], *,
+                 end: str = "completed", warnings: Sequence[str] = ()) -> None:
+        interrupted = end != "completed"
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        if self.json_mode:
+            payload = payloads.migrate_payload(results, before)
+            if interrupted:
+                payload["interrupted"] = True
+                payload["end"] = end
+            if warnings:
+                payload["warnings"] = list(warnings)
+            self.json(payload)
+            return
+        if interrupted:
+            self.err.print(f"{end}: the targets in flight were rolled back",
+                           style="bold red" if self.err.is_terminal else None)
+        migrated = [r for r in results if r.outcome is Outcome.MIGRATED]
+        failed = [r for r in results if r.outcome is Outcome.FAILED]
+        skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
+        if migrated and self.rich and len(migrated) <= self.MAX_TABLE_ROWS:
+            self._table(["service", "tenant", "schema", "from", "to", "seconds"],
+                        [(r.target.service, r.target.tenant or "-", r.target.schema,
+                          revs_text(r.from_revs), revs_text(r.to_revs), f"{r.seconds:.2f}")
+                         for r in migrated])
+        for result in failed:
+            tenant = f" (tenant {result.target.tenant})" if result.target.tenant else ""
+            self.line(f"FAILED {result.target.label}{tenant}: {result.error}", style="red")
+            if result.hint:
+                self.line(f"  hint: {result.hint}")
+        if not migrated and not failed:
+            self.line(f"nothing to do: all {len(skipped)} target(s) skipped "
+                      "(already at the wanted revision)")
+            return
+        self.line(f"{len(results)} target(s): {len(migrated)} migrated, {len(skipped)} skipped, "
+                  f"{len(failed)} failed", style="red" if failed else "green")
+        if failed:
+            self.line("fix the error above and run 'fleet migrate' again: only failed and "
+                      "pending targets run")
+
+    def up(self, result: UpResult, *, skipped: bool, exports: bool = True) -> None:
+        """``fleet up``: remarks on stderr, ``export NAME=URL`` lines on stdout (for eval).
+
+        Passwords are masked like everywhere else: a URL with a password came from the
+        environment, where the variable is already set.
+        """
+        self.stop_progress()
+        outcome = result.outcome
+        if self.json_mode:
+            self.json({
+                "embedded": result.embedded,
+                "migrations": "skipped" if skipped else "up_to_date" if outcome is None
+                else payloads.migrate_payload(outcome.results, outcome.before),
+                "exports": result.exports,
+            })
+            return
+        if result.embedded:
+            self.note("embedded PostgreSQL is running")
+        if skipped:
+            self.note("migrations skipped (--skip-migrations / SKIP_MIGRATIONS)")
+        elif outcome is None:
+            count = len(result.plan.steps) if result.plan else 0
+            self.note(f"migrations: nothing pending ({count} target(s) at head)")
+        else:
+            failed = [r for r in outcome.results if r.outcome is Outcome.FAILED]
+            migrated = sum(1 for r in outcome.results if r.outcome is Outcome.MIGRATED)
+            self.note(f"migrations: {migrated} migrated, {len(failed)} failed")
+            for item in failed:
+                self.err.print(escape(scrub(f"FAILED {item.target.label}: {item.error}")))
+        if exports:
+            for name, url in result.exports.items():
+                self.line(f"export {name}={shlex.quote(url)}")
+
+    def downgrade(self, result: TargetResult) -> None:
+        if self.json_mode:
+            self.json(payloads.results_payload([result]))
+            return
+        if result.outcome is Outcome.FAILED:
+            self.line(f"FAILED {result.target.label}: {result.error}", style="red")
+            return
+        self.line(f"downgraded {result.target.label}: {revs_text(result.from_revs)} -> "
+                  f"{revs_text(result.to_revs)}", style="green")

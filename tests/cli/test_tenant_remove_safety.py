@@ -1,0 +1,67 @@
+"""``fleet tenants remove`` touches only what the schema namespace says is that tenant's.
+
+Each case was a reported data loss: dropping ``public`` or the ledger through a ``{tenant}``
+template, dropping a tenant's schemas before finding out that its source could not forget
+it, and a concurrent ``fleet migrate`` recreating a schema that was just removed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.conftest import query, schemas, tables, version
+from tests.faults.conftest import HEAD, shop_project, start_fleet
+
+
+def _config(project, body: str) -> None:
+    (project.root / "fleet.toml").write_text('database = "${DATABASE_URI}"\n' + body)
+
+
+def test_remove_refuses_public_and_the_ledger_beside_a_bare_template(tmp_path: Path,
+                                                                      db_url: str) -> None:
+    project = shop_project(tmp_path / "p", db_url, 2)
+    _config(project, 'tenants = ["s000", "s001"]\n\n'
+            '[services.shop]\npath = "shop"\nschema = "{tenant}"\n\n'
+            '[services.core]\npath = "shop"\nschema = "public"\n')
+    assert project.fleet("migrate").returncode == 0
+    for name in ("public", "fleet"):
+        refused = project.fleet("tenants", "remove", name, "--yes")
+        assert refused.returncode == 2, refused.stderr
+        assert "not a configured tenant" in refused.stderr
+    assert "items" in tables(db_url, "public")
+    assert query(db_url, "SELECT count(*) FROM fleet.runs")[0][0] >= 1
+    removed = project.fleet("tenants", "remove", "s000", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert schemas(db_url, "s00%") == {"s001"}
+    assert version(db_url, "public") == [HEAD]
+
+
+def test_remove_refuses_before_dropping_when_the_source_cannot_forget(tmp_path: Path,
+                                                                      db_url: str) -> None:
+    project = shop_project(tmp_path / "p", db_url, 2)
+    query(db_url, "CREATE TABLE public.tenants (slug text PRIMARY KEY)")
+    query(db_url, "INSERT INTO public.tenants VALUES ('s000'), ('s001')")
+    _config(project, 'tenants = { query = "SELECT slug FROM public.tenants" }\n\n'
+            '[services.shop]\npath = "shop"\nschema = "shop_{tenant}"\n')
+    assert project.fleet("migrate").returncode == 0
+    refused = project.fleet("tenants", "remove", "s000", "--yes")
+    assert refused.returncode == 2, refused.stderr
+    assert "'delete'" in refused.stderr and "nothing was dropped" in refused.stderr
+    assert version(db_url, "shop_s000") == [HEAD]
+
+
+def test_remove_during_a_migration_is_not_undone_by_it(tmp_path: Path, db_url: str) -> None:
+    project = shop_project(tmp_path / "p", db_url, 6, sleep=0.3)
+    assert project.fleet("migrate", "--to", "8000aaaa0001").returncode == 0
+    runner = start_fleet(project, "migrate", "--jobs", "1", "--json")
+    time.sleep(1.0)  # s000 is migrating; s005 is planned as behind, not started yet
+    removed = project.fleet("tenants", "remove", "s005", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    _out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, err
+    assert "shop_s005" not in schemas(db_url, "shop_%")
+    for i in range(5):
+        assert version(db_url, f"shop_s{i:03d}") == [HEAD]
+    assert "s005" not in (project.root / "fleet.toml").read_text()
+    assert project.fleet("status").returncode == 0  # no orphan, nothing behind

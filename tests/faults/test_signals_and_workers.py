@@ -1,0 +1,115 @@
+"""SIGTERM, a SIGKILLed parent, and workers that die while idle.
+
+Kubernetes stops a pod with SIGTERM (to PID 1, which is ``fleet`` in the image) and, after
+the grace period, SIGKILL. Neither may leave a half-migrated tenant, an unreported run or a
+worker holding a server session; a worker dying between targets must not end the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from tests.conftest import query, version
+from tests.faults.conftest import HEAD, shop_project, start_fleet
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _local_ports(pid: int) -> set[int]:
+    """The local ports of the TCP connections to port 5432 that process ``pid`` holds."""
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return set()
+    inodes = {link[8:-1] for link in links if link.startswith("socket:")}
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                if fields[2].endswith(":1538") and fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_sigterm_rolls_back_in_flight_targets_and_exits_143(tmp_path: Path,
+                                                            db_url: str) -> None:
+    project = shop_project(tmp_path / "p", db_url, 8, sleep=0.4)
+    runner = start_fleet(project, "migrate", "--json", "--jobs", "2")
+    time.sleep(2.0)
+    runner.send_signal(signal.SIGTERM)  # the parent only, as Kubernetes does to PID 1
+    out, err = runner.communicate(timeout=60)
+    assert runner.returncode == 143, err
+    payload = json.loads(out)
+    assert payload["interrupted"] is True and payload["end"] == "terminated"
+    for target in payload["targets"]:
+        if target["outcome"] == "migrated":
+            assert version(db_url, target["schema"]) == [HEAD]
+        else:
+            assert query(db_url, "SELECT count(*) FROM pg_namespace WHERE nspname = %s",
+                         (target["schema"],))[0][0] == 0
+    assert query(db_url, "SELECT outcome, finished_at IS NOT NULL FROM fleet.runs") == [
+        ("terminated", True)]
+    assert project.fleet("migrate").returncode == 0
+
+
+def test_workers_die_with_a_sigkilled_parent(tmp_path: Path, db_url: str) -> None:
+    project = shop_project(tmp_path / "p", db_url, 6, sleep=2.0)
+    runner = start_fleet(project, "migrate", "--jobs", "2")
+    deadline = time.monotonic() + 30
+    while len(_children(runner.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    workers = _children(runner.pid)
+    assert len(workers) == 2
+    time.sleep(1.0)  # the workers are in the middle of a pg_sleep
+    os.kill(runner.pid, signal.SIGKILL)  # the parent alone, not its process group
+    runner.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers), "a worker outlived its parent"
+    assert project.fleet("migrate").returncode == 0
+    assert all(version(db_url, f"shop_s{i:03d}") == [HEAD] for i in range(6))
+
+
+def test_a_worker_dying_while_idle_does_not_end_the_run(tmp_path: Path, db_url: str) -> None:
+    project = shop_project(tmp_path / "p", db_url, 1, sleep=1.5)
+    toml = project.root / "fleet.toml"
+    toml.write_text(toml.read_text() + '\n[services.audit]\npath = "shop"\n'
+                    'schema = "audit_{tenant}"\ndepends_on = ["shop"]\n')
+    runner = start_fleet(project, "migrate", "--json", "--jobs", "2")
+    deadline = time.monotonic() + 30
+    idle = []
+    while not idle and time.monotonic() < deadline:  # audit waits for shop: one worker idles
+        time.sleep(0.2)
+        sleeping = {row[0] for row in query(db_url, """SELECT client_port
+            FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep%'
+            AND pid <> pg_backend_pid()""")}
+        workers = _children(runner.pid)
+        busy = [p for p in workers if _local_ports(p) & sleeping]
+        if len(workers) == 2 and len(busy) == 1:
+            idle = [p for p in workers if p not in busy]
+    assert idle, "could not find the idle worker"
+    os.kill(idle[0], signal.SIGKILL)
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, err
+    assert json.loads(out)["summary"]["migrated"] == 2
+    assert version(db_url, "shop_s000") == [HEAD] == version(db_url, "audit_s000")
