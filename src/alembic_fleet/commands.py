@@ -22,8 +22,14 @@ from alembic_fleet.catalog.versions import read_one
 from alembic_fleet.config import find_config_file, load_config
 from alembic_fleet.config.loader import SERVICE_NAME
 from alembic_fleet.databases import display
-from alembic_fleet.exceptions import DatabaseUnavailableError, RevisionError, UsageError
+from alembic_fleet.exceptions import (
+    DatabaseUnavailableError,
+    FleetError,
+    RevisionError,
+    UsageError,
+)
 from alembic_fleet.execution.events import EventSink, ignore
+from alembic_fleet.execution.locking import configure_session, lock_key, try_lock, unlock
 from alembic_fleet.execution.run import RunOptions, execute
 from alembic_fleet.execution.target_migration import describe_error
 from alembic_fleet.inventory import Inventory, read_inventory
@@ -109,6 +115,16 @@ def downgrade(workspace: Workspace, target: Target, revision: str) -> TargetResu
     started = time.perf_counter()
     try:
         with workspace.databases.connect(target.database) as connection:
+            # The same manners as a migration: timeouts so the application never queues
+            # behind it for longer than the lock timeout, and the target's lock so that no
+            # runner migrates it meanwhile.
+            config = workspace.config
+            configure_session(connection, lock_timeout=config.lock_timeout,
+                              statement_timeout=config.statement_timeout)
+            key = lock_key(target.service, target.schema)
+            if not try_lock(connection, key, config.lock_wait):
+                raise FleetError(f"{target.label} is being migrated by another runner",
+                                 hint="run the downgrade again when it is done")
             listener = None
             if recorder is not None:
                 listener = RunLedger(recorder.ledger, recorder.info.run_id).for_target(
@@ -120,6 +136,9 @@ def downgrade(workspace: Workspace, target: Target, revision: str) -> TargetResu
                 return TargetResult(target, Outcome.FAILED, before.current, before.current,
                                     error=(f"revision {exc.revision}: " if exc.revision
                                            else "") + reason, hint=hint)
+            finally:
+                connection.rollback()
+                unlock(connection, key)
             after = read_one(connection, target.schema, table) or ()
     finally:
         if recorder is not None:

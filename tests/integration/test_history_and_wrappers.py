@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, run, schemas, version
+from tests.conftest import Project, query, run, schemas, version
 from tests.integration.test_failures import _project
 
 
@@ -83,3 +83,24 @@ def test_transaction_per_migration_keeps_applied_revisions(tmp_path: Path, db_ur
     assert version(db_url, "billing_broken") == ["1000aaaa0001"]
     assert version(db_url, "billing_good") == ["1000aaaa0002"]
     assert version(db_url, "billing_other") == ["1000aaaa0002"]
+
+
+def test_downgrade_waits_no_longer_than_the_lock_timeout(example: Project) -> None:
+    """A downgrade has a migration's manners: the application never queues behind its DDL
+    for longer than lock_timeout, and it takes the target's lock."""
+    import psycopg
+
+    toml = example.root / "fleet.toml"
+    toml.write_text("lock_timeout = 1\nretries = 0\n" + toml.read_text())
+    assert example.fleet("migrate").returncode == 0
+    reader = psycopg.connect(example.db_url)
+    reader.execute("SELECT count(*) FROM auth_default.users")  # holds ACCESS SHARE
+    try:
+        down = example.fleet("downgrade", "auth", "--tenant", "default", "-1", "--yes")
+    finally:
+        reader.rollback()
+        reader.close()
+    assert down.returncode == 1, down.stderr
+    assert "lock" in (down.stdout + down.stderr).lower()
+    rows = query(example.db_url, "SELECT version_num FROM auth_default.alembic_version")
+    assert rows == [("a15f8c0e3d96",)]

@@ -60,8 +60,15 @@ class _Statements:
         pass
 
 
-def render_upgrade(module: Any, path: str) -> tuple[str, ...] | None:
-    """The statements of ``module.upgrade()``, or None when it must run online."""
+def render_upgrade(module: Any, path: str, target_metadata: Any = None
+                   ) -> tuple[str, ...] | None:
+    """The statements of ``module.upgrade()``, or None when it must run online.
+
+    The revision is rendered twice: a revision whose SQL differs between two renderings
+    (``uuid4()``, ``now()``, a random token computed in Python, whatever an imported helper
+    does) would give every tenant the same value if replayed, so it runs online, once per
+    tenant, as plain Alembic would run it.
+    """
     try:
         source = Path(path).read_text(encoding="utf-8")
     except OSError:
@@ -69,21 +76,28 @@ def render_upgrade(module: Any, path: str) -> tuple[str, ...] | None:
     if DYNAMIC.search(source):
         return None
     try:
-        return render_statements(module.upgrade)
+        first = render_statements(module.upgrade, target_metadata)
+        second = render_statements(module.upgrade, target_metadata)
     except Exception:  # anything offline mode cannot render runs online instead
         return None
+    return first if first == second else None
 
 
-def render_statements(function: Any) -> tuple[str, ...]:
+def render_statements(function: Any, target_metadata: Any = None) -> tuple[str, ...]:
     """The SQL statements ``function`` (a revision's upgrade or downgrade) emits offline.
 
+    ``target_metadata`` is the env.py's: its ``naming_convention`` names the constraints
+    an operation creates (``ck_t__positive``), exactly as online Alembic names them.
     Raises whatever the function raises when it needs a live database.
     """
     buffer = _Statements()
+    opts: dict[str, Any] = {"as_sql": True, "output_buffer": buffer, "literal_binds": True}
+    if target_metadata is not None:
+        opts["target_metadata"] = target_metadata
     context = MigrationContext.configure(
         dialect_name="postgresql",
         dialect_opts={"paramstyle": "named"},
-        opts={"as_sql": True, "output_buffer": buffer, "literal_binds": True},
+        opts=opts,
     )
     with Operations.context(context):
         function()
@@ -104,6 +118,8 @@ class Replayer:
     """Renders a service's revisions once and replays them on targets."""
 
     version_table: str
+    target_metadata: Any = None
+    """The env.py's ``target_metadata`` (its naming convention shapes rendered names)."""
     _rendered: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
     _plans: dict[tuple[str | None, str], ReplayPlan | None] = field(default_factory=dict)
 
@@ -111,7 +127,10 @@ class Replayer:
              ) -> ReplayPlan | None:
         """A replay plan from ``current`` to ``destination``, or None to run online.
 
-        Only linear paths are replayed (one current revision, no merge on the way).
+        Only straight lines are replayed: one current revision, each revision's only parent
+        the previous one, the first's the current revision. A branch point (two heads to
+        reach), a merge, or a destination that does not descend from the current revision
+        runs online, where Alembic keeps every head in the version table.
         """
         if os.environ.get("FLEET_REPLAY", "1") == "0" or len(current) > 1:
             return None
@@ -124,13 +143,16 @@ class Replayer:
     def _make_plan(self, script: Any, start: str | None, destination: str) -> ReplayPlan | None:
         steps = script._upgrade_revs(destination, start)
         revisions: list[tuple[str, tuple[str, ...]]] = []
+        previous = start
         for step in steps:
             revision = step.revision
-            if not step.is_upgrade or len(revision._all_down_revisions) > 1:
+            parents = tuple(revision._all_down_revisions)
+            if not step.is_upgrade or parents != ((previous,) if previous else ()):
                 return None
+            previous = revision.revision
             if revision.revision not in self._rendered:
-                self._rendered[revision.revision] = render_upgrade(revision.module,
-                                                                   revision.path)
+                self._rendered[revision.revision] = render_upgrade(
+                    revision.module, revision.path, self.target_metadata)
             rendered = self._rendered[revision.revision]
             if rendered is None:
                 return None

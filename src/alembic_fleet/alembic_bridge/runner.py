@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -103,7 +104,14 @@ def upgrade_sql(
 
     _run_env(scripts, steps, schema=schema, destination=destination, as_sql=True,
              starting_rev=start, output=output, url=url)
-    return output.getvalue()
+    sql = output.getvalue()
+    if start is None:
+        # From base, Alembic creates the version table, which a target downgraded to base
+        # still has: the script must run on both.
+        table = re.escape(scripts.service.version_table)
+        sql = re.sub(rf"^CREATE TABLE ((?:\S+\.)?{table}) \(",
+                     r"CREATE TABLE IF NOT EXISTS \1 (", sql, flags=re.MULTILINE)
+    return sql
 
 
 def _run_env(

@@ -81,13 +81,16 @@ class LegacyFailed(Exception):
 
 
 class _Failed(Exception):
-    """One attempt failed; ``transient`` says whether another attempt may succeed."""
+    """One attempt failed; ``transient`` says whether another attempt may succeed, and
+    ``reached`` where the target stands when something committed before the failure."""
 
-    def __init__(self, message: str, hint: str | None, transient: str | None) -> None:
+    def __init__(self, message: str, hint: str | None, transient: str | None,
+                 reached: tuple[str, ...] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.transient = transient
+        self.reached = reached
 
 
 @dataclass
@@ -119,7 +122,8 @@ class TargetMigrator:
                 message = failure.message
                 if failure.transient and attempt > 1:
                     message += f" (gave up after {attempt} attempts)"
-                result = self._failed(step, started, message, failure.hint, attempt)
+                result = self._failed(step, started, message, failure.hint, attempt,
+                                      failure.reached)
                 result.database_down = failure.transient == "database unreachable"
                 return result
             except Exception as unexpected:  # never let one target take a worker down
@@ -132,11 +136,12 @@ class TargetMigrator:
             return result
 
     def _failed(self, step: Step, started: float, message: str, hint: str | None,
-                attempts: int) -> TargetResult:
+                attempts: int, reached: tuple[str, ...] | None = None) -> TargetResult:
         """A failed target's result, recorded in the ledger after its rollback."""
         seconds = time.perf_counter() - started
         result = TargetResult(step.target, Outcome.FAILED, step.status.current,
-                              step.status.current, seconds, message, hint, attempts=attempts)
+                              step.status.current if reached is None else reached, seconds,
+                              message, hint, attempts=attempts)
         if self.run_ledger is not None:
             try:
                 connection = self._connection(step.target.database)
@@ -179,9 +184,21 @@ class TargetMigrator:
                 listener = self.run_ledger.for_target(target, table, scripts.graph,
                                                       status.current, started, attempt)
             self._migrate(connection, scripts, target, status, listener)
+            # Whatever is still uncommitted now was not committed by the migration (a
+            # revision that called commit() left the rest in a new transaction): drop it,
+            # then report what the database holds.
+            connection.rollback()
             if listener is not None and not listener.wrote_target:
                 listener.after_commit(connection, applied_between=not scripts.uses_helper)
             after = read_one(connection, target.schema, table) or ()
+            if sorted(after) != sorted(status.head):
+                raise _Failed(
+                    f"the migration ended at {', '.join(after) or 'no revision'} instead of "
+                    f"{', '.join(status.head)}: a revision or the env.py ended the "
+                    "transaction itself (commit()), so what followed was rolled back",
+                    "remove the commit() (use op.get_context().autocommit_block() for "
+                    "statements that cannot run in a transaction); compare the schema with "
+                    "its version row before running again", None, after)
             return TargetResult(target, Outcome.MIGRATED, status.current, after)
         except (runner.RevisionFailed, ReplayFailed) as exc:
             raise self._failure(exc.error, exc.revision) from None
@@ -191,6 +208,8 @@ class TargetMigrator:
             with contextlib.suppress(Exception):
                 connection.rollback()
                 unlock(connection, key)
+            with contextlib.suppress(Exception):
+                self._reset_session(connection)
 
     def _reread(self, connection: Any, step: Step, table: str) -> TargetStatus:
         """The target's state under its lock (the plan's view may be stale)."""
@@ -255,6 +274,16 @@ class TargetMigrator:
                 raise
             self._connections[database.key] = connection
         return connection
+
+    def _reset_session(self, connection: Any) -> None:
+        """Undo whatever a revision set on the session (``SET lock_timeout``, ``search_path``,
+        ``ROLE``...), so the next target on this connection starts as the first did: with
+        fleet's own settings only."""
+        connection.exec_driver_sql("SET SESSION AUTHORIZATION DEFAULT")
+        connection.exec_driver_sql("RESET ALL")
+        connection.commit()
+        configure_session(connection, lock_timeout=self.policy.lock_timeout,
+                          statement_timeout=self.policy.statement_timeout)
 
     def _recover(self, database: Database) -> None:
         """After a failure, drop a broken connection (the next attempt opens a new one)."""

@@ -1,0 +1,150 @@
+"""The replay path builds what plain Alembic builds, or steps aside and runs online.
+
+Each case was a reported divergence: a branch point replayed as one head, ``--to`` across
+branches recorded as a move, the env.py's naming convention ignored, one ``uuid4()`` for
+every tenant, a revision committing by itself reported as migrated, and ``--sql`` from base
+re-creating an existing version table.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from tests.conftest import Project, query, version
+from tests.integration.test_parallel import _service
+
+
+def _revision(rev: str, down: str | None, body: str) -> str:
+    return (f'import uuid\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+            f'revision = "{rev}"\ndown_revision = {down!r}\nbranch_labels = None\n'
+            f'depends_on = None\n\n\ndef upgrade():\n' + textwrap.indent(
+                textwrap.dedent(body).strip(), "    ") + "\n\n\ndef downgrade():\n    pass\n")
+
+
+def _project(tmp_path: Path, db_url: str, revisions: dict[str, str], *,
+             env_py: str | None = None, tenants: str = '["a", "b"]') -> Project:
+    root = tmp_path / "proj"
+    _service(root, "svc", revisions)
+    if env_py is not None:
+        (root / "svc" / "migrations" / "env.py").write_text(env_py)
+    (root / "fleet.toml").write_text(
+        f'database = "${{DATABASE_URI}}"\ntenants = {tenants}\n\n'
+        '[services.svc]\npath = "svc"\nschema = "svc_{tenant}"\n')
+    return Project(root, {"DATABASE_URI": db_url}, db_url, db_url)
+
+
+BASE = _revision("9100aaaa0000", None,
+                 'op.create_table("t", sa.Column("id", sa.Integer, primary_key=True))')
+LEFT = _revision("9100aaaa00a1", "9100aaaa0000", 'op.add_column("t", sa.Column("a", sa.Integer))')
+RIGHT = _revision("9100aaaa00b1", "9100aaaa0000", 'op.add_column("t", sa.Column("b", sa.Integer))')
+
+
+def _columns(db_url: str, schema: str) -> set[str]:
+    return {r[0] for r in query(db_url, "SELECT column_name FROM information_schema.columns "
+                                "WHERE table_schema = %s AND table_name = 't'", (schema,))}
+
+
+def test_a_branch_point_records_both_heads(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"base.py": BASE, "left.py": LEFT, "right.py": RIGHT})
+    result = project.fleet("migrate", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for schema in ("svc_a", "svc_b"):
+        assert version(db_url, schema) == ["9100aaaa00a1", "9100aaaa00b1"]
+        assert _columns(db_url, schema) == {"id", "a", "b"}
+    again = project.fleet("migrate")
+    assert again.returncode == 0, again.stderr  # no DuplicateColumn on the rerun
+    assert project.fleet("status").returncode == 0
+
+
+def test_to_across_branches_keeps_both(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"base.py": BASE, "left.py": LEFT, "right.py": RIGHT})
+    assert project.fleet("migrate", "svc", "--to", "9100aaaa00a1").returncode == 0
+    result = project.fleet("migrate", "svc", "--to", "9100aaaa00b1")
+    assert result.returncode == 0, result.stderr
+    assert version(db_url, "svc_a") == ["9100aaaa00a1", "9100aaaa00b1"]
+    assert _columns(db_url, "svc_a") == {"id", "a", "b"}
+
+
+NAMED_ENV = '''\
+import sqlalchemy as sa
+from alembic_fleet.env import run_migrations
+
+metadata = sa.MetaData(naming_convention={"ck": "ck_%(table_name)s__%(constraint_name)s"})
+run_migrations(target_metadata=metadata)
+'''
+
+
+def test_replay_uses_the_naming_convention(tmp_path: Path, db_url: str) -> None:
+    check = _revision("9100aaaa0001", "9100aaaa0000",
+                      'op.create_check_constraint("positive", "t", "id > 0")')
+    project = _project(tmp_path, db_url, {"base.py": BASE, "check.py": check},
+                       env_py=NAMED_ENV)
+    assert project.fleet("migrate", "--jobs", "2").returncode == 0
+    names = {r[0] for r in query(db_url, "SELECT conname FROM pg_constraint c JOIN "
+                                 "pg_namespace n ON n.oid = c.connamespace "
+                                 "WHERE n.nspname = 'svc_a' AND contype = 'c'")}
+    assert names == {"ck_t__positive"}
+
+
+def test_values_computed_in_python_differ_per_tenant(tmp_path: Path, db_url: str) -> None:
+    seeded = _revision("9100aaaa0001", "9100aaaa0000", '''
+        token = sa.table("t", sa.column("id", sa.Integer))
+        op.add_column("t", sa.Column("token", sa.Text))
+        op.execute(f"INSERT INTO t (id, token) VALUES (1, '{uuid.uuid4()}')")
+    ''')
+    project = _project(tmp_path, db_url, {"base.py": BASE, "seed.py": seeded},
+                       tenants='["a", "b", "c"]')
+    assert project.fleet("migrate", "--jobs", "2").returncode == 0
+    tokens = {query(db_url, f"SELECT token FROM svc_{t}.t")[0][0] for t in "abc"}
+    assert len(tokens) == 3
+
+
+def test_a_revision_that_commits_by_itself_is_not_reported_migrated(tmp_path: Path,
+                                                                      db_url: str) -> None:
+    committing = _revision("9100aaaa0001", "9100aaaa0000", '''
+        op.add_column("t", sa.Column("c", sa.Integer))
+        op.get_bind().commit()
+    ''')
+    later = _revision("9100aaaa0002", "9100aaaa0001",
+                      'op.add_column("t", sa.Column("d", sa.Integer))')
+    project = _project(tmp_path, db_url, {"base.py": BASE, "commit.py": committing,
+                                          "later.py": later}, tenants='["a"]')
+    result = project.fleet("migrate", "--json")
+    payload = json.loads(result.stdout)
+    reached = version(db_url, "svc_a") if query(
+        db_url, "SELECT to_regclass('svc_a.alembic_version')")[0][0] else []
+    target = payload["targets"][0]
+    if reached != ["9100aaaa0002"]:  # what fleet says matches what is committed
+        assert result.returncode == 1
+        assert target["outcome"] == "failed"
+        assert target["to"] == reached
+    else:
+        assert target["outcome"] == "migrated"
+
+
+def test_sql_after_a_downgrade_to_base_runs(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"base.py": BASE}, tenants='["a"]')
+    assert project.fleet("migrate").returncode == 0
+    assert project.fleet("downgrade", "svc", "base", "--tenant", "a", "--yes").returncode == 0
+    sql = project.fleet("migrate", "--sql")
+    assert sql.returncode == 0, sql.stderr
+    query(db_url, "DROP TABLE svc_a.t")  # the downgrade above is a no-op 'pass'
+    applied = query(db_url, "SET search_path TO svc_a; " + sql.stdout.split("\n", 1)[1])
+    assert applied == [] and version(db_url, "svc_a") == ["9100aaaa0000"]
+
+
+def test_session_settings_do_not_leak_into_the_next_tenant(tmp_path: Path, db_url: str) -> None:
+    leaky = _revision("9100aaaa0001", "9100aaaa0000", '''
+        op.execute("DO $$ BEGIN IF current_schema() = 'svc_a' THEN "
+                   "PERFORM set_config('lock_timeout', '0', false); "
+                   "PERFORM set_config('statement_timeout', '0', false); END IF; END $$")
+        op.execute("CREATE TABLE seen AS SELECT current_setting('lock_timeout') AS lock, "
+                   "current_setting('statement_timeout') AS stmt")
+    ''')
+    project = _project(tmp_path, db_url, {"base.py": BASE, "leak.py": leaky})
+    result = project.fleet("migrate", "--jobs", "1", "--lock-timeout", "3")
+    assert result.returncode == 0, result.stderr
+    assert query(db_url, "SELECT lock, stmt FROM svc_a.seen") == [("0", "0")]
+    assert query(db_url, "SELECT lock, stmt FROM svc_b.seen") == [("3s", "1h")]
