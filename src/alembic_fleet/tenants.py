@@ -12,11 +12,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy.engine import URL
 
 from alembic_fleet.config.tenant_sources import (
     check_forgettable,
@@ -196,13 +199,26 @@ def _dump(workspace: Workspace, targets: Sequence[Target], path: Path) -> list[s
         argv = [_pg_dump(workspace, server), "--no-owner", "--file", str(target_path)]
         for target in group:
             argv += ["--schema", quote_ident(target.schema)]
-        argv.append(libpq_url(workspace.databases.url(database)))
-        completed = subprocess.run(argv, capture_output=True, text=True)
+        url, password = _without_password(workspace.databases.url(database))
+        # The password goes in the child's environment, which only this user can read,
+        # never in its argv, which every local user sees in 'ps'.
+        argv.append(libpq_url(url))
+        env = {**os.environ, **({"PGPASSWORD": password} if password else {})}
+        completed = subprocess.run(argv, capture_output=True, text=True, env=env)
         if completed.returncode != 0:
             raise FleetError(f"pg_dump failed, nothing was dropped: {completed.stderr.strip()}",
                              hint="fix the error or remove without --dump")
         written.append(str(target_path))
     return written
+
+
+def _without_password(url: URL) -> tuple[URL, str | None]:
+    """``url`` with no password (in the authority or as ``?password=``), and the password."""
+    query = dict(url.query)
+    password = url.password or query.pop("password", None)
+    bare = URL.create(url.drivername, username=url.username, host=url.host, port=url.port,
+                      database=url.database, query=query)
+    return bare, str(password) if password else None
 
 
 def _pg_dump(workspace: Workspace, server: int) -> str:

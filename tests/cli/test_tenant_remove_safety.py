@@ -7,6 +7,7 @@ it, and a concurrent ``fleet migrate`` recreating a schema that was just removed
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -65,3 +66,31 @@ def test_remove_during_a_migration_is_not_undone_by_it(tmp_path: Path, db_url: s
         assert version(db_url, f"shop_s{i:03d}") == [HEAD]
     assert "s005" not in (project.root / "fleet.toml").read_text()
     assert project.fleet("status").returncode == 0  # no orphan, nothing behind
+
+
+def test_dump_passes_the_password_in_the_environment_not_argv(tmp_path: Path,
+                                                              db_url: str) -> None:
+    """Any local user can read another process's argv (ps); only its owner its environment."""
+    project = shop_project(tmp_path / "p", db_url, 2)
+    assert project.fleet("migrate").returncode == 0
+    record = tmp_path / "pg_dump.txt"
+    fake = tmp_path / "bin" / "pg_dump"
+    fake.parent.mkdir()
+    fake.write_text(f"""#!/bin/sh
+if [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) 15.0"; exit 0; fi
+echo "ARGV $*" > {record}
+echo "PGPASSWORD $PGPASSWORD" >> {record}
+while [ $# -gt 0 ]; do if [ "$1" = "--file" ]; then : > "$2"; fi; shift; done
+""")
+    fake.chmod(0o755)
+    secret = "s3cret-Pw9"
+    url = db_url.replace("postgres@", f"postgres:{secret}@", 1)
+    removed = project.fleet("tenants", "remove", "s001", "--yes", "--dump",
+                            str(tmp_path / "s001.sql"),
+                            env={"DATABASE_URI": url,
+                                 "PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    assert removed.returncode == 0, removed.stderr
+    argv, env = record.read_text().splitlines()
+    assert secret not in argv and "--schema" in argv
+    assert env == f"PGPASSWORD {secret}"
+    assert secret not in removed.stdout + removed.stderr

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import psycopg
 
-from tests.conftest import DatabaseFactory, Project, ddl_count, schemas, version
+from tests.conftest import DatabaseFactory, Project, ddl_count, schemas, script, version
 
 
 def _toml(project: Project) -> Path:
@@ -142,3 +143,21 @@ def test_one_unreachable_server_fails_only_its_targets(example: Project,
     rerun = example.fleet("migrate", "--json", env={"TOSHIBA_DATABASE_URI": second})
     assert rerun.returncode == 0
     assert json.loads(rerun.stdout)["summary"]["migrated"] == 2
+
+
+def test_concurrent_adds_all_land_in_the_file(example: Project) -> None:
+    """Six 'fleet tenants add' at once, three times: every name is recorded, none lost."""
+    names = []
+    for trial in range(3):
+        batch = [f"t{trial}_{i}" for i in range(6)]
+        names += batch
+        env = {**{k: v for k, v in os.environ.items() if k != "TENANTS"}, **example.env}
+        runners = [subprocess.Popen([script("fleet"), "tenants", "add", n, "--no-migrate"],
+                                    cwd=example.root, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for n in batch]
+        for runner in runners:
+            _out, err = runner.communicate(timeout=120)
+            assert runner.returncode == 0, err
+    text = _toml(example).read_text()
+    missing = [n for n in names if f'"{n}"' not in text]
+    assert missing == []

@@ -16,9 +16,11 @@ commands may warn that the current run still uses ``TENANTS`` (``config.tenants_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +154,21 @@ def _change_registry(config: FleetConfig, name: str, connect: Connect | None, *,
 
 def _change_file(path: Path, name: str, *, add: bool) -> bool:
     """Append a line, or drop every line naming ``name`` (comments elsewhere are kept)."""
+    with _editing(path):
+        changed = _change_file_locked(path, name, add=add)
+        if changed and (name in _file_names(path)) != add:
+            raise FleetError(f"{path} was changed by someone else while fleet wrote it: "
+                             f"{name!r} is {'missing' if add else 'still there'}",
+                             hint="run the command again")
+        return changed
+
+
+def _file_names(path: Path) -> set[str]:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    return {e for e in map(tenant_file_entry, text.splitlines()) if e}
+
+
+def _change_file_locked(path: Path, name: str, *, add: bool) -> bool:
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     lines = text.splitlines(keepends=True)
     matching = {i for i, line in enumerate(lines) if tenant_file_entry(line) == name}
@@ -168,7 +185,35 @@ def _change_file(path: Path, name: str, *, add: bool) -> bool:
 
 
 def _change_config_file(config: FleetConfig, path: Path, name: str, *, add: bool) -> bool:
-    """Edit ``tenants`` in fleet.toml or ``[tool.fleet]``, keeping comments and layout."""
+    """Edit ``tenants`` in fleet.toml or ``[tool.fleet]``, keeping comments and layout.
+
+    Read, change and write happen under an exclusive lock of the file's folder, so that
+    several ``fleet tenants add`` at once each see the others' names (no lost update); the
+    file is read back afterwards, and a change that is not there is an error, never a
+    success.
+    """
+    with _editing(path):
+        changed = _change_config_file_locked(config, path, name, add=add)
+        if changed and (name in _listed(path)) != add:
+            raise FleetError(f"{path} was changed by someone else while fleet wrote it: "
+                             f"{name!r} is {'missing' if add else 'still there'}",
+                             hint="run the command again")
+        return changed
+
+
+def _listed(path: Path) -> set[str]:
+    """The tenant names written literally in a configuration file's ``tenants``."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    if path.name == PYPROJECT:
+        data = data.get("tool", {}).get("fleet", {})
+    value = data.get("tenants")
+    if isinstance(value, list):
+        return {str(v) for v in value}
+    return set(value) if isinstance(value, dict) else set()
+
+
+def _change_config_file_locked(config: FleetConfig, path: Path, name: str, *, add: bool
+                               ) -> bool:
     import tomlkit
     from tomlkit.items import Array, InlineTable
 
@@ -255,6 +300,26 @@ def _where(config: FleetConfig) -> str:
         except ValueError:
             return str(source.path)
     return source.where
+
+
+@contextlib.contextmanager
+def _editing(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``'s folder while it is read, changed and written.
+
+    The folder, not the file: the file is replaced by a rename, so a lock on its old inode
+    would not exclude the next writer. Where ``fcntl`` is missing (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _write_atomically(path: Path, text: str) -> None:
