@@ -1,12 +1,21 @@
-"""Keep passwords out of every line fleet writes.
+"""Keep passwords out of every line fleet writes, without touching data or SQL.
 
-Passwords are registered as they are read (from configuration and URLs) and scrubbed from
-any text the reporting layer prints, including tracebacks; URLs are shown with ``***``.
+Two tools, used where text is made rather than over everything printed:
+
+* :func:`mask_urls` hides the password of any URL in a text (``user:***@host``,
+  ``?password=***``). It only matches URL syntax, so it is safe on any output.
+* :func:`scrub` also replaces every password fleet has seen (registered as configuration
+  and URLs are read, with the spellings drivers and SQLAlchemy print it in: ``%`` doubled,
+  percent-encoded). It is a substring replacement, so it is applied only to free text that
+  may quote a password: error messages and hints from drivers, warnings, tracebacks. Never
+  to SQL, table cells or data: a password ``auth`` must not turn ``auth_default`` into
+  ``***_default``.
 """
 
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 MASK = "***"
 _secrets: set[str] = set()
@@ -15,9 +24,11 @@ _QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#\s'\"]*)", re.I
 
 
 def register_secret(secret: str | None) -> None:
-    """Remember a password so that :func:`scrub` hides it wherever it appears."""
+    """Remember a password so that :func:`scrub` hides it wherever it appears, in the
+    spellings it is printed in (as is, ``%`` doubled as in SQLAlchemy's ``[SQL: ...]``
+    text, percent-encoded as in a URL)."""
     if secret and len(secret) >= 3:
-        _secrets.add(secret)
+        _secrets.update({secret, secret.replace("%", "%%"), quote(secret, safe="")})
 
 
 def redact_url(url: str) -> str:
@@ -35,10 +46,17 @@ def redact_url(url: str) -> str:
     return scrub(url)
 
 
-def scrub(text: str) -> str:
-    """Hide every registered password and any password embedded in a URL in ``text``."""
+def mask_urls(text: str) -> str:
+    """Hide the password of every URL in ``text`` (and nothing else)."""
     text = _URL_PASSWORD.sub(lambda m: m.group("head") + (MASK if m.group("pw") else ""), text)
-    text = _QUERY_PASSWORD.sub(lambda m: m.group("head") + (MASK if m.group("pw") else ""), text)
+    return _QUERY_PASSWORD.sub(lambda m: m.group("head") + (MASK if m.group("pw") else ""),
+                               text)
+
+
+def scrub(text: str) -> str:
+    """Hide every registered password and any password embedded in a URL in ``text``
+    (free text only: see the module docstring)."""
+    text = mask_urls(text)
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text

@@ -143,3 +143,17 @@ def test_password_in_query_string_is_hidden() -> None:
     url = "postgresql://app@db/p?sslmode=require&password=q-secret"
     assert "q-secret" not in redact_url(url)
     assert "q-secret" not in scrub(f"cannot connect to {url}")
+
+
+def test_a_password_is_hidden_in_the_spellings_drivers_print() -> None:
+    register_secret("p@ss:w/rd%Zebra")
+    assert scrub("[SQL: SELECT 'p@ss:w/rd%%Zebra']") == "[SQL: SELECT '***']"
+    assert scrub("dsn=p%40ss%3Aw%2Frd%25Zebra") == "dsn=***"
+    assert scrub("password p@ss:w/rd%Zebra") == "password ***"
+
+
+def test_mask_urls_touches_nothing_but_url_passwords() -> None:
+    register_secret("auth")
+    text = 'CREATE TABLE "auth_default".t; {"service": "auth"} postgresql://u:auth@h/db'
+    assert redact.mask_urls(text) == (
+        'CREATE TABLE "auth_default".t; {"service": "auth"} postgresql://u:***@h/db')

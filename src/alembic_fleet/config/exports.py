@@ -3,9 +3,10 @@
 ``fleet up`` and ``fleet run`` hand the services the URLs fleet uses, under the names the
 configuration itself reads: ``database = "${DATABASE_URI:-}"`` is exported as
 ``DATABASE_URI``; ``database = "${INGESTION_DATABASE_URL:-${DATABASE_URI:-...}}"`` as
-``INGESTION_DATABASE_URL``. The first variable of the value is the one a person would set,
-so it is the one exported. A service whose database names no variable gets
-``<SERVICE>_DATABASE_URI``; the top-level database defaults to ``DATABASE_URI``.
+``INGESTION_DATABASE_URL``: when the whole value is one variable (with an optional
+default), that variable is the one a person sets, so it is the one exported. A value that
+is a literal, or a URL composed of several variables, is exported under the default name:
+``<SERVICE>_DATABASE_URI`` for a service, ``DATABASE_URI`` for the top-level database.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import re
 import tomllib
 from pathlib import Path
 
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+_WHOLE_VALUE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-.*)?\}", re.DOTALL)
+"""A value that is one variable (with an optional default): that variable holds the URL."""
 DEFAULT_VARIABLE = "DATABASE_URI"
 
 
@@ -36,7 +38,10 @@ def database_variables(config_file: Path, services: list[str]) -> dict[str | Non
 
 
 def _first(value: object) -> str | None:
+    """The variable the whole URL is read from, or None when the value is a literal or is
+    composed of parts (``postgresql://${DB_USER}:${DB_PASSWORD}@...``: no one variable
+    holds the URL, so the default name is exported)."""
     if not isinstance(value, str):
         return None
-    match = _VARIABLE.search(value)
+    match = _WHOLE_VALUE.fullmatch(value.strip())
     return match.group(1) if match else None

@@ -110,6 +110,13 @@ class TableReader:
         from sqlalchemy.engine import make_url  # local: keeps config import light
         from sqlalchemy.exc import ArgumentError
 
+        if text.split("?", 1)[0].count("@") > 1:  # the URL is not shown: it holds a password
+            raise ConfigError(
+                "the URL has more than one '@' before the host: a password (or user name) "
+                "holding '@', ':', '/' or '%' must be percent-encoded", file=self.file,
+                key=key, expected="postgresql://USER:PASSWORD@HOST/DB",
+                hint="e.g. python -c 'import urllib.parse,sys; "
+                "print(urllib.parse.quote(sys.argv[1], safe=\"\"))' 'p@ss' gives p%40ss")
         try:
             url = make_url(text)
         except (ArgumentError, ValueError):

@@ -1,8 +1,10 @@
 """Human and machine output: the primitives every view uses.
 
 Rich tables and a live progress bar on a terminal, plain lines when piped, one JSON object
-with ``--json``. Every string passes through :func:`alembic_fleet.redact.scrub` on its way
-out.
+with ``--json``. URL passwords are masked in everything printed
+(:func:`~alembic_fleet.redact.mask_urls`); free text that may quote a password (errors,
+hints, notes, tracebacks) is also scrubbed of every known password
+(:func:`~alembic_fleet.redact.scrub`), data and SQL never are.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from alembic_fleet.model.status import (
     Outcome,
     TargetState,
 )
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import mask_urls, scrub
 from alembic_fleet.reporting import payloads
 
 STATE_STYLE = {
@@ -94,8 +96,8 @@ class ReporterBase:
 
     # -- low level -------------------------------------------------------------------------
     def line(self, text: str = "", *, style: str | None = None) -> None:
-        """A plain line on stdout (markup-free; secrets scrubbed)."""
-        self.out.print(escape(scrub(text)), style=style if self.rich else None)
+        """A plain line on stdout (markup-free; URL passwords masked, data untouched)."""
+        self.out.print(escape(mask_urls(text)), style=style if self.rich else None)
 
     def note(self, text: str) -> None:
         """A remark for people on stderr (never in the way of JSON or piped data)."""
@@ -105,7 +107,7 @@ class ReporterBase:
     def json(self, payload: dict[str, Any]) -> None:
         """One JSON object: indented for a person at a terminal, compact for programs."""
         indent = 2 if self.out.is_terminal else None
-        self.out.file.write(scrub(json.dumps(payload, indent=indent)) + "\n")
+        self.out.file.write(mask_urls(json.dumps(payload, indent=indent)) + "\n")
         self.out.file.flush()
 
     def _table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]],
@@ -114,7 +116,7 @@ class ReporterBase:
             table = Table(*headers, header_style="bold")
             for index, row in enumerate(rows):
                 style = styles[index] if styles else None
-                table.add_row(*(escape(scrub(str(c))) for c in row), style=style)
+                table.add_row(*(escape(mask_urls(str(c))) for c in row), style=style)
             self.out.print(table)
             return
         widths = [max([len(h), *(len(str(r[i])) for r in rows)]) for i, h in enumerate(headers)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import mask_urls
 from alembic_fleet.reporting import payloads
 from alembic_fleet.reporting.base import (
     ReporterBase,
@@ -27,7 +27,7 @@ class FindingViews(ReporterBase):
             return
         if output_format == "github":
             for item in report.findings:
-                self.out.file.write(scrub(github_annotation(item)) + "\n")
+                self.out.file.write(mask_urls(github_annotation(item)) + "\n")
             self.out.file.flush()
         elif report.findings:
             rows = []

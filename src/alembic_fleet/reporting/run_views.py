@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from alembic_fleet.model.status import (
     TargetResult,
     TargetStatus,
 )
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import mask_urls, scrub
 from alembic_fleet.reporting import payloads
 from alembic_fleet.reporting.base import (
     STATE_STYLE,
@@ -111,7 +112,7 @@ class RunViews(ReporterBase):
                 f"-- {target.label} on {scrub(display(target.database))}: "
                 f"{revs_text(result.from_revs)} -> {revs_text(result.to_revs)}\n"
             )
-            self.out.file.write(scrub(result.sql).rstrip() + "\n\n")
+            self.out.file.write(mask_urls(result.sql).rstrip() + "\n\n")
         self.out.file.flush()
 
     def event(self, event: Event) -> None:
@@ -209,18 +210,24 @@ class RunViews(ReporterBase):
     def up(self, result: UpResult, *, skipped: bool, exports: bool = True) -> None:
         """``fleet up``: remarks on stderr, ``export NAME=URL`` lines on stdout (for eval).
 
-        Passwords are masked like everywhere else: a URL with a password came from the
-        environment, where the variable is already set.
+        The exports must work when evaluated (``eval "$(fleet up)"``), so when stdout is
+        a pipe they carry the real URLs, passwords included; at a terminal, where a person
+        reads them, passwords are masked and a note says how to get the real lines.
         """
         self.stop_progress()
         outcome = result.outcome
+        reveal = not self.out.is_terminal
         if self.json_mode:
-            self.json({
+            payload = {
                 "embedded": result.embedded,
                 "migrations": "skipped" if skipped else "up_to_date" if outcome is None
                 else payloads.migrate_payload(outcome.results, outcome.before),
-                "exports": result.exports,
-            })
+                "exports": result.exports if reveal else {
+                    k: mask_urls(v) for k, v in result.exports.items()},
+            }
+            text = json.dumps(payload)
+            self.out.file.write((text if reveal else mask_urls(text)) + "\n")
+            self.out.file.flush()
             return
         if result.embedded:
             self.note("embedded PostgreSQL is running")
@@ -235,9 +242,17 @@ class RunViews(ReporterBase):
             self.note(f"migrations: {migrated} migrated, {len(failed)} failed")
             for item in failed:
                 self.err.print(escape(scrub(f"FAILED {item.target.label}: {item.error}")))
-        if exports:
-            for name, url in result.exports.items():
-                self.line(f"export {name}={shlex.quote(url)}")
+        if not exports:
+            return
+        lines = [f"export {name}={shlex.quote(url)}" for name, url in result.exports.items()]
+        if reveal:
+            self.out.file.write("".join(line + "\n" for line in lines))
+            self.out.file.flush()
+            return
+        for line in lines:
+            self.line(line)
+        if any(mask_urls(line) != line for line in lines):
+            self.note("passwords masked on a terminal: eval \"$(fleet up)\" sets the real URLs")
 
     def downgrade(self, result: TargetResult) -> None:
         if self.json_mode:

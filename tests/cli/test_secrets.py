@@ -1,0 +1,75 @@
+"""Passwords: exports that work when evaluated, and redaction that never corrupts data.
+
+A password must never be shown on a terminal or written into a log, but the exports of
+``eval "$(fleet up)"`` must carry it, and hiding it must never rewrite SQL or JSON that
+merely contains the same letters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+from tests.conftest import Project, script
+
+
+def _with_password(url: str, password: str) -> str:
+    return url.replace("postgres@", f"postgres:{password}@", 1)
+
+
+def test_up_exports_work_when_evaluated(example: Project) -> None:
+    url = _with_password(example.db_url, "s3cr3t-pw")
+    env = {"DATABASE_URI": url}
+    up = example.fleet("up", env=env)
+    assert up.returncode == 0, up.stderr
+    assert f"export DATABASE_URI={url}" in up.stdout.splitlines()
+    assert "s3cr3t-pw" not in up.stderr
+    shell = subprocess.run(["bash", "-c", f'eval "$({script("fleet")} up)"; '
+                            'printf %s "$DATABASE_URI"'], cwd=example.root,
+                           env={**os.environ, **example.env, **env}, capture_output=True,
+                           text=True)
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout == url
+    as_json = json.loads(example.fleet("up", "--json", env=env).stdout)
+    assert as_json["exports"]["DATABASE_URI"] == url
+
+
+def test_a_composed_url_is_exported_whole(example: Project) -> None:
+    toml = example.root / "fleet.toml"
+    text = toml.read_text()
+    name = example.db_url.rsplit("/", 1)[1]
+    toml.write_text(text.replace(
+        'database = "${DATABASE_URI:-}"',
+        f'database = "postgresql://${{DB_USER}}:${{DB_PASSWORD}}@127.0.0.1:5432/{name}"'))
+    assert toml.read_text() != text
+    env = {"DB_USER": "postgres", "DB_PASSWORD": "composed-pw"}
+    result = example.fleet("run", "--", "printenv", "DATABASE_URI", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"postgresql://postgres:composed-pw@127.0.0.1:5432/{name}"
+    up = example.fleet("up", env=env)
+    assert "export DB_USER=" not in up.stdout
+
+
+def test_masking_never_rewrites_sql_or_json(example: Project) -> None:
+    """With the password 'auth' (a service's name), SQL and JSON stay exactly as they are."""
+    env = {"DATABASE_URI": _with_password(example.db_url, "auth")}
+    sql = example.fleet("migrate", "--sql", "auth", "--tenant", "default", env=env)
+    assert sql.returncode == 0, sql.stderr
+    assert 'SET search_path TO "auth_default"' in sql.stdout or "auth_default" in sql.stdout
+    assert "***_default" not in sql.stdout
+    migrate = example.fleet("migrate", "--json", env=env)
+    payload = json.loads(migrate.stdout)
+    assert {t["service"] for t in payload["targets"]} == {"auth", "workflow", "ingestion"}
+    databases = [t["database"] for t in payload["targets"] if t["service"] == "auth"]
+    assert all(":***@" in d for d in databases)
+
+
+def test_an_unencoded_at_sign_is_refused_without_showing_the_password(
+        example: Project) -> None:
+    env = {"DATABASE_URI": example.db_url.replace("postgres@", "postgres:p@ssw0rd-tail@", 1)}
+    result = example.fleet("status", env=env)
+    assert result.returncode == 2
+    assert "percent-encoded" in result.stderr
+    assert "ssw0rd-tail" not in result.stdout + result.stderr
+
