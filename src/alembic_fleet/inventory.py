@@ -89,8 +89,8 @@ def read_inventory(
         graph = workspace.graph(target.service)
         if target.database.key in errors or target in broken:
             wanted = destination or graph.heads
-            statuses.append(TargetStatus(target, (), wanted, graph.pending((), wanted),
-                                         TargetState.FAILED))
+            state = TargetState.FAILED if target in broken else TargetState.UNREACHABLE
+            statuses.append(TargetStatus(target, (), wanted, graph.pending((), wanted), state))
         else:
             statuses.append(classify(target, current[target], graph, destination))
     unreachable = {k: e.message for k, e in errors.items()}

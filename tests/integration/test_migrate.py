@@ -39,7 +39,7 @@ def test_migrate_all_brings_every_target_to_head(example: Project) -> None:
     assert after.returncode == 0
     payload = json.loads(after.stdout)
     assert payload["summary"] == {"targets": 7, "at_head": 7, "behind": 0, "missing": 0,
-                                  "ahead": 0, "failed": 0, "orphan": 0}
+                                  "ahead": 0, "failed": 0, "orphan": 0, "unreachable": 0}
     auth_default = next(t for t in payload["targets"] if t["schema"] == "auth_default")
     assert auth_default == {
         "service": "auth", "tenant": "default", "schema": "auth_default",

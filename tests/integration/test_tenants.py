@@ -137,7 +137,11 @@ def test_one_unreachable_server_fails_only_its_targets(example: Project,
     assert "pw-x9" not in result.stdout + result.stderr
     status = example.fleet("status", env=down)
     assert status.returncode == 3
-    assert "postgres:***@127.0.0.1:1/toshiba: 2 target(s): 2 failed" in status.stdout
+    assert "postgres:***@127.0.0.1:1/toshiba: 2 target(s): 2 unreachable" in status.stdout
+    status_json = json.loads(example.fleet("status", "--json", env=down).stdout)
+    assert status_json["summary"]["unreachable"] == 2
+    assert {t["state"] for t in payload["targets"] if t["outcome"] == "failed"} == {
+        "unreachable"}
     assert "cannot connect" in status.stderr
     second = databases.create("fleet_toshiba_up")
     rerun = example.fleet("migrate", "--json", env={"TOSHIBA_DATABASE_URI": second})

@@ -115,7 +115,7 @@ def status(invocation: Invocation, services: Sequence[str], tenants: Sequence[st
 @click.pass_obj
 def downgrade(invocation: Invocation, service: str, revision: str, tenant: str | None, yes: bool,
               as_json: bool) -> int:
-    """Step one target down to REVISION (an id, 'base' or '-1').
+    """Step one target down to REVISION (an id, 'base' or '-N', e.g. -1).
 
     Exit codes: 0 done; 1 failed or declined.
     """

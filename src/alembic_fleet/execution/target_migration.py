@@ -177,8 +177,7 @@ class TargetMigrator:
                                     "(fleet tenants remove?): not recreated")
             if status.state is TargetState.AT_HEAD or (
                     status.state is not TargetState.MISSING and status.pending == 0):
-                return TargetResult(target, Outcome.SKIPPED, status.current, status.current,
-                                    note="already migrated by another runner")
+                return self._already_there(connection, step, status, attempt)
             listener = None
             if self.run_ledger is not None:
                 listener = self.run_ledger.for_target(target, table, scripts.graph,
@@ -210,6 +209,23 @@ class TargetMigrator:
                 unlock(connection, key)
             with contextlib.suppress(Exception):
                 self._reset_session(connection)
+
+    def _already_there(self, connection: Any, step: Step, status: TargetStatus,
+                       attempt: int) -> TargetResult:
+        """A target found at its destination under the lock: migrated by this run's own
+        earlier attempt (committed, then the connection died before we heard), or by
+        another runner. The ledger row of this run tells which."""
+        target = step.target
+        if attempt > 1 and self.run_ledger is not None:
+            row = self.run_ledger.ledger.target_row(connection, self.run_ledger.run_id,
+                                                    target.service, target.schema)
+            if row is not None and row[0] == "migrated":
+                return TargetResult(target, Outcome.MIGRATED, step.status.current,
+                                    status.current, note="committed by an earlier attempt "
+                                    "whose connection was lost right after")
+        note = ("already at the wanted revision (an earlier attempt of this run or another "
+                "runner migrated it)" if attempt > 1 else "already migrated by another runner")
+        return TargetResult(target, Outcome.SKIPPED, status.current, status.current, note=note)
 
     def _reread(self, connection: Any, step: Step, table: str) -> TargetStatus:
         """The target's state under its lock (the plan's view may be stale)."""

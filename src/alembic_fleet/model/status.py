@@ -19,6 +19,8 @@ class TargetState(StrEnum):
     FAILED = "failed"
     ORPHAN = "orphan"
     """A schema a service's template matches, whose tenant is not configured (not a target)."""
+    UNREACHABLE = "unreachable"
+    """Its database could not be reached: where it stands is unknown."""
 
 
 class Outcome(StrEnum):
@@ -83,6 +85,8 @@ def plan_step(status: TargetStatus) -> Step:
         return Step(status, True, f"{status.pending} revision(s) pending")
     if status.state is TargetState.AHEAD:
         return Step(status, False, "already past the wanted revision (use 'fleet downgrade')")
+    if status.state is TargetState.UNREACHABLE:
+        return Step(status, False, "its database could not be reached")
     if status.state is TargetState.MISSING:
         return Step(status, False, "nothing to apply")
     return Step(status, False, "already at the wanted revision")
@@ -110,9 +114,17 @@ class TargetResult:
 
 def state_after(result: TargetResult, before: TargetStatus) -> tuple[TargetState, int]:
     """A target's state and pending count once ``result`` happened to it."""
+    reached = tuple(sorted(result.to_revs)) == tuple(sorted(before.head))
+    if before.state is TargetState.UNREACHABLE:
+        return TargetState.UNREACHABLE, before.pending
     if result.outcome is Outcome.FAILED:
         return TargetState.FAILED, before.pending
     if result.outcome is Outcome.MIGRATED:
-        reached = tuple(sorted(result.to_revs)) == tuple(sorted(before.head))
         return (TargetState.AT_HEAD, 0) if reached else (TargetState.BEHIND, before.pending)
+    if tuple(sorted(result.to_revs)) != tuple(sorted(before.current)):
+        # Skipped because someone else moved it meanwhile: say where it is now.
+        if reached:
+            return TargetState.AT_HEAD, 0
+        if not result.to_revs:
+            return TargetState.MISSING, before.pending
     return before.state, before.pending

@@ -36,6 +36,7 @@ STATE_STYLE = {
     TargetState.AHEAD: "magenta",
     TargetState.FAILED: "red",
     TargetState.ORPHAN: "cyan",
+    TargetState.UNREACHABLE: "red",
 }
 OUTCOME_STYLE = {Outcome.MIGRATED: "green", Outcome.SKIPPED: "dim", Outcome.FAILED: "red"}
 

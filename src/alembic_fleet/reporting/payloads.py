@@ -33,13 +33,14 @@ def _target(target: Target) -> dict[str, Any]:
 
 def _summary(states: Sequence[TargetState]) -> dict[str, int]:
     return {
-        "targets": len(states),
+        "targets": sum(1 for s in states if s is not TargetState.ORPHAN),
         "at_head": sum(1 for s in states if s is TargetState.AT_HEAD),
         "behind": sum(1 for s in states if s is TargetState.BEHIND),
         "missing": sum(1 for s in states if s is TargetState.MISSING),
         "ahead": sum(1 for s in states if s is TargetState.AHEAD),
         "failed": sum(1 for s in states if s is TargetState.FAILED),
         "orphan": sum(1 for s in states if s is TargetState.ORPHAN),
+        "unreachable": sum(1 for s in states if s is TargetState.UNREACHABLE),
     }
 
 

@@ -52,7 +52,7 @@ class RunViews(ReporterBase):
             return
         self.statuses(inventory.everything)
         for reason in inventory.unreachable.values():
-            self.note(f"warning: {reason}; its targets are shown as failed")
+            self.note(f"warning: {reason}; its targets are shown as unreachable")
         for warning in inventory.warnings:
             self.note(f"warning: {warning}")
 
@@ -77,7 +77,8 @@ class RunViews(ReporterBase):
     def _summary_text(summary: dict[str, int]) -> str:
         parts = [f"{summary['targets']} target(s)"]
         parts += [f"{summary[k]} {k.replace('_', ' ')}" for k in
-                  ("at_head", "behind", "missing", "ahead", "failed", "orphan")
+                  ("at_head", "behind", "missing", "ahead", "failed", "unreachable",
+                   "orphan")
                   if summary.get(k)]
         return ": ".join([parts[0], ", ".join(parts[1:])]) if len(parts) > 1 else parts[0]
 
@@ -147,8 +148,8 @@ class RunViews(ReporterBase):
                 if task.completed >= task.total:
                     self._progress.stop()
                     self._progress = None
-            elif not self.json_mode and not self.rich:  # piped: one line per target
-                self.line(self._result_line(result))
+            elif not self.json_mode and not self.rich and result.outcome is not Outcome.SKIPPED:
+                self.line(self._result_line(result))  # piped: a line per target that ran
 
     @staticmethod
     def _result_line(result: TargetResult) -> str:
