@@ -4,7 +4,9 @@
 # INGESTION_DATABASE_URL for us.
 set -eu
 cd "$(dirname "$0")/.."
-echo "auth_api: DATABASE_URI is set (${DATABASE_URI%%\?*}...)"
+# Say where, never the URL itself: it may hold a password.
+database=${DATABASE_URI##*/}
+echo "auth_api: DATABASE_URI is set (database ${database%%\?*})"
 if command -v uvicorn >/dev/null 2>&1; then
   cd python_apps/auth_api
   exec uvicorn auth_api.app:app --port "${AUTH_API_PORT:-8004}"
