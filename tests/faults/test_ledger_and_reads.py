@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import psycopg
 
 from tests.conftest import query, version
-from tests.faults.conftest import HEAD, shop_project
+from tests.faults.conftest import HEAD, shop_project, start_fleet
 
 
 def test_a_locked_ledger_is_a_warning_not_a_hang(tmp_path: Path, db_url: str) -> None:
@@ -78,3 +79,46 @@ def test_an_unreadable_version_table_is_named(tmp_path: Path, db_url: str) -> No
     finally:
         query(db_url, "DROP OWNED BY fleet_reader_t")
         query(db_url, "DROP ROLE fleet_reader_t")
+
+
+def test_one_lock_budget_for_the_whole_target(tmp_path: Path, db_url: str) -> None:
+    """After its first strong lock, a target's later lock waits share what is left of one
+    lock_timeout (the application waits behind the first table for all of them)."""
+    from tests.integration.test_parallel import _service
+    from tests.integration.test_replay_correctness import _revision
+
+    base = _revision("9200aaaa0000", None, '''
+        op.create_table("t1", sa.Column("id", sa.Integer, primary_key=True))
+        op.create_table("t2", sa.Column("id", sa.Integer, primary_key=True))
+    ''')
+    alter = _revision("9200aaaa0001", "9200aaaa0000", '''
+        op.add_column("t1", sa.Column("a", sa.Integer))
+        op.add_column("t2", sa.Column("b", sa.Integer))
+        op.execute("CREATE TABLE seen AS SELECT current_setting('lock_timeout') AS v")
+    ''')
+    root = tmp_path / "budget"
+    _service(root, "svc", {"base.py": base, "alter.py": alter})
+    (root / "fleet.toml").write_text('database = "${DATABASE_URI}"\ntenants = ["a"]\n\n'
+                                     '[services.svc]\npath = "svc"\nschema = "svc_{tenant}"\n')
+    from tests.conftest import Project
+
+    project = Project(root, {"DATABASE_URI": db_url}, db_url, db_url)
+    assert project.fleet("migrate", "--to", "9200aaaa0000").returncode == 0
+    holder = psycopg.connect(db_url)
+    holder.execute("SELECT count(*) FROM svc_a.t2")  # ACCESS SHARE on t2 until rollback
+    try:
+        runner = start_fleet(project, "migrate", "--lock-timeout", "4", "--retries", "0")
+        deadline = time.monotonic() + 60
+        while not query(db_url, "SELECT count(*) FROM pg_locks l JOIN pg_class c "
+                        "ON c.oid = l.relation WHERE NOT l.granted AND c.relname = 't2'"
+                        )[0][0]:
+            assert time.monotonic() < deadline, "the migration never waited for t2"
+            time.sleep(0.05)
+        time.sleep(1.5)  # the migration holds t1 and waits for t2 this long
+    finally:
+        holder.rollback()
+        holder.close()
+    _out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, err
+    left = query(db_url, "SELECT v FROM svc_a.seen")[0][0]
+    assert left.endswith("ms") and int(left[:-2]) < 4000 - 1000, left

@@ -162,9 +162,10 @@ class Replayer:
         return ReplayPlan(start, revisions[-1][0], tuple(revisions))
 
     def run(self, connection: Any, schema: str, plan: ReplayPlan, table_exists: bool,
-            listener: Any = None) -> None:
+            listener: Any = None, before_statement: Any = None) -> None:
         """Apply ``plan`` to ``schema`` in one transaction on a SQLAlchemy connection;
-        ``listener`` is told of each revision inside it, then just before the commit."""
+        ``listener`` is told of each revision inside it, then just before the commit;
+        ``before_statement(cursor, sql)`` runs before each replayed statement."""
         quoted = quote_ident(schema)
         version = f"{quoted}.{quote_ident(self.version_table)}"
         with connection.begin():
@@ -180,6 +181,8 @@ class Replayer:
             for revision, statements in plan.revisions:
                 try:
                     for statement in statements:
+                        if before_statement is not None:
+                            before_statement(cursor, statement)
                         cursor.execute(statement)
                 except Exception as exc:
                     raise ReplayFailed(revision, exc) from exc

@@ -110,11 +110,11 @@ class ServiceScripts:
         return replayer.plan(self.script, current, destination) if replayer else None
 
     def replay(self, connection: Any, schema: str, plan: ReplayPlan, *, table_exists: bool,
-               listener: Any = None) -> None:
+               listener: Any = None, before_statement: Any = None) -> None:
         """Apply a replay plan to ``schema`` in one transaction."""
         assert self.replayer is not None
         self.replayer.run(connection, schema, plan, table_exists=table_exists,
-                          listener=listener)
+                          listener=listener, before_statement=before_statement)
 
     def prepare(self, currents: Iterable[tuple[str, ...]], destination: str) -> None:
         """Load everything a worker needs (graph, env.py probe, rendered revisions) in this

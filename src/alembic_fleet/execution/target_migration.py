@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.alembic_bridge import runner
@@ -29,6 +30,7 @@ from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.catalog.versions import read_one
 from alembic_fleet.databases import Databases, libpq_url
 from alembic_fleet.exceptions import DatabaseUnavailableError, FleetError
+from alembic_fleet.execution.lock_budget import LockBudget
 from alembic_fleet.execution.locking import configure_session, lock_key, try_lock, unlock
 from alembic_fleet.execution.retry import Backoff, transient_reason
 from alembic_fleet.ledger.target_ledger import RunLedger, TargetLedger
@@ -182,7 +184,14 @@ class TargetMigrator:
             if self.run_ledger is not None:
                 listener = self.run_ledger.for_target(target, table, scripts.graph,
                                                       status.current, started, attempt)
-            self._migrate(connection, scripts, target, status, listener)
+            budget = LockBudget(self.policy.lock_timeout)
+            event.listen(connection, "before_cursor_execute", budget.before_cursor_execute)
+            event.listen(connection, "commit", budget.on_commit)
+            try:
+                self._migrate(connection, scripts, target, status, listener, budget)
+            finally:
+                event.remove(connection, "before_cursor_execute", budget.before_cursor_execute)
+                event.remove(connection, "commit", budget.on_commit)
             # Whatever is still uncommitted now was not committed by the migration (a
             # revision that called commit() left the rest in a new transaction): drop it,
             # then report what the database holds.
@@ -236,13 +245,14 @@ class TargetMigrator:
         return status
 
     def _migrate(self, connection: Any, scripts: ServiceScripts, target: Target,
-                 status: TargetStatus, listener: TargetLedger | None) -> None:
+                 status: TargetStatus, listener: TargetLedger | None, budget: LockBudget
+                 ) -> None:
         destination = self.destinations[target.service]
         plan = scripts.replay_plan(status.current, destination)
         if plan is not None:
             scripts.replay(connection, target.schema, plan,
                            table_exists=status.state is not TargetState.MISSING,
-                           listener=listener)
+                           listener=listener, before_statement=budget.before)
         elif scripts.uses_helper:
             runner.upgrade(scripts, connection, target.schema, destination, listener)
         else:
