@@ -125,8 +125,9 @@ class ServiceScripts:
 
     @cached_property
     def script_dir(self) -> Path:
-        """The service's migrations folder (``script_location``), absolute."""
-        return Path(self.script.dir).resolve()
+        """The service's migrations folder (``script_location``, made absolute), where its
+        env.py and script.py.mako live."""
+        return Path(self.script.dir)
 
     @cached_property
     def version_dirs(self) -> list[Path]:

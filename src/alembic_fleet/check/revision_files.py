@@ -22,7 +22,7 @@ from pathlib import Path
 
 from alembic_fleet.model.revisions import Revision
 
-__all__ = ["RevisionFile", "iter_revision_paths", "read_revision_file"]
+__all__ = ["RevisionFile", "iter_revision_paths", "read_revision_file", "try_read_revision_file"]
 
 _IDENTIFIERS = ("revision", "down_revision", "branch_labels", "depends_on")
 
@@ -264,3 +264,12 @@ def _application_imports(
                     dotted = f"{node.module}.{alias.name}"
                     if matches(dotted):
                         yield dotted, node.lineno
+
+
+def try_read_revision_file(path: str | Path) -> RevisionFile | None:
+    """The parsed file (source, ``upgrade()`` and ``downgrade()`` lines), or ``None`` when it
+    cannot be read or parsed: for pointing a finding of a later layer at its line."""
+    try:
+        return read_revision_file(Path(path))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
