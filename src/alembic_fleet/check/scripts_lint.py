@@ -20,7 +20,8 @@ Rules checked here:
 * FC103 unknown-down-revision: ``down_revision`` or ``depends_on`` names an id no file has
   (``depends_on`` may also name a branch label, as in Alembic).
 * FC104 revision-cycle: a revision descends from itself (through ``down_revision`` or
-  ``depends_on``).
+  ``depends_on``): one finding per revision of the cycle the graph reports (one cycle at a
+  time, as Alembic does).
 * FC105 / FC106: the revision id / file name does not fullmatch the service's pattern.
 * FC107 unreadable-revision: the file does not parse, or its revision identifiers are not
   literals fleet can read without running the file.
@@ -198,7 +199,6 @@ def _check_graph(files: Sequence[RevisionFile], shown: Mapping[Path, str], add: 
     graph = RevisionGraph.from_revisions(
         declared for rev in files if (declared := rev.declared()) is not None)
     by_path = {str(rev.path): rev for rev in files}
-    on_cycle: set[str] = set()
     for problem in graph.problems():
         if isinstance(problem, DuplicateRevision):
             _duplicate(problem, by_path, shown, add)
@@ -207,7 +207,7 @@ def _check_graph(files: Sequence[RevisionFile], shown: Mapping[Path, str], add: 
         elif isinstance(problem, UnknownReference):
             _unknown(problem, by_path[problem.revision.path], add)
         elif isinstance(problem, RevisionCycle):
-            _cycle(problem, graph, by_path, on_cycle, add)
+            _cycle(problem, graph, by_path, add)
 
 
 def _duplicate(problem: DuplicateRevision, by_path: Mapping[str, RevisionFile],
@@ -244,12 +244,9 @@ def _unknown(problem: UnknownReference, rev: RevisionFile, add: _Add) -> None:
 
 
 def _cycle(problem: RevisionCycle, graph: RevisionGraph, by_path: Mapping[str, RevisionFile],
-           on_cycle: set[str], add: _Add) -> None:
-    """FC104 once for every revision on a cycle, with the cycle through it."""
+           add: _Add) -> None:
+    """FC104 on every revision of the cycle, with the cycle as seen from it."""
     for rid in problem.members:
-        if rid in on_cycle:
-            continue
-        on_cycle.add(rid)
         path = problem.through(rid)
         rev = by_path[graph.revisions[rid].path]
         add("FC104", rev.path, f"revision {rid!r} descends from itself: {' -> '.join(path)}",

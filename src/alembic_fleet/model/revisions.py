@@ -251,42 +251,30 @@ class RevisionGraph:
                          if dep not in self.revisions and dep not in self.labels)
         return tuple(found)
 
-    def cycles(self) -> tuple[RevisionCycle, ...]:
-        """Cycles (FC104), each starting at its smallest id, until none is left.
+    def cycle(self) -> RevisionCycle | None:
+        """A cycle (FC104), starting at its smallest id, or ``None`` when the graph sorts.
 
-        :class:`graphlib.TopologicalSorter` finds one cycle at a time. After each, the
-        revisions that sort before it are on no cycle and drop out, and one edge of the
-        cycle is cut before looking again, so every cycle ends up reported through at
-        least one of its edges. Every declaration's parents count, duplicates included.
+        :class:`graphlib.TopologicalSorter` reports one cycle, its members in order; like
+        Alembic's ``CycleDetected``, one is enough to make the graph unusable, and a
+        further cycle shows once that one is fixed. Linear in the size of the graph, and
+        iterative. Every declaration's parents count, duplicates included.
         """
         edges: dict[str, set[str]] = {rid: set() for rid in self.revisions}
         for rev in self.declarations:
             edges[rev.id].update(self._parents_of(rev))
-        found: list[RevisionCycle] = []
-        while edges:
-            sorter = TopologicalSorter(
-                {rid: sorted(p for p in edges[rid] if p in edges) for rid in sorted(edges)})
-            try:
-                sorter.prepare()
-            except CycleError as error:
-                upward = error.args[1]  # each node is a parent of the next one
-            else:
-                break
-            while sorter.is_active():  # documented: what sorts before the cycle still does
-                ready = sorter.get_ready()
-                sorter.done(*ready)
-                for rid in ready:
-                    del edges[rid]
-            path = tuple(reversed(upward))  # child -> parent, down the history
-            members = path[:-1]
-            start = members.index(min(members))
-            cycle = RevisionCycle((*members[start:], *members[:start], members[start]))
-            found.append(cycle)
-            edges[cycle.path[0]].discard(cycle.path[1])
-        return tuple(found)
+        sorter = TopologicalSorter({rid: sorted(edges[rid]) for rid in sorted(edges)})
+        try:
+            sorter.prepare()
+        except CycleError as error:
+            upward = error.args[1]  # each node is a parent of the next one
+        else:
+            return None
+        members = tuple(reversed(upward))[:-1]  # child -> parent, down the history
+        start = members.index(min(members))
+        return RevisionCycle((*members[start:], *members[:start], members[start]))
 
     def problems(self) -> tuple[GraphProblem, ...]:
         """Everything that makes the graph unusable: FC101, FC102, FC103, FC104."""
-        heads = self.multiple_heads()
+        heads, cycle = self.multiple_heads(), self.cycle()
         return (*self.duplicates(), *((heads,) if heads else ()),
-                *self.unknown_references(), *self.cycles())
+                *self.unknown_references(), *((cycle,) if cycle else ()))
