@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from alembic_fleet.model.revisions import Revision, RevisionGraph
+from alembic_fleet.model.revisions import (
+    DuplicateRevision,
+    MultipleHeads,
+    Revision,
+    RevisionCycle,
+    RevisionGraph,
+    UnknownReference,
+)
 from alembic_fleet.model.status import (
     Outcome,
     Step,
@@ -236,6 +243,141 @@ def test_ordered_complex_dag_is_topological() -> None:
     assert g.ordered[0].id == "h"
     assert g.ordered[-1].id == "a"
     assert_topological(g)
+
+
+# --- RevisionGraph.from_revisions and its validations ------------------------------------
+
+
+def declared(*revisions: tuple) -> RevisionGraph:
+    """``(id, down[, depends_on[, branch_labels]])`` tuples, as files would declare them."""
+    return RevisionGraph.from_revisions(
+        Revision(rid, tuple(down), path=f"{rid}.py",
+                 depends_on=tuple(rest[0]) if rest else (),
+                 branch_labels=tuple(rest[1]) if len(rest) > 1 else ())
+        for rid, down, *rest in revisions)
+
+
+def test_from_revisions_clean_linear_graph() -> None:
+    g = declared(("a", ()), ("b", ("a",)), ("c", ("b",)))
+    assert g.heads == ("c",)
+    assert [r.id for r in g.ordered] == ["c", "b", "a"]
+    assert g.is_linear
+    assert g.problems() == ()
+
+
+def test_from_revisions_merge_revision_is_clean() -> None:
+    g = declared(*((rid, down) for rid, down in MERGED.items()))
+    assert g.heads == ("n",)
+    assert g.problems() == ()
+    assert g.parents("m") == ("b1", "b2")
+    assert not g.is_linear
+    assert g.ancestors(["m"]) == {"a", "b1", "b2", "m"}
+    assert g.pending(("b1",), g.heads) == 3
+    assert_topological(g)
+
+
+def test_duplicate_revision() -> None:
+    first, copy = Revision("b", ("a",), path="b.py"), Revision("b", ("a",), path="b_copy.py")
+    g = RevisionGraph.from_revisions([Revision("a", ()), first, copy])
+    (problem,) = g.problems()
+    assert isinstance(problem, DuplicateRevision)
+    assert problem.code == "FC101"
+    assert problem.revision == "b"
+    assert problem.declarations == (first, copy)
+    assert g.revisions["b"] is first  # the first declaration is the one the graph keeps
+    assert len(g.declarations) == 3
+
+
+def test_multiple_heads_in_declaration_order_and_sorted_in_the_problem() -> None:
+    g = declared(("a", ()), ("z", ("a",)), ("b", ("a",)))
+    assert g.heads == ("z", "b")
+    assert g.problems() == (MultipleHeads(("b", "z")),)
+    assert MultipleHeads.code == "FC102"
+
+
+def test_depends_on_does_not_merge_heads() -> None:
+    g = declared(("a", ()), ("b", ("a",)), ("c", ("a",), ("b",)))
+    assert g.heads == ("b", "c")
+    assert g.multiple_heads() == MultipleHeads(("b", "c"))
+    assert g.ancestors(["c"]) == {"a", "b", "c"}  # a dependency is applied first
+    assert not g.is_linear
+
+
+def test_unknown_down_revision() -> None:
+    g = declared(("a", ()), ("b", ("a", "gone")), ("c", ("b",)))
+    (problem,) = g.problems()
+    assert problem == UnknownReference(g.revisions["b"], "gone", "down_revision")
+    assert problem.code == "FC103"
+    assert g.ancestors(["c"]) == {"a", "b", "c"}
+    assert g.pending(("a",), ("c",)) == 2
+
+
+def test_unknown_down_revision_each_name() -> None:
+    g = declared(("c", ("a", "b")))
+    assert [(p.name, p.kind) for p in g.unknown_references()] == [
+        ("a", "down_revision"), ("b", "down_revision")]
+
+
+def test_depends_on_may_name_a_branch_label() -> None:
+    g = declared(("a", (), (), ("core",)), ("b", ("a",)), ("c", ("b",), ("core",)),
+                 ("d", ("c",), ("nope",)))
+    (problem,) = g.problems()
+    assert problem == UnknownReference(g.revisions["d"], "nope", "depends_on")
+    assert g.labels == {"core": ("a",)}
+    assert g.parents("c") == ("b", "a")
+    assert g.parents("d") == ("c",)
+
+
+def test_three_cycle_members_in_order() -> None:
+    g = declared(("a1", ("a3",)), ("a2", ("a1",)), ("a3", ("a2",)))
+    (cycle,) = g.problems()
+    assert isinstance(cycle, RevisionCycle)
+    assert cycle.code == "FC104"
+    assert cycle.path == ("a1", "a3", "a2", "a1")  # child -> parent, down the history
+    assert cycle.members == ("a1", "a3", "a2")
+    assert cycle.through("a2") == ("a2", "a1", "a3", "a2")
+    assert g.heads == ()
+    assert g.ordered == ()
+
+
+def test_self_cycle() -> None:
+    g = declared(("a3", ()), ("a4", ("a3", "a4")))
+    assert g.problems() == (RevisionCycle(("a4", "a4")),)
+
+
+def test_cycle_through_depends_on_and_a_label() -> None:
+    g = declared(("a", (), (), ("core",)), ("b", ("a",), ("c",)), ("c", ("b",), ("core",)))
+    assert g.cycle() == RevisionCycle(("b", "c", "b"))
+
+
+def test_one_cycle_at_a_time_the_rest_still_validates() -> None:
+    g = declared(("base", ()), ("x", ("base", "y")), ("y", ("x",)),
+                 ("p", ("q",)), ("q", ("p",)), ("top", ("x", "p")))
+    cycle = g.cycle()
+    assert cycle is not None and set(cycle.members) in ({"x", "y"}, {"p", "q"})
+    assert cycle.path[0] == min(cycle.members)
+    assert g.heads == ("top",)
+    assert g.unknown_references() == ()
+
+
+def test_ordered_stops_at_a_cycle() -> None:
+    g = RevisionGraph({"a": Revision("a", ("c",)), "b": Revision("b", ("a",)),
+                       "c": Revision("c", ("b",))}, ("c",))
+    assert [r.id for r in g.ordered] == ["c", "b", "a"]
+
+
+def test_long_chain_validates_without_recursion() -> None:
+    n = 3000
+    chain = [(f"r{i}", (f"r{i - 1}",) if i else ()) for i in range(n)]
+    g = declared(*chain)
+    assert g.problems() == ()
+    assert g.heads == (f"r{n - 1}",)
+    assert len(g.ordered) == n
+    assert g.pending((), g.heads) == n
+    looped = declared(("r0", (f"r{n - 1}",)), *chain[1:])
+    (cycle,) = looped.problems()
+    assert len(cycle.members) == n
+    assert cycle.path[:3] == ("r0", f"r{n - 1}", f"r{n - 2}")
 
 
 # --- classify ----------------------------------------------------------------------------

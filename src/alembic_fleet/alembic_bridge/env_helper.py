@@ -59,12 +59,12 @@ def run_migrations(target_metadata: Any = None, **configure_kwargs: Any) -> None
         raise CommandError(f"{exc.message}{hint}") from None
 
 
-def _run(context: Any, target_metadata: Any, configure_kwargs: dict[str, Any]) -> None:
+def _run(context: Any, target_metadata: Any, options: dict[str, Any]) -> None:
     config = context.config
     if ATTR_SCHEMA not in config.attributes:
         _configure_logging(config)
     schema = config.attributes.get(ATTR_SCHEMA) or _schema_from_command_line(context)
-    kwargs = _configure_kwargs(schema, target_metadata, configure_kwargs)
+    kwargs = configure_kwargs(schema, target_metadata, options)
     applied = config.attributes.get(ATTR_APPLIED)
     listener = config.attributes.get(ATTR_LISTENER)
     if applied is not None or listener is not None:
@@ -87,8 +87,16 @@ def _run(context: Any, target_metadata: Any, configure_kwargs: dict[str, Any]) -
         engine.dispose()
 
 
-def _configure_kwargs(schema: str, metadata: Any, extra: dict[str, Any]) -> dict[str, Any]:
-    """Our defaults for ``context.configure``; the caller's keywords win."""
+def configure_kwargs(schema: str, metadata: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """The keywords for Alembic's ``context.configure`` on ``schema``: fleet's defaults
+    (version table in the schema, only that schema compared, types compared, the version
+    table never proposed for dropping), then ``extra`` (the env.py's own options) on top.
+
+    Shared by the env helper and by ``fleet check``'s model comparison, so both see the
+    schema the same way. ``extra`` is not changed; a user ``include_name`` is kept and
+    called after fleet's own filter.
+    """
+    extra = dict(extra)
     version_table = extra.get("version_table", "alembic_version")
     user_include_name = extra.pop("include_name", None)
 

@@ -46,6 +46,8 @@ def upgrade(scripts: ServiceScripts, connection: Any, schema: str, destination: 
     Raises :class:`RevisionFailed` naming the revision that broke.
     """
     script = scripts.script
+    # Alembic has no public API for the steps of an upgrade: ``alembic.command.upgrade``
+    # itself calls ``_upgrade_revs`` (and ``downgrade`` ``_downgrade_revs``). They stay here.
     _online(scripts, connection, schema, destination,
             lambda current: script._upgrade_revs(destination, current), listener)
 
@@ -86,7 +88,7 @@ def probe_options(scripts: ServiceScripts) -> dict[str, Any]:
     config = make_config(scripts.service)
     options: dict[str, Any] = {}
     config.attributes[ATTR_PROBE] = options
-    _isolate_imports(scripts)
+    isolate_imports(scripts)
     with EnvironmentContext(config, scripts.script, fn=lambda _rev, _ctx: []):
         scripts.script.run_env()
     return options
@@ -138,7 +140,7 @@ def _run_env(
         config.attributes[ATTR_CONNECTION] = connection
     if url is not None:
         config.attributes["fleet_url"] = url
-    _isolate_imports(scripts)
+    isolate_imports(scripts)
     script = scripts.script
     try:
         with EnvironmentContext(config, script, fn=fn, as_sql=as_sql, starting_rev=starting_rev,
@@ -148,8 +150,10 @@ def _run_env(
         raise RevisionError(f"service '{scripts.service.name}': {exc}") from None
 
 
-def _isolate_imports(scripts: ServiceScripts) -> None:
+def isolate_imports(scripts: ServiceScripts) -> None:
     """Keep services' application packages apart inside one process.
+
+    Call it before anything imports a service's code (its env.py, its revision modules).
 
     Two services may both ship a package named, say, ``app``; Python would hand the second
     service the first one's cached module. Before running a service's env.py, forget the

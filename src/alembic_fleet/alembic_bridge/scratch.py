@@ -27,10 +27,10 @@ from alembic.util import CommandError
 from alembic_fleet.alembic_bridge.env_helper import (
     ATTR_CONNECTION,
     ATTR_SCHEMA,
-    _configure_kwargs,
+    configure_kwargs,
 )
 from alembic_fleet.alembic_bridge.replay import render_statements
-from alembic_fleet.alembic_bridge.runner import _isolate_imports, probe_options
+from alembic_fleet.alembic_bridge.runner import isolate_imports, probe_options
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts, make_config
 from alembic_fleet.exceptions import RevisionError
 from alembic_fleet.model.identifiers import quote_ident
@@ -52,7 +52,7 @@ def render_upgrades(scripts: ServiceScripts, revisions: list[str]) -> list[Rende
     A revision that reads the database while upgrading (``op.get_bind()``) cannot be
     rendered; its ``error`` says so and the lint reports it instead of guessing.
     """
-    _isolate_imports(scripts)
+    isolate_imports(scripts)
     result = []
     for revision in revisions:
         script = scripts.script.get_revision(revision)
@@ -86,7 +86,7 @@ def model_diffs(scripts: ServiceScripts, connection: Any, schema: str) -> list[s
     metadata = options.pop("target_metadata")
     for unused in ("version_table_schema", "transaction_per_migration", "on_version_apply"):
         options.pop(unused, None)
-    kwargs = _configure_kwargs(schema, metadata, options)
+    kwargs = configure_kwargs(schema, metadata, options)
     with connection.begin() as transaction:
         connection.exec_driver_sql(f"SET LOCAL search_path TO {quote_ident(schema)}")
         context = MigrationContext.configure(connection, opts=kwargs)
@@ -125,7 +125,7 @@ def new_revision(
     if autogenerate:
         config.attributes[ATTR_CONNECTION] = connection
         config.attributes[ATTR_SCHEMA] = schema
-    _isolate_imports(scripts)
+    isolate_imports(scripts)
     environment = {"ALEMBIC_SCHEMA": schema, "DATABASE_URI": url} if autogenerate else {}
     try:
         with _environment(environment):

@@ -18,7 +18,7 @@ from typing import Any
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from alembic.util import CommandError
+from alembic.util import CommandError, coerce_resource_to_filename, to_tuple
 
 from alembic_fleet.alembic_bridge.replay import SAFE_OPTIONS, Replayer, ReplayPlan
 from alembic_fleet.exceptions import ConfigError, RevisionError
@@ -124,26 +124,59 @@ class ServiceScripts:
             self.replay_plan(current, destination)
 
     @cached_property
+    def script_dir(self) -> Path:
+        """The service's migrations folder (``script_location``, made absolute), where its
+        env.py and script.py.mako live."""
+        return Path(self.script.dir)
+
+    @cached_property
+    def version_dirs(self) -> list[Path]:
+        """The folders Alembic reads revision files from, absolute, in configured order:
+        ``version_locations`` (``package:folder`` resources resolved), else
+        ``<script_location>/versions``. A folder may not exist yet."""
+        script = self.script
+        if script.version_locations:
+            return [Path(coerce_resource_to_filename(location)).absolute()
+                    for location in script.version_locations]
+        return [Path(script.dir, "versions").absolute()]
+
+    @cached_property
     def graph(self) -> RevisionGraph:
-        """The revision graph; a broken graph (unknown parent, cycle) is a RevisionError."""
+        """The revision graph; a broken graph (unknown parent, cycle) is a RevisionError.
+
+        Revisions are declared in the order Alembic loads the files, so that the graph's
+        heads come in the order ``alembic heads`` lists them.
+        """
         script = self.script
         try:
-            revisions = {
-                sc.revision: Revision(
+            declared = [
+                Revision(
                     id=sc.revision,
-                    # Dependencies may name branch labels; Alembic resolves them to ids here.
-                    down=tuple(sc._all_down_revisions),
+                    down=to_tuple(sc.down_revision, default=()),
                     message=(sc.doc or "").strip(),
                     path=sc.path,
                     branch_labels=tuple(sorted(sc.branch_labels or ())),
+                    # Dependencies may name branch labels or partial ids; Alembic resolved
+                    # them to ids, which are what it lists after the down revisions.
+                    depends_on=tuple(rid for rid in sc._all_down_revisions
+                                     if rid not in to_tuple(sc.down_revision, default=())),
                 )
                 for sc in script.walk_revisions()
-            }
-            heads = tuple(script.get_heads())
+            ]
         except CommandError as exc:
             raise RevisionError(f"service '{self.service.name}': {exc}",
                                 hint=f"fix the revision files under {script.dir}") from None
-        return RevisionGraph(revisions, heads)
+        return RevisionGraph.from_revisions(sorted(declared, key=self._load_order))
+
+    def _load_order(self, revision: Revision) -> tuple[int, tuple[str, ...], str]:
+        """Where Alembic's loader meets the file: version folder, then subfolders top-down
+        (files of a folder before its subfolders), then file name."""
+        path = Path(revision.path).absolute()
+        for index, folder in enumerate(self.version_dirs):
+            if path.is_relative_to(folder):
+                parts = path.relative_to(folder).parts
+                return index, parts[:-1], parts[-1]
+        return len(self.version_dirs), path.parts[:-1], path.name
 
     def resolve(self, revision: str) -> tuple[str, ...]:
         """An absolute destination: ``head``/``heads`` or a (partial) revision id."""

@@ -33,7 +33,7 @@ _RULES = (
     Rule("FC101", "duplicate-revision", Severity.ERROR,
          "give one of the files a new revision id (Alembic silently keeps only one)"),
     Rule("FC102", "multiple-heads", Severity.ERROR,
-         "merge the heads: alembic merge heads -m 'merge'"),
+         "merge the heads into one line of history: alembic merge heads -m 'merge'"),
     Rule("FC103", "unknown-down-revision", Severity.ERROR,
          "point down_revision at an existing revision id"),
     Rule("FC104", "revision-cycle", Severity.ERROR,

