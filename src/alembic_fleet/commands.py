@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,7 +57,19 @@ def status(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence
     """Current against head for every selected target, and orphan schemas (when no tenant
     filter or shard is given)."""
     targets = take_share(workspace.select(services, tenants), shard)
-    return read_inventory(workspace, targets, orphans=not tenants and shard is None)
+    unloadable: dict[str, str] = {}
+    first: RevisionError | None = None
+    for name in dict.fromkeys(t.service for t in targets):
+        try:
+            workspace.graph(name)
+        except RevisionError as exc:  # one broken service must not hide the others
+            unloadable[name] = exc.message + (f" ({exc.hint})" if exc.hint else "")
+            first = first or exc
+    if first is not None and len(unloadable) == len({t.service for t in targets}):
+        raise first
+    targets = [t for t in targets if t.service not in unloadable]
+    inventory = read_inventory(workspace, targets, orphans=not tenants and shard is None)
+    return replace(inventory, unloadable=unloadable)
 
 
 def migrate(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[str] = (),

@@ -60,7 +60,8 @@ def exit_code(value: Any) -> ExitCode:
     * an exception: by :data:`ERRORS`;
     * a :class:`RunOutcome`: 130 / 143 when interrupted or terminated, 1 when a target
       failed, else 0;
-    * anything with ``up_to_date`` (an inventory): 0 when true, else 3;
+    * an inventory: 2 when a service's scripts could not be loaded, else 0 when every
+      target is at head, else 3;
     * anything with ``failed`` (a check report): 3 when true, else 0;
     * None: 0.
     """
@@ -70,6 +71,8 @@ def exit_code(value: Any) -> ExitCode:
         if value.end in _ENDS:
             return _ENDS[value.end]
         return ExitCode.FAILED if value.failed else ExitCode.OK
+    if getattr(value, "unloadable", None):
+        return ExitCode.USAGE  # a service's scripts could not be loaded: fix them first
     if hasattr(value, "up_to_date"):
         return ExitCode.OK if value.up_to_date else ExitCode.NOT_UP_TO_DATE
     if hasattr(value, "failed"):

@@ -34,6 +34,9 @@ class Inventory:
     unreachable: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     """What could not be read (a version table, the ledger), each saying what and why."""
+    unloadable: Mapping[str, str] = field(default_factory=dict)
+    """Services whose scripts cannot be loaded (service -> why): their targets are left
+    out, the others are reported."""
 
     @property
     def everything(self) -> tuple[TargetStatus, ...]:
@@ -43,7 +46,8 @@ class Inventory:
     @property
     def up_to_date(self) -> bool:
         """True when every target is at head (orphans are not targets)."""
-        return all(s.state is TargetState.AT_HEAD for s in self.statuses)
+        return not self.unloadable and all(s.state is TargetState.AT_HEAD
+                                           for s in self.statuses)
 
 
 def read_inventory(

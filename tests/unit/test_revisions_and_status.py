@@ -477,7 +477,7 @@ def test_classify_empty_graph() -> None:
 
 def test_target_state_values_are_the_contract_strings() -> None:
     assert {s.value for s in TargetState} == {"at_head", "behind", "missing", "ahead", "failed",
-                                           "orphan"}
+                                           "orphan", "unreachable"}
     assert TargetState.AT_HEAD == "at_head"
     assert {o.value for o in Outcome} == {"migrated", "skipped", "failed"}
 

@@ -251,10 +251,10 @@ def test_long_linear_history_does_not_recurse(tmp_path: Path) -> None:
 
 
 def test_fc105_revision_id_pattern(versions: Path) -> None:
-    write(versions, "a4_bad_id.py", revision_source("A-4", "a3"))
+    write(versions, "a4_bad_id.py", revision_source("A4", "a3"))
     findings = lint_service("svc", [versions], revision_pattern=r"[a-z]\d")
     assert codes(findings) == ["FC105"]
-    assert findings[0].revision == "A-4"
+    assert findings[0].revision == "A4"
 
 
 @pytest.mark.parametrize(

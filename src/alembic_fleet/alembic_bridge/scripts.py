@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,6 +23,7 @@ from alembic.util import CommandError, coerce_resource_to_filename, to_tuple
 
 from alembic_fleet.alembic_bridge.replay import SAFE_OPTIONS, Replayer, ReplayPlan
 from alembic_fleet.exceptions import ConfigError, RevisionError
+from alembic_fleet.model.identifiers import unsafe_revision_id
 from alembic_fleet.model.revisions import Revision, RevisionGraph
 from alembic_fleet.model.targets import Service
 
@@ -166,7 +168,32 @@ class ServiceScripts:
         except CommandError as exc:
             raise RevisionError(f"service '{self.service.name}': {exc}",
                                 hint=f"fix the revision files under {script.dir}") from None
+        except Exception as exc:  # a revision file that cannot even be imported
+            raise self._load_error(exc) from None
+        for revision in declared:
+            for unsafe in (i for i in (revision.id, *revision.down) if unsafe_revision_id(i)):
+                raise RevisionError(
+                    f"service '{self.service.name}': {_shown(revision.path)}: revision id "
+                    f"{unsafe!r} holds characters Alembic would write into SQL unescaped",
+                    hint="use letters, digits, '_' and '.' only (fleet check: FC108)")
         return RevisionGraph.from_revisions(sorted(declared, key=self._load_order))
+
+    def _load_error(self, exc: BaseException) -> RevisionError:
+        """Which revision file failed to load, and why: exit 2, naming the service, the
+        file and the error (a syntax error, a missing module) instead of a traceback."""
+        path = getattr(exc, "filename", None) if isinstance(exc, SyntaxError) else None
+        if path is None:
+            folders = [str(folder) for folder in self.version_dirs]
+            frames = traceback.extract_tb(exc.__traceback__)
+            path = next((f.filename for f in reversed(frames)
+                         if any(f.filename.startswith(d) for d in folders)), None)
+        where = _shown(path) if path else "a revision file"
+        what = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        hint = ("install the missing module in this environment, or keep the revision free "
+                "of application imports" if isinstance(exc, ImportError)
+                else f"fix the file; 'fleet check {self.service.name}' lists every problem")
+        return RevisionError(f"service '{self.service.name}': cannot load {where}: {what}",
+                             hint=hint)
 
     def _load_order(self, revision: Revision) -> tuple[int, tuple[str, ...], str]:
         """Where Alembic's loader meets the file: version folder, then subfolders top-down
@@ -192,3 +219,12 @@ class ServiceScripts:
             raise RevisionError(f"service '{self.service.name}': unknown revision {revision!r}",
                                 hint=f"see 'fleet history {self.service.name}'")
         return ids
+
+
+def _shown(path: str | os.PathLike[str]) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if relative.startswith("..") else relative

@@ -13,7 +13,7 @@ from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.model.findings import Finding
 from alembic_fleet.model.targets import Service
 
-GRAPH_CODES = frozenset({"FC101", "FC102", "FC103", "FC104", "FC107"})
+GRAPH_CODES = frozenset({"FC101", "FC102", "FC103", "FC104", "FC107", "FC108"})
 """Findings after which Alembic cannot load the service: later layers are skipped."""
 
 

@@ -25,6 +25,8 @@ Rules checked here:
 * FC105 / FC106: the revision id / file name does not fullmatch the service's pattern.
 * FC107 unreadable-revision: the file does not parse, or its revision identifiers are not
   literals fleet can read without running the file.
+* FC108 unsafe-revision-id: a revision id (or a ``down_revision``) holds anything but
+  letters, digits, '_' and '.': Alembic writes ids into SQL unescaped.
 * FC201 missing-downgrade: no ``downgrade()``, an empty one, or one that only raises.
 * FC202 imports-application: the file imports the service's application package.
 
@@ -46,6 +48,7 @@ from alembic_fleet.check.revision_files import (
     read_revision_file,
 )
 from alembic_fleet.model.findings import RULES, RULES_BY_NAME, Finding, finding
+from alembic_fleet.model.identifiers import unsafe_revision_id
 from alembic_fleet.model.revisions import (
     DuplicateRevision,
     MultipleHeads,
@@ -165,9 +168,15 @@ def _check_files(
     revision_re: re.Pattern[str] | None,
     file_pattern: str | None,
 ) -> None:
-    """The per-file rules: FC105, FC106, FC201, FC202."""
+    """The per-file rules: FC105, FC106, FC108, FC201, FC202."""
     for rev in files:
         path = rev.path
+        declared = rev.declared()
+        named = [rev.revision] if rev.revision is not None else []
+        named += list(declared.down) if declared is not None else []
+        for unsafe in (i for i in named if unsafe_revision_id(i)):
+            add("FC108", path, f"revision id {unsafe!r} holds characters Alembic would write "
+                "into SQL unescaped", rev.revision_line, revision=rev.revision)
         if (revision_re is not None and rev.revision is not None
                 and not revision_re.fullmatch(rev.revision)):
             add("FC105", path, f"revision id {rev.revision!r} does not match "

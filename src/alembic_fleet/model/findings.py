@@ -44,6 +44,9 @@ _RULES = (
          "rename the file to match the service's file_pattern"),
     Rule("FC107", "unreadable-revision", Severity.ERROR,
          "fix the syntax error: Alembic cannot load this file"),
+    Rule("FC108", "unsafe-revision-id", Severity.ERROR,
+         "use a revision id of letters, digits, '_' and '.' only: Alembic writes it "
+         "into SQL unescaped"),
     # The code of each revision.
     Rule("FC201", "missing-downgrade", Severity.ERROR,
          "write a downgrade() that undoes upgrade(), or raise NotImplementedError "

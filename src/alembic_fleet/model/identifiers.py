@@ -95,3 +95,14 @@ def tenant_from_schema(template: str, schema: str) -> str | None:
     """Inverse of :func:`render_schema`: the tenant whose schema is ``schema``, or None."""
     tenant = split_schema(template, schema)
     return tenant if tenant is not None and TENANT_PATTERN.fullmatch(tenant) else None
+
+
+REVISION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.]*")
+"""What a revision id may hold. Alembic writes the id into the version table's SQL without
+escaping it; an id with a quote would run SQL of its own (it did: a DROP TABLE outside the
+tenant), so anything else is refused when the scripts load and by ``fleet check`` (FC108)."""
+
+
+def unsafe_revision_id(revision: str) -> bool:
+    """True when ``revision`` is not a plain id (letters, digits, '_', '.')."""
+    return not REVISION_ID.fullmatch(revision)

@@ -48,9 +48,14 @@ class RunViews(ReporterBase):
             told = [*inventory.unreachable.values(), *inventory.warnings]
             if told:
                 payload["warnings"] = told
+            if inventory.unloadable:
+                payload["errors"] = list(inventory.unloadable.values())
             self.json(payload)
             return
         self.statuses(inventory.everything)
+        for problem in inventory.unloadable.values():
+            self.err.print(escape(scrub(f"error: {problem}")),
+                           style="bold red" if self.err.is_terminal else None)
         for reason in inventory.unreachable.values():
             self.note(f"warning: {reason}; its targets are shown as unreachable")
         for warning in inventory.warnings:
