@@ -346,6 +346,10 @@ def test_revision_autogenerate_on_a_scratch_schema(shop: Project) -> None:
 
 def test_revision_prints_findings_of_the_new_file(shop: Project) -> None:
     result = shop.fleet("revision", "shop", "-m", "empty")
-    assert result.returncode == 3  # the template's downgrade() is empty
+    # A new skeleton must not fail the command that wrote it: its empty downgrade() is
+    # shown, accepted for now, and fails 'fleet check' until it is written.
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "created shop_service/migrations/versions/" in result.stdout
-    assert "FC201" in result.stdout
+    assert "FC201" in result.stdout and "new skeleton" in result.stdout
+    code, payload = check(shop)
+    assert code == 3 and "FC201" in {f["code"] for f in payload["findings"]}

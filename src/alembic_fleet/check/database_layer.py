@@ -21,22 +21,33 @@ from alembic_fleet.check.scratch_layer import drop_schema, scratch_schema
 from alembic_fleet.ledger.checksums import applied_drift
 from alembic_fleet.model.findings import Finding, finding
 from alembic_fleet.model.status import TargetState, TargetStatus
+from alembic_fleet.model.targets import Database
 
 
 def database_checks(subject: CheckedService, current: Sequence[TargetStatus],
                     connect: Callable[[Any], Connection], report: CheckReport) -> None:
-    """Applied checksums, then schema drift, on the service's database."""
-    mine = [s for s in current if s.target.service == subject.name]
-    database = subject.service.database
-    with connect(database) as connection:
-        report.findings.extend(changed_revisions(subject, connection))
-        report.ran(subject.name, "applied checksums")
-        if not subject.scripts.uses_helper:
-            report.skip(subject.name, "schema drift",
-                        "env.py does not use alembic_fleet.env (legacy mode)")
-            return
-        report.findings.extend(_tenant_drift(subject, connection, mine))
-        report.ran(subject.name, f"schema drift ({len(mine)} targets)")
+    """Applied checksums, then schema drift, on every database holding the service's
+    targets: the service's own, and that of each tenant placed on its own server (each
+    schema is compared on its own database, with a reference built there)."""
+    mine = [s for s in current if s.target.service == subject.name
+            and s.state is not TargetState.UNREACHABLE]
+    groups: dict[str, tuple[Database, list[TargetStatus]]] = {
+        subject.service.database.key: (subject.service.database, [])}
+    for status in mine:
+        groups.setdefault(status.target.database.key, (status.target.database, []))[1].append(
+            status)
+    for database, statuses in groups.values():
+        with connect(database) as connection:
+            report.findings.extend(changed_revisions(subject, connection))
+            if not subject.scripts.uses_helper:
+                continue
+            report.findings.extend(_tenant_drift(subject, connection, statuses))
+    report.ran(subject.name, f"applied checksums ({len(groups)} database(s))")
+    if not subject.scripts.uses_helper:
+        report.skip(subject.name, "schema drift",
+                    "env.py does not use alembic_fleet.env (legacy mode)")
+        return
+    report.ran(subject.name, f"schema drift ({len(mine)} targets)")
 
 
 def changed_revisions(subject: CheckedService, connection: Connection,

@@ -27,6 +27,7 @@ from alembic_fleet.model.findings import Finding, finding
 from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.targets import Database
+from alembic_fleet.redact import scrub
 
 SCRATCH_DATABASE = "fleet_scratch"
 """The database ``fleet check`` uses on the embedded server."""
@@ -74,9 +75,10 @@ def drop_schema(connection: Connection, schema: str) -> None:
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of a migration error (the database's message when there is one)."""
+    """The first line of a migration error (the database's message when there is one),
+    with any password it quotes hidden."""
     text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return scrub(text.splitlines()[0]) if text else type(error).__name__
 
 
 def _shape(connection: Connection, schema: str, version_table: str) -> frozenset[str]:
