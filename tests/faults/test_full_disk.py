@@ -1,0 +1,76 @@
+"""A full disk in the middle of a run: targets fail cleanly, the ledger stays complete.
+
+The test database lives in a tablespace on a 6 MB tmpfs, so the migrations run out of
+space part way. Every target must end either migrated (at head, with its ledger rows) or
+rolled back (no schema, no rows); once there is room again a rerun completes, and the
+ledger agrees with the version tables. Needs root (to mount) and a server on this machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import _with_database, query, version
+from tests.faults.conftest import HEAD, shop_project
+from tests.faults.test_ledger_agreement import _assert_ledger_agrees
+
+
+@pytest.fixture
+def tiny_database(server_url: str, tmp_path: Path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mount = Path(f"/tmp/fleet-tiny-{uuid.uuid4().hex[:8]}")
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6M", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        mount.rmdir()
+        pytest.skip("cannot mount a tmpfs here")
+    name = f"fleet_tiny_{uuid.uuid4().hex[:8]}"
+    space = f"tiny_{uuid.uuid4().hex[:8]}"
+    try:
+        data_dir = query(server_url, "SHOW data_directory")[0][0]
+        owner = os.stat(data_dir)
+        location = mount / "ts"
+        location.mkdir()
+        os.chown(location, owner.st_uid, owner.st_gid)
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLESPACE {space} LOCATION '{location}'")
+            conn.execute(f"CREATE DATABASE {name} TABLESPACE {space}")
+        yield _with_database(server_url, name), mount
+    finally:
+        with contextlib.suppress(Exception), psycopg.connect(server_url,
+                                                             autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"DROP TABLESPACE IF EXISTS {space}")
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
+def test_a_full_disk_fails_targets_cleanly_and_keeps_the_ledger(tiny_database, tmp_path: Path
+                                                                ) -> None:
+    url, mount = tiny_database
+    tenants = 40
+    project = shop_project(tmp_path / "p", url, tenants)
+    first = project.fleet("migrate", "--json", "--jobs", "2", "--retries", "0")
+    payload = json.loads(first.stdout)
+    outcomes = {t["outcome"] for t in payload["targets"]}
+    assert "failed" in outcomes, "the disk never filled: make the tmpfs smaller"
+    assert first.returncode == 1
+    for target in payload["targets"]:
+        if target["outcome"] == "migrated":
+            assert version(url, target["schema"]) == [HEAD]
+    _assert_ledger_agrees(url, tenants)
+    subprocess.run(["mount", "-o", "remount,size=256M", str(mount)], check=True)
+    rerun = project.fleet("migrate", "--json")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert all(version(url, f"shop_s{i:03d}") == [HEAD] for i in range(tenants))
+    _assert_ledger_agrees(url, tenants)
