@@ -113,3 +113,34 @@ def test_a_worker_dying_while_idle_does_not_end_the_run(tmp_path: Path, db_url: 
     assert runner.returncode == 0, err
     assert json.loads(out)["summary"]["migrated"] == 2
     assert version(db_url, "shop_s000") == [HEAD] == version(db_url, "audit_s000")
+
+
+KILL_AFTER_COMMIT_ENV = '''\
+import os
+import signal
+
+from alembic import context
+from alembic_fleet.env import run_migrations
+
+run_migrations()
+# The migration has committed; die before the parent hears of it.
+if context.config.attributes.get("fleet_schema") == os.environ.get("FLEET_TEST_KILL_AFTER"):
+    os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_a_worker_dying_after_its_commit_is_reported_migrated(tmp_path: Path,
+                                                              db_url: str) -> None:
+    project = shop_project(tmp_path / "p", db_url, 4)
+    (project.root / "shop" / "migrations" / "env.py").write_text(KILL_AFTER_COMMIT_ENV)
+    first = project.root / "shop" / "migrations" / "versions" / "8000aaaa0001.py"
+    first.write_text(first.read_text().replace(  # runs online, through env.py
+        "def upgrade():\n", "def upgrade():\n    op.get_bind()\n"))
+    runner = start_fleet(project, "migrate", "--json", "--jobs", "2",
+                         env={"FLEET_TEST_KILL_AFTER": "shop_s002"})
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, err
+    outcome = {t["schema"]: t for t in json.loads(out)["targets"]}
+    assert outcome["shop_s002"]["outcome"] == "migrated"
+    assert "died right after the commit" in outcome["shop_s002"]["note"]
+    assert all(version(db_url, f"shop_s{i:03d}") == [HEAD] for i in range(4))
