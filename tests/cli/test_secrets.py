@@ -73,3 +73,15 @@ def test_an_unencoded_at_sign_is_refused_without_showing_the_password(
     assert "percent-encoded" in result.stderr
     assert "ssw0rd-tail" not in result.stdout + result.stderr
 
+
+
+def test_check_format_json_errors_are_json_and_masked(example: Project) -> None:
+    url = example.db_url.replace("postgres@", "postgres:p%40ss%25Zebra@", 1)
+    url = url.rsplit(":", 1)[0] + ":1/x"  # nothing listens on port 1
+    result = example.fleet("check", "--database", "--no-scratch", "--format", "json",
+                           env={"DATABASE_URI": url})
+    assert result.returncode == 2
+    payload = json.loads(result.stdout)
+    assert "cannot connect" in payload["error"]["message"]
+    for spelling in ("p@ss%Zebra", "p%40ss%25Zebra", "p@ss%%Zebra", "ss%Zebra"):
+        assert spelling not in result.stdout + result.stderr

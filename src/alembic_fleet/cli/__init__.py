@@ -6,6 +6,7 @@ in exactly one place (through :func:`alembic_fleet.exit_codes.exit_code`).
 
 from __future__ import annotations
 
+import itertools
 import signal
 import sys
 from collections.abc import Sequence
@@ -24,7 +25,8 @@ __all__ = ["cli", "main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fleet`` command; returns (and exits with) the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    as_json = "--json" in args
+    as_json = "--json" in args or "--format=json" in args or any(
+        pair == ("--format", "json") for pair in itertools.pairwise(args))
     debug = "--debug" in args
     reporter = Reporter(json_mode=as_json)
     previous = signal.signal(signal.SIGTERM, _terminate)
