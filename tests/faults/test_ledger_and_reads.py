@@ -122,3 +122,22 @@ def test_one_lock_budget_for_the_whole_target(tmp_path: Path, db_url: str) -> No
     assert runner.returncode == 0, err
     left = query(db_url, "SELECT v FROM svc_a.seen")[0][0]
     assert left.endswith("ms") and int(left[:-2]) < 4000 - 1000, left
+
+
+def test_a_downgraded_revision_may_be_fixed_and_reapplied(tmp_path: Path, db_url: str) -> None:
+    """A downgrade is recorded: the checksums of the revisions it removed are forgotten, so
+    fixing the file and migrating again is not refused as an edited applied revision."""
+    project = shop_project(tmp_path / "p", db_url, 2)
+    assert project.fleet("migrate").returncode == 0
+    for tenant in ("s000", "s001"):
+        down = project.fleet("downgrade", "shop", "-1", "--tenant", tenant, "--yes")
+        assert down.returncode == 0, down.stderr
+        query(db_url, f"DROP INDEX shop_{tenant}.ix_orders_item")  # its downgrade() is 'pass'
+    last = project.root / "shop" / "migrations" / "versions" / f"{HEAD}.py"
+    last.write_text(last.read_text().replace('["item_id"]', '["item_id", "id"]'))
+    result = project.fleet("migrate", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["summary"]["migrated"] == 2
+    runs = query(db_url, "SELECT command, outcome FROM fleet.runs ORDER BY started_at")
+    assert [c for c, _ in runs if c.startswith("fleet downgrade")] == [
+        "fleet downgrade shop/shop_s000 -1", "fleet downgrade shop/shop_s001 -1"]
