@@ -119,6 +119,13 @@ def downgrade(workspace: Workspace, target: Target, revision: str) -> TargetResu
         raise UsageError(f"{target.label} has no version table: nothing to downgrade")
     scripts = workspace.scripts(target.service)
     table = scripts.service.version_table
+    if revision != "base" and not revision.startswith("-"):
+        wanted = scripts.resolve(revision)
+        graph = scripts.graph
+        if graph.ancestors(before.current) <= graph.ancestors(wanted):
+            return TargetResult(target, Outcome.SKIPPED, before.current, before.current,
+                                note=f"already at {', '.join(before.current) or 'base'}, "
+                                f"not above {revision}: nothing to downgrade")
     recorder = None
     if workspace.config.ledger:  # the ledger forgets the revisions removed, in the same
         recorder = RunRecorder(workspace.databases,  # transaction that removes them

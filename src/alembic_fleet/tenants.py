@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
+from alembic_fleet.catalog.versions import read_versions
 from alembic_fleet.config.tenant_sources import (
     check_forgettable,
     forget_tenant,
@@ -37,6 +38,7 @@ from alembic_fleet.model.outcome import RunOutcome
 from alembic_fleet.model.status import TargetState, TargetStatus
 from alembic_fleet.model.targets import Database, Target, targets_for
 from alembic_fleet.planning import make_plan
+from alembic_fleet.redact import scrub
 from alembic_fleet.workspace import Workspace
 
 
@@ -88,7 +90,8 @@ def add_tenants(workspace: Workspace, names: Sequence[str], *, migrate: bool = T
                          hint="add {tenant} to a service's schema template in fleet.toml")
     # Check every schema name before writing anything (too long, invalid characters...).
     workspace.config = config.with_tenants([*config.tenants,
-                                        *(n for n in names if n not in config.tenants)])
+                                            *(n for n in names if n not in config.tenants)],
+                                           key="tenants add")
     warnings = []
     if config.tenants_from_env:
         warnings.append("TENANTS is set: the tenants were recorded in the configuration, but "
@@ -131,8 +134,24 @@ def tenant_targets(workspace: Workspace, name: str) -> list[Target]:
     if name in config.tenants:
         return namespace.schemas_of(name)
     services = [s for s in config.services.values() if s.per_tenant]
-    return [t for t in targets_for(services, [name], config.tenant_databases)
-            if namespace.template_owner(t.database.key, t.schema) == (t.service, name)]
+    candidates = [t for t in targets_for(services, [name], config.tenant_databases)
+                  if namespace.template_owner(t.database.key, t.schema) == (t.service, name)]
+    return _orphans_only(workspace, candidates)
+
+
+def _orphans_only(workspace: Workspace, candidates: Sequence[Target]) -> list[Target]:
+    """The candidates that are orphans as ``fleet status`` shows them: a schema holding the
+    service's version table, readable. A schema without one (or with a stray table of that
+    name) was not made by fleet for this tenant, and is never dropped by name."""
+    found = []
+    for database, group in _by_database(candidates):
+        wanted = {(t.schema, workspace.service(t.service).version_table) for t in group}
+        unreadable: dict[tuple[str, str], str] = {}
+        with workspace.databases.connect(database) as connection:
+            versions = read_versions(connection, wanted, unreadable=unreadable)
+        found.extend(t for t in group
+                     if (t.schema, workspace.service(t.service).version_table) in versions)
+    return found
 
 
 def existing_schemas(workspace: Workspace, targets: Sequence[Target]) -> list[Target]:
@@ -206,7 +225,8 @@ def _dump(workspace: Workspace, targets: Sequence[Target], path: Path) -> list[s
         env = {**os.environ, **({"PGPASSWORD": password} if password else {})}
         completed = subprocess.run(argv, capture_output=True, text=True, env=env)
         if completed.returncode != 0:
-            raise FleetError(f"pg_dump failed, nothing was dropped: {completed.stderr.strip()}",
+            raise FleetError(f"pg_dump failed, nothing was dropped: "
+                             f"{scrub(completed.stderr.strip())}",
                              hint="fix the error or remove without --dump")
         written.append(str(target_path))
     return written

@@ -65,17 +65,21 @@ def version_exists(db_url: str, i: int) -> bool:
                  (f"shop_s{i:03d}.alembic_version",))[0][0]
 
 
-@pytest.mark.parametrize("victim", ["worker", "runner"])
+@pytest.mark.parametrize("victim", ["worker", "runner", "runner-per-revision"])
 def test_ledger_agrees_with_version_tables_after_random_kills(tmp_path: Path, db_url: str,
                                                               victim: str) -> None:
     rng = random.Random(f"ledger-{victim}")
     tenants = 16
     project = shop_project(tmp_path / "p", db_url, tenants, sleep=0.05)
+    if victim.endswith("per-revision"):  # each revision commits on its own
+        (project.root / "shop" / "migrations" / "env.py").write_text(
+            "from alembic_fleet.env import run_migrations\n\n"
+            "run_migrations(transaction_per_migration=True)\n")
     killed = 0
     for _trial in range(6):
         runner = start_fleet(project, "migrate", "--jobs", "2", "--json")
         time.sleep(rng.uniform(0.4, 2.5))
-        if victim == "runner":
+        if victim.startswith("runner"):
             kill_group(runner)
             killed += 1
         else:

@@ -143,7 +143,10 @@ def _run_online(context: Any, connection: Any, schema: str, kwargs: dict[str, An
     context.configure(connection=connection, **kwargs)
     if kwargs.get("transaction_per_migration"):
         # One transaction per revision: a SET LOCAL would end with the first one, so set the
-        # session's path and commit before Alembic begins its own transactions.
+        # session's path and commit before Alembic begins its own transactions. Each
+        # revision's transaction carries the target's ledger row too.
+        if listener is not None:
+            listener.each_revision = True
         connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
         connection.exec_driver_sql(f"SET search_path TO {quoted}")
         connection.commit()

@@ -16,6 +16,7 @@ from types import ModuleType
 import click
 
 from alembic_fleet import __version__, commands
+from alembic_fleet.config.table_reader import MAX_SECONDS
 from alembic_fleet.exceptions import Aborted, UsageError
 from alembic_fleet.model.shard import Shard, parse_shard
 from alembic_fleet.workspace import Workspace
@@ -76,7 +77,24 @@ def cli(ctx: click.Context, directory: str | None, config: str | None, debug: bo
     commands.chdir(directory)
     ctx.obj = Invocation(config)
 
-seconds = click.FloatRange(min=0)
+class Seconds(click.ParamType):
+    """A number of seconds from 0 to a week: NaN, infinities and huge values are usage
+    errors (exit 2), not internal errors later."""
+
+    name = "seconds"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not 0 <= number <= MAX_SECONDS:
+            self.fail(f"{value!r} is not between 0 and {MAX_SECONDS} seconds", param, ctx)
+        return number
+
+
+seconds = Seconds()
 
 def command_line() -> str:
     return " ".join(["fleet", *sys.argv[1:]])[:500]

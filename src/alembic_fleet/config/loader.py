@@ -133,6 +133,9 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
                           file=name, key="tenants",
                           expected='a list of tenant names, or TENANTS="a b" in the environment')
     ledger_schema = reader.identifier(data.get("ledger_schema", "fleet"), "ledger_schema")
+    if ledger_schema in ("public", "information_schema") or ledger_schema.startswith("pg_"):
+        raise ConfigError(f"{ledger_schema!r} is not a schema fleet may own", file=name,
+                          key="ledger_schema", expected="a schema of its own, such as 'fleet'")
     tenant_databases = {t: a.database for t, a in attributes.items() if a.database}
     # Every schema the tenants produce has one owner and fits in 63 bytes (checked once,
     # before any command). The ledger schema is reserved even with ``ledger = false``:

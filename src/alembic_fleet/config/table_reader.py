@@ -32,6 +32,8 @@ _FILE_SOURCE_KEYS = {"file"}
 _QUERY_SOURCE_KEYS = {"query", "database", "insert", "delete"}
 _ATTRIBUTE_KEYS = {"database", "priority"}
 TENANTS_ENV_KEY = "TENANTS (environment)"
+MAX_SECONDS = 7 * 24 * 3600
+"""The longest timeout or wait accepted (a week): PostgreSQL's own limit is near 24 days."""
 
 
 @dataclass(frozen=True)
@@ -192,9 +194,10 @@ class TableReader:
         return value
 
     def seconds(self, value: Any, key: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not 0 <= value <= MAX_SECONDS):  # NaN fails this comparison too
             raise ConfigError(f"invalid value {value!r}", file=self.file, key=key,
-                              expected="a number of seconds, 0 or more")
+                              expected=f"a number of seconds from 0 to {MAX_SECONDS}")
         return float(value)
 
     def count(self, value: Any, key: str) -> int:

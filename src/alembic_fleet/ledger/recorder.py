@@ -43,10 +43,14 @@ class RunRecorder:
                 connection = self.databases.connect(database)
                 ledger.start_run(connection, self.info)
             except DBAPIError as exc:
+                original = getattr(exc, "orig", exc)
+                locked = getattr(original, "sqlstate", None) == "55P03"
                 raise LedgerError(
                     f"cannot write the run ledger (schema '{self.ledger.schema}') in "
-                    f"{display(database)}: {scrub(str(getattr(exc, 'orig', exc)).strip())}",
-                    hint="grant CREATE on the database to this user, or set ledger = false",
+                    f"{display(database)}: {scrub(str(original).strip().splitlines()[0])}",
+                    hint="another session holds a lock on a ledger table: see pg_locks, and "
+                    "run again when it is released" if locked else
+                    "grant CREATE on the database to this user, or set ledger = false",
                 ) from None
             self._connections[database.key] = connection
 

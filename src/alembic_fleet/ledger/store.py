@@ -173,8 +173,14 @@ class Ledger:
 
     def start_run(self, connection: Any, info: RunInfo) -> None:
         self.ensure(connection)
+        s = quote_ident(self.schema)
         with connection.begin():
             self._bounded(connection)
+            # The locks every worker's target rows will need: a session holding one of the
+            # ledger's tables makes the run refuse now, before any target, not fail each
+            # target after its retries.
+            connection.exec_driver_sql(
+                f"LOCK TABLE {s}.run_targets, {s}.applied_revisions IN ROW EXCLUSIVE MODE")
             connection.execute(
                 text(f"INSERT INTO {quote_ident(self.schema)}.runs "
                      "(run_id, os_user, host, pid, command) VALUES (:id, :u, :h, :p, :c)"),

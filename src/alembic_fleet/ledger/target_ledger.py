@@ -67,6 +67,9 @@ class TargetLedger:
     attempts: int
     outcome: str = "migrated"
     wrote_target: bool = False
+    each_revision: bool = False
+    """Set by the gateway when every revision commits on its own: the target's row is then
+    written in each revision's transaction, so a kill between two leaves it true."""
 
     def revision_applied(self, connection: Any, revision: str) -> None:
         known = self.graph.revisions.get(revision)
@@ -75,6 +78,8 @@ class TargetLedger:
         self.run.ledger.write_applied(connection, self.run.run_id, self.target.service,
                                       self.target.schema, revision,
                                       self.run.checksum(known.path))
+        if self.each_revision:
+            self.before_commit(connection)
 
     def revision_unapplied(self, connection: Any, revision: str) -> None:
         self.run.ledger.forget_applied(connection, self.target.service, self.target.schema,

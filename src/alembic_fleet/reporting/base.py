@@ -4,7 +4,10 @@ Rich tables and a live progress bar on a terminal, plain lines when piped, one J
 with ``--json``. URL passwords are masked in everything printed
 (:func:`~alembic_fleet.redact.mask_urls`); free text that may quote a password (errors,
 hints, notes, tracebacks) is also scrubbed of every known password
-(:func:`~alembic_fleet.redact.scrub`), data and SQL never are.
+(:func:`~alembic_fleet.redact.scrub`) where it is quoted (``describe_error``,
+``explain_connection_error``, ...), so messages, hints and notes, fleet's own sentences,
+only get URL passwords masked here: a password that is also a service's name must not turn
+"fleet history auth" into "fleet history ***". Tracebacks (``--debug``) are scrubbed whole.
 """
 
 from __future__ import annotations
@@ -103,7 +106,8 @@ class ReporterBase:
     def note(self, text: str) -> None:
         """A remark for people on stderr (never in the way of JSON or piped data)."""
         if not self.json_mode:
-            self.err.print(escape(scrub(text)), style="dim" if self.err.is_terminal else None)
+            self.err.print(escape(mask_urls(text)),
+                           style="dim" if self.err.is_terminal else None)
 
     def json(self, payload: dict[str, Any]) -> None:
         """One JSON object: indented for a person at a terminal, compact for programs."""
@@ -129,19 +133,20 @@ class ReporterBase:
     # -- errors ----------------------------------------------------------------------------
     def error(self, message: str, hint: str | None, code: int) -> None:
         if self.json_mode:
-            self.json(payloads.error_payload(scrub(message), scrub(hint) if hint else None, code))
+            self.json(payloads.error_payload(mask_urls(message),
+                                             mask_urls(hint) if hint else None, code))
             return
-        self.err.print(escape(scrub(f"error: {message}")),
+        self.err.print(escape(mask_urls(f"error: {message}")),
                        style="bold red" if self.err.is_terminal else None)
         if hint:
-            self.err.print(escape(scrub(f"hint: {hint}")))
+            self.err.print(escape(mask_urls(f"hint: {hint}")))
 
     def crash(self, error: BaseException, *, debug: bool) -> None:
         """An unexpected exception: one line, or the scrubbed traceback with --debug."""
         if debug:
             text = "".join(traceback.format_exception(error))
             self.err.file.write(scrub(text))
-        self.error(f"internal error: {type(error).__name__}: {error}",
+        self.error(scrub(f"internal error: {type(error).__name__}: {error}"),
                    None if debug else "run again with --debug to see the traceback", 1)
 
     def stop_progress(self) -> None:

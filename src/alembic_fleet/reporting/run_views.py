@@ -267,5 +267,8 @@ class RunViews(ReporterBase):
         if result.outcome is Outcome.FAILED:
             self.line(f"FAILED {result.target.label}: {result.error}", style="red")
             return
+        if result.outcome is Outcome.SKIPPED:
+            self.line(f"{result.target.label}: {result.note}")
+            return
         self.line(f"downgraded {result.target.label}: {revs_text(result.from_revs)} -> "
                   f"{revs_text(result.to_revs)}", style="green")
