@@ -33,6 +33,7 @@ from alembic_fleet.execution.events import EventSink, ignore
 from alembic_fleet.execution.locking import lock_key, try_lock, unlock
 from alembic_fleet.execution.run import RunOptions, execute
 from alembic_fleet.inventory import read_inventory
+from alembic_fleet.ledger import Ledger
 from alembic_fleet.model.identifiers import quote_ident, validate_tenant
 from alembic_fleet.model.outcome import RunOutcome
 from alembic_fleet.model.status import TargetState, TargetStatus
@@ -188,8 +189,16 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
     forgotten = (forget_tenant(workspace.config, name, workspace.databases.connect)
                  if configured else "")
     dropped = []
-    for database, group in _by_database(present):
+    existing = {(t.database.key, t.schema) for t in present}
+    config = workspace.config
+    # A configured tenant's schemas that do not exist yet are recorded as removed too: a
+    # 'fleet migrate' that started before must not create them after this.
+    for database, group in _by_database(targets if configured else present):
         with workspace.databases.connect(database) as connection:
+            ledger = None
+            if config.ledger:
+                ledger = Ledger(config.ledger_schema, config.lock_timeout)
+                ledger.ensure(connection)
             for target in group:
                 key = lock_key(target.service, target.schema)
                 if not try_lock(connection, key, workspace.config.lock_wait):
@@ -200,9 +209,12 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
                     with connection.begin():
                         connection.exec_driver_sql(
                             f"DROP SCHEMA IF EXISTS {quote_ident(target.schema)} CASCADE")
+                        if ledger is not None:
+                            ledger.record_removal(connection, target.service, target.schema)
                 finally:
                     unlock(connection, key)
-                dropped.append(f"{display(database)} {target.schema}")
+                if (database.key, target.schema) in existing:
+                    dropped.append(f"{display(database)} {target.schema}")
     return RemoveResult(dropped, dumps, forgotten)
 
 

@@ -7,6 +7,7 @@ it, and a concurrent ``fleet migrate`` recreating a schema that was just removed
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -94,3 +95,19 @@ while [ $# -gt 0 ]; do if [ "$1" = "--file" ]; then : > "$2"; fi; shift; done
     assert secret not in argv and "--schema" in argv
     assert env == f"PGPASSWORD {secret}"
     assert secret not in removed.stdout + removed.stderr
+
+
+def test_remove_of_a_tenant_not_created_yet_is_not_undone(tmp_path: Path, db_url: str) -> None:
+    """The run was planned when the tenant was still configured and its schema did not
+    exist: the removal is recorded under the target's lock, and the run does not create it."""
+    project = shop_project(tmp_path / "p", db_url, 6, sleep=0.3)
+    runner = start_fleet(project, "migrate", "--jobs", "1", "--json")
+    time.sleep(1.5)  # s000 is migrating; s005 is planned as missing, not started yet
+    removed = project.fleet("tenants", "remove", "s005", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, err
+    assert "shop_s005" not in schemas(db_url, "shop_%")
+    notes = {t["schema"]: t.get("note", "") for t in json.loads(out)["targets"]}
+    assert "removed after this run started" in notes["shop_s005"]
+    assert project.fleet("status").returncode == 0

@@ -172,11 +172,10 @@ class TargetMigrator:
             raise self._failure(exc, None) from None
         try:
             status = self._reread(connection, step, table)
-            if status.state is TargetState.MISSING and step.status.state not in (
-                    TargetState.MISSING, TargetState.FAILED) and step.status.current:
+            if status.state is TargetState.MISSING and self._removed(connection, step):
                 return TargetResult(target, Outcome.SKIPPED, (), (),
-                                    note="its schema was dropped after the run was planned "
-                                    "(fleet tenants remove?): not recreated")
+                                    note="its schema was removed after this run started "
+                                    "(fleet tenants remove): not created again")
             if status.state is TargetState.AT_HEAD or (
                     status.state is not TargetState.MISSING and status.pending == 0):
                 return self._already_there(connection, step, status, attempt)
@@ -218,6 +217,21 @@ class TargetMigrator:
                 unlock(connection, key)
             with contextlib.suppress(Exception):
                 self._reset_session(connection)
+
+    def _removed(self, connection: Any, step: Step) -> bool:
+        """Whether the target's schema was removed while this run went on: it existed when
+        the run was planned, or ``fleet tenants remove`` recorded it since the run began."""
+        if step.status.state not in (TargetState.MISSING, TargetState.FAILED) and (
+                step.status.current):
+            return True
+        if self.run_ledger is None:
+            return False
+        try:
+            removed = self.run_ledger.ledger.removed_since_run(
+                connection, self.run_ledger.run_id, step.target.service, step.target.schema)
+        finally:
+            connection.rollback()
+        return removed
 
     def _already_there(self, connection: Any, step: Step, status: TargetStatus,
                        attempt: int) -> TargetResult:

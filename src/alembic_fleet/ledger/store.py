@@ -124,6 +124,11 @@ def _ddl(schema: str) -> list[str]:
             applied_at timestamptz NOT NULL DEFAULT now(),
             run_id uuid,
             PRIMARY KEY (service, schema_name, revision))""",
+        f"""CREATE TABLE IF NOT EXISTS {s}.removed_schemas (
+            service text NOT NULL,
+            schema_name text NOT NULL,
+            removed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            PRIMARY KEY (service, schema_name))""",
     ]
 
 
@@ -151,7 +156,8 @@ class Ledger:
         self._bounded(connection)
         return bool(connection.execute(
             text("SELECT to_regclass(:name) IS NOT NULL"),
-            {"name": f"{quote_ident(self.schema)}.run_targets"},
+            # The newest table: a ledger made by an older fleet gets the tables it lacks.
+            {"name": f"{quote_ident(self.schema)}.removed_schemas"},
         ).scalar())
 
     def exists(self, connection: Any) -> bool:
@@ -247,6 +253,27 @@ class Ledger:
                 {"o": outcome, "id": run_id},
             ).one()
         return int(row[0]), int(row[1])
+
+    def record_removal(self, connection: Any, service: str, schema: str) -> None:
+        """A tenant's schema removed (in the caller's transaction, under its lock): runs
+        that started before must not create it again."""
+        connection.execute(
+            text(f"""INSERT INTO {quote_ident(self.schema)}.removed_schemas
+                    (service, schema_name) VALUES (:service, :schema)
+                ON CONFLICT (service, schema_name) DO UPDATE SET
+                    removed_at = clock_timestamp()"""),
+            {"service": service, "schema": schema})
+
+    def removed_since_run(self, connection: Any, run_id: str, service: str, schema: str
+                          ) -> bool:
+        """Whether the schema was removed after run ``run_id`` started (in the caller's
+        transaction)."""
+        return bool(connection.execute(
+            text(f"""SELECT EXISTS (SELECT 1 FROM {quote_ident(self.schema)}.removed_schemas r
+                    JOIN {quote_ident(self.schema)}.runs u ON u.run_id = :id
+                    WHERE r.service = :service AND r.schema_name = :schema
+                      AND r.removed_at > u.started_at)"""),
+            {"id": run_id, "service": service, "schema": schema}).scalar())
 
     def target_row(self, connection: Any, run_id: str, service: str, schema: str
                    ) -> tuple[str, tuple[str, ...], float] | None:
