@@ -13,6 +13,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import query, version
 from tests.faults.conftest import HEAD, shop_project, start_fleet
 
@@ -50,12 +52,18 @@ def _local_ports(pid: int) -> set[int]:
     return ports
 
 
-def test_sigterm_rolls_back_in_flight_targets_and_exits_143(tmp_path: Path,
-                                                            db_url: str) -> None:
+@pytest.mark.parametrize("to", ["parent", "group"])
+def test_sigterm_rolls_back_in_flight_targets_and_exits_143(tmp_path: Path, db_url: str,
+                                                            to: str) -> None:
+    """Kubernetes signals PID 1 (the parent); a shell or 'kill -- -PGID' the whole group.
+    Either way the run stops at once, and what it reports matches what is committed."""
     project = shop_project(tmp_path / "p", db_url, 8, sleep=0.4)
     runner = start_fleet(project, "migrate", "--json", "--jobs", "2")
     time.sleep(2.0)
-    runner.send_signal(signal.SIGTERM)  # the parent only, as Kubernetes does to PID 1
+    if to == "parent":
+        runner.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(runner.pid, signal.SIGTERM)
     out, err = runner.communicate(timeout=60)
     assert runner.returncode == 143, err
     payload = json.loads(out)

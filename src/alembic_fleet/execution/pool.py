@@ -41,10 +41,15 @@ def _worker_main(conn: Connection, make_work: Callable[[], Work], parent: int) -
 
     It says ``started`` before it touches a target, so that the parent knows whether a
     worker that died had begun (its target may have changed) or not (it simply runs
-    elsewhere). It dies with its parent, and treats SIGTERM like Ctrl-C (roll back, stop).
+    elsewhere). It dies with its parent. It ignores SIGINT and SIGTERM, which a terminal or
+    a pod's stop sends to the whole process group: stopping is the parent's decision (see
+    :meth:`PoolExecutor._interrupt`), never an exception raised in the middle of a driver
+    call, where the driver's own cancellation handling may swallow it and let the target
+    commit after all.
     """
     _die_with_parent(parent)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     work = make_work()
     try:
         while True:
@@ -60,10 +65,6 @@ def _worker_main(conn: Connection, make_work: Callable[[], Work], parent: int) -
         close = getattr(work, "close", None)
         if close:
             close()
-
-
-def _raise_interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def _die_with_parent(parent: int) -> None:
@@ -165,14 +166,16 @@ class PoolExecutor:
 
     def _interrupt(self, workers: list[_Worker], book: RunProgress, schedule: Schedule,
                    cause: BaseException) -> Exception:
-        """Ctrl-C or SIGTERM: make busy workers roll back and stop; keep what they finished."""
+        """Ctrl-C or SIGTERM: stop at once. Busy workers are killed (the server rolls back
+        their open transaction when their connection goes); what they had finished is kept;
+        a target whose COMMIT may have got through is settled from the database, like the
+        target of any worker that died."""
         busy = [w for w in workers if w.index is not None]
         for worker in busy:
             with contextlib.suppress(OSError):
-                os.kill(worker.process.pid, signal.SIGINT)
-        deadline = time.monotonic() + 30
+                worker.process.kill()
         for worker in busy:
-            worker.process.join(max(0.1, deadline - time.monotonic()))
+            worker.process.join(5)
             with contextlib.suppress(EOFError, OSError):
                 while worker.conn.poll():
                     kind, index, result = worker.conn.recv()
@@ -181,9 +184,15 @@ class PoolExecutor:
                     elif index == worker.index:
                         book.finish(schedule, index, result)
                         worker.index = None
-            if worker.process.is_alive():
-                worker.process.kill()
-        in_flight = [w.index for w in busy if w.index is not None and w.started]
+        in_flight = []
+        for worker in busy:
+            if worker.index is None or not worker.started:
+                continue
+            settled = self._settled(book.steps[worker.index])
+            if settled is not None:
+                book.finish(schedule, worker.index, settled)
+            else:
+                in_flight.append(worker.index)
         return book.interrupted(schedule, in_flight, cause)
 
     def _spawn(self) -> _Worker:
