@@ -18,7 +18,9 @@ def _no_change(project: Project) -> None:
     assert ddl_count(project.ingestion_url) == 0
 
 
-@pytest.mark.parametrize("tenants", [HOSTILE, "Default", "1abc", "a-b", "x" * 70])
+# The name rules one by one (case, leading digit, dash, ...) are tests/unit's
+# (test_identifiers, test_config); here the installed command with one name per validator.
+@pytest.mark.parametrize("tenants", [HOSTILE, "x" * 70])
 def test_hostile_tenant_names_are_refused(example: Project, tenants: str) -> None:
     result = example.fleet("migrate", env={"TENANTS": tenants})
     assert result.returncode == 2, result.stdout + result.stderr
