@@ -36,6 +36,7 @@ def test_hostile_tenant_option_is_refused(example: Project) -> None:
     _no_change(example)
 
 
+@pytest.mark.slow
 def test_broken_config_names_file_and_key(example: Project) -> None:
     config = example.root / "fleet.toml"
     config.write_text(config.read_text().replace('schema = "auth_{tenant}"',
@@ -54,6 +55,7 @@ def test_broken_config_names_file_and_key(example: Project) -> None:
     assert "not valid TOML" in error["message"] and error["exit_code"] == 2
 
 
+@pytest.mark.slow
 def test_unknown_key_and_missing_variable(example: Project) -> None:
     config = example.root / "fleet.toml"
     original = config.read_text()
@@ -74,6 +76,7 @@ def test_no_config_found(tmp_path: Path, example: Project) -> None:
     assert "fleet init" in result.stderr
 
 
+@pytest.mark.slow
 def test_unknown_service(example: Project) -> None:
     result = example.fleet("migrate", "billing")
     assert result.returncode == 2
@@ -81,6 +84,7 @@ def test_unknown_service(example: Project) -> None:
     _no_change(example)
 
 
+@pytest.mark.slow
 def test_unreachable_database_hides_the_password(example: Project) -> None:
     secret = "Sup3r-Secret-Pa55"
     url = f"postgresql://fleet_nobody:{secret}@127.0.0.1:9/nowhere"

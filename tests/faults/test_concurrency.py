@@ -7,6 +7,8 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import query, tables, version
 from tests.faults.conftest import (
     HEAD,
@@ -16,6 +18,8 @@ from tests.faults.conftest import (
     start_fleet,
     wait_no_advisory_locks,
 )
+
+pytestmark = pytest.mark.slow
 
 
 def test_five_runners_at_once_apply_every_revision_once(tmp_path: Path, db_url: str) -> None:

@@ -25,6 +25,8 @@ from tests.faults.conftest import (
     wait_until_mid_run,
 )
 
+pytestmark = pytest.mark.slow
+
 
 def _at_first_revision(project, db_url: str) -> None:
     result = project.fleet("migrate", "--to", "8000aaaa0001")

@@ -58,6 +58,7 @@ def _start_pgbouncer(db_url: str, mode: str, folder: Path) -> tuple[subprocess.P
     return process, url
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(PGBOUNCER is None, reason="pgbouncer is not installed")
 @pytest.mark.parametrize("mode", ["transaction", "session"])
 def test_pgbouncer_transaction_pooling_is_refused(tmp_path: Path, db_url: str, mode: str
@@ -80,6 +81,7 @@ def test_pgbouncer_transaction_pooling_is_refused(tmp_path: Path, db_url: str, m
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_wait_for_an_unreachable_database(tmp_path: Path) -> None:
     project = shop_project(tmp_path / "p", "postgresql://postgres:pw@127.0.0.1:9/none", 1)
     started = time.monotonic()
@@ -93,6 +95,7 @@ def test_wait_for_an_unreachable_database(tmp_path: Path) -> None:
     assert alone.returncode == 2 and "127.0.0.1:9" in alone.stderr
 
 
+@pytest.mark.slow
 def test_wait_for_a_reachable_database(tmp_path: Path, db_url: str) -> None:
     project = shop_project(tmp_path / "p", db_url, 2)
     assert project.fleet("wait", "--timeout", "5").returncode == 0

@@ -8,7 +8,11 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.conftest import DatabaseFactory, Project, query, run, script
+
+pytestmark = pytest.mark.slow
 
 TENANTS = " ".join(f"s{i:03d}" for i in range(150))
 """Enough for three shard processes to run side by side for a while (about 50 each)."""

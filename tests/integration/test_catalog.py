@@ -276,6 +276,7 @@ def test_difference_orders_by_line_and_labels_both_sides() -> None:
     assert difference(reference, reference) == ()
 
 
+@pytest.mark.slow
 def test_300_schemas_in_one_query_and_one_changed_schema_stands_out(
     db_url: str, engine: Engine
 ) -> None:

@@ -8,8 +8,12 @@ import shutil
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, DatabaseFactory, Project, query, schemas, tables, version
 from tests.integration.test_sql_and_alembic import _dump
+
+pytestmark = pytest.mark.slow
 
 MANY = " ".join(["default", "toshiba", "iopex"] + [f"t{i:02d}" for i in range(12)])
 

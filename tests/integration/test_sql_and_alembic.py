@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from alembic_fleet.embedded import EmbeddedServer
 from tests.conftest import DatabaseFactory, Project, query, schemas, tables, version
+
+pytestmark = pytest.mark.slow
 
 AUTH_HEAD = "a15f8c0e3d96"
 
