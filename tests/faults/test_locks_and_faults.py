@@ -232,7 +232,9 @@ def test_server_restart_mid_run(tmp_path: Path) -> None:
 def test_ctrl_c_rolls_back_and_exits_130(tmp_path: Path, db_url: str, jobs: int) -> None:
     project = shop_project(tmp_path / "p", db_url, 8, gate=True)
     with closed_gates(db_url, range(1, 8)):
-        runner = start_fleet(project, "migrate", "--json", "--jobs", str(jobs))
+        # A long lock_timeout: a target waiting at its gate must not give up on its own.
+        runner = start_fleet(project, "migrate", "--json", "--jobs", str(jobs),
+                             "--lock-timeout", "120")
         try:
             # Caught with one target committed and every worker inside a target's transaction.
             wait_until_mid_run(db_url, runner, done=1, waiting=jobs)
