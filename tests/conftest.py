@@ -7,14 +7,18 @@ Each test gets fresh databases, dropped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +49,23 @@ CREATE EVENT TRIGGER fleet_test_ddl ON ddl_command_end
 """
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Run in parallel by default: ``-n auto --dist worksteal`` unless ``-n`` was given.
+
+    Set here rather than in ``addopts`` so that ``-p no:xdist`` (and a run without
+    pytest-xdist installed) still works: ``addopts = -n auto`` would make those a usage
+    error. Runs before xdist's own hook, which turns these options into workers; xdist
+    workers themselves (``workerinput``) and ``--pdb`` sessions are left alone."""
+    if (not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput")
+            or config.getoption("usepdb", False)):
+        return
+    if config.getoption("numprocesses", None) is None:
+        config.option.numprocesses = "auto"
+        if config.getoption("dist", "no") == "no":
+            config.option.dist = "worksteal"
+
+
 def _with_database(url: str, name: str) -> str:
     """``url`` pointing at database ``name`` (keeps host, port, user and query)."""
     info = psycopg.conninfo.conninfo_to_dict(url)
@@ -69,9 +90,23 @@ def private_tmp(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
+THROWAWAY_SERVER = (
+    # The session's embedded server is deleted afterwards: no need to survive a crash. These
+    # make CREATE / DROP DATABASE (whose checkpoint waits for fsync) cheap.
+    "ALTER SYSTEM SET fsync = off",
+    "ALTER SYSTEM SET full_page_writes = off",
+    "ALTER SYSTEM SET synchronous_commit = off",
+    "SELECT pg_reload_conf()",
+)
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
-    """A superuser URL of the test server (its maintenance database)."""
+    """A superuser URL of the test server (its maintenance database).
+
+    Under pytest-xdist this is one server per worker: each worker starts its own embedded
+    server, in its own temporary folder (the data and the Unix socket live there, so two
+    workers never share a port or a socket)."""
     configured = os.environ.get("FLEET_TEST_DATABASE_URL")
     if configured:
         yield _with_database(configured, "postgres")
@@ -80,17 +115,77 @@ def server_url() -> Iterator[str]:
 
     folder = private_tmp("fleet-test-pg-")
     server = EmbeddedServer(folder / ".fleet")
-    url = server.url("postgres")
     try:
+        url = server.url("postgres")
+        with psycopg.connect(url, autocommit=True) as conn:
+            for statement in THROWAWAY_SERVER:
+                conn.execute(statement)
         yield url
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class Dropper:
+    """Drops the tests' databases in a background thread.
+
+    ``DROP DATABASE`` waits for a checkpoint: seconds on a busy shared server, which every
+    test used to spend in its teardown. A dropped database is never used again, so the test
+    goes on at once, and drops that are due together run at once and share checkpoints.
+    Every drop is done (or reported) before the session ends."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+        self.failures: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="fleet-test-dropper",
+                                        daemon=True)
+        self._thread.start()
+
+    def drop(self, names: list[str]) -> None:
+        for name in names:
+            self._queue.put(name)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(self._queue.get_nowait())
+            names = [name for name in batch if name is not None]
+            if names:
+                with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+                    list(pool.map(self._drop, names))
+            if None in batch:
+                return
+
+    def _drop(self, name: str) -> None:
+        try:
+            with psycopg.connect(self.server_url, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
+        except psycopg.Error as exc:
+            self.failures.append(f"{name}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def dropper(server_url: str) -> Iterator[Dropper]:
+    dropper = Dropper(server_url)
+    try:
+        yield dropper
+    finally:
+        dropper.close()
+    assert not dropper.failures, f"test databases not dropped: {dropper.failures}"
+
+
 @dataclass
 class DatabaseFactory:
-    """Creates uniquely named databases on the test server and drops them at the end."""
+    """Creates uniquely named databases on the test server; they are dropped after the test
+    (in the background, see :class:`Dropper`)."""
 
     server_url: str
     created: list[str]
@@ -102,20 +197,14 @@ class DatabaseFactory:
         self.created.append(name)
         return _with_database(self.server_url, name)
 
-    def drop_all(self) -> None:
-        with psycopg.connect(self.server_url, autocommit=True) as conn:
-            for name in self.created:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
-
 
 @pytest.fixture
-def databases(server_url: str) -> Iterator[DatabaseFactory]:
+def databases(server_url: str, dropper: Dropper) -> Iterator[DatabaseFactory]:
     dbs = DatabaseFactory(server_url, [])
     try:
         yield dbs
     finally:
-        dbs.drop_all()
+        dropper.drop(dbs.created)
 
 
 @pytest.fixture

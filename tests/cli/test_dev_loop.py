@@ -6,8 +6,11 @@ import json
 import shutil
 
 import psycopg
+import pytest
 
 from tests.conftest import EXAMPLE, Project, ddl_count, private_tmp, run, version
+
+pytestmark = pytest.mark.slow
 
 
 def test_up_and_run_on_the_embedded_postgresql() -> None:

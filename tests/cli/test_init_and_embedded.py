@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import EXAMPLE, Project, private_tmp, run, schemas, version
 
+pytestmark = pytest.mark.slow
+
 REVISION = '''\
 """create items"""
 import sqlalchemy as sa

@@ -7,8 +7,19 @@ import random
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import query, tables, version
-from tests.faults.conftest import HEAD, TABLES_AT, kill_group, shop_project, start_fleet
+from tests.faults.conftest import (
+    HEAD,
+    TABLES_AT,
+    kill_group,
+    shop_project,
+    start_fleet,
+    wait_no_advisory_locks,
+)
+
+pytestmark = pytest.mark.slow
 
 
 def test_five_runners_at_once_apply_every_revision_once(tmp_path: Path, db_url: str) -> None:
@@ -48,14 +59,6 @@ def _check_consistent(db_url: str, tenants: int) -> None:
             assert query(db_url, f"SELECT count(*) FROM {schema}.items")[0][0] == 50
 
 
-def _no_advisory_locks(db_url: str) -> None:
-    for _ in range(100):
-        if query(db_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")[0][0] == 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError("advisory locks still held after the runner died")
-
-
 def test_sigkill_at_random_moments_leaves_consistent_schemas(tmp_path: Path, db_url: str
                                                             ) -> None:
     rng = random.Random(20261124)
@@ -65,7 +68,7 @@ def test_sigkill_at_random_moments_leaves_consistent_schemas(tmp_path: Path, db_
         runner = start_fleet(project, "migrate", "--jobs", "2")
         time.sleep(rng.uniform(0.3, 2.0))
         kill_group(runner)
-        _no_advisory_locks(db_url)
+        wait_no_advisory_locks(db_url)
         _check_consistent(db_url, tenants)
         if trial % 3 == 2:  # from time to time, roll some tenants back to earlier states
             for i in rng.sample(range(tenants), 3):
@@ -75,4 +78,4 @@ def test_sigkill_at_random_moments_leaves_consistent_schemas(tmp_path: Path, db_
     for i in range(tenants):
         assert version(db_url, f"shop_s{i:03d}") == [HEAD]
     _check_consistent(db_url, tenants)
-    _no_advisory_locks(db_url)
+    wait_no_advisory_locks(db_url)

@@ -26,6 +26,7 @@ names = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(names)
 def test_tenant_names_are_validated_before_anything(name: str) -> None:

@@ -58,6 +58,7 @@ def _start_pgbouncer(db_url: str, mode: str, folder: Path) -> tuple[subprocess.P
     return process, url
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(PGBOUNCER is None, reason="pgbouncer is not installed")
 @pytest.mark.parametrize("mode", ["transaction", "session"])
 def test_pgbouncer_transaction_pooling_is_refused(tmp_path: Path, db_url: str, mode: str
@@ -80,18 +81,21 @@ def test_pgbouncer_transaction_pooling_is_refused(tmp_path: Path, db_url: str, m
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_wait_for_an_unreachable_database(tmp_path: Path) -> None:
     project = shop_project(tmp_path / "p", "postgresql://postgres:pw@127.0.0.1:9/none", 1)
     started = time.monotonic()
     waited = project.fleet("migrate", "--wait-for-db", "1.5")
     assert waited.returncode == 2
     assert "still not accepting connections after 1.5s" in waited.stderr
-    assert 1.4 < time.monotonic() - started < 20
+    # It did wait: a lower bound only, which a loaded machine cannot break.
+    assert time.monotonic() - started >= 1.4
     assert "pw@" not in waited.stderr
     alone = project.fleet("wait", "--timeout", "0.5")
     assert alone.returncode == 2 and "127.0.0.1:9" in alone.stderr
 
 
+@pytest.mark.slow
 def test_wait_for_a_reachable_database(tmp_path: Path, db_url: str) -> None:
     project = shop_project(tmp_path / "p", db_url, 2)
     assert project.fleet("wait", "--timeout", "5").returncode == 0

@@ -12,7 +12,10 @@ import pytest
 
 from tests.conftest import DatabaseFactory, Project, query, run, script
 
-TENANTS = " ".join(f"s{i:03d}" for i in range(500))
+pytestmark = pytest.mark.slow
+
+TENANTS = " ".join(f"s{i:03d}" for i in range(150))
+"""Enough for three shard processes to run side by side for a while (about 50 each)."""
 
 
 def _migrated_per_schema(url: str) -> dict[str, int]:
@@ -27,9 +30,11 @@ def _at_head(url: str) -> int:
     return rows[0][0]
 
 
-@pytest.mark.parametrize("count", [1, 3, 8])
-def test_shards_side_by_side_cover_every_target_once(example: Project, databases: DatabaseFactory,
-                                                     count: int) -> None:
+def test_shards_side_by_side_cover_every_target_once(example: Project, databases: DatabaseFactory
+                                                     ) -> None:
+    # Three processes make the proof; the partition itself for 1, 2, 3, 8 and 17 shards is
+    # tests/unit/test_shard.py's, and one process of one shard is a plain fleet migrate.
+    count = 3
     url = databases.create("fleet_shard")
     env = {**example.env, "DATABASE_URI": url, "TENANTS": TENANTS}
     procs = [
@@ -43,7 +48,7 @@ def test_shards_side_by_side_cover_every_target_once(example: Project, databases
     errors = [p.communicate(timeout=600)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * count, errors
     per_schema = _migrated_per_schema(url)
-    assert len(per_schema) == 500
+    assert len(per_schema) == 150
     assert set(per_schema.values()) == {1}
     runs = query(url, "SELECT count(*) FROM fleet.runs")[0][0]
     assert runs == count
@@ -58,7 +63,7 @@ def test_a_killed_shard_reruns_only_its_share(example: Project, databases: Datab
     share = run(["fleet", "migrate", "auth", "--shard", "1/3", "--dry-run", "--json"],
                 cwd=example.root, env=env)
     mine = {t["schema"] for t in json.loads(share.stdout)["targets"]}
-    assert 100 < len(mine) < 250
+    assert 30 < len(mine) < 70
     proc = subprocess.Popen([script("fleet"), "migrate", "auth", "--shard", "1/3", "--jobs", "1"],
                             cwd=example.root, env={**os.environ, **env},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -9,7 +9,6 @@ schemas and check both halves, and that the SQL fingerprint is the md5 of ``desc
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -277,6 +276,7 @@ def test_difference_orders_by_line_and_labels_both_sides() -> None:
     assert difference(reference, reference) == ()
 
 
+@pytest.mark.slow
 def test_300_schemas_in_one_query_and_one_changed_schema_stands_out(
     db_url: str, engine: Engine
 ) -> None:
@@ -293,12 +293,9 @@ def test_300_schemas_in_one_query_and_one_changed_schema_stands_out(
     with engine.connect() as conn:
         conn.rollback()
         statements.clear()
-        started = time.perf_counter()
         baseline = fingerprints(conn, names, exclude_tables=VERSION_TABLE)
-        elapsed = time.perf_counter() - started
-        print(f"fingerprints() of {len(names)} schemas: {elapsed:.3f} s")
+        # The cost claim is the number of round trips, not seconds (bench/ measures those).
         assert len(statements) == 1
-        assert elapsed < 1.0
         assert len(baseline) == 300
         assert len(set(baseline.values())) == 1
         reference = describe(conn, "tenant_000", exclude_tables=VERSION_TABLE)

@@ -6,7 +6,11 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import DDL_LOG, Project, query, schemas, tables, version
+
+pytestmark = pytest.mark.slow
 
 REV1 = '''\
 """create accounts"""

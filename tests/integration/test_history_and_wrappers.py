@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import Project, query, run, schemas, version
 from tests.integration.test_failures import _project
 
+pytestmark = pytest.mark.slow
+
 
 def test_history_and_heads_read_only_the_scripts(example: Project) -> None:
     # An unreachable database does not matter: nothing connects.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import Project, ddl_count, query, schemas, tables, version
 
 AUTH_HEAD = "a15f8c0e3d96"
@@ -50,6 +52,7 @@ def test_migrate_all_brings_every_target_to_head(example: Project) -> None:
     assert ingestion["tenant"] is None
 
 
+@pytest.mark.slow
 def test_second_run_executes_no_ddl(example: Project) -> None:
     assert example.fleet("migrate").returncode == 0
     ddl_main, ddl_ingestion = ddl_count(example.db_url), ddl_count(example.ingestion_url)
@@ -66,6 +69,7 @@ def test_second_run_executes_no_ddl(example: Project) -> None:
     assert ddl_count(example.ingestion_url) == ddl_ingestion
 
 
+@pytest.mark.slow
 def test_migrate_one_service_and_one_tenant(example: Project) -> None:
     result = example.fleet("migrate", "auth", "--tenant", "toshiba")
     assert result.returncode == 0, result.stderr
@@ -83,6 +87,7 @@ def test_migrate_one_service_and_one_tenant(example: Project) -> None:
     assert example.fleet("status", "workflow").returncode == 0
 
 
+@pytest.mark.slow
 def test_new_tenant_is_created_and_others_untouched(example: Project) -> None:
     assert example.fleet("migrate").returncode == 0
     logged = ddl_count(example.db_url)
@@ -102,6 +107,7 @@ def test_new_tenant_is_created_and_others_untouched(example: Project) -> None:
     assert "not configured" in refused.stderr and "TENANTS" in refused.stderr
 
 
+@pytest.mark.slow
 def test_to_revision_then_downgrade(example: Project) -> None:
     first = "a1003f6c2b81"
     third = "a12b5d8e0f63"

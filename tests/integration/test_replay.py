@@ -7,6 +7,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from alembic_fleet.alembic_bridge.replay import render_upgrade
 from tests.conftest import Project, schemas, tables, version
 from tests.integration.test_parallel import _service
@@ -71,6 +73,7 @@ def test_rendering_keeps_literals_and_refuses_dynamic_revisions(tmp_path: Path) 
     assert render_upgrade(module, str(paths["dynamic"])) is None
 
 
+@pytest.mark.slow
 def test_mixed_path_runs_online_and_failure_names_the_revision(tmp_path: Path,
                                                                db_url: str) -> None:
     root = tmp_path / "mixed"
@@ -102,6 +105,7 @@ def test_mixed_path_runs_online_and_failure_names_the_revision(tmp_path: Path,
     assert "copy_1" not in tables(db_url, "notes_bad")
 
 
+@pytest.mark.slow
 def test_replayed_failure_rolls_back_and_names_the_revision(tmp_path: Path, db_url: str
                                                             ) -> None:
     root = tmp_path / "replayfail"

@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from alembic_fleet.embedded import EmbeddedServer
 from tests.conftest import DatabaseFactory, Project, query, schemas, tables, version
+
+pytestmark = pytest.mark.slow
 
 AUTH_HEAD = "a15f8c0e3d96"
 
@@ -16,10 +20,11 @@ def _bin(name: str) -> str:
     return str(EmbeddedServer(Path("/nonexistent")).bin_path() / name)
 
 
-def _dump(url: str, schema: str) -> str:
-    """The schema's DDL, comparable between databases."""
+def _dump(url: str, *schemas: str) -> str:
+    """The DDL of these schemas (names or pg_dump patterns), comparable between databases."""
+    selected = [arg for schema in schemas for arg in ("-n", schema)]
     out = subprocess.run(
-        [_bin("pg_dump"), "--schema-only", "--no-owner", "--no-privileges", "-n", schema, url],
+        [_bin("pg_dump"), "--schema-only", "--no-owner", "--no-privileges", *selected, url],
         capture_output=True, text=True, check=True,
     ).stdout
     return "\n".join(line for line in out.splitlines()

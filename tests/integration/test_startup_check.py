@@ -46,6 +46,7 @@ def config(project: Project) -> Path:
     return project.root / "fleet.toml"
 
 
+@pytest.mark.slow
 def test_at_head_returns_every_schema_and_head(migrated: Project) -> None:
     before = ddl_count(migrated.db_url)
     heads = require_head(migrated.db_url, service="auth", config=config(migrated))
@@ -53,12 +54,14 @@ def test_at_head_returns_every_schema_and_head(migrated: Project) -> None:
     assert ddl_count(migrated.db_url) == before  # read-only: no DDL
 
 
+@pytest.mark.slow
 def test_database_from_fleet_toml_found_upward_from_the_working_directory(
         migrated: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(migrated.root / "python_apps" / "auth_api")
     assert require_head(service="auth") == dict.fromkeys(AUTH_SCHEMAS, AUTH_HEAD)
 
 
+@pytest.mark.slow
 def test_engine_and_explicit_tenants(migrated: Project) -> None:
     engine = create_engine(
         migrated.db_url.replace("postgresql://", "postgresql+psycopg://"), poolclass=NullPool)
@@ -92,6 +95,7 @@ def test_one_tenant_asked_for_gets_a_tenant_command(platform: Project) -> None:
                                  "--tenant iopex' before starting the service")
 
 
+@pytest.mark.slow
 def test_one_tenant_behind_is_named_alone(migrated: Project) -> None:
     result = migrated.fleet("downgrade", "auth", "--tenant", "toshiba", "-1", "--yes")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -106,6 +110,7 @@ def test_one_tenant_behind_is_named_alone(migrated: Project) -> None:
                           "run 'fleet migrate auth --tenant toshiba' before starting the service")
 
 
+@pytest.mark.slow
 def test_unknown_revision_is_ahead(migrated: Project) -> None:
     query(migrated.db_url, "UPDATE auth_iopex.alembic_version SET version_num = 'f00dfeedbeef'")
     with pytest.raises(SchemaNotAtHead) as caught:
@@ -117,6 +122,7 @@ def test_unknown_revision_is_ahead(migrated: Project) -> None:
     assert "migrate" not in error.command
 
 
+@pytest.mark.slow
 def test_behind_and_ahead_together_in_one_error(migrated: Project) -> None:
     migrated.fleet("downgrade", "auth", "--tenant", "default", "-1", "--yes")
     query(migrated.db_url, "UPDATE auth_iopex.alembic_version SET version_num = 'f00dfeedbeef'")
@@ -129,6 +135,7 @@ def test_behind_and_ahead_together_in_one_error(migrated: Project) -> None:
     assert lines[-1] == "run 'fleet migrate auth --tenant default' before starting the service"
 
 
+@pytest.mark.slow
 def test_single_schema_service(migrated: Project) -> None:
     heads = require_head(service="ingestion", config=config(migrated))  # URL from fleet.toml
     assert list(heads) == ["public"]
@@ -143,6 +150,7 @@ def test_single_schema_service_missing(platform: Project) -> None:
     assert str(caught.value).startswith("public has no version table: run 'fleet migrate ")
 
 
+@pytest.mark.slow
 def test_without_fleet_toml_alembic_ini_and_schema(migrated: Project) -> None:
     ini = migrated.root / "python_apps" / "auth_api" / "alembic.ini"
     assert require_head(migrated.db_url, alembic_ini=ini, schema="auth_default") == {
@@ -156,6 +164,7 @@ def test_without_fleet_toml_alembic_ini_and_schema(migrated: Project) -> None:
         require_head(migrated.db_url, alembic_ini=ini, schema="auth_{tenant}")
 
 
+@pytest.mark.slow
 def test_schema_override_of_a_tenant_keeps_the_tenant_command(migrated: Project) -> None:
     migrated.fleet("downgrade", "auth", "--tenant", "iopex", "-1", "--yes")
     assert require_head(migrated.db_url, service="auth", schema="auth_toshiba",
@@ -179,6 +188,7 @@ def test_unreachable_database_never_shows_the_password(platform: Project) -> Non
     assert "fleet_user:***@127.0.0.1:1" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_fastapi_lifespan_example(migrated: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("fastapi")
     monkeypatch.chdir(migrated.root)

@@ -8,8 +8,11 @@ import subprocess
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.conftest import DatabaseFactory, Project, ddl_count, schemas, script, version
+
+pytestmark = pytest.mark.slow
 
 
 def _toml(project: Project) -> Path:
