@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import DatabaseFactory, Project, query
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_tenant_on_its_own_database_is_checked_there(example: Project,

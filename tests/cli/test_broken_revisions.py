@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import Project, query
+
+pytestmark = pytest.mark.slow
 
 WORKFLOW = "python_apps/workflow-engine-poc/alembic/versions"
 

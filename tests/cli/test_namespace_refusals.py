@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import Project, ddl_count, schemas
 
+pytestmark = pytest.mark.slow
+
 HEADER = 'database = "${DATABASE_URI}"\n'
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import Project
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_piped_noop_run_prints_a_summary_not_a_line_per_target(example: Project) -> None:

@@ -11,7 +11,11 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from tests.conftest import Project, script
+
+pytestmark = pytest.mark.slow
 
 
 def _with_password(url: str, password: str) -> str:

@@ -12,8 +12,12 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import query, schemas, tables, version
 from tests.faults.conftest import HEAD, shop_project, start_fleet
+
+pytestmark = pytest.mark.slow
 
 
 def _config(project, body: str) -> None:

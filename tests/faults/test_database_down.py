@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from alembic_fleet.embedded import EmbeddedServer
 from tests.conftest import DDL_LOG, private_tmp, version
 from tests.faults.conftest import HEAD, shop_project, start_fleet
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_database_down_fails_its_remaining_targets_at_once(tmp_path: Path) -> None:

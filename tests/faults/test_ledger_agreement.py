@@ -20,6 +20,8 @@ import pytest
 from tests.conftest import query, version
 from tests.faults.conftest import HEAD, REVISIONS, kill_group, shop_project, start_fleet
 
+pytestmark = pytest.mark.slow
+
 ORDER = list(REVISIONS)
 """The shop project's revisions, oldest first (a straight line)."""
 

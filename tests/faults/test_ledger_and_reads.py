@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.conftest import query, version
 from tests.faults.conftest import HEAD, shop_project, start_fleet
+
+pytestmark = pytest.mark.slow
 
 
 def test_a_locked_ledger_is_a_warning_not_a_hang(tmp_path: Path, db_url: str) -> None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import query
 from tests.faults.conftest import shop_project, start_fleet
+
+pytestmark = pytest.mark.slow
 
 
 def test_runners_at_once_report_every_target_at_head(tmp_path: Path, db_url: str) -> None:

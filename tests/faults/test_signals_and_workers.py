@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import query, version
 from tests.faults.conftest import HEAD, shop_project, start_fleet
 
+pytestmark = pytest.mark.slow
+
 
 def _children(pid: int) -> list[int]:
     try:

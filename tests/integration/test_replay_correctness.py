@@ -12,8 +12,12 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Project, query, version
 from tests.integration.test_parallel import _service
+
+pytestmark = pytest.mark.slow
 
 
 def _revision(rev: str, down: str | None, body: str) -> str:
