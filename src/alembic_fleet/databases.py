@@ -12,14 +12,14 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from alembic_fleet.embedded import EmbeddedServer
 from alembic_fleet.exceptions import DatabaseUnavailableError
 from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.targets import Database
-from alembic_fleet.redact import mask_urls, redact_url, register_secret, scrub
+from alembic_fleet.redact import redact_url, register_secret, scrub
 
 DRIVER = "postgresql+psycopg"
 
@@ -43,12 +43,10 @@ def display(database: Database) -> str:
     target of a status line shows it)."""
     if database.url is None:
         return f"embedded:///{database.embedded_name}"
-    redact_url(database.url)  # registers the password for the free-text scrubbing
-    try:
-        shown = make_url(database.url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        shown = database.url
-    return mask_urls(shown)  # SQLAlchemy hides the userinfo password, not ?password=
+    # As written, password masked (in the userinfo and as ?password=). SQLAlchemy's
+    # render_as_string(hide_password=True) would also re-encode the query (a socket path
+    # 'host=/tmp/x' becomes 'host=%2Ftmp%2Fx'), showing a URL the user never wrote.
+    return redact_url(database.url)
 
 
 def explain_connection_error(exc: BaseException, where: str) -> DatabaseUnavailableError:

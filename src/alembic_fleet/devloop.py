@@ -64,8 +64,13 @@ def database_exports(workspace: Workspace) -> dict[str, str]:
     names = database_variables(config.file, list(config.services))
     exports: dict[str, str] = {}
     for name, service in config.services.items():
-        if names[name] not in exports:
-            exports[names[name]] = libpq_url(workspace.databases.engine(service.database).url)
+        if names[name] in exports:
+            continue
+        database = service.database
+        # A configured URL is handed on exactly as the user wrote it (their variable keeps
+        # its value); the embedded server's is made here.
+        exports[names[name]] = database.url if database.url is not None else libpq_url(
+            workspace.databases.engine(database).url)
     return exports
 
 

@@ -259,10 +259,9 @@ def _pg_dump(workspace: Workspace, server: int) -> str:
     The same major version when one is at hand (its output restores on that server); else
     the newest one at least as new as the server (pg_dump cannot dump newer servers).
     """
-    candidates = []
+    candidates = [p for p in (shutil.which("pg_dump"),) if p]  # the user's own tools first
     with contextlib.suppress(FleetError):  # the embedded package may not be installed
         candidates.append(str(workspace.databases.embedded.bin_path() / "pg_dump"))
-    candidates += [p for p in (shutil.which("pg_dump"),) if p]
     versions = {}
     for candidate in candidates:
         with contextlib.suppress(OSError, ValueError, IndexError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 
 import pytest
@@ -27,7 +28,7 @@ def test_up_exports_work_when_evaluated(example: Project) -> None:
     env = {"DATABASE_URI": url}
     up = example.fleet("up", env=env)
     assert up.returncode == 0, up.stderr
-    assert f"export DATABASE_URI={url}" in up.stdout.splitlines()
+    assert f"export DATABASE_URI={shlex.quote(url)}" in up.stdout.splitlines()
     assert "s3cr3t-pw" not in up.stderr
     shell = subprocess.run(["bash", "-c", f'eval "$({script("fleet")} up)"; '
                             'printf %s "$DATABASE_URI"'], cwd=example.root,
@@ -42,15 +43,14 @@ def test_up_exports_work_when_evaluated(example: Project) -> None:
 def test_a_composed_url_is_exported_whole(example: Project) -> None:
     toml = example.root / "fleet.toml"
     text = toml.read_text()
-    name = example.db_url.rsplit("/", 1)[1]
-    toml.write_text(text.replace(
-        'database = "${DATABASE_URI:-}"',
-        f'database = "postgresql://${{DB_USER}}:${{DB_PASSWORD}}@127.0.0.1:5432/{name}"'))
+    composed = example.db_url.replace("postgres@", "${DB_USER}:${DB_PASSWORD}@", 1)
+    toml.write_text(text.replace('database = "${DATABASE_URI:-}"', f'database = "{composed}"'))
     assert toml.read_text() != text
     env = {"DB_USER": "postgres", "DB_PASSWORD": "composed-pw"}
     result = example.fleet("run", "--", "printenv", "DATABASE_URI", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"postgresql://postgres:composed-pw@127.0.0.1:5432/{name}"
+    assert result.stdout.strip() == example.db_url.replace("postgres@",
+                                                           "postgres:composed-pw@", 1)
     up = example.fleet("up", env=env)
     assert "export DB_USER=" not in up.stdout
 

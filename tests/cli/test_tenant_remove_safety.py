@@ -81,8 +81,9 @@ def test_dump_passes_the_password_in_the_environment_not_argv(tmp_path: Path,
     record = tmp_path / "pg_dump.txt"
     fake = tmp_path / "bin" / "pg_dump"
     fake.parent.mkdir()
+    server = int(query(db_url, "SHOW server_version_num")[0][0]) // 10000
     fake.write_text(f"""#!/bin/sh
-if [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) 15.0"; exit 0; fi
+if [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) {server}.0"; exit 0; fi
 echo "ARGV $*" > {record}
 echo "PGPASSWORD $PGPASSWORD" >> {record}
 while [ $# -gt 0 ]; do if [ "$1" = "--file" ]; then : > "$2"; fi; shift; done

@@ -85,6 +85,10 @@ def test_ledger_agrees_with_version_tables_after_random_kills(tmp_path: Path, db
             kill_group(runner)
             killed += 1
         else:
+            deadline = time.monotonic() + 10  # a loaded machine may start the pool late
+            while not _children(runner.pid) and runner.poll() is None and (
+                    time.monotonic() < deadline):
+                time.sleep(0.05)
             for pid in _children(runner.pid)[:1]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)

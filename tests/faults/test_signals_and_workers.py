@@ -37,23 +37,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _local_ports(pid: int) -> set[int]:
-    """The local ports of the TCP connections to port 5432 that process ``pid`` holds."""
-    try:
-        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
-    except OSError:
-        return set()
-    inodes = {link[8:-1] for link in links if link.startswith("socket:")}
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as handle:
-            for line in handle.readlines()[1:]:
-                fields = line.split()
-                if fields[2].endswith(":1538") and fields[9] in inodes:
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
 @pytest.mark.parametrize("to", ["parent", "group"])
 def test_sigterm_rolls_back_in_flight_targets_and_exits_143(tmp_path: Path, db_url: str,
                                                             to: str) -> None:
@@ -110,12 +93,11 @@ def test_a_worker_dying_while_idle_does_not_end_the_run(tmp_path: Path, db_url: 
     idle = []
     while not idle and time.monotonic() < deadline:  # audit waits for shop: one worker idles
         time.sleep(0.2)
-        sleeping = {row[0] for row in query(db_url, """SELECT client_port
+        busy = {int(row[0].split()[1]) for row in query(db_url, """SELECT application_name
             FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep%'
-            AND pid <> pg_backend_pid()""")}
+            AND application_name LIKE 'fleet %' AND pid <> pg_backend_pid()""")}
         workers = _children(runner.pid)
-        busy = [p for p in workers if _local_ports(p) & sleeping]
-        if len(workers) == 2 and len(busy) == 1:
+        if len(workers) == 2 and len(busy & set(workers)) == 1:
             idle = [p for p in workers if p not in busy]
     assert idle, "could not find the idle worker"
     os.kill(idle[0], signal.SIGKILL)

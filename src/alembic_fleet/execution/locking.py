@@ -17,6 +17,7 @@ for a target holds no lock that anything else could queue behind.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from typing import Any
 
@@ -56,6 +57,8 @@ def configure_session(connection: Any, *, lock_timeout: float, statement_timeout
     settings = {
         "lock_timeout": f"{int(lock_timeout * 1000)}ms",
         "statement_timeout": f"{int(statement_timeout * 1000)}ms",
+        # Who holds this session, as pg_stat_activity shows it: the fleet process's pid.
+        "application_name": f"fleet {os.getpid()}",
     }
     version = connection.execute(text("SHOW server_version_num")).scalar()
     if int(version) >= 140000:
