@@ -159,3 +159,12 @@ def wait_no_advisory_locks(url: str, timeout: float = 30) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("advisory locks still held after the runner ended")
         time.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of process ``pid`` (a runner's workers), from /proc."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(p) for p in handle.read().split()]
+    except OSError:
+        return []

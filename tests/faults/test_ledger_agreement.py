@@ -18,21 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import query, version
-from tests.faults.conftest import HEAD, REVISIONS, kill_group, shop_project, start_fleet
+from tests.faults.conftest import HEAD, REVISIONS, children, kill_group, shop_project, start_fleet
 
 pytestmark = pytest.mark.slow
 
 ORDER = list(REVISIONS)
 """The shop project's revisions, oldest first (a straight line)."""
-
-
-def _children(pid: int) -> list[int]:
-    """The worker processes of a runner (its direct children)."""
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
-    except OSError:
-        return []
 
 
 def _ledger_exists(db_url: str) -> bool:
@@ -86,10 +77,10 @@ def test_ledger_agrees_with_version_tables_after_random_kills(tmp_path: Path, db
             killed += 1
         else:
             deadline = time.monotonic() + 10  # a loaded machine may start the pool late
-            while not _children(runner.pid) and runner.poll() is None and (
+            while not children(runner.pid) and runner.poll() is None and (
                     time.monotonic() < deadline):
                 time.sleep(0.05)
-            for pid in _children(runner.pid)[:1]:
+            for pid in children(runner.pid)[:1]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                     killed += 1

@@ -16,17 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import query, version
-from tests.faults.conftest import HEAD, shop_project, start_fleet
+from tests.faults.conftest import HEAD, children, shop_project, start_fleet
 
 pytestmark = pytest.mark.slow
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
-    except OSError:
-        return []
 
 
 def _alive(pid: int) -> bool:
@@ -68,9 +60,9 @@ def test_workers_die_with_a_sigkilled_parent(tmp_path: Path, db_url: str) -> Non
     project = shop_project(tmp_path / "p", db_url, 6, sleep=2.0)
     runner = start_fleet(project, "migrate", "--jobs", "2")
     deadline = time.monotonic() + 30
-    while len(_children(runner.pid)) < 2 and time.monotonic() < deadline:
+    while len(children(runner.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    workers = _children(runner.pid)
+    workers = children(runner.pid)
     assert len(workers) == 2
     time.sleep(1.0)  # the workers are in the middle of a pg_sleep
     os.kill(runner.pid, signal.SIGKILL)  # the parent alone, not its process group
@@ -96,7 +88,7 @@ def test_a_worker_dying_while_idle_does_not_end_the_run(tmp_path: Path, db_url: 
         busy = {int(row[0].split()[1]) for row in query(db_url, """SELECT application_name
             FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pg_sleep%'
             AND application_name LIKE 'fleet %' AND pid <> pg_backend_pid()""")}
-        workers = _children(runner.pid)
+        workers = children(runner.pid)
         if len(workers) == 2 and len(busy & set(workers)) == 1:
             idle = [p for p in workers if p not in busy]
     assert idle, "could not find the idle worker"

@@ -155,12 +155,19 @@ def _change_registry(config: FleetConfig, name: str, connect: Connect | None, *,
 def _change_file(path: Path, name: str, *, add: bool) -> bool:
     """Append a line, or drop every line naming ``name`` (comments elsewhere are kept)."""
     with _editing(path):
-        changed = _change_file_locked(path, name, add=add)
-        if changed and (name in _file_names(path)) != add:
-            raise FleetError(f"{path} was changed by someone else while fleet wrote it: "
-                             f"{name!r} is {'missing' if add else 'still there'}",
-                             hint="run the command again")
-        return changed
+        return _read_back(path, name, _change_file_locked(path, name, add=add), add,
+                          _file_names)
+
+
+def _read_back(path: Path, name: str, changed: bool, add: bool,
+               names: Callable[[Path], set[str]]) -> bool:
+    """After a write: the file must say what fleet wrote, or the write is an error (never
+    a success reported for a name that is not there)."""
+    if changed and (name in names(path)) != add:
+        raise FleetError(f"{path} was changed by someone else while fleet wrote it: "
+                         f"{name!r} is {'missing' if add else 'still there'}",
+                         hint="run the command again")
+    return changed
 
 
 def _file_names(path: Path) -> set[str]:
@@ -193,12 +200,8 @@ def _change_config_file(config: FleetConfig, path: Path, name: str, *, add: bool
     success.
     """
     with _editing(path):
-        changed = _change_config_file_locked(config, path, name, add=add)
-        if changed and (name in _listed(path)) != add:
-            raise FleetError(f"{path} was changed by someone else while fleet wrote it: "
-                             f"{name!r} is {'missing' if add else 'still there'}",
-                             hint="run the command again")
-        return changed
+        return _read_back(path, name, _change_config_file_locked(config, path, name, add=add),
+                          add, _listed)
 
 
 def _listed(path: Path) -> set[str]:
