@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_platform import SERVICES, build
-from run import BIN, Server
+from run import BIN, open_server
 
 from alembic_fleet.model.schedule import Schedule
 
@@ -110,14 +110,7 @@ def main() -> None:
         print(f"bare scheduler, all failing, {label}: {seconds * 1000:.1f} ms", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-failures-"))
-    embedded = None
-    admin = os.environ.get("DATABASE_URI")
-    if not admin:
-        from alembic_fleet.embedded import EmbeddedServer
-
-        embedded = EmbeddedServer(work / ".fleet")
-        admin = embedded.url("postgres")
-    server = Server(admin)
+    server, embedded = open_server(work)
     env = {k: v for k, v in os.environ.items() if k not in ("TENANTS", "DATABASE_URI")}
     projects = {"succeeding": work / "ok", "failing": work / "fail"}
     build(projects["succeeding"], tenants)

@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -59,6 +60,19 @@ def _libpq_to_url(conninfo: str) -> str:
         extra = f"&port={port}" if port else ""
         return f"postgresql://{user}{password}@/{info['dbname']}?host={host}{extra}"
     return f"postgresql://{user}{password}@{host}{':' + port if port else ''}/{info['dbname']}"
+
+
+def open_server(work: Path) -> tuple[Server, Any]:
+    """The server to measure on: ``DATABASE_URI``, else an embedded one in ``work`` (returned
+    too, so that the caller stops it)."""
+    embedded = None
+    admin = os.environ.get("DATABASE_URI")
+    if not admin:
+        from alembic_fleet.embedded import EmbeddedServer
+
+        embedded = EmbeddedServer(work / ".fleet")
+        admin = embedded.url("postgres")
+    return Server(admin), embedded
 
 
 class Server:
@@ -311,14 +325,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
-    embedded = None
-    admin = os.environ.get("DATABASE_URI")
-    if not admin:
-        from alembic_fleet.embedded import EmbeddedServer
-
-        embedded = EmbeddedServer(work / ".fleet")
-        admin = embedded.url("postgres")
-    server = Server(admin)
+    server, embedded = open_server(work)
     rows = []
     try:
         for n in counts:

@@ -60,11 +60,14 @@ def configure_session(connection: Any, *, lock_timeout: float, statement_timeout
         # Who holds this session, as pg_stat_activity shows it: the fleet process's pid.
         "application_name": f"fleet {os.getpid()}",
     }
-    version = connection.execute(text("SHOW server_version_num")).scalar()
-    if int(version) >= 140000:
+    if (connection.dialect.server_version_info or (0,)) >= (14,):
         settings["client_connection_check_interval"] = "2s"
-    for name, value in settings.items():
-        connection.execute(text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
+    # One round trip: this runs for every connection and after every migrated target.
+    names = list(settings)
+    calls = ", ".join(f"set_config(:n{i}, :v{i}, false)" for i in range(len(names)))
+    params = {f"n{i}": n for i, n in enumerate(names)} | {
+        f"v{i}": settings[n] for i, n in enumerate(names)}
+    connection.execute(text(f"SELECT {calls}"), params)
     connection.commit()
 
 

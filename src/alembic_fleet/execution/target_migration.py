@@ -170,6 +170,7 @@ class TargetMigrator:
                     "SELECT * FROM pg_locks WHERE locktype = 'advisory'", None)
         except DBAPIError as exc:
             raise self._failure(exc, None) from None
+        touched = False
         try:
             status = self._reread(connection, step, table)
             if status.state is TargetState.MISSING and self._removed(connection, step):
@@ -179,6 +180,7 @@ class TargetMigrator:
             if status.state is TargetState.AT_HEAD or (
                     status.state is not TargetState.MISSING and status.pending == 0):
                 return self._already_there(connection, step, status, attempt)
+            touched = True  # from here on a revision may have changed the session
             listener = None
             if self.run_ledger is not None:
                 listener = self.run_ledger.for_target(target, table, scripts.graph,
@@ -215,8 +217,9 @@ class TargetMigrator:
             with contextlib.suppress(Exception):
                 connection.rollback()
                 unlock(connection, key)
-            with contextlib.suppress(Exception):
-                self._reset_session(connection)
+            if touched:
+                with contextlib.suppress(Exception):
+                    self._reset_session(connection)
 
     def _removed(self, connection: Any, step: Step) -> bool:
         """Whether the target's schema was removed while this run went on: it existed when

@@ -31,7 +31,3 @@ class RunOutcome:
     @property
     def failed(self) -> bool:
         return any(r.outcome is Outcome.FAILED for r in self.results)
-
-    @property
-    def migrated(self) -> int:
-        return sum(1 for r in self.results if r.outcome is Outcome.MIGRATED)
