@@ -40,6 +40,9 @@ def test_remove_refuses_public_and_the_ledger_beside_a_bare_template(tmp_path: P
     removed = project.fleet("tenants", "remove", "s000", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert schemas(db_url, "s00%") == {"s001"}
+    # The ledger forgets the dropped schema's revisions with it.
+    assert {r[0] for r in query(db_url, "SELECT DISTINCT schema_name FROM "
+                                "fleet.applied_revisions WHERE service = 'shop'")} == {"s001"}
     assert version(db_url, "public") == [HEAD]
 
 

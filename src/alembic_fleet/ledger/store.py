@@ -255,8 +255,12 @@ class Ledger:
         return int(row[0]), int(row[1])
 
     def record_removal(self, connection: Any, service: str, schema: str) -> None:
-        """A tenant's schema removed (in the caller's transaction, under its lock): runs
-        that started before must not create it again."""
+        """A tenant's schema removed (in the caller's transaction, under its lock): its
+        checksum rows go with it, and runs that started before must not create it again."""
+        connection.execute(
+            text(f"""DELETE FROM {quote_ident(self.schema)}.applied_revisions
+                WHERE service = :service AND schema_name = :schema"""),
+            {"service": service, "schema": schema})
         connection.execute(
             text(f"""INSERT INTO {quote_ident(self.schema)}.removed_schemas
                     (service, schema_name) VALUES (:service, :schema)
