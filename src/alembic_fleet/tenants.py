@@ -141,17 +141,22 @@ def tenant_targets(workspace: Workspace, name: str) -> list[Target]:
 
 
 def _orphans_only(workspace: Workspace, candidates: Sequence[Target]) -> list[Target]:
-    """The candidates that are orphans as ``fleet status`` shows them: a schema holding the
-    service's version table, readable. A schema without one (or with a stray table of that
-    name) was not made by fleet for this tenant, and is never dropped by name."""
+    """The candidates that fleet made for this service: a readable version table holding
+    revisions, all of which the service's scripts know. A schema without one, with an empty
+    one, or with a stray table of that name or of unknown revisions was not made by fleet
+    for this tenant (or not recognisably), and is never dropped by name."""
     found = []
     for database, group in _by_database(candidates):
         wanted = {(t.schema, workspace.service(t.service).version_table) for t in group}
         unreadable: dict[tuple[str, str], str] = {}
         with workspace.databases.connect(database) as connection:
             versions = read_versions(connection, wanted, unreadable=unreadable)
-        found.extend(t for t in group
-                     if (t.schema, workspace.service(t.service).version_table) in versions)
+        for target in group:
+            revisions = versions.get(
+                (target.schema, workspace.service(target.service).version_table))
+            graph = workspace.graph(target.service)
+            if revisions and all(graph.knows(r) for r in revisions):
+                found.append(target)
     return found
 
 

@@ -36,6 +36,15 @@ def test_remove_refuses_public_and_the_ledger_beside_a_bare_template(tmp_path: P
         assert refused.returncode == 2, refused.stderr
         assert "not a configured tenant" in refused.stderr
     assert "items" in tables(db_url, "public")
+    # Schemas a template matches but whose version table fleet did not write: kept.
+    query(db_url, "CREATE SCHEMA x1; CREATE TABLE x1.alembic_version (version_num int); "
+          "INSERT INTO x1.alembic_version VALUES (1)")
+    query(db_url, "CREATE SCHEMA x2; CREATE TABLE x2.alembic_version (version_num text); "
+          "INSERT INTO x2.alembic_version VALUES ('deadbeef0000')")
+    for name in ("x1", "x2"):
+        kept = project.fleet("tenants", "remove", name, "--yes")
+        assert kept.returncode == 2, kept.stderr
+    assert {"x1", "x2"} <= schemas(db_url, "x%")
     assert query(db_url, "SELECT count(*) FROM fleet.runs")[0][0] >= 1
     removed = project.fleet("tenants", "remove", "s000", "--yes")
     assert removed.returncode == 0, removed.stderr

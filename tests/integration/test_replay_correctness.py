@@ -146,6 +146,8 @@ def test_session_settings_do_not_leak_into_the_next_tenant(tmp_path: Path, db_ur
                    "PERFORM set_config('statement_timeout', '0', false); END IF; END $$")
         op.execute("CREATE TABLE seen AS SELECT current_setting('lock_timeout') AS lock, "
                    "current_setting('statement_timeout') AS stmt")
+        op.execute("PREPARE fleet_leak AS SELECT 1")  # would clash in the next tenant
+        op.execute("CREATE TEMP TABLE fleet_leak_t (x integer)")  # likewise
     ''')
     project = _project(tmp_path, db_url, {"base.py": BASE, "leak.py": leaky})
     result = project.fleet("migrate", "--jobs", "1", "--lock-timeout", "3")

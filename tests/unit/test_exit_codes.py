@@ -122,3 +122,11 @@ def test_exit_code_of_reports() -> None:
     report.findings.append(finding("drop-column", "auth", "drops a column"))
     assert exit_code(report) is ExitCode.NOT_UP_TO_DATE
     assert exit_code(None) is ExitCode.OK
+
+
+def test_timeouts_never_round_down_to_no_limit() -> None:
+    from alembic_fleet.execution.locking import milliseconds
+
+    assert milliseconds(0) == "0ms"
+    assert milliseconds(0.0004) == "1ms"
+    assert milliseconds(2.5) == "2500ms"

@@ -35,9 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(result) if isinstance(result, int) else ExitCode.OK
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
-        reporter.error("interrupted", None, ExitCode.INTERRUPTED)
-        code = ExitCode.INTERRUPTED
+    except click.exceptions.Abort as exc:  # click turns a KeyboardInterrupt into Abort
+        terminated = isinstance(exc.__context__, Terminated)
+        code = ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
+        reporter.error("terminated" if terminated else "interrupted", None, code)
     except click.ClickException as exc:
         if as_json:
             reporter.error(exc.format_message(), None, ExitCode.USAGE)

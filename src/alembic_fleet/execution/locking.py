@@ -55,8 +55,8 @@ def unlock(connection: Any, key: int) -> None:
 def configure_session(connection: Any, *, lock_timeout: float, statement_timeout: float) -> None:
     """Timeouts for every statement of this session (values in seconds; 0 disables)."""
     settings = {
-        "lock_timeout": f"{int(lock_timeout * 1000)}ms",
-        "statement_timeout": f"{int(statement_timeout * 1000)}ms",
+        "lock_timeout": milliseconds(lock_timeout),
+        "statement_timeout": milliseconds(statement_timeout),
         # Who holds this session, as pg_stat_activity shows it: the fleet process's pid.
         "application_name": f"fleet {os.getpid()}",
     }
@@ -69,6 +69,12 @@ def configure_session(connection: Any, *, lock_timeout: float, statement_timeout
         f"v{i}": settings[n] for i, n in enumerate(names)}
     connection.execute(text(f"SELECT {calls}"), params)
     connection.commit()
+
+
+def milliseconds(seconds: float) -> str:
+    """A timeout for PostgreSQL: 0 stays 0 (no limit); anything above rounds up to at
+    least 1 ms, never down to 0, which would turn the limit off."""
+    return "0ms" if seconds <= 0 else f"{max(1, round(seconds * 1000))}ms"
 
 
 def check_session_pooling(connect: Any, where: str) -> None:

@@ -155,6 +155,13 @@ def _settler(workspace: Workspace, run_ledger: RunLedger, policy: Policy
                 unlock(connection, key)
         if row is None or row[0] != "migrated":
             return None
+        if workspace.graph(target.service).pending(row[1], step.status.head):
+            # One transaction per revision: some committed, the rest did not run.
+            return TargetResult(target, Outcome.FAILED, step.status.current, row[1], row[2],
+                                error=f"its worker process was stopped after revision "
+                                f"{', '.join(row[1])} committed; the later ones did not run",
+                                hint="run 'fleet migrate' again: only failed and pending "
+                                "targets run")
         return TargetResult(target, Outcome.MIGRATED, step.status.current, row[1], row[2],
                             note="its worker process died right after the commit; the "
                             "migration stands")

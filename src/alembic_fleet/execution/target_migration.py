@@ -31,7 +31,13 @@ from alembic_fleet.catalog.versions import read_one
 from alembic_fleet.databases import Databases, libpq_url
 from alembic_fleet.exceptions import DatabaseUnavailableError, FleetError
 from alembic_fleet.execution.lock_budget import LockBudget
-from alembic_fleet.execution.locking import configure_session, lock_key, try_lock, unlock
+from alembic_fleet.execution.locking import (
+    configure_session,
+    lock_key,
+    milliseconds,
+    try_lock,
+    unlock,
+)
 from alembic_fleet.execution.retry import Backoff, transient_reason
 from alembic_fleet.ledger.target_ledger import RunLedger, TargetLedger
 from alembic_fleet.model.status import (
@@ -291,8 +297,8 @@ class TargetMigrator:
         timeouts travel in ``PGOPTIONS``."""
         url = libpq_url(self.databases.url(database))
         service = scripts.service
-        options = (f"-c lock_timeout={int(self.policy.lock_timeout * 1000)} "
-                   f"-c statement_timeout={int(self.policy.statement_timeout * 1000)}")
+        options = (f"-c lock_timeout={milliseconds(self.policy.lock_timeout)} "
+                   f"-c statement_timeout={milliseconds(self.policy.statement_timeout)}")
         env = {**os.environ, "ALEMBIC_SCHEMA": schema, "DATABASE_URI": url, "DATABASE_URL": url,
                "PGOPTIONS": options}
         command = [sys.executable, "-m", "alembic", "-c", str(service.ini_path), "upgrade",
@@ -322,9 +328,15 @@ class TargetMigrator:
         """Undo whatever a revision set on the session (``SET lock_timeout``, ``search_path``,
         ``ROLE``...), so the next target on this connection starts as the first did: with
         fleet's own settings only."""
-        connection.exec_driver_sql("SET SESSION AUTHORIZATION DEFAULT")
-        connection.exec_driver_sql("RESET ALL")
         connection.commit()
+        raw = connection.connection.driver_connection
+        raw.autocommit = True  # DISCARD ALL refuses to run inside a transaction block
+        try:
+            # Settings, role and session authorization, prepared statements (psycopg clears
+            # its own cache on seeing it), temporary tables, cursors, LISTENs.
+            raw.execute("DISCARD ALL")
+        finally:
+            raw.autocommit = False
         configure_session(connection, lock_timeout=self.policy.lock_timeout,
                           statement_timeout=self.policy.statement_timeout)
 

@@ -148,7 +148,7 @@ class Ledger:
     def _bounded(self, connection: Any) -> None:
         """Bound the waits of the current transaction's statements by :attr:`lock_timeout`."""
         connection.execute(text("SELECT set_config('lock_timeout', :v, true)"),
-                           {"v": f"{max(1, int(self.lock_timeout * 1000))}ms"})
+                           {"v": f"{max(1, round(self.lock_timeout * 1000))}ms"})
 
     # Every method leaves the connection outside any transaction, as it found it.
 
@@ -186,7 +186,8 @@ class Ledger:
             # ledger's tables makes the run refuse now, before any target, not fail each
             # target after its retries.
             connection.exec_driver_sql(
-                f"LOCK TABLE {s}.run_targets, {s}.applied_revisions IN ROW EXCLUSIVE MODE")
+                f"LOCK TABLE {s}.run_targets, {s}.applied_revisions, {s}.removed_schemas "
+                "IN ROW EXCLUSIVE MODE")
             connection.execute(
                 text(f"INSERT INTO {quote_ident(self.schema)}.runs "
                      "(run_id, os_user, host, pid, command) VALUES (:id, :u, :h, :p, :c)"),
