@@ -19,6 +19,7 @@ from alembic_fleet import __version__, commands
 from alembic_fleet.config.table_reader import MAX_SECONDS
 from alembic_fleet.exceptions import Aborted, UsageError
 from alembic_fleet.model.shard import Shard, parse_shard
+from alembic_fleet.reporting import streams
 from alembic_fleet.workspace import Workspace
 
 json_option = click.option("--json", "as_json", is_flag=True,
@@ -62,7 +63,23 @@ class Invocation:
             self._workspace = root.with_resource(Workspace.open(self.config))
         return self._workspace
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class FleetCommand(click.Command):
+    """A command whose run sends every other writer's stdout to stderr (revisions print;
+    see :mod:`alembic_fleet.reporting.streams`); its help still goes to stdout."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        with streams.diverted():
+            return super().invoke(ctx)
+
+
+class FleetGroup(click.Group):
+    """Commands and sub-groups made with ``@group.command()`` are :class:`FleetCommand`."""
+
+    command_class = FleetCommand
+    group_class = type
+
+
+@click.group(cls=FleetGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-C", "directory", metavar="DIR", help="Run as if fleet was started in DIR.")
 @click.option("--config", "config", metavar="PATH", envvar="FLEET_CONFIG",
               help="Configuration file (default: fleet.toml or [tool.fleet] in pyproject.toml, "

@@ -21,7 +21,7 @@ from alembic_fleet.cli.app import (
 )
 from alembic_fleet.exceptions import Aborted, UsageError
 from alembic_fleet.exit_codes import ExitCode, exit_code
-from alembic_fleet.reporting import Reporter
+from alembic_fleet.reporting import Reporter, streams
 
 
 @cli.command()
@@ -75,6 +75,7 @@ def run(invocation: Invocation, skip_migrations: bool, wait_for_db: float,
     environment = {**os.environ, **result.exports}
     sys.stdout.flush()
     sys.stderr.flush()
+    streams.restore_for_exec()
     try:
         os.execvpe(command[0], list(command), environment)
     except OSError as exc:

@@ -30,7 +30,7 @@ from alembic_fleet.model.status import (
     TargetState,
 )
 from alembic_fleet.redact import mask_urls, scrub
-from alembic_fleet.reporting import payloads
+from alembic_fleet.reporting import payloads, streams
 
 STATE_STYLE = {
     TargetState.AT_HEAD: "green",
@@ -91,7 +91,7 @@ class ReporterBase:
 
     def __init__(self, *, json_mode: bool = False, out: Any = None, err: Any = None) -> None:
         self.json_mode = json_mode
-        self.out = Console(file=out or sys.stdout, highlight=False, soft_wrap=True)
+        self.out = Console(file=out or streams.results(), highlight=False, soft_wrap=True)
         self.err = Console(file=err or sys.stderr, highlight=False, soft_wrap=True)
         self.rich = self.out.is_terminal and not json_mode
         self._progress: Progress | None = None

@@ -1,0 +1,86 @@
+"""Where fleet's own output goes, and where everyone else's goes.
+
+Revisions print, and env.py files point logging at stdout; under ``--json`` one stray line
+before the object breaks every consumer, and in a table it breaks the layout. So while a
+command runs (:func:`diverted`), the process's standard output, both the Python object and
+file descriptor 1 (which worker processes and subprocesses inherit), is pointed at standard
+error; fleet's own results go to :func:`results`, a private copy of the original stdout.
+Help and usage, which Click prints before a command runs, still go to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Iterator
+from typing import TextIO
+
+_results: TextIO | None = None
+
+
+def results() -> TextIO:
+    """The stream fleet's own results are written to (stdout as the user sees it)."""
+    return _results if _results is not None else sys.stdout
+
+
+@contextlib.contextmanager
+def diverted() -> Iterator[None]:
+    """Send everything written to stdout by anyone but fleet's reporter to stderr.
+
+    Re-entrant (the inner call does nothing). When stdout is not file descriptor 1 (a test
+    runner's buffer), only the Python object is swapped.
+    """
+    global _results
+    if _results is not None:
+        yield
+        return
+    original = sys.stdout
+    with contextlib.suppress(Exception):
+        original.flush()
+    saved = _saved_descriptor(original)
+    if saved is None:
+        _results = original
+        sys.stdout = sys.stderr
+        try:
+            yield
+        finally:
+            sys.stdout, _results = original, None
+        return
+    _results = os.fdopen(saved, "w", encoding=getattr(original, "encoding", None) or "utf-8",
+                         errors=getattr(original, "errors", None) or "strict",
+                         buffering=1 if os.isatty(saved) else -1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        results_stream, _results = _results, None
+        with contextlib.suppress(Exception):
+            results_stream.flush()
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(results_stream.fileno(), 1)
+        results_stream.close()
+        sys.stdout = original
+
+
+def restore_for_exec() -> None:
+    """Give descriptor 1 back before ``exec`` hands the process to another program."""
+    if _results is None:
+        return
+    with contextlib.suppress(Exception):
+        _results.flush()
+        sys.stderr.flush()
+        os.dup2(_results.fileno(), 1)
+
+
+def _saved_descriptor(stream: TextIO) -> int | None:
+    """A duplicate of descriptor 1 when ``stream`` writes to it, else None."""
+    try:
+        if stream.fileno() != 1:
+            return None
+        return os.dup(1)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None

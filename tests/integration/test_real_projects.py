@@ -1,0 +1,224 @@
+"""Real projects as they are: their driver, their import paths, their noisy revisions.
+
+Each case is one way a published project's history failed under fleet where plain Alembic
+worked: a revision relying on psycopg2's client-side interpolation, an asyncpg project's
+``%`` in driver SQL, an env.py that puts ``src/`` on ``sys.path``, revisions that print.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project, query, version
+from tests.integration.test_parallel import _service
+
+pytestmark = pytest.mark.slow
+
+
+def _revision(rev: str, down: str | None, body: str, header: str = "") -> str:
+    return (f'import sqlalchemy as sa\nfrom alembic import op\n{header}\n'
+            f'revision = "{rev}"\ndown_revision = {down!r}\nbranch_labels = None\n'
+            f'depends_on = None\n\n\ndef upgrade():\n' + textwrap.indent(
+                textwrap.dedent(body).strip(), "    ") + "\n\n\ndef downgrade():\n    pass\n")
+
+
+def _project(tmp_path: Path, url: str, services: dict[str, dict[str, str]],
+             extra: str = "", tenants: str = '["a", "b"]') -> Project:
+    root = tmp_path / "proj"
+    blocks = []
+    for name, revisions in services.items():
+        _service(root, name, revisions)
+        blocks.append(f'[services.{name}]\npath = "{name}"\nschema = "{name}_{{tenant}}"\n')
+    (root / "fleet.toml").write_text(
+        f'database = "${{DATABASE_URI}}"\ntenants = {tenants}\n{extra}\n' + "\n".join(blocks))
+    return Project(root, {"DATABASE_URI": url}, url, url)
+
+
+def _driver_url(db_url: str, driver: str) -> str:
+    return db_url.replace("postgresql://", f"postgresql+{driver}://", 1)
+
+
+# -- drivers ---------------------------------------------------------------------------------
+
+LITERAL = _revision("7100aaaa0001", None, '''
+    op.create_table("t", sa.Column("n", sa.Integer))
+    t = sa.table("t", sa.column("n", sa.Integer))
+    # Works with psycopg2's client-side interpolation; psycopg 3 binds '0' as a string.
+    op.get_bind().execute(t.insert().values(n=sa.literal("0")))
+''')
+
+PERCENT_I = _revision("7200aaaa0001", None, '''
+    name = op.get_bind().exec_driver_sql("SELECT format('%I', 'made_by_format')").scalar()
+    op.create_table(name, sa.Column("id", sa.Integer))
+''')
+
+
+def test_a_psycopg2_project_runs_on_psycopg2(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, _driver_url(db_url, "psycopg2"),
+                       {"svc": {"7100aaaa0001_literal.py": LITERAL}})
+    result = project.fleet("migrate", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for schema in ("svc_a", "svc_b"):
+        assert version(db_url, schema) == ["7100aaaa0001"]
+        assert query(db_url, f"SELECT n FROM {schema}.t") == [(0,)]
+    ledger = query(db_url, "SELECT schema_name, status FROM fleet.run_targets ORDER BY 1")
+    assert ledger == [("svc_a", "migrated"), ("svc_b", "migrated")]
+    rerun = project.fleet("migrate", "--json")
+    assert rerun.returncode == 0 and json.loads(rerun.stdout)["summary"]["migrated"] == 0
+
+
+def test_the_same_revision_fails_on_psycopg3_as_it_would_under_plain_alembic(
+        tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"svc": {"7100aaaa0001_literal.py": LITERAL}})
+    result = project.fleet("migrate")
+    assert result.returncode == 1
+    assert "DatatypeMismatch" in result.stdout + result.stderr
+
+
+def test_an_asyncpg_project_runs_on_asyncpg(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, _driver_url(db_url, "asyncpg"),
+                       {"svc": {"7200aaaa0001_format.py": PERCENT_I}})
+    result = project.fleet("migrate", "--json", "--jobs", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for schema in ("svc_a", "svc_b"):
+        assert version(db_url, schema) == ["7200aaaa0001"]
+        assert query(db_url, "SELECT 1 FROM pg_tables WHERE schemaname = %s "
+                     "AND tablename = 'made_by_format'", (schema,)) == [(1,)]
+    status = project.fleet("status", "--json")
+    assert status.returncode == 0, status.stderr
+    # Plain alembic in the service folder goes through the same driver.
+    alembic = project.alembic("svc", "upgrade", "head", env={"ALEMBIC_SCHEMA": "svc_c"})
+    assert alembic.returncode == 0, alembic.stderr
+    assert version(db_url, "svc_c") == ["7200aaaa0001"]
+
+
+def test_an_unknown_driver_is_a_clear_configuration_error(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, _driver_url(db_url, "pg8000"),
+                       {"svc": {"7200aaaa0001_format.py": PERCENT_I}})
+    result = project.fleet("migrate")
+    assert result.returncode == 2
+    assert "pg8000" in result.stderr and "psycopg2" in result.stderr
+    assert "asyncpg" in result.stderr
+    assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname LIKE 'svc_%'")
+
+
+def test_a_missing_driver_names_the_extra_to_install(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, _driver_url(db_url, "psycopg2"),
+                       {"svc": {"7100aaaa0001_literal.py": LITERAL}})
+    # A psycopg2 that cannot be imported, first on the path: as if it were not installed.
+    shadow = tmp_path / "shadow" / "psycopg2"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named psycopg2')\n")
+    result = project.fleet("migrate", env={"PYTHONPATH": str(shadow.parent)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "alembic-fleet[psycopg2]" in result.stderr
+    assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname LIKE 'svc_%'")
+
+
+# -- output ----------------------------------------------------------------------------------
+
+NOISY_ENV = '''\
+import logging
+import sys
+
+from alembic_fleet.env import run_migrations
+
+print("env.py says hello")
+logging.basicConfig(stream=sys.stdout, level=logging.INFO, force=True)
+run_migrations()
+'''
+
+NOISY = _revision("7300aaaa0001", None, '''
+    print("upgrade prints to stdout")
+    op.create_table("t", sa.Column("id", sa.Integer))
+''', header='print("module level print")\n')
+
+NOISY_ONLINE = _revision("7300bbbb0001", None, '''
+    print("online upgrade prints to stdout")
+    op.get_bind().exec_driver_sql("SELECT 1")
+    op.create_table("t", sa.Column("id", sa.Integer))
+''')
+
+
+def test_revision_output_goes_to_stderr_and_json_stays_one_object(tmp_path: Path,
+                                                                   db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"noisy": {"7300aaaa0001_noisy.py": NOISY},
+                                          "online": {"7300bbbb0001_online.py": NOISY_ONLINE}})
+    for name in ("noisy", "online"):
+        (project.root / name / "migrations" / "env.py").write_text(NOISY_ENV)
+    for args in (("migrate", "--json", "--jobs", "2"), ("status", "--json"),
+                 ("migrate", "--json"), ("check", "--json"), ("migrate", "--dry-run", "--json")):
+        result = project.fleet(*args)
+        assert result.returncode in (0, 1, 3), (args, result.stdout, result.stderr)
+        json.loads(result.stdout)  # exactly one object, nothing before or after
+    first = project.fleet("migrate", "--json", "--tenant", "c", env={"TENANTS": "c"})
+    assert json.loads(first.stdout)["summary"]["migrated"] == 2
+    assert "upgrade prints to stdout" in first.stderr
+    assert "online upgrade prints to stdout" in first.stderr
+    sql = project.fleet("migrate", "--sql", "--tenant", "d", env={"TENANTS": "d"})
+    assert sql.returncode == 0, sql.stderr
+    assert "prints to stdout" not in sql.stdout and "hello" not in sql.stdout
+    assert "CREATE TABLE" in sql.stdout
+
+
+# -- import paths ----------------------------------------------------------------------------
+
+PATH_ENV = '''\
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from alembic_fleet.env import run_migrations  # noqa: E402
+
+run_migrations()
+'''
+
+USES_SRC = _revision("7400aaaa0001", None, '''
+    op.create_table("t", sa.Column("id", sa.Integer), sa.Column("kind", KIND))
+''', header="from shapes.types import KIND\n")
+
+USES_FOLDER = _revision("7400bbbb0001", None, '''
+    op.create_table("t", sa.Column("id", sa.Integer), sa.Column("kind", WIDTH))
+''', header="from folder_types import WIDTH\n")
+
+
+def test_imports_resolve_as_plain_alembic_resolves_them(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"src": {"7400aaaa0001_src.py": USES_SRC},
+                                          "folder": {"7400bbbb0001_folder.py": USES_FOLDER}})
+    (project.root / "src" / "migrations" / "env.py").write_text(PATH_ENV)
+    package = project.root / "src" / "src" / "shapes"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "types.py").write_text("import sqlalchemy as sa\nKIND = sa.String(7)\n")
+    (project.root / "folder" / "folder_types.py").write_text(
+        "import sqlalchemy as sa\nWIDTH = sa.String(9)\n")
+    (project.root / "folder" / "alembic.ini").write_text(
+        "[alembic]\nscript_location = %(here)s/migrations\nprepend_sys_path = .\n")
+    alembic = project.alembic("src", "upgrade", "head", env={"ALEMBIC_SCHEMA": "src_plain"})
+    assert alembic.returncode == 0, alembic.stderr
+    for args in (("status",), ("migrate", "--jobs", "2"), ("check",)):
+        result = project.fleet(*args)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    assert version(db_url, "src_a") == ["7400aaaa0001"]
+    assert version(db_url, "folder_b") == ["7400bbbb0001"]
+    width = query(db_url, "SELECT character_maximum_length FROM information_schema.columns "
+                  "WHERE table_schema = 'folder_a' AND column_name = 'kind'")
+    assert width == [(9,)]
+
+
+def test_an_import_that_still_fails_names_service_file_module_and_fix(
+        tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"src": {"7400aaaa0001_src.py": USES_SRC}})
+    for args in (("status",), ("migrate",), ("migrate", "--json")):
+        result = project.fleet(*args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        shown = result.stdout + result.stderr
+        assert "internal error" not in shown
+        assert "service 'src'" in shown and "7400aaaa0001_src.py" in shown
+        assert "shapes" in shown and "sys.path" in shown
+    assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname LIKE 'src_%'")
