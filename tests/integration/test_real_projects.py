@@ -159,7 +159,7 @@ def test_revision_output_goes_to_stderr_and_json_stays_one_object(tmp_path: Path
     assert json.loads(first.stdout)["summary"]["migrated"] == 2
     assert "upgrade prints to stdout" in first.stderr
     assert "online upgrade prints to stdout" in first.stderr
-    sql = project.fleet("migrate", "--sql", "--tenant", "d", env={"TENANTS": "d"})
+    sql = project.fleet("migrate", "noisy", "--sql", "--tenant", "d", env={"TENANTS": "d"})
     assert sql.returncode == 0, sql.stderr
     assert "prints to stdout" not in sql.stdout and "hello" not in sql.stdout
     assert "CREATE TABLE" in sql.stdout
