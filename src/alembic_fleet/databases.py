@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from alembic_fleet import drivers
 from alembic_fleet.embedded import EmbeddedServer
 from alembic_fleet.exceptions import DatabaseUnavailableError
 from alembic_fleet.model.identifiers import quote_ident
@@ -91,11 +92,43 @@ class Databases:
             self._engines[database.key] = engine
         return engine
 
-    def connect(self, database: Database):
-        """An open connection, or DatabaseUnavailableError with a readable reason."""
+    def migration_url(self, database: Database) -> URL:
+        """The URL targets migrate on: on the driver the configured URL names."""
+        return self.url(database).set(drivername=drivers.for_url(database.url).drivername)
+
+    def migration_engine(self, database: Database) -> Engine:
+        """The engine targets migrate on: the driver the URL names (see :mod:`.drivers`).
+
+        For an async driver this is the async engine's synchronous face, usable only inside
+        :class:`~alembic_fleet.drivers.GreenletBridge`.
+        """
+        driver = drivers.for_url(database.url)
+        if driver is drivers.PSYCOPG:
+            return self.engine(database)
+        key = f"{driver.name}:{database.key}"
+        engine = self._engines.get(key)
+        if engine is None:
+            url = self.migration_url(database)
+            if driver.is_async:
+                from sqlalchemy.ext.asyncio import create_async_engine
+
+                engine = create_async_engine(url, poolclass=NullPool).sync_engine
+            else:
+                engine = create_engine(url, poolclass=NullPool)
+            self._engines[key] = engine
+        return engine
+
+    def connect(self, database: Database, *, for_migrations: bool = False):
+        """An open connection, or DatabaseUnavailableError with a readable reason.
+
+        ``for_migrations``: on the service's own driver (see :meth:`migration_engine`).
+        """
+        engine = self.migration_engine(database) if for_migrations else self.engine(database)
         try:
-            return self.engine(database).connect()
+            return engine.connect()
         except DBAPIError as exc:
+            raise explain_connection_error(exc, display(database)) from None
+        except OSError as exc:  # asyncpg raises the socket's own error
             raise explain_connection_error(exc, display(database)) from None
 
     def dispose(self) -> None:

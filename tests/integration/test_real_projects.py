@@ -65,7 +65,7 @@ def test_a_psycopg2_project_runs_on_psycopg2(tmp_path: Path, db_url: str) -> Non
     for schema in ("svc_a", "svc_b"):
         assert version(db_url, schema) == ["7100aaaa0001"]
         assert query(db_url, f"SELECT n FROM {schema}.t") == [(0,)]
-    ledger = query(db_url, "SELECT schema_name, status FROM fleet.run_targets ORDER BY 1")
+    ledger = query(db_url, "SELECT schema_name, outcome FROM fleet.run_targets ORDER BY 1")
     assert ledger == [("svc_a", "migrated"), ("svc_b", "migrated")]
     rerun = project.fleet("migrate", "--json")
     assert rerun.returncode == 0 and json.loads(rerun.stdout)["summary"]["migrated"] == 0

@@ -76,15 +76,44 @@ def _run(context: Any, target_metadata: Any, options: dict[str, Any]) -> None:
     if connection is not None:
         _run_online(context, connection, schema, kwargs, listener)
         return
-    from sqlalchemy import create_engine
+    _run_on_own_engine(context, schema, kwargs)
+
+
+def _run_on_own_engine(context: Any, schema: str, kwargs: dict[str, Any]) -> None:
+    """Plain ``alembic``: connect on the driver the URL names, as fleet does (an async
+    driver through ``run_sync``, as Alembic's async template does)."""
+    from sqlalchemy.engine import make_url
     from sqlalchemy.pool import NullPool
 
-    engine = create_engine(_url_from_command_line(context), poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            _run_online(context, connection, schema, kwargs)
-    finally:
-        engine.dispose()
+    from alembic_fleet import drivers
+
+    text = _url_from_command_line(context)
+    driver = drivers.for_url(text)
+    url = make_url(text).set(drivername=driver.drivername)
+    if not driver.is_async:
+        from sqlalchemy import create_engine
+
+        engine = create_engine(url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                _run_online(context, connection, schema, kwargs)
+        finally:
+            engine.dispose()
+        return
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def run() -> None:
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(
+                    lambda sync: _run_online(context, sync, schema, kwargs))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
 
 
 def configure_kwargs(schema: str, metadata: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -230,7 +259,7 @@ def _url_from_command_line(context: Any) -> str:
     service = _fleet_service(context)
     if service is not None:
         config = _fleet_config(context)
-        return Databases(config.embedded_dir).url(service.database).render_as_string(
+        return Databases(config.embedded_dir).migration_url(service.database).render_as_string(
             hide_password=False
         )
     ini_url = context.config.get_main_option("sqlalchemy.url")

@@ -169,7 +169,9 @@ class Replayer:
         quoted = quote_ident(schema)
         version = f"{quoted}.{quote_ident(self.version_table)}"
         with connection.begin():
-            cursor = connection.connection.driver_connection.cursor()
+            # The DBAPI cursor of whichever driver the service uses; statements carry no
+            # parameters (values are rendered, revision ids are checked safe by the graph).
+            cursor = connection.connection.dbapi_connection.cursor()
             cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
             cursor.execute(f"SET LOCAL search_path TO {quoted}")
             if not table_exists:
@@ -188,11 +190,11 @@ class Replayer:
                     raise ReplayFailed(revision, exc) from exc
             if plan.start is None:
                 cursor.execute(f"DELETE FROM {version}")
-                cursor.execute(f"INSERT INTO {version} (version_num) VALUES (%s)",
-                               (plan.destination,))
+                cursor.execute(f"INSERT INTO {version} (version_num) "
+                               f"VALUES ({_literal(plan.destination)})")
             else:
-                cursor.execute(f"UPDATE {version} SET version_num = %s WHERE version_num = %s",
-                               (plan.destination, plan.start))
+                cursor.execute(f"UPDATE {version} SET version_num = {_literal(plan.destination)}"
+                               f" WHERE version_num = {_literal(plan.start)}")
                 if cursor.rowcount != 1:
                     raise ReplayFailed(None, RuntimeError(
                         f"{schema} is no longer at {plan.start}: another runner changed it"))
@@ -200,6 +202,11 @@ class Replayer:
                 for revision, _ in plan.revisions:
                     listener.revision_applied(connection, revision)
                 listener.before_commit(connection)
+
+
+def _literal(value: str) -> str:
+    """A SQL string literal (no placeholders: their syntax differs between drivers)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 class ReplayFailed(Exception):

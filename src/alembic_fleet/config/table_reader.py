@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alembic_fleet import drivers
 from alembic_fleet.config.interpolate import InterpolationError, interpolate
 from alembic_fleet.config.settings import (
     TENANT_NAME,
@@ -24,7 +25,6 @@ from alembic_fleet.model.targets import Database, Service
 
 DEFAULT_EMBEDDED_DATABASE = "postgres"
 SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
-URL_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
 SERVICE_KEYS = {"path", "schema", "database", "alembic_ini", "version_table", "depends_on",
                 "revision_pattern", "file_pattern", "application_packages"}
@@ -124,9 +124,9 @@ class TableReader:
         except (ArgumentError, ValueError):
             raise ConfigError("is not a database URL", file=self.file, key=key,
                               expected="postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
-        if url.drivername not in URL_SCHEMES:
-            raise ConfigError(f"unsupported scheme {url.drivername!r}", file=self.file, key=key,
-                              expected="a postgresql:// URL")
+        if drivers.for_scheme(url.drivername) is None:
+            raise ConfigError(drivers.unsupported(url.drivername), file=self.file, key=key,
+                              expected=drivers.SUPPORTED)
         for secret in (url.password, url.query.get("password")):
             if secret:
                 self.secrets.append(str(secret))

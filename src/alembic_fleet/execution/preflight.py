@@ -1,5 +1,6 @@
 """Checks a run makes before it touches any target; each refuses with exit 2.
 
+* A database URL naming a driver (psycopg2, asyncpg) that is not installed.
 * A transaction-pooling connection pooler in front of a database: per-target locks are
   session locks, which such a pooler silently breaks (see :mod:`.locking`).
 * An applied revision whose file changed since (the ledger's checksums): migrating more
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import DBAPIError
 
+from alembic_fleet import drivers
 from alembic_fleet.databases import display
 from alembic_fleet.exceptions import ChangedRevisionError
 from alembic_fleet.execution.locking import check_session_pooling
@@ -20,6 +22,18 @@ from alembic_fleet.model.status import Step
 from alembic_fleet.model.targets import Database
 from alembic_fleet.redact import scrub
 from alembic_fleet.workspace import Workspace
+
+
+def check_drivers(steps: Sequence[Step]) -> None:
+    """Refuse a run whose targets name a driver that is not installed (see
+    :mod:`alembic_fleet.drivers`), before any target starts."""
+    seen: set[str] = set()
+    for step in steps:
+        database = step.target.database
+        if step.upgrade and database.key not in seen:
+            seen.add(database.key)
+            drivers.require(drivers.for_url(database.url),
+                            f"service '{step.target.service}' ({display(database)})")
 
 
 def check_direct_sessions(workspace: Workspace, steps: Sequence[Step]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from alembic_fleet.drivers import sqlstate
+
 _TRANSIENT_SQLSTATES = {
     "55P03": "lock timeout",
     "40001": "serialization failure",
@@ -19,7 +21,7 @@ _TRANSIENT_SQLSTATES = {
 def transient_reason(error: BaseException) -> str | None:
     """Why ``error`` may go away on its own (lock timeout, lost connection, ...), or None."""
     original = getattr(error, "orig", None) or error
-    code = getattr(original, "sqlstate", None)
+    code = sqlstate(error)
     if code in _TRANSIENT_SQLSTATES:
         return _TRANSIENT_SQLSTATES[code]
     if code and code.startswith("08"):
@@ -27,8 +29,11 @@ def transient_reason(error: BaseException) -> str | None:
     if getattr(error, "connection_invalidated", False):
         return "connection lost"
     import psycopg
+    from sqlalchemy.exc import OperationalError
 
-    if isinstance(original, psycopg.OperationalError) and code is None:
+    if isinstance(original, psycopg.OperationalError | OperationalError) and code is None:
+        return "connection lost"
+    if type(original).__name__ == "OperationalError" and code is None:  # psycopg2, asyncpg
         return "connection lost"
     return None
 

@@ -18,7 +18,11 @@ from alembic_fleet.execution.events import EventSink, ignore
 from alembic_fleet.execution.executor import RunInterrupted, SerialExecutor
 from alembic_fleet.execution.locking import lock_key, try_lock, unlock
 from alembic_fleet.execution.pool import PoolExecutor
-from alembic_fleet.execution.preflight import check_direct_sessions, refuse_changed_revisions
+from alembic_fleet.execution.preflight import (
+    check_direct_sessions,
+    check_drivers,
+    refuse_changed_revisions,
+)
 from alembic_fleet.execution.target_migration import Policy, TargetMigrator, WorkFactory
 from alembic_fleet.ledger import Ledger, RunInfo
 from alembic_fleet.ledger.recorder import RunRecorder
@@ -74,6 +78,7 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     runnable = sum(1 for s in steps if s.upgrade)
     warnings: list[str] = []
     if runnable:
+        check_drivers(steps)
         check_direct_sessions(workspace, steps)
         if workspace.config.ledger and not options.allow_changed:
             warnings += refuse_changed_revisions(workspace, steps)

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 
+from alembic_fleet import drivers
 from alembic_fleet.alembic_bridge import runner
 from alembic_fleet.alembic_bridge.replay import ReplayFailed
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
@@ -60,7 +61,7 @@ def describe_error(error: BaseException) -> tuple[str, str | None]:
     lines = [line for line in str(original).strip().splitlines() if line.strip()]
     reason = lines[0] if lines else type(original).__name__
     detail = next((line for line in lines[1:] if line.startswith(("DETAIL", "HINT"))), None)
-    code = getattr(original, "sqlstate", None)
+    code = drivers.sqlstate(error)
     text = f"{type(original).__name__}: {reason}"
     if code:
         text += f" (SQLSTATE {code})"
@@ -113,8 +114,15 @@ class TargetMigrator:
     run_ledger: RunLedger | None = None
     """Where this run's target rows go (None: no ledger)."""
     _connections: dict[str, Any] = field(default_factory=dict)
+    _bridge: drivers.GreenletBridge = field(default_factory=drivers.GreenletBridge)
+    """Runs targets of async-driver databases (see :mod:`alembic_fleet.drivers`)."""
 
     def __call__(self, step: Step) -> TargetResult:
+        if drivers.for_url(step.target.database.url).is_async:
+            return self._bridge.call(self._run, step)
+        return self._run(step)
+
+    def _run(self, step: Step) -> TargetResult:
         target = step.target
         started = time.perf_counter()
         attempt = 0
@@ -295,7 +303,10 @@ class TargetMigrator:
         """A service whose env.py does not use the helper: run plain ``alembic`` for it, with
         the variables such env.py files read (``ALEMBIC_SCHEMA``, ``DATABASE_URI``); the
         timeouts travel in ``PGOPTIONS``."""
-        url = libpq_url(self.databases.url(database))
+        url = self.databases.migration_url(database)
+        # As the user configured it: a driver the URL names is the one the env.py expects.
+        url = (libpq_url(url) if drivers.for_url(database.url) is drivers.PSYCOPG
+               else url.render_as_string(hide_password=False))
         service = scripts.service
         options = (f"-c lock_timeout={milliseconds(self.policy.lock_timeout)} "
                    f"-c statement_timeout={milliseconds(self.policy.statement_timeout)}")
@@ -313,7 +324,7 @@ class TargetMigrator:
     def _connection(self, database: Database) -> Any:
         connection = self._connections.get(database.key)
         if connection is None:
-            connection = self.databases.connect(database)
+            connection = self.databases.connect(database, for_migrations=True)
             try:
                 configure_session(connection, lock_timeout=self.policy.lock_timeout,
                                   statement_timeout=self.policy.statement_timeout)
@@ -329,12 +340,16 @@ class TargetMigrator:
         ``ROLE``...), so the next target on this connection starts as the first did: with
         fleet's own settings only."""
         connection.commit()
-        raw = connection.connection.driver_connection
+        raw = connection.connection.dbapi_connection  # the DBAPI face of any driver
         raw.autocommit = True  # DISCARD ALL refuses to run inside a transaction block
         try:
             # Settings, role and session authorization, prepared statements (psycopg clears
             # its own cache on seeing it), temporary tables, cursors, LISTENs.
-            raw.execute("DISCARD ALL")
+            cursor = raw.cursor()
+            try:
+                cursor.execute("DISCARD ALL")
+            finally:
+                cursor.close()
         finally:
             raw.autocommit = False
         configure_session(connection, lock_timeout=self.policy.lock_timeout,
@@ -355,10 +370,16 @@ class TargetMigrator:
                 connection.close()
 
     def close(self) -> None:
-        for connection in self._connections.values():
+        asynchronous = {key for key, connection in self._connections.items()
+                        if connection.dialect.is_async}
+        for key, connection in self._connections.items():
             with contextlib.suppress(Exception):
-                connection.close()
+                if key in asynchronous:
+                    self._bridge.call(connection.close)
+                else:
+                    connection.close()
         self._connections.clear()
+        self._bridge.close()
 
 
 @dataclass

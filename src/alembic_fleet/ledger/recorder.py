@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.databases import Databases, display
+from alembic_fleet.drivers import sqlstate
 from alembic_fleet.exceptions import LedgerError
 from alembic_fleet.ledger.store import Ledger, RunInfo
 from alembic_fleet.model.status import Step
@@ -44,7 +45,7 @@ class RunRecorder:
                 ledger.start_run(connection, self.info)
             except DBAPIError as exc:
                 original = getattr(exc, "orig", exc)
-                locked = getattr(original, "sqlstate", None) == "55P03"
+                locked = sqlstate(original) == "55P03"
                 raise LedgerError(
                     f"cannot write the run ledger (schema '{self.ledger.schema}') in "
                     f"{display(database)}: {scrub(str(original).strip().splitlines()[0])}",

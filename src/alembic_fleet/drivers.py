@@ -1,0 +1,125 @@
+"""The database driver a service's migrations run on: the one its URL names.
+
+A revision is written against its project's driver, and drivers differ where revisions
+notice: psycopg2 interpolates parameters on the client (``sa.literal('0')`` into an integer
+column works), psycopg 3 binds them on the server (the same revision fails), asyncpg has no
+``%`` placeholders (``format('%I', ...)`` in driver SQL works only there). So the connection a
+target migrates on, and everything fleet writes inside that target's transaction, uses the
+driver of the service's URL; fleet's own work outside targets (catalog reads, run rows,
+tenant commands) stays on psycopg 3, which is always installed.
+
+``postgresql://`` and ``postgres://`` mean psycopg 3. Other drivers are optional extras; a
+missing one is refused before anything runs, naming the extra to install.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from alembic_fleet.exceptions import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One supported DBAPI driver, as SQLAlchemy names it."""
+
+    name: str
+    """SQLAlchemy's dialect driver name (``postgresql+NAME``)."""
+    modules: tuple[str, ...]
+    """What must be importable for it to work."""
+    extra: str | None
+    """The alembic-fleet extra that installs it (None: always installed)."""
+    is_async: bool = False
+
+    @property
+    def drivername(self) -> str:
+        return f"postgresql+{self.name}"
+
+
+PSYCOPG = Driver("psycopg", ("psycopg",), None)
+DRIVERS = {
+    "psycopg": PSYCOPG,
+    "psycopg2": Driver("psycopg2", ("psycopg2",), "psycopg2"),
+    "asyncpg": Driver("asyncpg", ("asyncpg", "greenlet"), "asyncpg", is_async=True),
+}
+SCHEMES = {"postgresql": PSYCOPG, "postgres": PSYCOPG,
+           **{driver.drivername: driver for driver in DRIVERS.values()}}
+SUPPORTED = ("postgresql:// (psycopg 3), postgresql+psycopg2:// or postgresql+asyncpg://")
+
+
+def for_scheme(scheme: str) -> Driver | None:
+    """The driver a URL scheme names (``postgresql+psycopg2``), None when unsupported."""
+    return SCHEMES.get(scheme.lower())
+
+
+def for_url(url: str | None) -> Driver:
+    """The driver of a configured URL (None, the embedded server: psycopg 3)."""
+    if url is None:
+        return PSYCOPG
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    return for_scheme(scheme) or PSYCOPG
+
+
+def unsupported(scheme: str) -> str:
+    """Why ``scheme`` is refused, for a configuration error."""
+    driver = scheme.partition("+")[2]
+    if driver:
+        return (f"unsupported driver {driver!r} in {scheme}://: fleet runs migrations on "
+                "psycopg 3, psycopg2 or asyncpg")
+    return f"unsupported scheme {scheme!r}: not a PostgreSQL URL"
+
+
+def require(driver: Driver, where: str) -> None:
+    """Refuse (exit 2) when ``driver`` is not installed, naming the extra to install."""
+    for module in driver.modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(
+                f"{where} uses the {driver.name} driver, which cannot be imported here "
+                f"({type(exc).__name__}: {exc})",
+                hint=f"pip install 'alembic-fleet[{driver.extra}]' (or add {driver.modules[0]} "
+                "to the environment fleet runs in)") from None
+
+
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a driver error, whichever driver raised it (psycopg 3 and asyncpg
+    call it ``sqlstate``, psycopg2 ``pgcode``)."""
+    original = getattr(error, "orig", None) or error
+    for attribute in ("sqlstate", "pgcode"):
+        code = getattr(original, attribute, None)
+        if isinstance(code, str) and code:
+            return code
+    return None
+
+
+class GreenletBridge:
+    """Runs blocking SQLAlchemy code on an async driver, the way ``run_sync`` does.
+
+    Alembic and fleet's target code are synchronous. SQLAlchemy's asyncio support runs such
+    code in a greenlet that hands every wait on the driver to an event loop: that is what
+    ``AsyncConnection.run_sync`` (and Alembic's async env.py template) does. One loop per
+    worker, kept for its life, because an asyncpg connection belongs to the loop it was
+    opened on and fleet keeps one connection per database for the whole run.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        from sqlalchemy.util import greenlet_spawn
+
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(greenlet_spawn(fn, *args))
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
