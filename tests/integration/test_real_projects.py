@@ -201,9 +201,12 @@ def test_imports_resolve_as_plain_alembic_resolves_them(tmp_path: Path, db_url: 
         "[alembic]\nscript_location = %(here)s/migrations\nprepend_sys_path = .\n")
     alembic = project.alembic("src", "upgrade", "head", env={"ALEMBIC_SCHEMA": "src_plain"})
     assert alembic.returncode == 0, alembic.stderr
-    for args in (("status",), ("migrate", "--jobs", "2"), ("check",)):
+    for args in (("migrate", "--jobs", "2"), ("status",)):
         result = project.fleet(*args)
         assert result.returncode == 0, (args, result.stdout, result.stderr)
+    check = project.fleet("check", "--json")  # findings (no downgrades) exit 3, loads work
+    assert check.returncode == 3, check.stdout + check.stderr
+    assert {f["code"] for f in json.loads(check.stdout)["findings"]} <= {"FC201", "FC202", "FC302"}
     assert version(db_url, "src_a") == ["7400aaaa0001"]
     assert version(db_url, "folder_b") == ["7400bbbb0001"]
     width = query(db_url, "SELECT character_maximum_length FROM information_schema.columns "

@@ -7,6 +7,7 @@ failure rolls the whole target back.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -92,6 +93,25 @@ def probe_options(scripts: ServiceScripts) -> dict[str, Any]:
     with EnvironmentContext(config, scripts.script, fn=lambda _rev, _ctx: []):
         scripts.script.run_env()
     return options
+
+
+def run_path_setup(scripts: ServiceScripts) -> bool:
+    """Run the service's env.py for what its top lines do to ``sys.path``, connecting to
+    nothing; True when ``sys.path`` changed (loading the revisions is worth a retry).
+
+    The helper's env.py stops at ``run_migrations()`` (probe mode); any other env.py runs
+    offline with nothing to do and usually stops at ``context.configure`` for want of a URL:
+    either way its imports and path setup have happened. Its errors are not ours to report:
+    the revision that failed to import is.
+    """
+    before = list(sys.path)
+    config = make_config(scripts.service, output=io.StringIO())
+    config.attributes[ATTR_PROBE] = {}
+    with contextlib.suppress(Exception), EnvironmentContext(
+            config, scripts.script, fn=lambda _rev, _ctx: [], as_sql=True,
+            destination_rev="base", starting_rev="base"):
+        scripts.script.run_env()
+    return sys.path != before
 
 
 def upgrade_sql(

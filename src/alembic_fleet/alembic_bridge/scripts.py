@@ -150,21 +150,19 @@ class ServiceScripts:
         heads come in the order ``alembic heads`` lists them.
         """
         script = self.script
+        from alembic_fleet.alembic_bridge.runner import isolate_imports, run_path_setup
+
+        isolate_imports(self)  # the service folder first on sys.path, as a cwd would be
         try:
-            declared = [
-                Revision(
-                    id=sc.revision,
-                    down=to_tuple(sc.down_revision, default=()),
-                    message=(sc.doc or "").strip(),
-                    path=sc.path,
-                    branch_labels=tuple(sorted(sc.branch_labels or ())),
-                    # Dependencies may name branch labels or partial ids; Alembic resolved
-                    # them to ids, which are what it lists after the down revisions.
-                    depends_on=tuple(rid for rid in sc._all_down_revisions
-                                     if rid not in to_tuple(sc.down_revision, default=())),
-                )
-                for sc in script.walk_revisions()
-            ]
+            try:
+                declared = self._declared(script)
+            except ImportError:
+                # Plain alembic runs env.py before it loads a revision, so a sys.path.insert
+                # at the top of env.py applies to the revisions' imports: do the same.
+                if not run_path_setup(self):
+                    raise
+                script = self._script = ScriptDirectory.from_config(make_config(self.service))
+                declared = self._declared(script)
         except CommandError as exc:
             raise RevisionError(f"service '{self.service.name}': {exc}",
                                 hint=f"fix the revision files under {script.dir}") from None
@@ -178,6 +176,24 @@ class ServiceScripts:
                     hint="use letters, digits, '_' and '.' only (fleet check: FC108)")
         return RevisionGraph.from_revisions(sorted(declared, key=self._load_order))
 
+    @staticmethod
+    def _declared(script: ScriptDirectory) -> list[Revision]:
+        """Every revision file's declaration, in the order Alembic loads them."""
+        return [
+            Revision(
+                id=sc.revision,
+                down=to_tuple(sc.down_revision, default=()),
+                message=(sc.doc or "").strip(),
+                path=sc.path,
+                branch_labels=tuple(sorted(sc.branch_labels or ())),
+                # Dependencies may name branch labels or partial ids; Alembic resolved
+                # them to ids, which are what it lists after the down revisions.
+                depends_on=tuple(rid for rid in sc._all_down_revisions
+                                 if rid not in to_tuple(sc.down_revision, default=())),
+            )
+            for sc in script.walk_revisions()
+        ]
+
     def _load_error(self, exc: BaseException) -> RevisionError:
         """Which revision file failed to load, and why: exit 2, naming the service, the
         file and the error (a syntax error, a missing module) instead of a traceback."""
@@ -189,8 +205,13 @@ class ServiceScripts:
                          if any(f.filename.startswith(d) for d in folders)), None)
         where = _shown(path) if path else "a revision file"
         what = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        hint = ("install the missing module in this environment, or keep the revision free "
-                "of application imports" if isinstance(exc, ImportError)
+        missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+        hint = (f"make {missing or 'the module'!r} importable as plain alembic run in "
+                f"{_shown(self.service.path)} would find it: list its folder in "
+                "prepend_sys_path in alembic.ini (relative to the service folder), add it to "
+                "sys.path at the top of env.py, or install it in the service's environment "
+                "(the 'python' key of the service picks that interpreter)"
+                if isinstance(exc, ImportError)
                 else f"fix the file; 'fleet check {self.service.name}' lists every problem")
         return RevisionError(f"service '{self.service.name}': cannot load {where}: {what}",
                              hint=hint)
