@@ -90,6 +90,22 @@ def render_statements(function: Any, target_metadata: Any = None) -> tuple[str, 
     an operation creates (``ck_t__positive``), exactly as online Alembic names them.
     Raises whatever the function raises when it needs a live database.
     """
+    statements, error = render_until_error(function, target_metadata)
+    if error is not None:
+        raise error
+    return statements
+
+
+def render_until_error(function: Any, target_metadata: Any = None
+                       ) -> tuple[tuple[str, ...], Exception | None]:
+    """The statements ``function`` emits offline up to the first exception, and that
+    exception (None when it ran to the end).
+
+    In offline mode ``op.get_bind()`` is a mock connection: a statement executed on it is
+    rendered like ``op.execute``, but nothing can be read back (``.scalar()`` is called on
+    None, ``inspect()`` fails). What was emitted before such a read is still the revision's
+    SQL; what comes after depends on the database and cannot be known offline.
+    """
     buffer = _Statements()
     opts: dict[str, Any] = {"as_sql": True, "output_buffer": buffer, "literal_binds": True}
     if target_metadata is not None:
@@ -99,9 +115,12 @@ def render_statements(function: Any, target_metadata: Any = None) -> tuple[str, 
         dialect_opts={"paramstyle": "named"},
         opts=opts,
     )
-    with Operations.context(context):
-        function()
-    return tuple(buffer.items)
+    try:
+        with Operations.context(context):
+            function()
+    except Exception as exc:  # whatever needs a live database; the caller decides
+        return tuple(buffer.items), exc
+    return tuple(buffer.items), None
 
 
 @dataclass

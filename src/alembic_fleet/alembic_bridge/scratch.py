@@ -29,7 +29,7 @@ from alembic_fleet.alembic_bridge.env_helper import (
     ATTR_SCHEMA,
     configure_kwargs,
 )
-from alembic_fleet.alembic_bridge.replay import render_statements
+from alembic_fleet.alembic_bridge.replay import render_until_error
 from alembic_fleet.alembic_bridge.runner import isolate_imports, probe_options
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts, make_config
 from alembic_fleet.exceptions import RevisionError
@@ -38,7 +38,8 @@ from alembic_fleet.model.identifiers import quote_ident
 
 @dataclass(frozen=True)
 class RenderedRevision:
-    """The statements a revision's ``upgrade()`` emits, or why they could not be rendered."""
+    """The statements a revision's ``upgrade()`` emits offline, and, when it stopped early,
+    why (``error``): the statements are then the ones emitted before that point."""
 
     revision: str
     path: str
@@ -49,18 +50,20 @@ class RenderedRevision:
 def render_upgrades(scripts: ServiceScripts, revisions: list[str]) -> list[RenderedRevision]:
     """Render each revision's ``upgrade()`` offline.
 
-    A revision that reads the database while upgrading (``op.get_bind()``) cannot be
-    rendered; its ``error`` says so and the lint reports it instead of guessing.
+    A revision that reads the database while upgrading (``op.get_bind()`` then
+    ``.scalar()``, ``inspect()``) cannot be rendered past that read: its ``statements`` are
+    those emitted before it and its ``error`` says what stopped the rendering. That is
+    Python fleet cannot see through, not SQL it cannot parse; the lint does not guess.
     """
     isolate_imports(scripts)
     result = []
     for revision in revisions:
         script = scripts.script.get_revision(revision)
         try:
-            statements = render_statements(script.module.upgrade)
-            error = None
-        except Exception as exc:  # any failure: the revision needs a live database
-            statements, error = (), f"{type(exc).__name__}: {exc}"
+            statements, exc = render_until_error(script.module.upgrade)
+        except Exception as failure:  # the module itself, not upgrade(), is broken
+            statements, exc = (), failure
+        error = f"{type(exc).__name__}: {exc}" if exc is not None else None
         result.append(RenderedRevision(revision, script.path, statements, error))
     return result
 

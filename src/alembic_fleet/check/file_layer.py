@@ -3,23 +3,24 @@
 Two checks per service, both on what is in the version folders: the revision files' rules
 (:func:`alembic_fleet.check.scripts_lint.lint_service`, graph included), and the SQL each
 *new* revision's ``upgrade()`` renders offline, against the unsafe-operation rules
-(:mod:`alembic_fleet.check.unsafe`). Which revisions are new (``--since REF``, ``--database``
-or all) is decided here too, since only this layer needs it.
+(:mod:`alembic_fleet.check.unsafe`). Which revisions are new (``--all``, ``--since REF``,
+``--database``, or by default those new on this git branch) is decided here too, since only
+this layer needs it: the per-revision rules (:data:`~alembic_fleet.check.report.REVISION_CODES`
+and FC5xx) look at those only; the graph rules always cover every file.
 """
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from alembic_fleet.alembic_bridge import scratch
 from alembic_fleet.check.accept import acceptances
-from alembic_fleet.check.report import CheckedService, CheckOptions
+from alembic_fleet.check.git_scope import BranchScopes, files_at
+from alembic_fleet.check.report import CheckedService, CheckOptions, RevisionScope
 from alembic_fleet.check.revision_files import try_read_revision_file
 from alembic_fleet.check.scripts_lint import lint_service
 from alembic_fleet.check.unsafe import lint_statements
-from alembic_fleet.exceptions import UsageError
 from alembic_fleet.model.findings import Finding, finding
 from alembic_fleet.model.status import TargetStatus
 
@@ -52,59 +53,58 @@ def lint_files(subject: CheckedService) -> list[Finding]:
     )
 
 
-def new_revisions(subject: CheckedService, options: CheckOptions,
-                  current: Sequence[TargetStatus]) -> list[str]:
-    """The revisions the unsafe-operation rules look at, oldest first.
+def revision_scope(subject: CheckedService, options: CheckOptions,
+                   current: Sequence[TargetStatus], branches: BranchScopes) -> RevisionScope:
+    """Which revisions the per-revision rules look at.
 
-    ``--since REF``: revision files that do not exist in git at REF. Otherwise, with
-    ``--database``: revisions not applied to any target yet. Otherwise: all of them.
+    ``--all``: every one. ``--since REF``: revision files that do not exist in git at REF.
+    ``--database``: revisions not applied to any target yet (every one when the service has
+    no target). Otherwise, in a git work tree: the files new or changed since the
+    merge-base with the base branch (:mod:`alembic_fleet.check.git_scope`); without git or
+    a base branch, every one, with a note saying why.
     """
-    graph = subject.scripts.graph
-    order = [r.id for r in reversed(graph.ordered)]
+    if options.all_revisions:
+        return RevisionScope("all")
     if options.since:
-        known = _files_at(options.since, subject.scripts.version_dirs)
-        return [r for r in order if Path(graph.revisions[r].path).resolve() not in known]
-    mine = [s for s in current if s.target.service == subject.name]
-    if options.database and mine:
+        known = files_at(options.since, subject.scripts.version_dirs)
+        return RevisionScope("since", frozenset(known), base=options.since)
+    if options.database:
+        mine = [s for s in current if s.target.service == subject.name]
+        if not mine:
+            return RevisionScope("all", note=f"--database: service '{subject.name}' has no "
+                                 "target to compare with")
+        graph = subject.scripts.graph
         applied = graph.ancestors(rev for s in mine for rev in s.current)
-        return [r for r in order if r not in applied]
-    return order
+        return RevisionScope("database", frozenset(
+            Path(graph.revisions[r].path).resolve() for r in applied if r in graph.revisions))
+    return branches.scope(subject.scripts.version_dirs)
 
 
-def _files_at(ref: str, folders: Sequence[Path]) -> set[Path]:
-    """Absolute paths of the files under ``folders`` that exist in git at ``ref``."""
-    found: set[Path] = set()
-    for folder in folders:
-        try:
-            top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
-            listed = subprocess.run(
-                ["git", "-C", str(folder), "ls-tree", "-r", "--name-only", "--full-tree",
-                 ref, "--", str(folder.resolve().relative_to(Path(top).resolve()))],
-                capture_output=True, text=True, check=True).stdout
-        except (OSError, ValueError, subprocess.CalledProcessError) as exc:
-            detail = getattr(exc, "stderr", "") or str(exc)
-            raise UsageError(f"--since {ref}: cannot list {folder} in git: {detail.strip()}",
-                             hint="run inside a git checkout and fetch the base branch, "
-                             "e.g. 'git fetch origin main' then '--since origin/main'") from None
-        found.update((Path(top) / line).resolve() for line in listed.splitlines() if line)
-    return found
+def new_revisions(subject: CheckedService, scope: RevisionScope) -> list[str]:
+    """The revisions in ``scope``, oldest first."""
+    graph = subject.scripts.graph
+    return [r.id for r in reversed(graph.ordered) if scope.covers(graph.revisions[r.id].path)]
 
 
-def lint_unsafe(subject: CheckedService, revisions: Sequence[str]) -> list[Finding]:
-    """Unsafe operations (FC5xx) in the SQL each of ``revisions`` renders offline."""
+def lint_unsafe(subject: CheckedService, revisions: Sequence[str]
+                ) -> tuple[list[Finding], list[str]]:
+    """Unsafe operations (FC5xx) in the SQL each of ``revisions`` renders offline, and the
+    revisions whose ``upgrade()`` could not be rendered to the end.
+
+    A revision that reads the database while upgrading (``op.get_bind()`` then
+    ``.scalar()``, ``inspect()``) is Python fleet cannot see through offline: what it emitted
+    before the read is linted, the rest is not, and that is no finding (the caller says it
+    once). FC590 is only for a statement PostgreSQL's parser rejects.
+    """
     findings = []
+    unrendered = []
     for rendered in scratch.render_upgrades(subject.scripts, list(revisions)):
+        if rendered.error:
+            unrendered.append(rendered.revision)
         parsed = try_read_revision_file(rendered.path)
         line = parsed.upgrade_line if parsed else None
         accepted = acceptances(parsed.source) if parsed else {}
         where = {"file": rendered.path, "line": line, "revision": rendered.revision}
-        if rendered.error:
-            findings.append(finding(
-                "unparsable-sql", subject.name,
-                f"revision {rendered.revision}: upgrade() cannot be rendered offline "
-                f"({rendered.error}); its SQL was not checked", **where))
-            continue
         for operation in lint_statements(rendered.statements):
             reason = accepted.get(operation.rule)
             findings.append(finding(
@@ -112,4 +112,4 @@ def lint_unsafe(subject: CheckedService, revisions: Sequence[str]) -> list[Findi
                 f"revision {rendered.revision}: {operation.message}",
                 statement=operation.statement,
                 accepted=reason.reason if reason else None, **where))
-    return findings
+    return findings, unrendered

@@ -8,6 +8,7 @@ use them without importing one another. Re-exported by :mod:`alembic_fleet.check
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.model.findings import Finding
@@ -15,6 +16,12 @@ from alembic_fleet.model.targets import Service
 
 GRAPH_CODES = frozenset({"FC101", "FC102", "FC103", "FC104", "FC107", "FC108"})
 """Findings after which Alembic cannot load the service: later layers are skipped."""
+
+REVISION_CODES = frozenset({"FC105", "FC106", "FC201", "FC202"})
+"""File rules about one revision's own code, reported only for the revisions in scope (like
+the unsafe-operation rules, FC5xx): an old revision was applied long ago and is not fixed by
+editing it. The graph rules (FC101-FC104) and what stops Alembic from loading the files at
+all (FC107, FC108) always cover every file."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,44 @@ class CheckOptions:
     scratch_url: str | None = None
     database: bool = False
     since: str | None = None
+    all_revisions: bool = False
+    """``--all``: lint every revision, not only the new ones."""
+
+
+@dataclass(frozen=True)
+class RevisionScope:
+    """Which revisions the per-revision rules look at, and how that was decided.
+
+    ``mode``: ``branch`` (new or changed since the merge-base of HEAD with a base branch,
+    the default in a git work tree), ``since`` (added since git ``--since REF``),
+    ``database`` (not applied to any target yet, with ``--database``) or ``all``.
+    """
+
+    mode: str
+    old: frozenset[Path] = frozenset()
+    """Resolved paths of the revision files left out: unchanged since the base."""
+    base: str | None = None
+    """The git ref compared with: ``--since REF`` or the base branch found."""
+    merge_base: str | None = None
+    """The commit the branch forked from (``branch`` mode)."""
+    note: str | None = None
+    """Why every revision is linted although no ``--all`` was given (no git, no base)."""
+
+    def covers(self, path: str | Path) -> bool:
+        return Path(path).resolve() not in self.old
+
+
+@dataclass
+class LintedRevisions:
+    """One service's revisions in scope, for the report."""
+
+    scope: RevisionScope
+    revisions: list[str]
+    """The ids linted one by one, oldest first."""
+    total: int
+    unrendered: list[str] = field(default_factory=list)
+    """Revisions whose ``upgrade()`` reads the database (``op.get_bind()``): their SQL after
+    that read could not be rendered offline, so it was not linted."""
 
 
 @dataclass
@@ -34,6 +79,10 @@ class CheckReport:
     findings: list[Finding] = field(default_factory=list)
     checks: dict[str, list[str]] = field(default_factory=dict)
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    scope: dict[str, LintedRevisions] = field(default_factory=dict)
+    """Per service (whose graph loads): which revisions the per-revision rules looked at."""
+    notes: list[str] = field(default_factory=list)
+    """Said once per run: why every revision was linted although ``--all`` was not given."""
 
     @property
     def failed(self) -> bool:

@@ -67,7 +67,8 @@ def create_revision(subject: CheckedService, message: str, *, autogenerate: bool
         report.findings.append(item)
     new = [r.id for r in fresh.scripts.graph.revisions.values()
            if str(Path(r.path).resolve()) in created]
-    report.findings.extend(lint_unsafe(fresh, new))
+    findings, _ = lint_unsafe(fresh, new)
+    report.findings.extend(findings)
     report.ran(subject.name, "files")
     report.findings.sort(key=sort_key)
     return files, report

@@ -8,6 +8,7 @@ import click
 
 from alembic_fleet import commands
 from alembic_fleet.cli.app import Invocation, cli, json_option, tenant_option
+from alembic_fleet.exceptions import UsageError
 from alembic_fleet.exit_codes import exit_code
 from alembic_fleet.reporting import Reporter
 
@@ -19,8 +20,13 @@ from alembic_fleet.reporting import Reporter
               "every tenant schema against the migrations.")
 @tenant_option
 @click.option("--since", metavar="REF",
-              help="Lint only revisions added since git REF (e.g. origin/main) for unsafe "
-              "operations; default: revisions not applied yet with --database, else all.")
+              help="Lint one by one only the revisions added since git REF (e.g. "
+              "origin/main). Default: those new or changed on this git branch (since the "
+              "merge-base with its upstream, origin/HEAD, main or master); with --database, "
+              "those not applied yet.")
+@click.option("--all", "all_revisions", is_flag=True,
+              help="Lint every revision one by one, however old (the graph and the scratch "
+              "round trip always cover the whole history).")
 @click.option("--scratch-url", metavar="URL", envvar="FLEET_SCRATCH_DATABASE_URL",
               help="Scratch database for the schema checks (default: the embedded "
               "PostgreSQL). Env: FLEET_SCRATCH_DATABASE_URL.")
@@ -32,8 +38,8 @@ from alembic_fleet.reporting import Reporter
 @json_option
 @click.pass_obj
 def check(invocation: Invocation, services: Sequence[str], database: bool, tenants: Sequence[str],
-          since: str | None, scratch_url: str | None, no_scratch: bool, output_format: str,
-          as_json: bool) -> int:
+          since: str | None, all_revisions: bool, scratch_url: str | None, no_scratch: bool,
+          output_format: str, as_json: bool) -> int:
     """Check the migration scripts (and, with --database, the schemas) for problems.
 
     Finds: duplicate revision ids, several heads, unknown down_revision, cycles, names
@@ -42,15 +48,21 @@ def check(invocation: Invocation, services: Sequence[str], database: bool, tenan
     their upgrade, unsafe operations in new revisions, and with --database revisions
     edited after they were applied and tenant schemas changed by hand.
 
+    The rules about one revision's own code (names, downgrade(), imports, unsafe SQL) look
+    at the revisions new on this git branch by default; --all for every one.
+
     Accept a finding in the revision file with '# fleet: allow RULE: reason'.
 
     Exit codes: 0 no problems; 3 problems found; 2 bad input.
     """
     from alembic_fleet.check.gate import CheckOptions
 
+    if all_revisions and since:
+        raise UsageError("--all and --since cannot be used together",
+                         hint="--since REF lints the revisions added since REF, --all every one")
     reporter = Reporter(json_mode=as_json or output_format == "json")
     options = CheckOptions(scratch=not no_scratch, scratch_url=scratch_url, database=database,
-                           since=since)
+                           since=since, all_revisions=all_revisions)
     report = commands.check(invocation.workspace(), services, tenants, options=options)
     reporter.check(report, output_format="json" if as_json else output_format)
     return exit_code(report)

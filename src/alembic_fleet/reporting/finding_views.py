@@ -49,11 +49,42 @@ class FindingViews(ReporterBase):
         for service, skipped in report.skipped.items():
             for reason in skipped:
                 self.note(f"{service}: skipped {reason}")
+        self._scope(report)
         checked = ", ".join(f"{s} ({len(c)} checks)" for s, c in report.checks.items())
         self.note(f"checked {checked}")
         self.line(f"{summary['errors']} errors, {summary['warnings']} warnings, "
                   f"{summary['accepted']} accepted" if report.findings else "no problems found",
                   style="bold red" if report.failed else "green")
+
+    def _scope(self, report: CheckReport) -> None:
+        """Which revisions were linted one by one: one line per base, each note once."""
+        for note in report.notes:
+            self.note(f"note: {note}; every revision is linted, as with --all")
+        groups: dict[tuple, list[str]] = {}
+        for service, linted in report.scope.items():
+            scope = linted.scope
+            groups.setdefault((scope.mode, scope.base, scope.merge_base), []).append(service)
+        for (mode, base, merge_base), services in groups.items():
+            count = sum(len(report.scope[s].revisions) for s in services)
+            total = sum(report.scope[s].total for s in services)
+            prefix = f"{', '.join(services)}: " if len(groups) > 1 else ""
+            some = f"{count} revision{'' if count == 1 else 's'}"
+            if mode == "all":
+                text = f"checking all {total} revisions"
+            elif mode == "branch":
+                text = (f"checking {some} new since {base} (merge-base {merge_base[:7]}); "
+                        f"--all checks all {total}")
+            elif mode == "since":
+                text = f"checking {some} added since {base}; --all checks all {total}"
+            else:
+                text = (f"checking {some} not applied to any target yet; "
+                        f"--all checks all {total}")
+            self.note(prefix + text)
+        for service, linted in report.scope.items():
+            if linted.unrendered:
+                self.note(f"{service}: upgrade() of {', '.join(linted.unrendered)} reads the "
+                          "database; its SQL after that read cannot be rendered offline and "
+                          "was not checked")
 
     def revision(self, files: Sequence[str], report: CheckReport) -> None:
         if self.json_mode:

@@ -190,6 +190,16 @@ def check_payload(report: CheckReport) -> dict[str, Any]:
         "findings": [finding_payload(f) for f in findings],
         "checks": report.checks,
         "skipped": report.skipped,
+        "scope": {service: {
+            "mode": linted.scope.mode,
+            "base": linted.scope.base,
+            "merge_base": linted.scope.merge_base,
+            "note": linted.scope.note,
+            "revisions": linted.revisions,
+            "total": linted.total,
+            "unrendered": linted.unrendered,
+        } for service, linted in report.scope.items()},
+        "notes": report.notes,
         "summary": {
             "errors": sum(1 for f in findings if f.fails),
             "warnings": sum(1 for f in findings
