@@ -136,7 +136,13 @@ def test_base_is_the_upstream_then_origin_head_then_main(repo: Project, tmp_path
     payload = check(repo)
     assert payload["scope"]["shop"]["base"] == "origin/main"
     assert found(payload) == NEW
-    # The branch's upstream comes first: release is older than the old revisions.
+    # A feature branch pushed with -u tracks its own remote copy: that is no base, or
+    # nothing would be new once pushed.
+    git(repo.root, "push", "-q", "-u", "origin", "feature")
+    payload = check(repo)
+    assert payload["scope"]["shop"]["base"] == "origin/main"
+    assert found(payload) == NEW
+    # An upstream that is another branch comes first: release is older than the old revisions.
     git(repo.root, "branch", "-q", "--set-upstream-to=origin/release")
     payload = check(repo)
     assert payload["scope"]["shop"]["base"] == "origin/release"

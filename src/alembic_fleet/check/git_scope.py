@@ -5,7 +5,8 @@ again (editing one is FC401); linting each of them again on every run buries wha
 adds. So, in a git work tree, the per-revision rules look only at the revision files that
 are new or changed since the merge-base of HEAD with the base branch, the first of:
 
-1. the current branch's upstream (``@{upstream}``);
+1. the current branch's upstream (``@{upstream}``), unless it is the branch's own remote
+   copy (a feature branch pushed with ``-u``), which is no base;
 2. the remote's default branch (``origin/HEAD``);
 3. ``main``, ``master``, then ``origin/main``, ``origin/master``, whichever exists;
 
@@ -123,6 +124,10 @@ def _named_base(top: Path, name: str) -> tuple[str, str | None]:
     """``@{upstream}`` and ``origin/HEAD`` as the branch they stand for (``origin/main``)."""
     if name == "@{upstream}":
         found = _git(top, "rev-parse", "--abbrev-ref", "--symbolic-full-name", "@{upstream}")
+        branch = _git(top, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+        if found.stdout.strip().partition("/")[2] == branch:
+            # The branch's own remote copy (pushed with -u): not what it merges into.
+            return name, None
     else:
         found = _git(top, "symbolic-ref", "--quiet", "--short", "refs/remotes/origin/HEAD")
     shown = found.stdout.strip()
