@@ -8,12 +8,15 @@ worked: a revision relying on psycopg2's client-side interpolation, an asyncpg p
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import sysconfig
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, query, version
+from tests.conftest import REPO, Project, query, version
 from tests.integration.test_parallel import _service
 
 pytestmark = pytest.mark.slow
@@ -225,3 +228,99 @@ def test_an_import_that_still_fails_names_service_file_module_and_fix(
         assert "service 'src'" in shown and "7400aaaa0001_src.py" in shown
         assert "shapes" in shown and "sys.path" in shown
     assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname LIKE 'src_%'")
+
+
+# -- each service's own interpreter ----------------------------------------------------------
+
+def _own_venv(folder: Path, module: str, value: str) -> Path:
+    """A virtual environment in ``folder/.venv`` that sees fleet's packages (alembic-fleet,
+    Alembic, SQLAlchemy: as if installed there) plus one module of its own."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder / ".venv")],
+                   check=True)
+    purelib = Path(subprocess.run(
+        [str(folder / ".venv" / "bin" / "python"), "-c",
+         "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True, capture_output=True, text=True).stdout.strip())
+    own = folder / ".venv" / "own"
+    own.mkdir()
+    (own / f"{module}.py").write_text(f"import sqlalchemy as sa\nTYPE = sa.String({value})\n")
+    fleet_site = sysconfig.get_path("purelib")
+    (purelib / "fleet_test.pth").write_text(
+        f"{own}\nimport site; site.addsitedir({fleet_site!r})\n")
+    return folder / ".venv" / "bin" / "python"
+
+
+def _uses(module: str, rev: str) -> str:
+    return _revision(rev, None, '''
+        op.create_table("t", sa.Column("id", sa.Integer), sa.Column("v", TYPE))
+    ''', header=f"from {module} import TYPE\n")
+
+
+def test_each_service_runs_in_its_own_environment(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"left": {"7500aaaa0001_l.py": _uses("only_left",
+                                                                             "7500aaaa0001")},
+                                          "right": {"7500bbbb0001_r.py": _uses("only_right",
+                                                                              "7500bbbb0001")}},
+                       tenants='["a", "b", "c"]')
+    _own_venv(project.root / "left", "only_left", "11")  # found as .venv (no key)
+    _own_venv(project.root / "right", "only_right", "22")
+    # The command form, with a process in between that stays (as 'uv run' does).
+    toml = project.root / "fleet.toml"
+    toml.write_text(toml.read_text().replace(
+        '[services.right]\n', '[services.right]\npython = ["sh", "-c", '
+        '".venv/bin/python \\"$@\\"; exit $?", "sh"]\n'))
+    for module in ("only_left", "only_right"):  # not importable by fleet itself
+        assert subprocess.run([sys.executable, "-c", f"import {module}"],
+                              capture_output=True).returncode != 0
+    status = project.fleet("status", "--json")
+    assert status.returncode == 3, status.stdout + status.stderr  # pending
+    result = project.fleet("migrate", "--json", "--jobs", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["summary"]["migrated"] == 6
+    for tenant in ("a", "b", "c"):
+        assert version(db_url, f"left_{tenant}") == ["7500aaaa0001"]
+        assert version(db_url, f"right_{tenant}") == ["7500bbbb0001"]
+    widths = query(db_url, "SELECT table_schema, character_maximum_length FROM "
+                   "information_schema.columns WHERE column_name = 'v' ORDER BY 1")
+    assert widths == [("left_a", 11), ("left_b", 11), ("left_c", 11),
+                      ("right_a", 22), ("right_b", 22), ("right_c", 22)]
+    assert query(db_url, "SELECT count(*) FROM fleet.run_targets WHERE outcome = 'migrated'"
+                 ) == [(6,)]
+    again = project.fleet("migrate", "--json", "--jobs", "1")
+    assert again.returncode == 0 and json.loads(again.stdout)["summary"]["migrated"] == 0
+    assert project.fleet("status").returncode == 0
+    # No worker is left behind.
+    leftover = subprocess.run(["pgrep", "-f", "alembic_fleet.remote"], capture_output=True,
+                              text=True)
+    assert str(project.root) not in leftover.stdout
+
+
+def test_python_fleet_keeps_fleets_interpreter(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"svc": {"7500aaaa0001_l.py": _uses("only_left",
+                                                                            "7500aaaa0001")}})
+    _own_venv(project.root / "svc", "only_left", "11")
+    toml = project.root / "fleet.toml"
+    toml.write_text(toml.read_text().replace('[services.svc]\n',
+                                             '[services.svc]\npython = "fleet"\n'))
+    result = project.fleet("migrate")
+    assert result.returncode == 2  # only_left exists only in the service's own environment
+    assert "only_left" in result.stderr and "7500aaaa0001_l.py" in result.stderr
+
+
+def test_another_alembic_fleet_version_in_the_service_environment_is_refused(
+        tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"svc": {"7500aaaa0001_l.py": _uses("only_left",
+                                                                            "7500aaaa0001")}})
+    python = _own_venv(project.root / "svc", "only_left", "11")
+    stub = project.root / "svc" / ".venv" / "own" / "alembic_fleet"
+    stub.mkdir()
+    (stub / "__init__.py").write_text('__version__ = "0.0.1"\n')
+    (stub / "remote.py").write_text(
+        (REPO / "src" / "alembic_fleet" / "remote.py").read_text())
+    assert subprocess.run([str(python), "-c", "import alembic_fleet as a; "
+                           "assert a.__version__ == '0.0.1'"]).returncode == 0
+    for args in (("status",), ("migrate",)):
+        result = project.fleet(*args)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "0.0.1" in result.stderr and "install alembic-fleet==" in result.stderr
+    assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname LIKE 'svc_%'")

@@ -182,7 +182,15 @@ def isolate_imports(scripts: ServiceScripts) -> None:
     ``sys.path``.
     """
     global _current
-    folder = scripts.service.path.resolve()
+    service = scripts.service
+    if service.python is not None:
+        raise RevisionError(
+            f"service '{service.name}' runs in its own interpreter "
+            f"({' '.join(service.python)}); this command imports its code in fleet's",
+            hint=f"run this command in that environment ('{service.python[0]} -m "
+            "alembic_fleet ...', alembic-fleet is installed there), or set python = "
+            "\"fleet\" for this service")
+    folder = service.path.resolve()
     if folder == _current:
         return
     _current = folder

@@ -149,6 +149,10 @@ class ServiceScripts:
         Revisions are declared in the order Alembic loads the files, so that the graph's
         heads come in the order ``alembic heads`` lists them.
         """
+        if self.service.python is not None:  # read by the service's own interpreter
+            from alembic_fleet import interpreters
+
+            return RevisionGraph.from_revisions(interpreters.describe(self.service))
         script = self.script
         from alembic_fleet.alembic_bridge.runner import isolate_imports, run_path_setup
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alembic_fleet import drivers
+from alembic_fleet import drivers, interpreters
 from alembic_fleet.config.interpolate import InterpolationError, interpolate
 from alembic_fleet.config.settings import (
     TENANT_NAME,
@@ -27,7 +27,7 @@ DEFAULT_EMBEDDED_DATABASE = "postgres"
 SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 SERVICE_KEYS = {"path", "schema", "database", "alembic_ini", "version_table", "depends_on",
-                "revision_pattern", "file_pattern", "application_packages"}
+                "revision_pattern", "file_pattern", "application_packages", "python"}
 _FILE_SOURCE_KEYS = {"file"}
 _QUERY_SOURCE_KEYS = {"query", "database", "insert", "delete"}
 _ATTRIBUTE_KEYS = {"database", "priority"}
@@ -171,7 +171,33 @@ class TableReader:
                        tuple(dict.fromkeys(depends_on)),
                        revision_pattern=patterns["revision_pattern"],
                        file_pattern=patterns["file_pattern"],
-                       application_packages=None if packages is None else tuple(packages))
+                       application_packages=None if packages is None else tuple(packages),
+                       python=self.python(table.get("python"), folder, f"{key}.python"))
+
+    def python(self, value: Any, folder: Path, key: str) -> tuple[str, ...] | None:
+        """The interpreter a service's code runs in (see :mod:`alembic_fleet.interpreters`):
+        None for fleet's own, else the command that starts it."""
+        if value is None:
+            found = interpreters.default_for(folder)
+            return None if found is None else (str(found),)
+        if isinstance(value, str):
+            if value == interpreters.FLEET:
+                return None
+            path = folder / value
+            if not path.exists():
+                raise ConfigError(f"{path} does not exist", file=self.file, key=key,
+                                  expected='a path relative to the service folder, e.g. '
+                                  '".venv/bin/python", a command as a list, or "fleet"',
+                                  hint="create the environment (e.g. 'uv sync' or 'python -m "
+                                  "venv .venv' in the service folder, then install the "
+                                  "service and alembic-fleet there)")
+            return None if interpreters.is_current(path) else (str(path.absolute()),)
+        if (isinstance(value, list) and value
+                and all(isinstance(part, str) and part for part in value)):
+            return tuple(value)
+        raise ConfigError("must be a path, a command or \"fleet\"", file=self.file, key=key,
+                          expected='python = ".venv/bin/python" or python = ["uv", "run", '
+                          '"--project", ".", "python"]')
 
     def pattern(self, value: Any, key: str) -> str | None:
         """A regular expression ``fleet check`` matches names against (whole-name match)."""

@@ -18,15 +18,20 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any
 
+from alembic_fleet import interpreters
+from alembic_fleet.exceptions import FleetError
 from alembic_fleet.execution.events import EventSink, TargetStarted
 from alembic_fleet.execution.executor import RunProgress, Work
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
+from alembic_fleet.model.targets import Service
 
 
 def _context() -> Any:
@@ -37,7 +42,15 @@ def _context() -> Any:
 
 
 def _worker_main(conn: Connection, make_work: Callable[[], Work], parent: int) -> None:
+    """A forked worker (see :func:`worker_loop`)."""
+    worker_loop(conn, make_work, parent)
+
+
+def worker_loop(conn: Connection, make_work: Callable[[], Work], parent: int) -> None:
     """A worker: build the work once, then run targets until told to stop.
+
+    Forked workers and workers in a service's own interpreter
+    (:mod:`alembic_fleet.remote`) both run this loop.
 
     It says ``started`` before it touches a target, so that the parent knows whether a
     worker that died had begun (its target may have changed) or not (it simply runs
@@ -94,10 +107,16 @@ def _die_with_parent(parent: int) -> None:
 _PR_SET_PDEATHSIG = 1
 
 
+Lane = tuple[tuple[str, ...], Path] | None
+"""Which workers may run a step: None for fleet's own (forked) workers, else the service
+interpreter's command and folder (see :mod:`alembic_fleet.interpreters`)."""
+
+
 @dataclass
 class _Worker:
     process: Any
     conn: Connection
+    lane: Lane = None
     index: int | None = None
     """The step handed to this worker, if any."""
     started: bool = False
@@ -108,26 +127,31 @@ class PoolExecutor:
     """Runs steps on ``jobs`` worker processes, following the schedule."""
 
     def __init__(self, make_work: Callable[[], Work], *, jobs: int, fail_fast: bool = False,
-                 settle: Callable[[Step], TargetResult | None] | None = None) -> None:
+                 settle: Callable[[Step], TargetResult | None] | None = None,
+                 own_python: Mapping[str, Service] | None = None) -> None:
         self.make_work = make_work
         self.jobs = max(1, jobs)
         self.fail_fast = fail_fast
         self.settle = settle
         """Finds out what happened to the target of a worker that died (None: unknown)."""
+        self.own_python = dict(own_python or {})
+        """Services whose targets run in workers of their own interpreter, by name."""
         self._deaths = 0
         self._max_deaths = 10 + 2 * self.jobs
         """Workers that keep dying (a broken environment) are not replaced forever."""
         self._context = _context()
+        self._held: deque[int] = deque()
+        """Steps taken from the schedule that wait for a worker of their lane."""
+        self._broken: dict[Lane, str] = {}
+        """Lanes whose interpreter could not start a worker, with the reason."""
+        self._lifeline: interpreters.Lifeline | None = None
 
     def run(self, steps: Sequence[Step], schedule: Schedule, on_event: EventSink
             ) -> list[TargetResult]:
         book = RunProgress(steps, on_event, self.fail_fast)
         book.start()
-        runnable = sum(1 for s in steps if s.upgrade)
         workers: list[_Worker] = []
         try:
-            for _ in range(min(self.jobs, runnable)):
-                workers.append(self._spawn())
             while True:
                 self._fill(workers, steps, schedule, book)
                 if not any(w.index is not None for w in workers):
@@ -143,6 +167,10 @@ class PoolExecutor:
             raise self._interrupt(workers, book, schedule, cause) from None
         finally:
             self._shutdown(workers)
+            if self._lifeline is not None:
+                self._lifeline.close()
+        while self._held:
+            book.give_back(self._held.popleft())
         return book.close(schedule)
 
     def _receive(self, worker: _Worker, ready: list[Any], schedule: Schedule,
@@ -195,7 +223,20 @@ class PoolExecutor:
                 in_flight.append(worker.index)
         return book.interrupted(schedule, in_flight, cause)
 
-    def _spawn(self) -> _Worker:
+    def _lane(self, step: Step) -> Lane:
+        service = self.own_python.get(step.target.service)
+        return None if service is None or service.python is None else (service.python,
+                                                                      service.path)
+
+    def _spawn(self, lane: Lane, step: Step) -> _Worker:
+        """A new worker for ``lane``: forked from this process, or started in the service's
+        interpreter (which may fail: FleetError)."""
+        if lane is not None:
+            if self._lifeline is None:
+                self._lifeline = interpreters.Lifeline()
+            service = self.own_python[step.target.service]
+            process, conn = interpreters.start_worker(service, self.make_work, self._lifeline)
+            return _Worker(process, conn, lane)
         parent, child = self._context.Pipe()
         process = self._context.Process(target=_worker_main,
                                         args=(child, self.make_work, os.getpid()),
@@ -206,28 +247,77 @@ class PoolExecutor:
 
     def _fill(self, workers: list[_Worker], steps: Sequence[Step], schedule: Schedule,
               book: RunProgress) -> None:
-        """Hand a ready step to every idle worker (replacing workers found dead)."""
+        """Hand ready steps to workers of their lane while there are any (replacing
+        workers found dead, starting or swapping workers within ``jobs``)."""
         while True:
-            idle = [w for w in workers if w.index is None]
-            if not idle:
+            if book.stopped:
+                while self._held:
+                    book.give_back(self._held.popleft())
                 return
-            for worker in idle:
-                if not self._dispatch(worker, workers, steps, schedule, book):
+            index = self._held.popleft() if self._held else book.next_step(schedule)
+            if index is None:
+                return
+            worker = self._worker_for(index, workers, steps, schedule, book)
+            if worker is None:
+                if book.results[index] is None:
+                    self._held.appendleft(index)
                     return
+                continue  # failed at once: its lane cannot start workers
+            worker.index, worker.started = index, False
+            book.on_event(TargetStarted(steps[index].target))
+            try:
+                worker.conn.send((index, steps[index]))
+            except OSError:  # the worker died while idle: the step runs on another one
+                self._replace(worker, workers, steps, schedule, book)
 
-    def _dispatch(self, worker: _Worker, workers: list[_Worker], steps: Sequence[Step],
-                  schedule: Schedule, book: RunProgress) -> bool:
-        """Send the next ready step to ``worker``; False when no step is ready."""
-        index = book.next_step(schedule)
-        if index is None:
-            return False
-        worker.index, worker.started = index, False
-        book.on_event(TargetStarted(steps[index].target))
+    def _worker_for(self, index: int, workers: list[_Worker], steps: Sequence[Step],
+                    schedule: Schedule, book: RunProgress) -> _Worker | None:
+        """An idle worker of the step's lane: found, started, or swapped for an idle one
+        of another lane; None when every worker is busy (or the step failed at once)."""
+        step = steps[index]
+        lane = self._lane(step)
+        if lane in self._broken:
+            self._fail(index, step, self._broken[lane], schedule, book)
+            return None
+        idle = [w for w in workers if w.index is None]
+        for worker in idle:
+            if worker.lane == lane:
+                return worker
+        if len(workers) >= self.jobs:
+            if not idle:
+                return None
+            self._retire(idle[0], workers)
+        if self._deaths > self._max_deaths:
+            return None
         try:
-            worker.conn.send((index, steps[index]))
-        except OSError:  # the worker died while idle: the step runs on another one
-            self._replace(worker, workers, steps, schedule, book)
-        return True
+            worker = self._spawn(lane, step)
+        except FleetError as exc:
+            self._broken[lane] = exc.message
+            self._fail(index, step, exc.message, schedule, book, exc.hint)
+            return None
+        workers.append(worker)
+        return worker
+
+    @staticmethod
+    def _fail(index: int, step: Step, error: str, schedule: Schedule, book: RunProgress,
+              hint: str | None = None) -> None:
+        current = step.status.current
+        book.finish(schedule, index, TargetResult(
+            step.target, Outcome.FAILED, current, current, error=error,
+            hint=hint or "not tried: no worker could be started in the service's "
+            "interpreter; fix it and run 'fleet migrate' again"))
+
+    @staticmethod
+    def _retire(worker: _Worker, workers: list[_Worker]) -> None:
+        """Stop an idle worker to make room for one of another lane."""
+        workers.remove(worker)
+        with contextlib.suppress(OSError, ValueError):
+            worker.conn.send(None)
+        worker.process.join(10)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
+        worker.conn.close()
 
     def _replace(self, worker: _Worker, workers: list[_Worker], steps: Sequence[Step],
                  schedule: Schedule, book: RunProgress) -> None:
@@ -250,9 +340,7 @@ class PoolExecutor:
         worker.index = None
         with contextlib.suppress(OSError):
             worker.conn.close()
-        self._deaths += 1
-        if not book.stopped and book.has_work(schedule) and self._deaths <= self._max_deaths:
-            workers.append(self._spawn())
+        self._deaths += 1  # a replacement starts when a step needs it (see _worker_for)
 
     def _settled(self, step: Step) -> TargetResult | None:
         """What the database says happened to a dead worker's target, when it knows."""

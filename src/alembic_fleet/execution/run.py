@@ -124,16 +124,22 @@ def _executor(workspace: Workspace, plan: Plan, steps: list[Step], runnable: int
     scripts = {name: workspace.scripts(name) for name in names}
     targets = {name: plan.alembic_destination(name) for name in names}
     wanted = options.jobs or workspace.config.jobs or os.cpu_count() or 1
-    if wanted > 1 and runnable > 1:
+    # A service with its own interpreter always runs in workers started there.
+    own_python = {name: workspace.service(name) for name in names
+                  if workspace.service(name).python is not None}
+    if (wanted > 1 and runnable > 1) or (own_python and runnable):
         for name, script in scripts.items():  # load and render before forking: the
-            script.prepare({s.status.current for s in steps  # workers inherit all of it
+            if name in own_python:  # workers inherit all of it (never another's code)
+                continue
+            script.prepare({s.status.current for s in steps
                             if s.upgrade and s.target.service == name}, targets[name])
         factory = WorkFactory(workspace.config.embedded_dir,
                               {name: workspace.service(name) for name in names}, targets,
                               workspace.config.secrets, scripts, options.policy, run_ledger)
         settle = _settler(workspace, run_ledger, options.policy) if run_ledger else None
-        return PoolExecutor(factory, jobs=min(wanted, runnable), fail_fast=options.fail_fast,
-                            settle=settle), None
+        return PoolExecutor(factory, jobs=max(1, min(wanted, runnable)),
+                            fail_fast=options.fail_fast, settle=settle,
+                            own_python=own_python), None
     work = TargetMigrator(workspace.databases, scripts, targets, options.policy, run_ledger)
     return SerialExecutor(work, fail_fast=options.fail_fast), work
 

@@ -53,6 +53,10 @@ class Service:
     (``{revision}`` stands for the file's revision id)."""
     application_packages: tuple[str, ...] | None = None
     """``fleet check``: packages a revision must not import (None: the service folder's)."""
+    python: tuple[str, ...] | None = None
+    """The command starting the Python interpreter the service's code runs in, run in the
+    service folder (``("/srv/auth/.venv/bin/python",)``, ``("uv", "run", "python")``);
+    None: fleet's own interpreter."""
 
     @property
     def per_tenant(self) -> bool:
