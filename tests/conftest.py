@@ -290,12 +290,19 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str], input: str | None = 
                           capture_output=True, text=True, input=input, timeout=300)
 
 
+def copy_example(root: Path) -> None:
+    """The bundled example platform copied to ``root``, without what running it left there
+    (its embedded server's data, the workflow service's own .venv, build output)."""
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(
+        ".fleet", "__pycache__", ".venv", "build", "*.egg-info"))
+
+
 @pytest.fixture
 def example(tmp_path: Path, db_url: str, databases: DatabaseFactory) -> Project:
     """The bundled example platform, copied, pointed at a fresh database (and a second
     database for the ingestion service)."""
     root = tmp_path / "elevaite"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".fleet", "__pycache__"))
+    copy_example(root)
     ingestion = databases.create("fleet_ing")
     with psycopg.connect(ingestion, autocommit=True) as conn:
         conn.execute(DDL_LOG)

@@ -8,7 +8,7 @@ import shutil
 import psycopg
 import pytest
 
-from tests.conftest import EXAMPLE, Project, ddl_count, private_tmp, run, version
+from tests.conftest import Project, copy_example, ddl_count, private_tmp, run, version
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def test_up_and_run_on_the_embedded_postgresql() -> None:
     back; SKIP_MIGRATIONS skips the migration step."""
     folder = private_tmp("fleet-test-dev-")
     root = folder / "elevaite"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".fleet", "__pycache__"))
+    copy_example(root)
     try:
         up = run(["fleet", "up"], cwd=root, env={})
         assert up.returncode == 0, up.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE, Project, private_tmp, run, schemas, version
+from tests.conftest import Project, copy_example, private_tmp, run, schemas, version
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +99,7 @@ def test_embedded_server_lifecycle() -> None:
     'db stop' / 'reset' manage it."""
     folder = private_tmp("fleet-test-embedded-")
     root = folder / "elevaite"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".fleet", "__pycache__"))
+    copy_example(root)
     try:
         migrate = run(["fleet", "migrate"], cwd=root, env={})
         assert migrate.returncode == 0, migrate.stdout + migrate.stderr
