@@ -125,3 +125,20 @@ def test_search_path_value_quotes_and_keeps_the_target_first() -> None:
 def test_config_error_type(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         parse_config(fleet(tmp_path, 'search_path = ["pg_temp"]'), {})
+
+
+def test_revision_words_come_from_strings_not_docstrings(tmp_path: Path) -> None:
+    from alembic_fleet.shared_schemas import string_words
+
+    path = tmp_path / "r.py"
+    path.write_text('"""create Ledger tables"""\n'
+                    "def upgrade():\n"
+                    '    """add Docs"""\n'
+                    '    op.add_column("Items", sa.Column("x", sa.Integer()))\n'
+                    '    op.execute("UPDATE orders SET n = 1")  # comment_table\n')
+    words = string_words(str(path))
+    assert {"Items", "items", "orders", "x", "UPDATE"} <= words
+    assert not {"ledger", "Ledger", "docs", "comment_table", "add_column"} & words
+    broken = tmp_path / "broken.py"
+    broken.write_text("def (:\n")
+    assert string_words(str(broken)) == frozenset()
