@@ -23,7 +23,7 @@ CREATE TABLE contacts (
     id serial PRIMARY KEY,
     email varchar(200) NOT NULL
 );
-CREATE INDEX ix_contacts_email ON contacts (email);  -- a % sign is just a character
+CREATE INDEX ix_contacts_email ON contacts (email)  -- no ';' here, and a % sign
 """
 
 ADD_PHONE = revision_file(

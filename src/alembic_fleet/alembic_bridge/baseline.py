@@ -59,7 +59,10 @@ def offline_sql(baseline: Baseline) -> str:
             f"the baseline {baseline.spec} is a Python callable, which --sql cannot render "
             "for a schema that does not exist yet",
             hint="migrate that schema online, or use a SQL file as baseline")
-    return read_sql(baseline).strip().rstrip(";").rstrip()
+    # Written as it is; a last statement without its ';' (or followed by a comment) gets
+    # one on a line of its own, where it cannot end up inside the comment.
+    text = read_sql(baseline).strip()
+    return text if text.endswith(";") else text + "\n;"
 
 
 def read_sql(baseline: Baseline) -> str:

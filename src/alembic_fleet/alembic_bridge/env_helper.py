@@ -241,7 +241,9 @@ def _run_offline(context: Any, schema: str, kwargs: dict[str, Any],
         context.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
         context.execute(f"SET search_path TO {search_path_value(schema, shared.search_path)}")
         if baseline:
-            context.execute(baseline)
+            # Verbatim: context.execute() would strip it and append ';' after a trailing
+            # comment, inside it.
+            context.get_context().impl.static_output(baseline)
         context.run_migrations()
 
 
