@@ -71,12 +71,20 @@ def test_bad_search_path_names_file_key_and_expected(tmp_path: Path, value: str,
 
 
 def test_top_level_errors_name_the_top_level_key(tmp_path: Path) -> None:
-    path = fleet(tmp_path, 'search_path = ["billing"]')
-    err = config_error(path)  # billing's own schema, inherited from the default
-    assert_names(err, path, "search_path")
-    assert "own schema" in err.message
-    path = fleet(tmp_path / "b", 'search_path = "x"')
+    path = fleet(tmp_path, 'search_path = "x"')
     assert_names(config_error(path), path, "search_path")
+    path = fleet(tmp_path / "b", 'search_path = ["fleet"]')
+    assert_names(config_error(path), path, "search_path")
+
+
+def test_own_schema_refused_in_the_service_key_dropped_from_the_default(tmp_path: Path) -> None:
+    path = fleet(tmp_path, billing='search_path = ["billing"]')
+    err = config_error(path)
+    assert_names(err, path, "services.billing.search_path")
+    assert "own schema" in err.message
+    config = parse_config(fleet(tmp_path / "b", 'search_path = ["billing", "ext"]'), {})
+    assert config.services["billing"].search_path == ("ext",)
+    assert config.services["auth"].search_path == ("billing", "ext")
 
 
 def test_unknown_key_is_still_an_error(tmp_path: Path) -> None:

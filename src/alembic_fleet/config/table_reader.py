@@ -209,10 +209,12 @@ class TableReader:
             if name == ledger_schema:
                 raise ConfigError(f"{name!r} is fleet's ledger schema", file=self.file,
                                   key=where, expected="shared schemas such as 'extensions'")
-            if not service.per_tenant and name == service.schema:
+            if not service.per_tenant and name == service.schema and "search_path" in table:
                 raise ConfigError(f"{name!r} is the service's own schema, which is always "
                                   "searched first", file=self.file, key=where,
                                   expected="other schemas only")
+        if not service.per_tenant:  # a default naming this service's own schema: first anyway
+            search_path = tuple(name for name in search_path if name != service.schema)
         baseline = self.baseline(table.get("baseline"), f"{key}.baseline", service.path)
         return replace(service, search_path=search_path, baseline=baseline)
 
