@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.alembic_bridge import runner, scaffold
+from alembic_fleet.catalog.shared import existing_schemas
 from alembic_fleet.catalog.versions import read_one
 from alembic_fleet.config import find_config_file, load_config
 from alembic_fleet.config.loader import SERVICE_NAME
@@ -46,6 +47,7 @@ from alembic_fleet.model.shard import Shard, take_share
 from alembic_fleet.model.status import Outcome, Step, TargetResult, TargetState
 from alembic_fleet.model.targets import Target
 from alembic_fleet.planning import make_plan
+from alembic_fleet.shared_schemas import shared_schema_warnings
 from alembic_fleet.workspace import Workspace
 
 if TYPE_CHECKING:  # the check machinery (pglast, autogenerate) loads only for check
@@ -69,7 +71,10 @@ def status(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence
         raise first
     targets = [t for t in targets if t.service not in unloadable]
     inventory = read_inventory(workspace, targets, orphans=not tenants and shard is None)
-    return replace(inventory, unloadable=unloadable)
+    shared = shared_schema_warnings(
+        workspace, [t for t in targets if t.database.key not in inventory.unreachable])
+    return replace(inventory, unloadable=unloadable,
+                   warnings=(*inventory.warnings, *shared))
 
 
 def migrate(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[str] = (),
@@ -81,8 +86,12 @@ def migrate(workspace: Workspace, services: Sequence[str] = (), tenants: Sequenc
 
 
 def migrate_sql(workspace: Workspace, plan: Plan) -> list[TargetResult]:
-    """The SQL each step of ``plan`` would run, from each target's current revision."""
+    """The SQL each step of ``plan`` would run, from each target's current revision.
+
+    A target whose schema does not exist gets its service's baseline in its script, as it
+    would online (a SQL file; a Python baseline cannot be rendered and is refused)."""
     results = []
+    fresh = _fresh_targets(workspace, plan)
     for step in plan.steps:
         current = step.status.current
         if not step.upgrade:
@@ -96,10 +105,26 @@ def migrate_sql(workspace: Workspace, plan: Plan) -> list[TargetResult]:
         sql = runner.upgrade_sql(workspace.scripts(step.target.service), step.target.schema,
                                  current[0] if current else None,
                                  plan.alembic_destination(step.target.service),
-                                 "postgresql+psycopg://")
+                                 "postgresql+psycopg://", fresh=step.target in fresh)
         results.append(TargetResult(step.target, Outcome.SKIPPED, current, heads,
                                     note="SQL only, nothing executed", sql=sql))
     return results
+
+
+def _fresh_targets(workspace: Workspace, plan: Plan) -> set[Target]:
+    """The targets to upgrade whose service has a baseline and whose schema does not exist
+    (one catalog query per database)."""
+    candidates: dict[str, list[Target]] = {}
+    for step in plan.steps:
+        if (step.upgrade and step.status.state is TargetState.MISSING
+                and workspace.service(step.target.service).baseline is not None):
+            candidates.setdefault(step.target.database.key, []).append(step.target)
+    fresh = set()
+    for group in candidates.values():
+        with workspace.databases.connect(group[0].database) as connection:
+            present = existing_schemas(connection, {t.schema for t in group})
+        fresh.update(t for t in group if t.schema not in present)
+    return fresh
 
 
 def downgrade_target(workspace: Workspace, service: str, tenant: str | None) -> Target:

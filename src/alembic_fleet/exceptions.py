@@ -74,6 +74,11 @@ class RevisionError(FleetError):
     """A revision given by the user, or the revision graph of a service, is invalid."""
 
 
+class BaselineError(RevisionError):
+    """A service's baseline could not be loaded or failed on a fresh schema (which was then
+    not created: the baseline runs in the schema's first transaction)."""
+
+
 class ChangedRevisionError(FleetError):
     """A revision file changed after it was applied; migrate refuses to run (nothing ran)."""
 

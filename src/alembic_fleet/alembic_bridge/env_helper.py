@@ -10,20 +10,28 @@ Two callers:
   ``DATABASE_URI`` / ``DATABASE_URL``.
 
 Either way the version table lives in the target schema, the schema is created when missing,
-and ``search_path`` is set *inside* the migration transaction: a ``SET`` issued before
-``begin_transaction()`` would open a transaction under SQLAlchemy 2, silently turning
-``transaction_per_migration`` off. It is a session-level ``SET`` (not ``SET LOCAL``) so that it
-survives the COMMIT of an ``autocommit_block()``, and it is reset when the migration ends.
+and ``search_path`` is set *inside* the migration transaction, to the target schema followed
+by the service's shared schemas (``search_path`` in fleet.toml, ``-x search_path=a,b`` or
+``ALEMBIC_SEARCH_PATH``), where extensions' types live; a schema created here gets the
+service's baseline first (see :mod:`.baseline`). The ``SET`` goes inside the transaction
+because a ``SET`` issued before ``begin_transaction()`` would open a transaction under
+SQLAlchemy 2, silently turning ``transaction_per_migration`` off. It is a session-level
+``SET`` (not ``SET LOCAL``) so that it survives the COMMIT of an ``autocommit_block()``, and
+it is reset when the migration ends.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alembic_fleet.alembic_bridge import baseline as baselines
 from alembic_fleet.exceptions import ConfigError, FleetError, UsageError
-from alembic_fleet.model.identifiers import quote_ident
+from alembic_fleet.model.identifiers import quote_ident, search_path_value, shared_schema_problem
+from alembic_fleet.model.targets import Baseline, Service
 
 ATTR_CONNECTION = "connection"
 ATTR_SCHEMA = "fleet_schema"
@@ -36,6 +44,30 @@ ATTR_LISTENER = "fleet_listener"
 ``revision_applied(connection, rev)`` / ``revision_unapplied(connection, rev)`` as each
 revision is applied or removed, and ``before_commit(connection)`` once every revision of a
 single-transaction migration ran (fleet's ledger rows commit with the migration)."""
+ATTR_SEARCH_PATH = "fleet_search_path"
+"""The shared schemas fleet hands over, searched after the target's own."""
+ATTR_BASELINE = "fleet_baseline"
+"""The service's :class:`~alembic_fleet.model.targets.Baseline` (or None) fleet hands over."""
+ATTR_FRESH = "fleet_fresh"
+"""Offline only: True when fleet found the target's schema missing, so the script includes
+the baseline (online, the helper looks for itself, inside the transaction)."""
+
+
+@dataclass(frozen=True)
+class SharedContext:
+    """What a migration needs besides its schema: the shared schemas searched after it, the
+    baseline of a fresh schema, and (offline) whether the schema is fresh."""
+
+    search_path: tuple[str, ...] = ()
+    baseline: Baseline | None = None
+    fresh_offline: bool = False
+
+
+def service_attributes(service: Service, *, fresh: bool = False) -> dict[str, Any]:
+    """The ``config.attributes`` fleet sets for ``service`` (next to the connection and the
+    schema), so that every way fleet runs an env.py sees the same search path and baseline."""
+    return {ATTR_SEARCH_PATH: service.search_path, ATTR_BASELINE: service.baseline,
+            ATTR_FRESH: fresh}
 
 
 def run_migrations(target_metadata: Any = None, **configure_kwargs: Any) -> None:
@@ -64,22 +96,24 @@ def _run(context: Any, target_metadata: Any, options: dict[str, Any]) -> None:
     if ATTR_SCHEMA not in config.attributes:
         _configure_logging(config)
     schema = config.attributes.get(ATTR_SCHEMA) or _schema_from_command_line(context)
+    shared = _shared_context(context)
     kwargs = configure_kwargs(schema, target_metadata, options)
     applied = config.attributes.get(ATTR_APPLIED)
     listener = config.attributes.get(ATTR_LISTENER)
     if applied is not None or listener is not None:
         _record_applied(kwargs, applied if applied is not None else [], listener)
     if context.is_offline_mode():
-        _run_offline(context, schema, kwargs)
+        _run_offline(context, schema, kwargs, shared)
         return
     connection = config.attributes.get(ATTR_CONNECTION)
     if connection is not None:
-        _run_online(context, connection, schema, kwargs, listener)
+        _run_online(context, connection, schema, kwargs, listener, shared)
         return
-    _run_on_own_engine(context, schema, kwargs)
+    _run_on_own_engine(context, schema, kwargs, shared)
 
 
-def _run_on_own_engine(context: Any, schema: str, kwargs: dict[str, Any]) -> None:
+def _run_on_own_engine(context: Any, schema: str, kwargs: dict[str, Any],
+                       shared: SharedContext) -> None:
     """Plain ``alembic``: connect on the driver the URL names, as fleet does (an async
     driver through ``run_sync``, as Alembic's async template does)."""
     from sqlalchemy.engine import make_url
@@ -96,7 +130,7 @@ def _run_on_own_engine(context: Any, schema: str, kwargs: dict[str, Any]) -> Non
         engine = create_engine(url, poolclass=NullPool)
         try:
             with engine.connect() as connection:
-                _run_online(context, connection, schema, kwargs)
+                _run_online(context, connection, schema, kwargs, shared=shared)
         finally:
             engine.dispose()
         return
@@ -109,7 +143,7 @@ def _run_on_own_engine(context: Any, schema: str, kwargs: dict[str, Any]) -> Non
         try:
             async with engine.connect() as connection:
                 await connection.run_sync(
-                    lambda sync: _run_online(context, sync, schema, kwargs))
+                    lambda sync: _run_online(context, sync, schema, kwargs, shared=shared))
         finally:
             await engine.dispose()
 
@@ -167,17 +201,16 @@ def _record_applied(kwargs: dict[str, Any], applied: list[str], listener: Any) -
 
 
 def _run_online(context: Any, connection: Any, schema: str, kwargs: dict[str, Any],
-                listener: Any = None) -> None:
-    quoted = quote_ident(schema)
+                listener: Any = None, shared: SharedContext = SharedContext()) -> None:
     context.configure(connection=connection, **kwargs)
     if kwargs.get("transaction_per_migration"):
         # One transaction per revision: a SET LOCAL would end with the first one, so set the
         # session's path and commit before Alembic begins its own transactions. Each
         # revision's transaction carries the target's ledger row too.
+        # The schema and its baseline commit together, before the first revision.
         if listener is not None:
             listener.each_revision = True
-        connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
-        connection.exec_driver_sql(f"SET search_path TO {quoted}")
+        _prepare_schema(connection, schema, shared)
         connection.commit()
         try:
             with context.begin_transaction():
@@ -193,8 +226,7 @@ def _run_online(context: Any, connection: Any, schema: str, kwargs: dict[str, An
     # a SET LOCAL would not survive. Reset afterwards: the connection may be reused.
     try:
         with context.begin_transaction():
-            connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
-            connection.exec_driver_sql(f"SET search_path TO {quoted}")
+            _prepare_schema(connection, schema, shared)
             context.run_migrations()
             if listener is not None:
                 listener.before_commit(connection)
@@ -203,6 +235,17 @@ def _run_online(context: Any, connection: Any, schema: str, kwargs: dict[str, An
                 and not connection.in_transaction()):
             connection.exec_driver_sql("RESET search_path")
             connection.commit()
+
+
+def _prepare_schema(connection: Any, schema: str, shared: SharedContext) -> None:
+    """Create the schema when missing, set the search path, and give a schema created here
+    its baseline: all in the caller's transaction."""
+    fresh = shared.baseline is not None and not baselines.schema_exists(connection, schema)
+    connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
+    path = search_path_value(schema, shared.search_path)
+    connection.exec_driver_sql(f"SET search_path TO {path}")
+    if fresh and shared.baseline is not None:
+        baselines.apply(connection, shared.baseline)
 
 
 def _configure_logging(config: Any) -> None:
@@ -215,15 +258,22 @@ def _configure_logging(config: Any) -> None:
         logging.config.fileConfig(ini, disable_existing_loggers=False)
 
 
-def _run_offline(context: Any, schema: str, kwargs: dict[str, Any]) -> None:
+def _run_offline(context: Any, schema: str, kwargs: dict[str, Any],
+                 shared: SharedContext = SharedContext()) -> None:
     quoted = quote_ident(schema)
+    baseline = (baselines.offline_sql(shared.baseline)
+                if shared.baseline is not None and shared.fresh_offline else None)
     # Only the dialect matters for SQL output: never connect (or start a server) for it.
     x_url = context.get_x_argument(as_dictionary=True).get("url")
     url = context.config.attributes.get("fleet_url") or x_url or "postgresql://"
     context.configure(url=url, literal_binds=True, dialect_opts={"paramstyle": "named"}, **kwargs)
     with context.begin_transaction():
         context.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
-        context.execute(f"SET search_path TO {quoted}")
+        context.execute(f"SET search_path TO {search_path_value(schema, shared.search_path)}")
+        if baseline:
+            # Verbatim: context.execute() would strip it and append ';' after a trailing
+            # comment, inside it.
+            context.get_context().impl.static_output(baseline)
         context.run_migrations()
 
 
@@ -247,6 +297,45 @@ def _schema_from_command_line(context: Any) -> str:
         hint="run e.g. 'ALEMBIC_SCHEMA=auth_default alembic upgrade head', "
         "'alembic -x tenant=default upgrade head', or use 'fleet migrate'",
     )
+
+
+def _shared_context(context: Any) -> SharedContext:
+    """The search path and baseline: handed over by fleet, else (plain ``alembic``) the
+    search path from ``-x search_path=a,b``, ``ALEMBIC_SEARCH_PATH`` or the service's entry
+    in fleet.toml, and the baseline from that entry.
+
+    Offline, plain ``alembic`` cannot look at the database: a script that starts from base
+    is taken as one for a fresh schema and includes the baseline (``fleet migrate --sql``
+    knows, and includes it only for schemas that do not exist).
+    """
+    attributes = context.config.attributes
+    if ATTR_SCHEMA in attributes:
+        return SharedContext(tuple(attributes.get(ATTR_SEARCH_PATH) or ()),
+                             attributes.get(ATTR_BASELINE), bool(attributes.get(ATTR_FRESH)))
+    x_args = context.get_x_argument(as_dictionary=True)
+    written = x_args.get("search_path")
+    where = "-x search_path"
+    if written is None:
+        written, where = os.environ.get("ALEMBIC_SEARCH_PATH"), "ALEMBIC_SEARCH_PATH"
+    service = _fleet_service(context)
+    if written is None:
+        search_path = service.search_path if service is not None else ()
+    else:
+        search_path = _parse_search_path(written, where)
+    fresh = context.is_offline_mode() and context.get_starting_revision_argument() in (
+        None, "base")
+    return SharedContext(search_path, service.baseline if service is not None else None, fresh)
+
+
+def _parse_search_path(written: str, where: str) -> tuple[str, ...]:
+    """Schema names separated by commas or spaces (empty: none), each validated."""
+    names = [name for name in re.split(r"[\s,]+", written) if name]
+    for name in names:
+        problem = shared_schema_problem(name)
+        if problem:
+            raise UsageError(f"{where}: {problem}",
+                             hint="list shared schemas by name, e.g. extensions,public")
+    return tuple(dict.fromkeys(names))
 
 
 def _url_from_command_line(context: Any) -> str:

@@ -6,7 +6,8 @@ DDL) on top of the database's own work, which dominates a full migration of thou
 tenants. So, for a revision whose ``upgrade()`` only issues ``op`` operations, fleet renders
 the statements once per process (Alembic's offline mode, as ``--sql`` does) and replays them
 on each target's connection, inside the same one-transaction-per-target frame: schema
-created, ``SET LOCAL search_path``, the statements, the version row, commit.
+created, ``SET LOCAL search_path`` (the schema, then the service's shared schemas), the
+baseline when the schema was created here, the statements, the version row, commit.
 
 A revision that may look at the database while upgrading (``op.get_bind()``,
 ``get_context()``, ``inspect``, batch mode, ``autocommit_block``, ...) or says
@@ -26,7 +27,9 @@ from typing import Any
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 
-from alembic_fleet.model.identifiers import quote_ident
+from alembic_fleet.alembic_bridge import baseline as baselines
+from alembic_fleet.model.identifiers import quote_ident, search_path_value
+from alembic_fleet.model.targets import Baseline, Service
 
 DYNAMIC = re.compile(
     r"get_bind|get_context|migration_context|inspect\s*\(|batch_alter_table|run_async"
@@ -139,8 +142,18 @@ class Replayer:
     version_table: str
     target_metadata: Any = None
     """The env.py's ``target_metadata`` (its naming convention shapes rendered names)."""
+    search_path: tuple[str, ...] = ()
+    """Shared schemas searched after the target's own (as the env helper sets them)."""
+    baseline: Baseline | None = None
+    """Applied to a schema that does not exist yet, before the first statement."""
     _rendered: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
     _plans: dict[tuple[str | None, str], ReplayPlan | None] = field(default_factory=dict)
+
+    @classmethod
+    def for_service(cls, service: Service, target_metadata: Any = None) -> Replayer:
+        """A replayer that frames each target exactly as the env helper would."""
+        return cls(service.version_table, target_metadata, service.search_path,
+                   service.baseline)
 
     def plan(self, script: Any, current: tuple[str, ...], destination: str
              ) -> ReplayPlan | None:
@@ -191,8 +204,13 @@ class Replayer:
             # The DBAPI cursor of whichever driver the service uses; statements carry no
             # parameters (values are rendered, revision ids are checked safe by the graph).
             cursor = connection.connection.dbapi_connection.cursor()
+            fresh = self.baseline is not None and not baselines.schema_exists(connection,
+                                                                                schema)
             cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
-            cursor.execute(f"SET LOCAL search_path TO {quoted}")
+            cursor.execute(f"SET LOCAL search_path TO "
+                           f"{search_path_value(schema, self.search_path)}")
+            if fresh and self.baseline is not None:
+                baselines.apply(connection, self.baseline)
             if not table_exists:
                 cursor.execute(
                     f"CREATE TABLE IF NOT EXISTS {version} (version_num VARCHAR(32) NOT NULL, "

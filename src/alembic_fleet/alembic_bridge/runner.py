@@ -25,6 +25,7 @@ from alembic_fleet.alembic_bridge.env_helper import (
     ATTR_LISTENER,
     ATTR_PROBE,
     ATTR_SCHEMA,
+    service_attributes,
 )
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts, make_config
 from alembic_fleet.exceptions import RevisionError
@@ -115,9 +116,11 @@ def run_path_setup(scripts: ServiceScripts) -> bool:
 
 
 def upgrade_sql(
-    scripts: ServiceScripts, schema: str, start: str | None, destination: str, url: str
+    scripts: ServiceScripts, schema: str, start: str | None, destination: str, url: str,
+    *, fresh: bool = False,
 ) -> str:
-    """The SQL an upgrade from ``start`` (None: empty schema) to ``destination`` would run."""
+    """The SQL an upgrade from ``start`` (None: empty schema) to ``destination`` would run;
+    ``fresh``: the schema does not exist, so the script includes the service's baseline."""
     script = scripts.script
     output = io.StringIO()
 
@@ -125,7 +128,7 @@ def upgrade_sql(
         return script._upgrade_revs(destination, current)
 
     _run_env(scripts, steps, schema=schema, destination=destination, as_sql=True,
-             starting_rev=start, output=output, url=url)
+             starting_rev=start, output=output, url=url, fresh=fresh)
     sql = output.getvalue()
     if start is None:
         # From base, Alembic creates the version table, which a target downgraded to base
@@ -149,6 +152,7 @@ def _run_env(
     url: str | None = None,
     applied: list[Any] | None = None,
     listener: Any = None,
+    fresh: bool = False,
 ) -> None:
     config = make_config(scripts.service, output=output)
     if applied is not None:
@@ -156,6 +160,7 @@ def _run_env(
     if listener is not None:
         config.attributes[ATTR_LISTENER] = listener
     config.attributes[ATTR_SCHEMA] = schema
+    config.attributes.update(service_attributes(scripts.service, fresh=fresh))
     if connection is not None:
         config.attributes[ATTR_CONNECTION] = connection
     if url is not None:

@@ -24,16 +24,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 
+from alembic_fleet.alembic_bridge import baseline as baselines
 from alembic_fleet.alembic_bridge.env_helper import (
     ATTR_CONNECTION,
     ATTR_SCHEMA,
     configure_kwargs,
+    service_attributes,
 )
 from alembic_fleet.alembic_bridge.replay import render_until_error
 from alembic_fleet.alembic_bridge.runner import isolate_imports, probe_options
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts, make_config
 from alembic_fleet.exceptions import RevisionError
-from alembic_fleet.model.identifiers import quote_ident
+from alembic_fleet.model.identifiers import quote_ident, search_path_value
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,20 @@ def metadata_options(scripts: ServiceScripts) -> dict[str, Any]:
     return options
 
 
+def create_base_schema(scripts: ServiceScripts, connection: Any, schema: str) -> None:
+    """Create ``schema`` as a fresh tenant's stands before its first revision: empty, or
+    holding the service's baseline (applied as for a fresh tenant, search path included).
+    Committed, so that its shape can be read as the shape at base."""
+    baseline = scripts.service.baseline
+    isolate_imports(scripts)
+    with connection.begin():
+        connection.exec_driver_sql(f"CREATE SCHEMA {quote_ident(schema)}")
+        if baseline is not None:
+            path = search_path_value(schema, scripts.service.search_path)
+            connection.exec_driver_sql(f"SET LOCAL search_path TO {path}")
+            baselines.apply(connection, baseline)
+
+
 def model_diffs(scripts: ServiceScripts, connection: Any, schema: str) -> list[str]:
     """Differences between ``schema`` (at head) and the models, as ``alembic check`` lists them.
 
@@ -90,8 +106,9 @@ def model_diffs(scripts: ServiceScripts, connection: Any, schema: str) -> list[s
     for unused in ("version_table_schema", "transaction_per_migration", "on_version_apply"):
         options.pop(unused, None)
     kwargs = configure_kwargs(schema, metadata, options)
+    path = search_path_value(schema, scripts.service.search_path)
     with connection.begin() as transaction:
-        connection.exec_driver_sql(f"SET LOCAL search_path TO {quote_ident(schema)}")
+        connection.exec_driver_sql(f"SET LOCAL search_path TO {path}")
         context = MigrationContext.configure(connection, opts=kwargs)
         diffs = compare_metadata(context, metadata)
         transaction.rollback()
@@ -128,6 +145,7 @@ def new_revision(
     if autogenerate:
         config.attributes[ATTR_CONNECTION] = connection
         config.attributes[ATTR_SCHEMA] = schema
+        config.attributes.update(service_attributes(scripts.service))
     isolate_imports(scripts)
     environment = {"ALEMBIC_SCHEMA": schema, "DATABASE_URI": url} if autogenerate else {}
     try:

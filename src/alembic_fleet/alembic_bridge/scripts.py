@@ -103,7 +103,7 @@ class ServiceScripts:
             return None
         if not set(options) <= SAFE_OPTIONS:
             return None
-        return Replayer(self.service.version_table, options.get("target_metadata"))
+        return Replayer.for_service(self.service, options.get("target_metadata"))
 
     def replay_plan(self, current: tuple[str, ...], destination: str) -> ReplayPlan | None:
         """The rendered statements from ``current`` to ``destination``, or None when the

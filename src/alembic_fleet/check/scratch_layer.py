@@ -5,6 +5,12 @@ given): upgrade one revision at a time, recording the catalog after each; compar
 the models (FC301); downgrade one revision at a time to base and upgrade again, comparing
 with what was recorded (FC302). A revision that fails on an empty schema is FC303.
 
+The scratch schema is set up as a fresh tenant's: the service's baseline first (its shape is
+the shape at base, which a downgrade to base must restore), and the service's shared schemas
+on the search path. Those must exist in the scratch database too (created there as in the
+real ones, extensions included): fleet never creates them; when one is missing, an FC303
+says so.
+
 The scratch connection and schema helpers are also used by the database layer (for its
 reference schemas) and by ``fleet revision`` (to autogenerate against head).
 """
@@ -19,10 +25,11 @@ from sqlalchemy.engine import Connection
 
 from alembic_fleet.alembic_bridge import runner, scratch
 from alembic_fleet.catalog.fingerprints import describe, difference
+from alembic_fleet.catalog.shared import shared_relations
 from alembic_fleet.check.report import CheckedService, CheckReport
 from alembic_fleet.check.revision_files import try_read_revision_file
 from alembic_fleet.databases import Databases
-from alembic_fleet.exceptions import FleetError, UsageError
+from alembic_fleet.exceptions import BaselineError, FleetError, UsageError
 from alembic_fleet.model.findings import Finding, finding
 from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.revisions import RevisionGraph
@@ -96,12 +103,21 @@ def scratch_checks(subject: CheckedService, connection: Connection, report: Chec
     graph = subject.scripts.graph
     schema = scratch_schema(subject.name)
     drop_schema(connection, schema)
+    note = _missing_shared_schemas(subject, connection)
     try:
+        try:
+            scratch.create_base_schema(subject.scripts, connection, schema)
+        except BaselineError as exc:
+            report.findings.append(finding("scratch-failed", subject.name,
+                                           exc.message + note))
+            return
         steps = [r.id for r in reversed(graph.ordered)] if graph.is_linear else ["heads"]
-        shapes: dict[str | None, frozenset[str]] = {None: frozenset()}
+        shapes: dict[str | None, frozenset[str]] = {
+            None: _shape(connection, schema, subject.service.version_table)}
         for revision in steps:
             shape = _upgrade_step(subject, connection, schema, revision, report,
-                                  code="scratch-failed", what="upgrade of an empty schema fails")
+                                  code="scratch-failed",
+                                  what="upgrade of an empty schema fails", note=note)
             if shape is None:
                 return
             shapes[revision] = shape
@@ -110,6 +126,20 @@ def scratch_checks(subject: CheckedService, connection: Connection, report: Chec
         _round_trip(subject, connection, schema, graph, steps, shapes, report)
     finally:
         drop_schema(connection, schema)
+
+
+def _missing_shared_schemas(subject: CheckedService, connection: Connection) -> str:
+    """A note naming the service's shared schemas the scratch database lacks (PostgreSQL
+    skips them silently; a revision needing an extension's type then fails there)."""
+    if not subject.service.search_path:
+        return ""
+    found = shared_relations(connection, subject.service.search_path)
+    connection.rollback()
+    missing = [name for name in subject.service.search_path if name not in found]
+    if not missing:
+        return ""
+    return (f" (search_path schema {', '.join(missing)} does not exist in the scratch "
+            "database: create it there as in the real databases, with its extensions)")
 
 
 def _model_drift(subject: CheckedService, connection: Connection, schema: str,
@@ -167,7 +197,8 @@ def _round_trip(subject: CheckedService, connection: Connection, schema: str, gr
 
 
 def _upgrade_step(subject: CheckedService, connection: Connection, schema: str, revision: str,
-                  report: CheckReport, *, code: str, what: str) -> frozenset[str] | None:
+                  report: CheckReport, *, code: str, what: str, note: str = ""
+                  ) -> frozenset[str] | None:
     """Upgrade the scratch schema to ``revision``: its shape, or None once the failure is
     reported (naming the revision that broke, not just the destination)."""
     try:
@@ -175,7 +206,7 @@ def _upgrade_step(subject: CheckedService, connection: Connection, schema: str, 
     except runner.RevisionFailed as exc:
         failing = exc.revision or revision
         report.findings.append(_at(subject.scripts.graph, failing, finding(
-            code, subject.name, f"revision {failing}: {what}: {first_line(exc.error)}")))
+            code, subject.name, f"revision {failing}: {what}: {first_line(exc.error)}{note}")))
         return None
     return _shape(connection, schema, subject.service.version_table)
 

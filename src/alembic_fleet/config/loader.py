@@ -44,7 +44,7 @@ __all__ = [
 
 _TOP_KEYS = {"database", "tenants", "tenant_attributes", "services", "jobs", "priority",
              "lock_wait", "lock_timeout", "statement_timeout", "retries", "ledger",
-             "ledger_schema"}
+             "ledger_schema", "search_path"}
 
 
 def find_config_file(
@@ -136,6 +136,12 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
     if ledger_schema in ("public", "information_schema") or ledger_schema.startswith("pg_"):
         raise ConfigError(f"{ledger_schema!r} is not a schema fleet may own", file=name,
                           key="ledger_schema", expected="a schema of its own, such as 'fleet'")
+    # Shared schemas (extensions) and baselines: the top-level search_path is every
+    # service's default; a service's own key replaces it.
+    default_search_path = reader.search_path(data.get("search_path", []), "search_path")
+    services = {svc_name: reader.shared_context(service, services_table[svc_name],
+                                                default_search_path, ledger_schema)
+                for svc_name, service in services.items()}
     tenant_databases = {t: a.database for t, a in attributes.items() if a.database}
     # Every schema the tenants produce has one owner and fits in 63 bytes (checked once,
     # before any command). The ledger schema is reserved even with ``ledger = false``:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,21 @@ from alembic_fleet.config.settings import (
     validated_names,
 )
 from alembic_fleet.exceptions import ConfigError, FleetError
-from alembic_fleet.model.identifiers import validate_schema_template, validate_tenant
-from alembic_fleet.model.targets import Database, Service
+from alembic_fleet.model.identifiers import (
+    shared_schema_problem,
+    validate_schema_template,
+    validate_tenant,
+)
+from alembic_fleet.model.targets import Baseline, Database, Service
 
 DEFAULT_EMBEDDED_DATABASE = "postgres"
 SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 SERVICE_KEYS = {"path", "schema", "database", "alembic_ini", "version_table", "depends_on",
-                "revision_pattern", "file_pattern", "application_packages", "python"}
+                "revision_pattern", "file_pattern", "application_packages", "python",
+                "search_path", "baseline"}
+CALLABLE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
+"""A baseline written ``package.module:function``; anything else is a file path."""
 _FILE_SOURCE_KEYS = {"file"}
 _QUERY_SOURCE_KEYS = {"query", "database", "insert", "delete"}
 _ATTRIBUTE_KEYS = {"database", "priority"}
@@ -198,6 +205,61 @@ class TableReader:
         raise ConfigError("must be a path, a command or \"fleet\"", file=self.file, key=key,
                           expected='python = ".venv/bin/python" or python = ["uv", "run", '
                           '"--project", ".", "python"]')
+
+    def search_path(self, value: Any, key: str) -> tuple[str, ...]:
+        """A ``search_path`` list: shared schemas searched after the target's own."""
+        expected = 'a list of schema names, e.g. search_path = ["extensions"]'
+        if not isinstance(value, list):
+            raise ConfigError(f"has type {type(value).__name__}", file=self.file, key=key,
+                              expected=expected)
+        names = []
+        for index, item in enumerate(value):
+            name = self.string(item, f"{key}[{index}]") if isinstance(item, str) else item
+            problem = shared_schema_problem(name)
+            if problem:
+                raise ConfigError(problem, file=self.file, key=f"{key}[{index}]",
+                                  expected=expected + " (lowercase letters, digits and _)")
+            names.append(name)
+        return tuple(dict.fromkeys(names))
+
+    def shared_context(self, service: Service, table: dict[str, Any],
+                       default_search_path: tuple[str, ...], ledger_schema: str) -> Service:
+        """``service`` with its ``search_path`` (its own, else the top-level default) and
+        ``baseline``, validated against what the service and fleet own."""
+        key = f"services.{service.name}"
+        search_path = default_search_path
+        if "search_path" in table:
+            search_path = self.search_path(table["search_path"], f"{key}.search_path")
+        where = f"{key}.search_path" if "search_path" in table else "search_path"
+        for name in search_path:
+            if name == ledger_schema:
+                raise ConfigError(f"{name!r} is fleet's ledger schema", file=self.file,
+                                  key=where, expected="shared schemas such as 'extensions'")
+            if not service.per_tenant and name == service.schema and "search_path" in table:
+                raise ConfigError(f"{name!r} is the service's own schema, which is always "
+                                  "searched first", file=self.file, key=where,
+                                  expected="other schemas only")
+        if not service.per_tenant:  # a default naming this service's own schema: first anyway
+            search_path = tuple(name for name in search_path if name != service.schema)
+        baseline = self.baseline(table.get("baseline"), f"{key}.baseline", service.path)
+        return replace(service, search_path=search_path, baseline=baseline)
+
+    def baseline(self, value: Any, key: str, folder: Path) -> Baseline | None:
+        """``baseline``: a SQL file (relative to the service folder) or ``module:function``."""
+        if value is None:
+            return None
+        text = self.string(value, key).strip()
+        expected = ('a SQL file relative to the service folder ("baseline.sql") or a '
+                    'callable ("package.module:function")')
+        if not text:
+            raise ConfigError("is empty", file=self.file, key=key, expected=expected)
+        if CALLABLE.fullmatch(text):
+            return Baseline("callable", target=text, folder=folder)
+        path = (folder / text).resolve()
+        if not path.is_file():
+            raise ConfigError(f"{path} does not exist", file=self.file, key=key,
+                              expected=expected)
+        return Baseline("sql", path=path, folder=folder)
 
     def pattern(self, value: Any, key: str) -> str | None:
         """A regular expression ``fleet check`` matches names against (whole-name match)."""

@@ -5,6 +5,9 @@
   session locks, which such a pooler silently breaks (see :mod:`.locking`).
 * An applied revision whose file changed since (the ledger's checksums): migrating more
   targets would make them differ from the ones migrated before the edit.
+* A ``search_path`` or ``baseline`` on a service whose env.py does not use the helper: its
+  targets run as plain ``alembic`` subprocesses, whose env.py sets its own search path and
+  knows no baseline, so the keys would be silently ignored.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet import drivers
 from alembic_fleet.databases import display
-from alembic_fleet.exceptions import ChangedRevisionError
+from alembic_fleet.exceptions import ChangedRevisionError, UsageError
 from alembic_fleet.execution.locking import check_session_pooling
 from alembic_fleet.ledger.checksums import applied_drift
 from alembic_fleet.model.status import Step
@@ -46,6 +49,21 @@ def check_direct_sessions(workspace: Workspace, steps: Sequence[Step]) -> None:
         seen.add(database.key)
         check_session_pooling(lambda db=database: workspace.databases.connect(db),
                               display(database))
+
+
+def refuse_legacy_shared_context(workspace: Workspace, steps: Sequence[Step]) -> None:
+    """Refuse ``search_path`` / ``baseline`` for a legacy service that is to be migrated."""
+    for name in dict.fromkeys(s.target.service for s in steps if s.upgrade):
+        service = workspace.service(name)
+        keys = [key for key, value in (("search_path", service.search_path),
+                                       ("baseline", service.baseline)) if value]
+        if keys and not workspace.scripts(name).uses_helper:
+            raise UsageError(
+                f"service '{name}' has {' and '.join(keys)}, but its env.py does not use "
+                "alembic_fleet.env: it runs as plain alembic subprocesses, which set their "
+                "own search path and know no baseline",
+                hint="call run_migrations() from alembic_fleet.env in its env.py, or set "
+                f"search_path = [] (and no baseline) under [services.{name}]")
 
 
 def refuse_changed_revisions(workspace: Workspace, steps: Sequence[Step]) -> list[str]:

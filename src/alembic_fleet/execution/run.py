@@ -22,6 +22,7 @@ from alembic_fleet.execution.preflight import (
     check_direct_sessions,
     check_drivers,
     refuse_changed_revisions,
+    refuse_legacy_shared_context,
 )
 from alembic_fleet.execution.target_migration import Policy, TargetMigrator, WorkFactory
 from alembic_fleet.ledger import Ledger, RunInfo
@@ -31,6 +32,7 @@ from alembic_fleet.model.outcome import RunEnd, RunOutcome
 from alembic_fleet.model.plan import Plan
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
+from alembic_fleet.shared_schemas import shared_schema_warnings
 from alembic_fleet.workspace import Workspace
 
 
@@ -79,9 +81,11 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     warnings: list[str] = []
     if runnable:
         check_drivers(steps)
+        refuse_legacy_shared_context(workspace, steps)
         check_direct_sessions(workspace, steps)
         if workspace.config.ledger and not options.allow_changed:
             warnings += refuse_changed_revisions(workspace, steps)
+        warnings += shared_schema_warnings(workspace, [s.target for s in steps if s.upgrade])
     recorder = _recorder(workspace, steps, options) if runnable else None
     run_ledger = RunLedger(recorder.ledger, recorder.info.run_id) if recorder else None
     executor, work = _executor(workspace, plan, steps, runnable, options, run_ledger)

@@ -23,6 +23,33 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def search_path_value(schema: str, extra: tuple[str, ...] | list[str] = ()) -> str:
+    """The value of ``SET search_path TO ...`` for a target: its own schema first, then the
+    configured shared schemas, each quoted (a schema listed twice is kept once, first)."""
+    names = dict.fromkeys((schema, *extra))
+    return ", ".join(quote_ident(name) for name in names)
+
+
+SHARED_SCHEMA = re.compile(r"[a-z_][a-z0-9_]*")
+"""What a ``search_path`` entry may be: an unquoted lowercase schema name."""
+
+
+def shared_schema_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a ``search_path`` entry, or None when it can.
+
+    ``pg_catalog`` is always searched, and first; listing it would move it *after* the
+    target's schema, letting a tenant's table shadow a system catalog. ``pg_temp`` and the
+    other ``pg_*`` schemas and ``information_schema`` are not shared application context.
+    """
+    if not isinstance(name, str) or not SHARED_SCHEMA.fullmatch(name):
+        return f"{name!r} is not a schema name"
+    if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        return f"{name!r} is longer than {MAX_IDENTIFIER_BYTES} bytes"
+    if name.startswith("pg_") or name == "information_schema":
+        return f"{name!r} is a system schema (pg_catalog is always searched first)"
+    return None
+
+
 def validate_tenant(name: str) -> str:
     """Return ``name`` if it is an acceptable tenant name, else raise InvalidTenantError."""
     if not isinstance(name, str) or not TENANT_PATTERN.fullmatch(name):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from alembic_fleet.model.identifiers import TENANT_PLACEHOLDER, render_schema
 
@@ -35,6 +36,34 @@ class Database:
 
 
 @dataclass(frozen=True)
+class Baseline:
+    """What a fresh schema of a service starts from, before its first revision.
+
+    Some projects created their first tables with ``metadata.create_all()`` and stamped;
+    their first revision alters those tables, so the history only works on a schema that
+    already holds them. A baseline recreates that state: it stands for *base* (no revision
+    applied), and the revisions then run from base. It is applied only to a schema that does
+    not exist yet (a fresh tenant, ``fleet check``'s scratch schema), in the transaction that
+    creates it, with ``search_path`` already set to the new schema; never to an existing one.
+
+    ``kind`` is ``sql`` (``path``: a file of SQL statements naming no schema) or
+    ``callable`` (``target``: ``"package.module:function"``, called with a SQLAlchemy
+    connection).
+    """
+
+    kind: Literal["sql", "callable"]
+    path: Path | None = None
+    target: str | None = None
+    folder: Path | None = None
+    """The service folder: a callable's package is imported from there."""
+
+    @property
+    def spec(self) -> str:
+        """How the configuration wrote it, for messages."""
+        return str(self.path) if self.kind == "sql" else str(self.target)
+
+
+@dataclass(frozen=True)
 class Service:
     """One Alembic project of the platform, as configured."""
 
@@ -57,6 +86,14 @@ class Service:
     """The command starting the Python interpreter the service's code runs in, run in the
     service folder (``("/srv/auth/.venv/bin/python",)``, ``("uv", "run", "python")``);
     None: fleet's own interpreter."""
+    search_path: tuple[str, ...] = ()
+    """Schemas searched after the target's own while it migrates (``SET search_path TO
+    target, *search_path``), so that types, functions and operator classes of extensions
+    installed in a shared schema (``extensions``, ``public``) resolve unqualified. They are
+    read-only context: the target's schema stays first, so whatever a revision creates
+    unqualified lands in the target."""
+    baseline: Baseline | None = None
+    """What a fresh schema starts from before the first revision (see :class:`Baseline`)."""
 
     @property
     def per_tenant(self) -> bool:
