@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
+from alembic_fleet import interpreters
 from alembic_fleet.alembic_bridge import runner, scaffold
 from alembic_fleet.catalog.shared import existing_schemas
 from alembic_fleet.catalog.versions import read_one
@@ -90,24 +91,38 @@ def migrate_sql(workspace: Workspace, plan: Plan) -> list[TargetResult]:
 
     A target whose schema does not exist gets its service's baseline in its script, as it
     would online (a SQL file; a Python baseline cannot be rendered and is refused)."""
-    results = []
     fresh = _fresh_targets(workspace, plan)
-    for step in plan.steps:
+    requests: dict[str, list[tuple[int, tuple]]] = {}
+    for index, step in enumerate(plan.steps):
         current = step.status.current
-        if not step.upgrade:
-            results.append(TargetResult(step.target, Outcome.SKIPPED, current, current,
-                                        note=step.reason))
-            continue
-        if len(current) > 1:
+        if step.upgrade and len(current) > 1:
             raise UsageError(f"{step.target.label} has several current revisions; "
                              "--sql needs a single starting point")
-        heads = step.status.head
-        sql = runner.upgrade_sql(workspace.scripts(step.target.service), step.target.schema,
-                                 current[0] if current else None,
-                                 plan.alembic_destination(step.target.service),
-                                 "postgresql+psycopg://", fresh=step.target in fresh)
-        results.append(TargetResult(step.target, Outcome.SKIPPED, current, heads,
-                                    note="SQL only, nothing executed", sql=sql))
+        if step.upgrade:
+            requests.setdefault(step.target.service, []).append((index, (
+                step.target.schema, current[0] if current else None,
+                plan.alembic_destination(step.target.service), "postgresql+psycopg://",
+                step.target in fresh)))
+    scripts: dict[int, str] = {}
+    for name, wanted in requests.items():
+        service = workspace.service(name)
+        if service.python is not None:  # rendered by the service's own interpreter
+            rendered = interpreters.call(service, "alembic_fleet.remote:upgrade_sql",
+                                         service, [request for _, request in wanted])
+        else:
+            rendered = [runner.upgrade_sql(workspace.scripts(name), *request[:-1],
+                                           fresh=request[-1]) for _, request in wanted]
+        scripts.update(zip((index for index, _ in wanted), rendered, strict=True))
+    results = []
+    for index, step in enumerate(plan.steps):
+        current = step.status.current
+        if index in scripts:
+            results.append(TargetResult(step.target, Outcome.SKIPPED, current,
+                                        step.status.head, note="SQL only, nothing executed",
+                                        sql=scripts[index]))
+        else:
+            results.append(TargetResult(step.target, Outcome.SKIPPED, current, current,
+                                        note=step.reason))
     return results
 
 
@@ -139,6 +154,9 @@ def downgrade(workspace: Workspace, target: Target, revision: str) -> TargetResu
     """Step one target down to ``revision`` (an id, ``base`` or ``-N``)."""
     if not revision.strip():
         raise UsageError("downgrade needs a revision: an id, 'base' or '-N'")
+    if workspace.service(target.service).python is not None:  # its code runs there
+        return interpreters.run_command(workspace.service(target.service),
+                                        workspace.config.file, "downgrade", target, revision)
     before = read_inventory(workspace, [target]).statuses[0]
     if before.state is TargetState.MISSING:
         raise UsageError(f"{target.label} has no version table: nothing to downgrade")
@@ -159,7 +177,7 @@ def downgrade(workspace: Workspace, target: Target, revision: str) -> TargetResu
         recorder.start([Step(before, True)])
     started = time.perf_counter()
     try:
-        with workspace.databases.connect(target.database) as connection:
+        with workspace.databases.connect(target.database, for_migrations=True) as connection:
             # The same manners as a migration: timeouts so the application never queues
             # behind it for longer than the lock timeout, and the target's lock so that no
             # runner migrates it meanwhile.
@@ -263,12 +281,18 @@ def check(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[
 
     options = options or CheckOptions()
     names = list(dict.fromkeys(services)) or list(workspace.config.services)
-    subjects = [CheckedService(workspace.service(n), workspace.scripts(n)) for n in names]
+    own = [n for n in names if workspace.service(n).python is not None]
+    subjects = [CheckedService(workspace.service(n), workspace.scripts(n))
+                for n in names if n not in own]
 
     def statuses(selected: Sequence[str]) -> Sequence:
         return read_inventory(workspace, workspace.select(selected, tenants)).statuses
 
-    return run_checks(subjects, options, statuses, workspace.databases)
+    report = run_checks(subjects, options, statuses, workspace.databases)
+    for name in own:  # checked by the service's own interpreter, which imports its code
+        report.merge(interpreters.run_command(workspace.service(name), workspace.config.file,
+                                              "check", [name], tenants, options=options))
+    return report
 
 
 def revision(workspace: Workspace, service: str, message: str, *, autogenerate: bool = False,
@@ -276,6 +300,10 @@ def revision(workspace: Workspace, service: str, message: str, *, autogenerate: 
     """``fleet revision``: a new revision file for ``service``, checked at once."""
     from alembic_fleet.check.gate import CheckedService, create_revision
 
+    if workspace.service(service).python is not None:
+        return interpreters.run_command(workspace.service(service), workspace.config.file,
+                                        "revision", service, message,
+                                        autogenerate=autogenerate, scratch_url=scratch_url)
     subject = CheckedService(workspace.service(service), workspace.scripts(service))
     return create_revision(subject, message, autogenerate=autogenerate,
                            scratch_url=scratch_url, databases=workspace.databases)

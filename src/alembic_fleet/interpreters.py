@@ -35,6 +35,7 @@ from typing import Any
 
 from alembic_fleet import __version__
 from alembic_fleet.exceptions import ConfigError, FleetError
+from alembic_fleet.remote import MISMATCH
 
 FLEET = "fleet"
 """``python = "fleet"``: the service's code runs in fleet's own interpreter."""
@@ -73,36 +74,48 @@ def _environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
 
 
-def _request(service: Any) -> bytes:
-    return pickle.dumps(service)
-
-
 def describe(service: Any) -> list[Any]:
     """The service's revisions, read by its own interpreter (a list of
-    :class:`~alembic_fleet.model.revisions.Revision`); a failure there is raised here."""
-    command = [*service.python, "-m", "alembic_fleet.remote", "describe", __version__]
+    :class:`~alembic_fleet.model.revisions.Revision`)."""
+    return call(service, "alembic_fleet.remote:revisions_of", service)
+
+
+def run_command(service: Any, config_file: Any, command: str, *args: Any, **kwargs: Any
+                ) -> Any:
+    """``alembic_fleet.commands.<command>(workspace, *args, **kwargs)`` run in the
+    service's interpreter, on a workspace opened there from the same configuration file in
+    which this service is local: the façade's answer for commands that import the
+    service's code (``check``, ``revision``, ``downgrade``)."""
+    return call(service, "alembic_fleet.remote:run_command", str(config_file), service.name,
+                command, args, kwargs)
+
+
+def call(service: Any, function: str, *args: Any) -> Any:
+    """``function(*args)`` (``"module:name"`` of alembic-fleet) run in the service's
+    interpreter, in its folder; arguments and result cross pickled (same version on both
+    sides, checked first), and a FleetError raised there is raised here."""
+    command = [*service.python, "-m", "alembic_fleet.remote", "call", __version__]
     try:
         done = subprocess.run(command, cwd=service.path, env=_environment(),
-                              input=_request(service), capture_output=True, check=False)
+                              input=pickle.dumps((function, args)), capture_output=True,
+                              check=False)
     except OSError as exc:
         raise _cannot_start(service, f"{type(exc).__name__}: {exc.strerror or exc}") from None
     errors = done.stderr.decode(errors="replace")
     if done.returncode == 0:
         if errors:
-            sys.stderr.write(errors)  # what the service's code printed while loading
+            sys.stderr.write(errors)  # what the service's code printed
         kind, value = pickle.loads(done.stdout)
         if kind == "error":
             raise value
         return value
     if done.returncode == MISMATCH:
-        raise ConfigError(errors.strip().splitlines()[-1] if errors.strip() else "mismatch",
+        raise ConfigError(f"service '{service.name}': "
+                          + (errors.strip().splitlines()[-1] if errors.strip() else
+                             "its interpreter runs another alembic-fleet version"),
                           hint=f"install alembic-fleet=={__version__} in that environment")
     last = [line for line in errors.splitlines() if line.strip()][-3:]
     raise _cannot_start(service, " | ".join(last) or f"exit code {done.returncode}")
-
-
-MISMATCH = 3
-"""The exit code of a service-side process that refused a different coordinator version."""
 
 
 def _cannot_start(service: Any, reason: str) -> FleetError:

@@ -324,3 +324,37 @@ def test_another_alembic_fleet_version_in_the_service_environment_is_refused(
         assert result.returncode == 2, result.stdout + result.stderr
         assert "0.0.1" in result.stderr and "install alembic-fleet==" in result.stderr
     assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname LIKE 'svc_%'")
+
+
+def test_commands_that_import_revisions_run_them_in_the_service_environment(
+        tmp_path: Path, db_url: str) -> None:
+    two = _revision("7500aaaa0002", "7500aaaa0001", '''
+        op.add_column("t", sa.Column("w", TYPE))
+    ''', header="from only_left import TYPE\n").replace(
+        "def downgrade():\n    pass", 'def downgrade():\n    op.drop_column("t", "w")')
+    first = _uses("only_left", "7500aaaa0001").replace(
+        "def downgrade():\n    pass", 'def downgrade():\n    op.drop_table("t")')
+    project = _project(tmp_path, db_url, {"left": {"7500aaaa0001_l.py": first,
+                                                   "7500aaaa0002_l.py": two},
+                                          "plain": {"7300aaaa0001_noisy.py": NOISY}})
+    _own_venv(project.root / "left", "only_left", "11")
+    sql = project.fleet("migrate", "--sql", "--tenant", "a")
+    assert sql.returncode == 0, sql.stderr
+    assert "-- left/left_a" in sql.stdout and "-- plain/plain_a" in sql.stdout
+    assert "VARCHAR(11)" in sql.stdout
+    assert project.fleet("migrate", "--to", "7500aaaa0001", "left").returncode == 0
+    assert version(db_url, "left_a") == ["7500aaaa0001"]
+    assert project.fleet("migrate").returncode == 0
+    down = project.fleet("downgrade", "left", "--tenant", "b", "7500aaaa", "--yes")
+    assert down.returncode == 2, down.stderr  # an ambiguous partial id, as Alembic says
+    assert "service 'left'" in down.stderr and "'7500aaaa'" in down.stderr
+    down = project.fleet("downgrade", "left", "--tenant", "b", "7500aaaa0001", "--yes")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert version(db_url, "left_b") == ["7500aaaa0001"]
+    check = project.fleet("check", "--json", "--all")
+    assert check.returncode in (0, 3), check.stdout + check.stderr
+    payload = json.loads(check.stdout)
+    assert set(payload["checks"]) >= {"left", "plain"}, payload
+    assert "cannot load" not in check.stdout
+    history = project.fleet("history", "left")
+    assert history.returncode == 0 and "7500aaaa0002" in history.stdout

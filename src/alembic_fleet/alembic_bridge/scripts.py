@@ -234,6 +234,11 @@ class ServiceScripts:
         """An absolute destination: ``head``/``heads`` or a (partial) revision id."""
         if revision in ("head", "heads"):
             return self.graph.heads
+        if self.service.python is not None:  # Alembic's resolution, in the service's Python
+            from alembic_fleet import interpreters
+
+            return tuple(interpreters.call(self.service, "alembic_fleet.remote:resolve",
+                                           self.service, revision))
         try:
             found = self.script.get_revisions(revision)
         except CommandError as exc:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
-from alembic_fleet.model.findings import Finding
+from alembic_fleet.model.findings import Finding, sort_key
 from alembic_fleet.model.targets import Service
 
 GRAPH_CODES = frozenset({"FC101", "FC102", "FC103", "FC104", "FC107", "FC108"})
@@ -87,6 +87,15 @@ class CheckReport:
     @property
     def failed(self) -> bool:
         return any(f.fails for f in self.findings)
+
+    def merge(self, other: CheckReport) -> None:
+        """Add another run's report (a service checked by its own interpreter), keeping
+        findings in report order."""
+        self.findings = sorted([*self.findings, *other.findings], key=sort_key)
+        self.checks.update(other.checks)
+        self.skipped.update(other.skipped)
+        self.scope.update(other.scope)
+        self.notes.extend(note for note in other.notes if note not in self.notes)
 
     def ran(self, service: str, check: str) -> None:
         self.checks.setdefault(service, []).append(check)
