@@ -138,6 +138,7 @@ def db_psql(invocation: Invocation, database: str | None, psql_args: Sequence[st
     url = devloop_module().embedded_url(invocation.workspace(), database)
     psql = devloop_module().embedded_program(invocation.workspace(), "psql")
     sys.stdout.flush()
+    streams.restore_for_exec()
     os.execv(psql, [psql, url, *psql_args])
     return ExitCode.OK  # pragma: no cover - execv does not return
 
