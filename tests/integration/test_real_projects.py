@@ -246,7 +246,10 @@ def _own_venv(folder: Path, module: str, value: str) -> Path:
     (own / f"{module}.py").write_text(f"import sqlalchemy as sa\nTYPE = sa.String({value})\n")
     fleet_site = sysconfig.get_path("purelib")
     (purelib / "fleet_test.pth").write_text(
-        f"{own}\nimport site; site.addsitedir({fleet_site!r})\n")
+        f"{own}\nimport site; site.addsitedir({fleet_site!r})\n"
+        # Counts this interpreter's starts where a test asks for it.
+        "import os; p = os.environ.get('FLEET_TEST_STARTS'); "
+        "p and open(p, 'a').write(f\"{' '.join(__import__('sys').argv[1:2])} {os.getpid()}\\n\")\n")
     return folder / ".venv" / "bin" / "python"
 
 
@@ -293,6 +296,22 @@ def test_each_service_runs_in_its_own_environment(tmp_path: Path, db_url: str) -
     leftover = subprocess.run(["pgrep", "-f", "alembic_fleet.remote"], capture_output=True,
                               text=True)
     assert str(project.root) not in leftover.stdout
+
+
+def test_one_job_does_not_restart_a_service_interpreter_per_target(tmp_path: Path,
+                                                                   db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"left": {"7500aaaa0001_l.py": _uses("only_left",
+                                                                             "7500aaaa0001")},
+                                          "plain": {"7300aaaa0001_noisy.py": NOISY}},
+                       tenants='["a", "b", "c", "d", "e"]')
+    _own_venv(project.root / "left", "only_left", "11")
+    starts = tmp_path / "starts.txt"
+    result = project.fleet("migrate", "--json", "--jobs", "1",
+                           env={"FLEET_TEST_STARTS": str(starts)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["summary"]["migrated"] == 10
+    workers = {line for line in starts.read_text().splitlines() if line.startswith("worker")}
+    assert len(workers) == 1, starts.read_text()  # one process, not one per target
 
 
 def test_python_fleet_keeps_fleets_interpreter(tmp_path: Path, db_url: str) -> None:

@@ -142,6 +142,11 @@ class PoolExecutor:
         self._context = _context()
         self._held: deque[int] = deque()
         """Steps taken from the schedule that wait for a worker of their lane."""
+        self._passed_over = 0
+        """How many later steps went before the oldest held one."""
+        self._ahead = self.jobs + 8
+        """How many steps the look-ahead holds, and how often its oldest may be passed over
+        before an idle worker switches lanes for it."""
         self._broken: dict[Lane, str] = {}
         """Lanes whose interpreter could not start a worker, with the reason."""
         self._lifeline: interpreters.Lifeline | None = None
@@ -247,56 +252,93 @@ class PoolExecutor:
 
     def _fill(self, workers: list[_Worker], steps: Sequence[Step], schedule: Schedule,
               book: RunProgress) -> None:
-        """Hand ready steps to workers of their lane while there are any (replacing
-        workers found dead, starting or swapping workers within ``jobs``)."""
+        """Hand ready steps to idle workers of their lane, in schedule order as far as the
+        lanes allow (see :data:`Lane`).
+
+        Steps are taken from the schedule into a short look-ahead (``_held``). A held step
+        goes to an idle worker of its lane; failing that, to a new worker while there are
+        fewer than ``jobs``; failing that, a later step that fits an idle worker goes first.
+        An idle worker is swapped for one of another lane only when nothing else fits, or
+        when the oldest held step has been passed over ``_ahead`` times: a lane switch costs
+        a process start, but no lane may starve."""
         while True:
             if book.stopped:
                 while self._held:
                     book.give_back(self._held.popleft())
                 return
-            index = self._held.popleft() if self._held else book.next_step(schedule)
-            if index is None:
+            idle = [w for w in workers if w.index is None]
+            if not idle and len(workers) >= self.jobs:
                 return
-            worker = self._worker_for(index, workers, steps, schedule, book)
-            if worker is None:
-                if book.results[index] is None:
-                    self._held.appendleft(index)
-                    return
-                continue  # failed at once: its lane cannot start workers
-            worker.index, worker.started = index, False
-            book.on_event(TargetStarted(steps[index].target))
-            try:
-                worker.conn.send((index, steps[index]))
-            except OSError:  # the worker died while idle: the step runs on another one
-                self._replace(worker, workers, steps, schedule, book)
+            placed = self._place_held(idle, workers, steps, schedule, book)
+            if placed:
+                continue
+            if self._held and (len(workers) < self.jobs or (self._passed_over >= self._ahead
+                                                             and idle)):
+                if len(workers) >= self.jobs:
+                    self._retire(idle[0], workers)
+                self._start_for(self._held.popleft(), workers, steps, schedule, book)
+                continue
+            if len(self._held) < self._ahead:
+                index = book.next_step(schedule)
+                if index is not None:
+                    self._held.append(index)
+                    continue
+            if self._held and idle:  # nothing else fits: switch a worker's lane
+                self._retire(idle[0], workers)
+                self._start_for(self._held.popleft(), workers, steps, schedule, book)
+                continue
+            return
 
-    def _worker_for(self, index: int, workers: list[_Worker], steps: Sequence[Step],
-                    schedule: Schedule, book: RunProgress) -> _Worker | None:
-        """An idle worker of the step's lane: found, started, or swapped for an idle one
-        of another lane; None when every worker is busy (or the step failed at once)."""
+    def _place_held(self, idle: list[_Worker], workers: list[_Worker], steps: Sequence[Step],
+                    schedule: Schedule, book: RunProgress) -> bool:
+        """Send the first held step that an idle worker's lane can run; True when sent."""
+        for position, index in enumerate(self._held):
+            lane = self._lane(steps[index])
+            if lane in self._broken:
+                del self._held[position]
+                self._fail(index, steps[index], self._broken[lane], schedule, book)
+                return True
+            worker = next((w for w in idle if w.lane == lane), None)
+            if worker is not None:
+                del self._held[position]
+                self._passed_over = self._passed_over + 1 if position else 0
+                self._send(worker, index, workers, steps, schedule, book)
+                return True
+        return False
+
+    def _start_for(self, index: int, workers: list[_Worker], steps: Sequence[Step],
+                   schedule: Schedule, book: RunProgress) -> None:
+        """Start a worker in the step's lane and send it the step (or fail the step when
+        the lane's interpreter cannot start one)."""
         step = steps[index]
         lane = self._lane(step)
+        self._passed_over = 0
         if lane in self._broken:
             self._fail(index, step, self._broken[lane], schedule, book)
-            return None
-        idle = [w for w in workers if w.index is None]
-        for worker in idle:
-            if worker.lane == lane:
-                return worker
-        if len(workers) >= self.jobs:
-            if not idle:
-                return None
-            self._retire(idle[0], workers)
-        if self._deaths > self._max_deaths:
-            return None
+            return
+        if self._deaths > self._max_deaths:  # workers keep dying: stop replacing them
+            book.give_back(index)
+            book.stopped = True
+            return
         try:
             worker = self._spawn(lane, step)
         except FleetError as exc:
             self._broken[lane] = exc.message
             self._fail(index, step, exc.message, schedule, book, exc.hint)
-            return None
+            return
         workers.append(worker)
-        return worker
+        self._send(worker, index, workers, steps, schedule, book)
+
+    def _send(self, worker: _Worker, index: int, workers: list[_Worker],
+              steps: Sequence[Step], schedule: Schedule, book: RunProgress) -> None:
+        worker.index, worker.started = index, False
+        book.on_event(TargetStarted(steps[index].target))
+        try:
+            worker.conn.send((index, steps[index]))
+        except OSError:  # the worker died while idle: the step runs on another one
+            worker.index = None
+            self._held.appendleft(index)
+            self._replace(worker, workers, steps, schedule, book)
 
     @staticmethod
     def _fail(index: int, step: Step, error: str, schedule: Schedule, book: RunProgress,
@@ -321,7 +363,7 @@ class PoolExecutor:
 
     def _replace(self, worker: _Worker, workers: list[_Worker], steps: Sequence[Step],
                  schedule: Schedule, book: RunProgress) -> None:
-        """A worker died: settle its target, and start a replacement if work remains."""
+        """A worker died: settle its target (a replacement starts when a step needs one)."""
         workers.remove(worker)
         worker.process.join(5)
         code = worker.process.exitcode
