@@ -9,7 +9,8 @@
     exactly as a forked worker does (:func:`alembic_fleet.execution.pool.worker_loop`).
 
 Either refuses (exit 3) a coordinator of another alembic-fleet version before reading
-anything pickled. What the service's code prints goes to stderr: stdout and the socket carry
+anything pickled (and before importing anything but the version: this module must stay
+importable next to any other version's). What the service's code prints goes to stderr: stdout and the socket carry
 only the protocol.
 """
 
@@ -46,23 +47,16 @@ def main(argv: list[str]) -> int:
     return 2
 
 
-def _protocol_stdout():
-    """The real stdout for the protocol; descriptor 1 and ``sys.stdout`` go to stderr."""
-    sys.stdout.flush()
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return out
-
-
 def _call() -> int:
     """Run the requested function; its result (or FleetError) goes back pickled."""
     import importlib
 
     from alembic_fleet.exceptions import FleetError
 
+    from alembic_fleet.reporting import streams
+
     function, args = pickle.loads(sys.stdin.buffer.read())
-    out = _protocol_stdout()
+    out = streams.protocol_stdout()
     module, _, name = function.partition(":")
     try:
         answer: tuple[str, object] = ("ok", getattr(importlib.import_module(module), name)(
@@ -119,8 +113,9 @@ def _worker(fd: int, lifeline: int) -> int:
     from multiprocessing.connection import Connection
 
     from alembic_fleet.execution.pool import worker_loop
+    from alembic_fleet.reporting import streams
 
-    _protocol_stdout().close()
+    streams.protocol_stdout().close()
     parent = os.getppid()
 
     def watch() -> None:  # the coordinator died (its end of the lifeline closed)

@@ -157,6 +157,10 @@ class PoolExecutor:
         book.start()
         workers: list[_Worker] = []
         try:
+            if not self.own_python:  # one lane: start every worker now, as the first
+                runnable = sum(1 for s in steps if s.upgrade)  # targets are being sent
+                for _ in range(min(self.jobs, runnable)):
+                    workers.append(self._spawn(None, steps[0]))
             while True:
                 self._fill(workers, steps, schedule, book)
                 if not any(w.index is not None for w in workers):
