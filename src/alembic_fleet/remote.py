@@ -10,8 +10,8 @@
 
 Either refuses (exit 3) a coordinator of another alembic-fleet version before reading
 anything pickled (and before importing anything but the version: this module must stay
-importable next to any other version's). What the service's code prints goes to stderr: stdout and the socket carry
-only the protocol.
+importable next to any other version's). What the service's code prints goes to stderr:
+stdout and the socket carry only the protocol.
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ def _call() -> int:
     import importlib
 
     from alembic_fleet.exceptions import FleetError
-
     from alembic_fleet.reporting import streams
 
     function, args = pickle.loads(sys.stdin.buffer.read())
