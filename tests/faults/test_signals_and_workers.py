@@ -117,9 +117,9 @@ def test_a_worker_dying_after_its_commit_is_reported_migrated(tmp_path: Path,
                                                               db_url: str) -> None:
     project = shop_project(tmp_path / "p", db_url, 4)
     (project.root / "shop" / "migrations" / "env.py").write_text(KILL_AFTER_COMMIT_ENV)
-    first = project.root / "shop" / "migrations" / "versions" / "8000aaaa0001.py"
-    first.write_text(first.read_text().replace(  # runs online, through env.py
-        "def upgrade():\n", "def upgrade():\n    op.get_bind()\n"))
+    for revision in (project.root / "shop" / "migrations" / "versions").glob("*.py"):
+        revision.write_text(revision.read_text().replace(  # all online: env.py commits
+            "def upgrade():\n", "def upgrade():\n    op.get_bind()\n"))
     runner = start_fleet(project, "migrate", "--json", "--jobs", "2",
                          env={"FLEET_TEST_KILL_AFTER": "shop_s002"})
     out, err = runner.communicate(timeout=120)

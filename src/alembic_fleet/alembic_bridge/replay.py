@@ -86,6 +86,15 @@ def render_upgrade(module: Any, path: str, target_metadata: Any = None
     return first if first == second else None
 
 
+def _mixable(path: str) -> bool:
+    """Whether a revision that must run online may run inside a mixed plan's transaction
+    (see :data:`MIXING_BREAKERS`)."""
+    try:
+        return not MIXING_BREAKERS.search(Path(path).read_text(encoding="utf-8"))
+    except OSError:
+        return False
+
+
 def render_statements(function: Any, target_metadata: Any = None) -> tuple[str, ...]:
     """The SQL statements ``function`` (a revision's upgrade or downgrade) emits offline.
 
@@ -126,13 +135,37 @@ def render_until_error(function: Any, target_metadata: Any = None
     return tuple(buffer.items), None
 
 
+MIXING_BREAKERS = re.compile(r"autocommit_block|\bcommit\s*\(|COMMIT")
+"""A revision that ends the transaction itself cannot run inside a mixed plan's single
+transaction (Alembic refuses ``autocommit_block`` in a transaction it did not begin)."""
+
+
 @dataclass
 class ReplayPlan:
-    """The statements from one revision to another, for one service, revision by revision."""
+    """The statements from one revision to another, for one service, revision by revision.
+
+    A revision whose statements are None runs online (Alembic, on the target's connection)
+    at its place, inside the same transaction: a *mixed* plan. Plain Alembic would run the
+    same revisions in the same order in one transaction, so the result is the same."""
 
     start: str | None
     destination: str
-    revisions: tuple[tuple[str, tuple[str, ...]], ...]
+    revisions: tuple[tuple[str, tuple[str, ...] | None], ...]
+
+    @property
+    def mixed(self) -> bool:
+        return any(statements is None for _, statements in self.revisions)
+
+    def groups(self) -> list[tuple[bool, list[tuple[str, tuple[str, ...] | None]]]]:
+        """Consecutive revisions that run the same way: ``(online, revisions)``."""
+        groups: list[tuple[bool, list[tuple[str, tuple[str, ...] | None]]]] = []
+        for revision, statements in self.revisions:
+            online = statements is None
+            if groups and groups[-1][0] == online:
+                groups[-1][1].append((revision, statements))
+            else:
+                groups.append((online, [(revision, statements)]))
+        return groups
 
 
 @dataclass
@@ -146,6 +179,9 @@ class Replayer:
     """Shared schemas searched after the target's own (as the env helper sets them)."""
     baseline: Baseline | None = None
     """Applied to a schema that does not exist yet, before the first statement."""
+    mixing: bool = field(default_factory=lambda: os.environ.get("FLEET_MIXED", "1") != "0")
+    """Whether plans may mix replayed and online revisions (``FLEET_MIXED=0``: all or
+    nothing, as before)."""
     _rendered: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
     _plans: dict[tuple[str | None, str], ReplayPlan | None] = field(default_factory=dict)
 
@@ -174,7 +210,8 @@ class Replayer:
 
     def _make_plan(self, script: Any, start: str | None, destination: str) -> ReplayPlan | None:
         steps = script._upgrade_revs(destination, start)
-        revisions: list[tuple[str, tuple[str, ...]]] = []
+        revisions: list[tuple[str, tuple[str, ...] | None]] = []
+        online_paths = []
         previous = start
         for step in steps:
             revision = step.revision
@@ -187,17 +224,21 @@ class Replayer:
                     revision.module, revision.path, self.target_metadata)
             rendered = self._rendered[revision.revision]
             if rendered is None:
-                return None
+                online_paths.append(revision.path)
             revisions.append((revision.revision, rendered))
-        if not revisions:
+        if len(online_paths) == len(revisions):  # nothing to replay (or nothing at all)
+            return None
+        if online_paths and not (self.mixing and all(map(_mixable, online_paths))):
             return None
         return ReplayPlan(start, revisions[-1][0], tuple(revisions))
 
     def run(self, connection: Any, schema: str, plan: ReplayPlan, table_exists: bool,
-            listener: Any = None, before_statement: Any = None) -> None:
+            listener: Any = None, before_statement: Any = None, online: Any = None) -> None:
         """Apply ``plan`` to ``schema`` in one transaction on a SQLAlchemy connection;
         ``listener`` is told of each revision inside it, then just before the commit;
-        ``before_statement(cursor, sql)`` runs before each replayed statement."""
+        ``before_statement(cursor, sql)`` runs before each replayed statement;
+        ``online(connection, revision)`` runs Alembic up to ``revision`` inside the
+        transaction, for the online stretches of a mixed plan."""
         quoted = quote_ident(schema)
         version = f"{quoted}.{quote_ident(self.version_table)}"
         with connection.begin():
@@ -217,28 +258,46 @@ class Replayer:
                     f"CONSTRAINT {quote_ident(self.version_table + '_pkc')} "
                     "PRIMARY KEY (version_num))"
                 )
-            for revision, statements in plan.revisions:
-                try:
-                    for statement in statements:
-                        if before_statement is not None:
-                            before_statement(cursor, statement)
-                        cursor.execute(statement)
-                except Exception as exc:
-                    raise ReplayFailed(revision, exc) from exc
-            if plan.start is None:
-                cursor.execute(f"DELETE FROM {version}")
-                cursor.execute(f"INSERT INTO {version} (version_num) "
-                               f"VALUES ({_literal(plan.destination)})")
-            else:
-                cursor.execute(f"UPDATE {version} SET version_num = {_literal(plan.destination)}"
-                               f" WHERE version_num = {_literal(plan.start)}")
-                if cursor.rowcount != 1:
-                    raise ReplayFailed(None, RuntimeError(
-                        f"{schema} is no longer at {plan.start}: another runner changed it"))
+            current = plan.start
+            for is_online, group in plan.groups():
+                last = group[-1][0]
+                if is_online:
+                    if online is None:
+                        raise ReplayFailed(group[0][0], RuntimeError(
+                            "this revision must run online, and no online runner was given"))
+                    online(connection, last)  # Alembic moves the version row itself
+                    cursor = connection.connection.dbapi_connection.cursor()
+                    current = last
+                    continue
+                for revision, statements in group:
+                    try:
+                        for statement in statements or ():
+                            if before_statement is not None:
+                                before_statement(cursor, statement)
+                            cursor.execute(statement)
+                    except Exception as exc:
+                        raise ReplayFailed(revision, exc) from exc
+                self._move_version(cursor, schema, version, current, last)
+                current = last
+                if listener is not None:
+                    for revision, _ in group:
+                        listener.revision_applied(connection, revision)
             if listener is not None:
-                for revision, _ in plan.revisions:
-                    listener.revision_applied(connection, revision)
                 listener.before_commit(connection)
+
+    @staticmethod
+    def _move_version(cursor: Any, schema: str, version: str, current: str | None,
+                      new: str) -> None:
+        """The version row from ``current`` (None: an empty table) to ``new``."""
+        if current is None:
+            cursor.execute(f"DELETE FROM {version}")
+            cursor.execute(f"INSERT INTO {version} (version_num) VALUES ({_literal(new)})")
+            return
+        cursor.execute(f"UPDATE {version} SET version_num = {_literal(new)}"
+                       f" WHERE version_num = {_literal(current)}")
+        if cursor.rowcount != 1:
+            raise ReplayFailed(None, RuntimeError(
+                f"{schema} is no longer at {current}: another runner changed it"))
 
 
 def _literal(value: str) -> str:

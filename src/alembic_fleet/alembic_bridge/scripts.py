@@ -113,10 +113,17 @@ class ServiceScripts:
 
     def replay(self, connection: Any, schema: str, plan: ReplayPlan, *, table_exists: bool,
                listener: Any = None, before_statement: Any = None) -> None:
-        """Apply a replay plan to ``schema`` in one transaction."""
+        """Apply a replay plan to ``schema`` in one transaction (its online revisions
+        through Alembic, at their place, in that transaction)."""
         assert self.replayer is not None
+        from alembic_fleet.alembic_bridge import runner
+
+        def online(conn: Any, destination: str) -> None:
+            runner.upgrade(self, conn, schema, destination, listener)
+
         self.replayer.run(connection, schema, plan, table_exists=table_exists,
-                          listener=listener, before_statement=before_statement)
+                          listener=listener, before_statement=before_statement,
+                          online=online if plan.mixed else None)
 
     def prepare(self, currents: Iterable[tuple[str, ...]], destination: str) -> None:
         """Load everything a worker needs (graph, env.py probe, rendered revisions) in this

@@ -203,7 +203,7 @@ class TargetMigrator:
             event.listen(connection, "before_cursor_execute", budget.before_cursor_execute)
             event.listen(connection, "commit", budget.on_commit)
             try:
-                self._migrate(connection, scripts, target, status, listener, budget)
+                via = self._migrate(connection, scripts, target, status, listener, budget)
             finally:
                 event.remove(connection, "before_cursor_execute", budget.before_cursor_execute)
                 event.remove(connection, "commit", budget.on_commit)
@@ -222,7 +222,7 @@ class TargetMigrator:
                     "remove the commit() (use op.get_context().autocommit_block() for "
                     "statements that cannot run in a transaction); compare the schema with "
                     "its version row before running again", None, after)
-            return TargetResult(target, Outcome.MIGRATED, status.current, after)
+            return TargetResult(target, Outcome.MIGRATED, status.current, after, via=via)
         except (runner.RevisionFailed, ReplayFailed) as exc:
             raise self._failure(exc.error, exc.revision) from None
         except (DBAPIError, FleetError, LegacyFailed) as exc:
@@ -277,17 +277,20 @@ class TargetMigrator:
 
     def _migrate(self, connection: Any, scripts: ServiceScripts, target: Target,
                  status: TargetStatus, listener: TargetLedger | None, budget: LockBudget
-                 ) -> None:
+                 ) -> str:
+        """Migrate the target; returns how it ran (:attr:`TargetResult.via`)."""
         destination = self.destinations[target.service]
         plan = scripts.replay_plan(status.current, destination)
         if plan is not None:
             scripts.replay(connection, target.schema, plan,
                            table_exists=status.state is not TargetState.MISSING,
                            listener=listener, before_statement=budget.before)
-        elif scripts.uses_helper:
+            return "mixed" if plan.mixed else "replay"
+        if scripts.uses_helper:
             runner.upgrade(scripts, connection, target.schema, destination, listener)
-        else:
-            self._legacy_upgrade(scripts, target.schema, target.database)
+            return "online"
+        self._legacy_upgrade(scripts, target.schema, target.database)
+        return "subprocess"
 
     def _failure(self, error: BaseException, revision: str | None) -> _Failed:
         reason, hint = describe_error(error)

@@ -110,6 +110,10 @@ class TargetResult:
     """How many times it was tried (more than 1 after transient failures)."""
     database_down: bool = False
     """It failed because its database could not be reached (after the retries)."""
+    via: str | None = None
+    """How a migrated target ran: ``replay`` (rendered SQL), ``online`` (Alembic),
+    ``mixed`` (rendered stretches and online revisions, in one transaction) or
+    ``subprocess`` (a legacy env.py through plain ``alembic``)."""
 
 
 def state_after(result: TargetResult, before: TargetStatus) -> tuple[TargetState, int]:

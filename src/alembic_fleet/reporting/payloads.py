@@ -96,6 +96,8 @@ def migrate_payload(results: Sequence[TargetResult], before: Sequence[TargetStat
             entry["note"] = result.note
         if result.attempts > 1:
             entry["attempts"] = result.attempts
+        if result.via:
+            entry["via"] = result.via
         if result.sql is not None:
             entry["sql"] = result.sql
         targets.append(entry)
