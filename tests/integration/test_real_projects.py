@@ -76,10 +76,29 @@ def test_a_psycopg2_project_runs_on_psycopg2(tmp_path: Path, db_url: str) -> Non
 
 def test_the_same_revision_fails_on_psycopg3_as_it_would_under_plain_alembic(
         tmp_path: Path, db_url: str) -> None:
-    project = _project(tmp_path, db_url, {"svc": {"7100aaaa0001_literal.py": LITERAL}})
-    result = project.fleet("migrate")
+    project = _project(tmp_path, db_url, {"svc": {"7100aaaa0001_literal.py": LITERAL},
+                                          "fmt": {"7200aaaa0001_format.py": PERCENT_I}})
+    result = project.fleet("migrate", "--json")
     assert result.returncode == 1
-    assert "DatatypeMismatch" in result.stdout + result.stderr
+    failed = {t["service"]: t for t in json.loads(result.stdout)["targets"]}
+    assert "DatatypeMismatch" in failed["svc"]["error"]
+    assert "postgresql+psycopg2://" in failed["svc"]["hint"]  # what to do about it
+    assert "placeholder" in failed["fmt"]["hint"] and "asyncpg" in failed["fmt"]["hint"]
+
+
+def test_failures_of_a_projects_setup_say_which_key_fixes_them(tmp_path: Path,
+                                                                db_url: str) -> None:
+    query(db_url, "CREATE SCHEMA extensions; CREATE EXTENSION citext SCHEMA extensions")
+    needs_table = _revision("7110aaaa0001", None, 'op.add_column("made_by_create_all", '
+                            'sa.Column("x", sa.Integer))')
+    needs_citext = _revision("7120aaaa0001", None, 'op.execute("CREATE TABLE t (e citext)")')
+    project = _project(tmp_path, db_url, {"base": {"7110aaaa0001_b.py": needs_table},
+                                          "ext": {"7120aaaa0001_e.py": needs_citext}})
+    result = project.fleet("migrate", "--json", "--tenant", "a")
+    assert result.returncode == 1
+    failed = {t["service"]: t for t in json.loads(result.stdout)["targets"]}
+    assert "baseline" in failed["base"]["hint"]
+    assert "search_path" in failed["ext"]["hint"]
 
 
 def test_an_asyncpg_project_runs_on_asyncpg(tmp_path: Path, db_url: str) -> None:

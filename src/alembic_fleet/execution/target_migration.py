@@ -31,6 +31,7 @@ from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.catalog.versions import read_one
 from alembic_fleet.databases import Databases, libpq_url
 from alembic_fleet.exceptions import DatabaseUnavailableError, FleetError
+from alembic_fleet.execution.diagnosis import hint_for
 from alembic_fleet.execution.lock_budget import LockBudget
 from alembic_fleet.execution.locking import (
     configure_session,
@@ -224,7 +225,10 @@ class TargetMigrator:
                     "its version row before running again", None, after)
             return TargetResult(target, Outcome.MIGRATED, status.current, after, via=via)
         except (runner.RevisionFailed, ReplayFailed) as exc:
-            raise self._failure(exc.error, exc.revision) from None
+            failure = self._failure(exc.error, exc.revision)
+            failure.hint = failure.hint or hint_for(exc.error, scripts.service,
+                                                    target.database.url, not status.current)
+            raise failure from None
         except (DBAPIError, FleetError, LegacyFailed) as exc:
             raise self._failure(exc, None) from None
         finally:
