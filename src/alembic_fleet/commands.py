@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 
-from alembic_fleet import interpreters
+from alembic_fleet import drivers, interpreters
 from alembic_fleet.alembic_bridge import runner, scaffold
 from alembic_fleet.catalog.shared import existing_schemas
 from alembic_fleet.catalog.versions import read_one
@@ -176,7 +176,9 @@ def downgrade(workspace: Workspace, target: Target, revision: str) -> TargetResu
                                RunInfo.current(f"fleet downgrade {target.label} {revision}"))
         recorder.start([Step(before, True)])
     started = time.perf_counter()
-    try:
+
+    def run() -> TargetResult | tuple[str, ...]:
+        """The downgrade on the service's driver; the revisions it leaves, or a failure."""
         with workspace.databases.connect(target.database, for_migrations=True) as connection:
             # The same manners as a migration: timeouts so the application never queues
             # behind it for longer than the lock timeout, and the target's lock so that no
@@ -202,10 +204,15 @@ def downgrade(workspace: Workspace, target: Target, revision: str) -> TargetResu
             finally:
                 connection.rollback()
                 unlock(connection, key)
-            after = read_one(connection, target.schema, table) or ()
+            return read_one(connection, target.schema, table) or ()
+
+    try:
+        after = drivers.run_on(target.database.url, run)
     finally:
         if recorder is not None:
             recorder.finish("succeeded")
+    if isinstance(after, TargetResult):
+        return after
     return TargetResult(target, Outcome.MIGRATED, before.current, after,
                         time.perf_counter() - started)
 

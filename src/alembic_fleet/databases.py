@@ -26,10 +26,14 @@ DRIVER = "postgresql+psycopg"
 
 
 def sqlalchemy_url(url: str) -> URL:
-    """``url`` as a SQLAlchemy URL on the psycopg 3 driver (``postgres://`` accepted)."""
+    """``url`` as a SQLAlchemy URL on the psycopg 3 driver (``postgres://`` accepted), for
+    fleet's own connections: another driver's URL parameters are left out."""
     parsed = make_url(url)
     if parsed.password:
         register_secret(str(parsed.password))
+    driver = drivers.for_url(url)
+    if driver is not drivers.PSYCOPG and parsed.query:
+        parsed = parsed.set(query=drivers.libpq_query(dict(parsed.query), driver))
     return parsed.set(drivername=DRIVER)
 
 
@@ -93,8 +97,14 @@ class Databases:
         return engine
 
     def migration_url(self, database: Database) -> URL:
-        """The URL targets migrate on: on the driver the configured URL names."""
-        return self.url(database).set(drivername=drivers.for_url(database.url).drivername)
+        """The URL targets migrate on: the configured URL on the driver it names, with all
+        its parameters (the embedded server: fleet's own URL)."""
+        if database.url is None:
+            return self.url(database)
+        parsed = make_url(database.url)
+        if parsed.password:
+            register_secret(str(parsed.password))
+        return parsed.set(drivername=drivers.for_url(database.url).drivername)
 
     def migration_engine(self, database: Database) -> Engine:
         """The engine targets migrate on: the driver the URL names (see :mod:`.drivers`).

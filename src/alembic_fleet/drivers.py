@@ -66,6 +66,24 @@ def for_url(url: str | None) -> Driver:
     return for_scheme(scheme) or PSYCOPG
 
 
+def libpq_query(query: dict[str, Any], driver: Driver) -> dict[str, Any]:
+    """A URL's query for fleet's own psycopg 3 connections when the URL names another
+    driver: only what libpq understands (``prepared_statement_cache_size`` or
+    ``command_timeout`` are asyncpg's), asyncpg's ``ssl=MODE`` as ``sslmode``."""
+    import psycopg
+
+    known = {option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults()}
+    kept = {key: value for key, value in query.items() if key in known}
+    ssl = query.get("ssl")
+    if driver.name == "asyncpg" and isinstance(ssl, str) and "sslmode" not in kept:
+        modes = {"true": "require", "false": "disable", "disable": "disable",
+                 "allow": "allow", "prefer": "prefer", "require": "require",
+                 "verify-ca": "verify-ca", "verify-full": "verify-full"}
+        if ssl.lower() in modes:
+            kept["sslmode"] = modes[ssl.lower()]
+    return kept
+
+
 def unsupported(scheme: str) -> str:
     """Why ``scheme`` is refused, for a configuration error."""
     driver = scheme.partition("+")[2]
@@ -123,3 +141,15 @@ class GreenletBridge:
         if self._loop is not None:
             self._loop.close()
             self._loop = None
+
+
+def run_on(url: str | None, fn: Callable[[], T]) -> T:
+    """``fn()`` where the driver of ``url`` can run it: for an async driver inside a
+    :class:`GreenletBridge` of its own (one-off work such as a downgrade)."""
+    if not for_url(url).is_async:
+        return fn()
+    bridge = GreenletBridge()
+    try:
+        return bridge.call(fn)
+    finally:
+        bridge.close()

@@ -11,8 +11,8 @@ For such a service, fleet (the coordinator) never imports the service's code. It
 service's interpreter, in which alembic-fleet is installed because the service's env.py
 imports its helper, for:
 
-* the revision graph (:func:`describe`: ``python -m alembic_fleet.remote describe``), once
-  per command;
+* the revision graph (:func:`describe`: ``python -m alembic_fleet.remote call``), once
+  per command, and the commands that import the service's code (:func:`run_command`);
 * worker processes (:func:`start_worker`: ``python -m alembic_fleet.remote worker``), which
   speak the same protocol over a socket as the forked workers do over theirs.
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -35,6 +35,7 @@ from typing import Any
 
 from alembic_fleet import __version__
 from alembic_fleet.exceptions import ConfigError, FleetError
+from alembic_fleet.redact import scrub, secrets
 from alembic_fleet.remote import MISMATCH
 
 FLEET = "fleet"
@@ -46,10 +47,12 @@ environment)."""
 
 
 def default_for(folder: Path) -> Path | None:
-    """The ``.venv`` interpreter inside a service folder, unless it is fleet's own."""
+    """The ``.venv`` interpreter inside a service folder, unless it is fleet's own (a
+    broken one is returned too: silently running the service in fleet's interpreter
+    instead would import its code into the wrong environment)."""
     for relative in VENV_PYTHONS:
         candidate = folder / relative
-        if candidate.exists():
+        if os.path.lexists(candidate):  # a dangling link too: the caller refuses it
             return None if is_current(candidate) else candidate.absolute()
     return None
 
@@ -92,36 +95,47 @@ def run_command(service: Any, config_file: Any, command: str, *args: Any, **kwar
 
 def call(service: Any, function: str, *args: Any) -> Any:
     """``function(*args)`` (``"module:name"`` of alembic-fleet) run in the service's
-    interpreter, in its folder; arguments and result cross pickled (same version on both
-    sides, checked first), and a FleetError raised there is raised here."""
-    command = [*service.python, "-m", "alembic_fleet.remote", "call", __version__]
+    interpreter, in its folder; arguments and result cross pickled over a socket (same
+    version on both sides, checked first), and a FleetError raised there is raised here.
+
+    The process runs in its own process group with a lifeline: whether fleet returns,
+    is interrupted or is killed, nothing it started there goes on (a downgrade it
+    delegated must not commit after fleet reported it stopped)."""
+    lifeline = Lifeline()
     try:
-        done = subprocess.run(command, cwd=service.path, env=_environment(),
-                              input=pickle.dumps((function, args)), capture_output=True,
-                              check=False)
-    except OSError as exc:
-        raise _cannot_start(service, f"{type(exc).__name__}: {exc.strerror or exc}") from None
-    errors = done.stderr.decode(errors="replace")
-    if done.returncode == 0:
-        if errors:
-            sys.stderr.write(errors)  # what the service's code printed
-        kind, value = pickle.loads(done.stdout)
-        if kind == "error":
-            raise value
-        return value
-    if done.returncode == MISMATCH:
-        raise ConfigError(f"service '{service.name}': "
-                          + (errors.strip().splitlines()[-1] if errors.strip() else
-                             "its interpreter runs another alembic-fleet version"),
-                          hint=f"install alembic-fleet=={__version__} in that environment")
-    last = [line for line in errors.splitlines() if line.strip()][-3:]
-    raise _cannot_start(service, " | ".join(last) or f"exit code {done.returncode}")
+        process, conn = _launch(service, "call", lifeline)
+        try:
+            conn.send((function, args, secrets()))
+            try:
+                kind, value = conn.recv()
+            except (EOFError, OSError):
+                process.join(5)
+                raise _cannot_start(service, f"it exited (code {process.exitcode}) without "
+                                    "answering; its error, if any, is above") from None
+            process.join(10)
+        finally:
+            process.kill()
+            process.join(5)
+            conn.close()
+    finally:
+        lifeline.close()
+    if kind == "error":
+        raise _scrubbed(value)
+    return value
+
+
+def _scrubbed(error: Any) -> Any:
+    """An error from the service's interpreter with every known password hidden."""
+    if isinstance(error, FleetError):
+        error.message = scrub(error.message)
+        error.hint = scrub(error.hint) if error.hint else error.hint
+    return error
 
 
 def _cannot_start(service: Any, reason: str) -> FleetError:
     return ConfigError(
         f"service '{service.name}': cannot run its interpreter ({shown(service.python)}): "
-        f"{reason}",
+        f"{scrub(reason)}",
         hint=f"install alembic-fleet=={__version__} and the service's packages there (its "
         "env.py imports the helper), point the service's 'python' key at the right "
         "interpreter, or set python = \"fleet\" to use fleet's own")
@@ -129,9 +143,10 @@ def _cannot_start(service: Any, reason: str) -> FleetError:
 
 @dataclass
 class ServiceWorker:
-    """A worker process running in a service's interpreter, seen as a multiprocessing
-    ``Process`` is by the pool: ``sentinel``, ``is_alive``, ``kill``, ``join``,
-    ``exitcode``."""
+    """A process running in a service's interpreter, seen as a multiprocessing ``Process``
+    is by the pool: ``sentinel``, ``is_alive``, ``kill``, ``join``, ``exitcode``. It leads
+    its own process group, so that ``kill`` also reaches a Python started by a wrapper
+    (``uv run``, ``sh -c``) and a terminal's Ctrl-C reaches only fleet, which decides."""
 
     popen: subprocess.Popen[bytes]
     sentinel: int
@@ -140,13 +155,16 @@ class ServiceWorker:
         return self.popen.poll() is None
 
     def kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.popen.kill()
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (OSError, AttributeError):
+            with contextlib.suppress(OSError):
+                self.popen.kill()
 
     def join(self, timeout: float | None = None) -> None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout)
-        if self.popen.returncode is not None:
+        if self.popen.returncode is not None and self.sentinel >= 0:
             with contextlib.suppress(OSError):
                 os.close(self.sentinel)
             self.sentinel = -1
@@ -157,9 +175,9 @@ class ServiceWorker:
 
 
 class Lifeline:
-    """A pipe whose read end every service worker holds: when the coordinator dies, however
-    it dies, the workers see end-of-file and exit (``uv run`` between the two would keep a
-    parent-death signal from reaching them)."""
+    """A pipe whose read end the service's processes hold: when fleet dies, however it
+    dies, they see end-of-file and exit (a parent-death signal would not cross a wrapper
+    such as ``uv run``)."""
 
     def __init__(self) -> None:
         self.read, self.write = os.pipe()
@@ -173,41 +191,65 @@ class Lifeline:
 def start_worker(service: Any, factory: Any, lifeline: Lifeline
                  ) -> tuple[ServiceWorker, Connection]:
     """Start a worker in ``service``'s interpreter and hand it ``factory`` (what it builds
-    its work from); returns it with the coordinator's end of its socket.
+    its work from); returns it with fleet's end of its socket. Raises FleetError when the
+    interpreter cannot start, runs another version, or says nothing in time."""
+    process, conn = _launch(service, "worker", lifeline)
+    conn.send((factory, secrets()))
+    return process, conn
 
-    Raises FleetError when the interpreter cannot start, refuses the version, or dies
-    before saying hello."""
+
+def start_timeout() -> float:
+    """Seconds a service interpreter may take to say hello (``uv run`` may first sync the
+    environment); ``FLEET_INTERPRETER_TIMEOUT`` overrides."""
+    with contextlib.suppress(ValueError):
+        return max(0.1, float(os.environ.get("FLEET_INTERPRETER_TIMEOUT", START_TIMEOUT)))
+    return START_TIMEOUT
+
+
+def _launch(service: Any, mode: str, lifeline: Lifeline) -> tuple[ServiceWorker, Connection]:
+    """Start ``python -m alembic_fleet.remote MODE`` for ``service`` and wait for its hello.
+
+    Its stdout and stderr are fleet's stderr (what the service's code prints, including at
+    start-up); the protocol has a socket of its own."""
     ours, theirs = Pipe(duplex=True)
-    command = [*service.python, "-m", "alembic_fleet.remote", "worker", __version__,
+    command = [*service.python, "-m", "alembic_fleet.remote", mode, __version__,
                str(theirs.fileno()), str(lifeline.read)]
     try:
         popen = subprocess.Popen(command, cwd=service.path, env=_environment(),
                                  pass_fds=(theirs.fileno(), lifeline.read),
-                                 stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno())
+                                 stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(),
+                                 start_new_session=True)
     except OSError as exc:
         ours.close()
         theirs.close()
         raise _cannot_start(service, f"{type(exc).__name__}: {exc.strerror or exc}") from None
     theirs.close()
-    worker = ServiceWorker(popen, _sentinel(popen))
-    ready = wait([ours, worker.sentinel], START_TIMEOUT)
-    hello = None
-    if ours in ready:
-        with contextlib.suppress(EOFError, OSError):
-            hello = ours.recv()
-    if hello is None or hello[0] != "hello":
-        worker.kill()
-        worker.join(5)
+    process = ServiceWorker(popen, _sentinel(popen))
+    try:
+        timeout = start_timeout()
+        ready = wait([ours, process.sentinel], timeout)
+        hello = None
+        if ours in ready:
+            with contextlib.suppress(EOFError, OSError):
+                hello = ours.recv()
+    except BaseException:
+        process.kill()
         ours.close()
-        if worker.exitcode == MISMATCH:
-            raise ConfigError(f"service '{service.name}': its interpreter runs another "
-                              "alembic-fleet version",
+        raise
+    if hello is None or hello[0] != "hello":
+        process.kill()
+        process.join(5)
+        ours.close()
+        if process.exitcode == MISMATCH:
+            raise ConfigError(f"service '{service.name}': its interpreter "
+                              f"({shown(service.python)}) runs another alembic-fleet "
+                              f"version than this one ({__version__}); its message is above",
                               hint=f"install alembic-fleet=={__version__} there")
-        how = (f"did not start within {START_TIMEOUT:g}s" if worker.exitcode is None
-               else f"exited with code {worker.exitcode} (its error is above)")
+        how = (f"it said nothing within {timeout:g}s (FLEET_INTERPRETER_TIMEOUT)"
+               if process.exitcode in (None, -signal.SIGKILL) and not ready
+               else f"it exited with code {process.exitcode}; its error is above")
         raise _cannot_start(service, how)
-    ours.send(factory)
-    return worker, ours
+    return process, ours
 
 
 def _sentinel(popen: subprocess.Popen[bytes]) -> int:

@@ -31,6 +31,12 @@ def register_secret(secret: str | None) -> None:
         _secrets.update({secret, secret.replace("%", "%%"), quote(secret, safe="")})
 
 
+def secrets() -> tuple[str, ...]:
+    """The passwords registered so far (handed to a service's interpreter, so that what it
+    reports is scrubbed there too)."""
+    return tuple(_secrets)
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (the password is also registered).
 

@@ -1,27 +1,28 @@
 """The service side of :mod:`alembic_fleet.interpreters`: run inside a service's interpreter.
 
-``python -m alembic_fleet.remote call VERSION``
-    reads a pickled ``("module:function", args)`` on stdin, calls it and writes the pickled
-    ``("ok", result)`` or ``("error", FleetError)`` on stdout (the functions below: the
+``python -m alembic_fleet.remote call VERSION FD LIFELINE``
+    says hello on the socket FD, receives ``("module:function", args, secrets)``, calls it
+    and sends back ``("ok", result)`` or ``("error", FleetError)`` (the functions below: the
     revision graph, façade commands, ``--sql`` scripts).
 ``python -m alembic_fleet.remote worker VERSION FD LIFELINE``
-    says hello on the socket FD, receives the coordinator's work factory, then runs targets
-    exactly as a forked worker does (:func:`alembic_fleet.execution.pool.worker_loop`).
+    says hello, receives the coordinator's work factory, then runs targets exactly as a
+    forked worker does (:func:`alembic_fleet.execution.pool.worker_loop`).
 
-Either refuses (exit 3) a coordinator of another alembic-fleet version before reading
-anything pickled (and before importing anything but the version: this module must stay
-importable next to any other version's). What the service's code prints goes to stderr:
-stdout and the socket carry only the protocol.
+Either refuses (exit 3) a coordinator of another alembic-fleet version before anything is
+unpickled (and before importing anything but the version: this module must stay importable
+next to any other version's). Either exits when the coordinator dies (end of file on the
+LIFELINE descriptor). Standard output is the coordinator's stderr: what the service's code
+prints never reaches the protocol, which has its socket.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 import threading
+import traceback
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from alembic_fleet import __version__
 
@@ -39,36 +40,87 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"error: this interpreter ({sys.executable}) has alembic-fleet "
                          f"{__version__}; the coordinator runs {version}\n")
         return MISMATCH
+    if command not in ("call", "worker") or len(rest) != 2:
+        sys.stderr.write(f"error: unknown command {command!r}\n")
+        return 2
+    from multiprocessing.connection import Connection
+
+    fd, lifeline = int(rest[0]), int(rest[1])
+    _watch(lifeline)
+    sys.stdout = sys.stderr  # descriptor 1 is already the coordinator's stderr
+    conn = Connection(fd)
+    conn.send(("hello", __version__))
     if command == "call":
-        return _call()
-    if command == "worker":
-        return _worker(int(rest[0]), int(rest[1]))
-    sys.stderr.write(f"error: unknown command {command!r}\n")
-    return 2
+        _call(conn)
+    else:
+        _worker(conn)
+    return 0
 
 
-def _call() -> int:
-    """Run the requested function; its result (or FleetError) goes back pickled."""
+def _watch(lifeline: int) -> None:
+    """Exit at once when the coordinator dies (its end of the lifeline closes)."""
+
+    def watch() -> None:
+        os.read(lifeline, 1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fleet-lifeline", daemon=True).start()
+
+
+def _register(secrets: tuple[str, ...]) -> None:
+    from alembic_fleet.redact import register_secret
+
+    for secret in secrets:
+        register_secret(secret)
+
+
+def _call(conn: Any) -> None:
+    """Run the requested function; its result (or a FleetError) goes back."""
     import importlib
 
-    from alembic_fleet.exceptions import FleetError
-    from alembic_fleet.reporting import streams
+    from alembic_fleet.exceptions import FleetError, RevisionError
+    from alembic_fleet.redact import scrub
 
-    function, args = pickle.loads(sys.stdin.buffer.read())
-    out = streams.protocol_stdout()
+    function, args, secrets = conn.recv()
+    _register(secrets)
     module, _, name = function.partition(":")
     try:
         answer: tuple[str, object] = ("ok", getattr(importlib.import_module(module), name)(
             *args))
     except FleetError as exc:
         answer = ("error", exc)
-    except Exception as exc:  # reported by the coordinator like any internal error
-        answer = ("error", FleetError(
-            f"internal error in {sys.executable}: {type(exc).__name__}: {exc}",
-            hint="this is a bug in alembic-fleet: please report it"))
-    out.write(pickle.dumps(answer))
-    out.close()
-    return 0
+    except BaseException as exc:  # SystemExit from a revision too: say where it came from
+        where = _service_frame(exc)
+        what = (f"{where} called sys.exit({exc.code!r})" if isinstance(exc, SystemExit)
+                else f"{type(exc).__name__}: {exc}" + (f" (in {where})" if where else ""))
+        kind = RevisionError if where else FleetError  # the service's code: exit 2
+        answer = ("error", kind(
+            scrub(f"in the service's interpreter ({sys.executable}): {what}"),
+            hint="fix that file" if where
+            else "this is a bug in alembic-fleet: please report it"))
+    conn.send(answer)
+
+
+def _service_frame(exc: BaseException) -> str | None:
+    """The last frame of a traceback outside alembic-fleet, Alembic, SQLAlchemy and the
+    standard library: the revision or env.py that raised (``file:line``)."""
+    skip = ("alembic_fleet", "alembic", "sqlalchemy", "importlib", "runpy")
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        parts = frame.filename.replace("\\", "/").split("/")
+        if not any(part in skip for part in parts) and not frame.filename.startswith(
+                (sys.prefix, sys.base_prefix, "<")):
+            return f"{frame.filename}:{frame.lineno}"
+    return None
+
+
+def _worker(conn: Any) -> None:
+    from alembic_fleet.execution.pool import worker_loop
+
+    factory, secrets = conn.recv()
+    _register(secrets)
+    factory.services = {name: replace(service, python=None)
+                        for name, service in factory.services.items()}
+    worker_loop(conn, factory, os.getppid())
 
 
 def revisions_of(service: Service) -> list[Revision]:
@@ -106,29 +158,6 @@ def resolve(service: Service, revision: str) -> tuple[str, ...]:
     from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 
     return ServiceScripts(replace(service, python=None)).resolve(revision)
-
-
-def _worker(fd: int, lifeline: int) -> int:
-    from multiprocessing.connection import Connection
-
-    from alembic_fleet.execution.pool import worker_loop
-    from alembic_fleet.reporting import streams
-
-    streams.protocol_stdout().close()
-    parent = os.getppid()
-
-    def watch() -> None:  # the coordinator died (its end of the lifeline closed)
-        os.read(lifeline, 1)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="fleet-lifeline", daemon=True).start()
-    conn = Connection(fd)
-    conn.send(("hello", __version__))
-    factory = conn.recv()
-    factory.services = {name: replace(service, python=None)
-                        for name, service in factory.services.items()}
-    worker_loop(conn, factory, parent)
-    return 0
 
 
 if __name__ == "__main__":

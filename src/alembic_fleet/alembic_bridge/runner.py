@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import re
+import site
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,8 @@ from alembic_fleet.alembic_bridge.env_helper import (
     service_attributes,
 )
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts, make_config
-from alembic_fleet.exceptions import RevisionError
+from alembic_fleet.exceptions import ConfigError, RevisionError
+from alembic_fleet.redact import scrub
 
 
 class RevisionFailed(Exception):
@@ -127,8 +129,28 @@ def upgrade_sql(
     def steps(current: Any, _context: Any) -> list[Any]:
         return script._upgrade_revs(destination, current)
 
-    _run_env(scripts, steps, schema=schema, destination=destination, as_sql=True,
-             starting_rev=start, output=output, url=url, fresh=fresh)
+    applied: list[Any] = []
+    planned: list[Any] = []
+
+    def planned_steps(current: Any, context: Any) -> list[Any]:
+        planned[:] = steps(current, context)
+        return planned
+
+    try:
+        _run_env(scripts, planned_steps, schema=schema, destination=destination, as_sql=True,
+                 starting_rev=start, output=output, url=url, fresh=fresh, applied=applied)
+    except (RevisionError, ConfigError):
+        raise
+    except Exception as exc:  # a revision that cannot be rendered offline
+        failing = planned[len(applied)] if len(applied) < len(planned) else None
+        revision = getattr(getattr(failing, "revision", None), "revision", None)
+        raise RevisionError(
+            f"service '{scripts.service.name}': "
+            + (f"revision {revision} " if revision else "")
+            + "cannot be written as SQL: "
+            + scrub(f"{type(exc).__name__}: {exc}".splitlines()[0]),
+            hint="a revision that reads the database (op.get_bind(), an inspector) needs a "
+            "live connection: --sql cannot show it; use 'fleet migrate --dry-run'") from None
     sql = output.getvalue()
     if start is None:
         # From base, Alembic creates the version table, which a target downgraded to base
@@ -175,20 +197,26 @@ def _run_env(
         raise RevisionError(f"service '{scripts.service.name}': {exc}") from None
 
 
-def isolate_imports(scripts: ServiceScripts) -> None:
-    """Keep services' application packages apart inside one process.
+def isolate_imports(scripts: ServiceScripts, *, code: bool = True) -> None:
+    """Keep services' code apart inside one process.
 
-    Call it before anything imports a service's code (its env.py, its revision modules).
+    Call it before anything imports a service's code (its env.py, its revision modules)
+    or changes ``sys.path`` for it (``prepend_sys_path``). ``code=False``: only the path is
+    about to change, no code runs (allowed for a service with its own interpreter).
 
-    Two services may both ship a package named, say, ``app``; Python would hand the second
-    service the first one's cached module. Before running a service's env.py, forget the
-    cached modules whose top-level name this service's folder also provides but which were
-    loaded from another service's folder, and put this service's folder first on
-    ``sys.path``.
+    Two services may both ship a package named, say, ``app`` or ``shapes``, at their
+    folder's root or under a folder their env.py or ``prepend_sys_path`` puts on the path;
+    Python would hand the second service the first one's cached module. So each service
+    has its own ``sys.path`` entries: when fleet moves from one service to another, the
+    entries the previous one added leave ``sys.path`` (and are kept for its return), the
+    modules loaded from them are forgotten, and the next service's entries come back, its
+    folder first (as the working directory is first under plain alembic). Modules of the
+    environment itself (site-packages, the standard library, alembic-fleet) are never
+    forgotten.
     """
-    global _current
+    global _current, _baseline
     service = scripts.service
-    if service.python is not None:
+    if code and service.python is not None:
         raise RevisionError(
             f"service '{service.name}' runs in its own interpreter "
             f"({' '.join(service.python)}); this command imports its code in fleet's",
@@ -198,36 +226,38 @@ def isolate_imports(scripts: ServiceScripts) -> None:
     folder = service.path.resolve()
     if folder == _current:
         return
+    if _baseline is None:
+        _baseline = list(sys.path)
+    baseline = set(_baseline)
+    added = [entry for entry in sys.path if entry not in baseline]
+    if _current is not None:
+        _paths[_current] = added
+    sys.path[:] = [entry for entry in sys.path if entry in baseline]
+    mine = [str(folder), *(e for e in _paths.get(folder, []) if e != str(folder))]
+    _forget_modules_under([e for e in added if e not in mine])
+    sys.path[:0] = mine
     _current = folder
-    names = _top_level_names(folder)
-    others = tuple(str(f) + os.sep for f in _names if f != folder)
-    for name in [n for n in sys.modules if n.partition(".")[0] in names]:
-        origin = getattr(sys.modules[name], "__file__", None) or ""
-        if others and origin.startswith(others):
+
+
+def _forget_modules_under(entries: list[str]) -> None:
+    """Drop cached modules loaded from ``entries`` (but never the environment's own)."""
+    if not entries:
+        return
+    roots = tuple(os.path.join(os.path.realpath(e or "."), "") for e in entries)
+    keep = tuple(os.path.join(os.path.realpath(p), "") for p in {
+        sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(),
+        site.getusersitepackages(), str(Path(__file__).resolve().parents[1])})
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None)
+        if not origin:
+            continue
+        origin = os.path.realpath(origin)
+        if origin.startswith(roots) and not origin.startswith(keep):
             del sys.modules[name]
-    text = str(folder)
-    if text in sys.path:
-        sys.path.remove(text)
-    sys.path.insert(0, text)
 
 
-def _top_level_names(folder: Path) -> frozenset[str]:
-    """Module and package names importable from ``folder`` (cached per folder)."""
-    cached = _names.get(folder)
-    if cached is None:
-        try:
-            entries = list(folder.iterdir())
-        except OSError:
-            entries = []
-        cached = frozenset(
-            e.stem if e.suffix == ".py" else e.name
-            for e in entries
-            if (e.suffix == ".py" and e.is_file())
-            or (e.is_dir() and e.name.isidentifier() and (e / "__init__.py").exists())
-        )
-        _names[folder] = cached
-    return cached
-
-
-_names: dict[Path, frozenset[str]] = {}
+_baseline: list[str] | None = None
+"""``sys.path`` before any service changed it."""
+_paths: dict[Path, list[str]] = {}
+"""The ``sys.path`` entries each service added (its folder, prepend_sys_path, env.py's)."""
 _current: Path | None = None

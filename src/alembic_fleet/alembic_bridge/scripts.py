@@ -26,6 +26,7 @@ from alembic_fleet.exceptions import ConfigError, RevisionError
 from alembic_fleet.model.identifiers import unsafe_revision_id
 from alembic_fleet.model.revisions import Revision, RevisionGraph
 from alembic_fleet.model.targets import Service
+from alembic_fleet.redact import scrub
 
 
 def _absolute(value: str, base: Path) -> str:
@@ -66,6 +67,9 @@ class ServiceScripts:
     @property
     def script(self) -> ScriptDirectory:
         if self._script is None:
+            from alembic_fleet.alembic_bridge.runner import isolate_imports
+
+            isolate_imports(self, code=False)  # prepend_sys_path goes to this service
             try:
                 self._script = ScriptDirectory.from_config(make_config(self.service))
             except CommandError as exc:
@@ -160,10 +164,10 @@ class ServiceScripts:
             from alembic_fleet import interpreters
 
             return RevisionGraph.from_revisions(interpreters.describe(self.service))
-        script = self.script
         from alembic_fleet.alembic_bridge.runner import isolate_imports, run_path_setup
 
         isolate_imports(self)  # the service folder first on sys.path, as a cwd would be
+        script = self.script
         try:
             try:
                 declared = self._declared(script)
@@ -172,7 +176,8 @@ class ServiceScripts:
                 # at the top of env.py applies to the revisions' imports: do the same.
                 if not run_path_setup(self):
                     raise
-                script = self._script = ScriptDirectory.from_config(make_config(self.service))
+                self._script = None  # loaded again, with what env.py added to the path
+                script = self.script
                 declared = self._declared(script)
         except CommandError as exc:
             raise RevisionError(f"service '{self.service.name}': {exc}",
@@ -215,7 +220,7 @@ class ServiceScripts:
             path = next((f.filename for f in reversed(frames)
                          if any(f.filename.startswith(d) for d in folders)), None)
         where = _shown(path) if path else "a revision file"
-        what = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        what = scrub(f"{type(exc).__name__}: {exc}".splitlines()[0])
         missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
         hint = (f"make {missing or 'the module'!r} importable as plain alembic run in "
                 f"{_shown(self.service.path)} would find it: list its folder in "

@@ -186,6 +186,13 @@ class TableReader:
         None for fleet's own, else the command that starts it."""
         if value is None:
             found = interpreters.default_for(folder)
+            if found is not None and not found.exists():
+                raise ConfigError(f"{found} is a broken link (the service's .venv, used by "
+                                  "default)", file=self.file, key=key,
+                                  expected="a working interpreter",
+                                  hint="recreate the environment (e.g. 'uv sync' or 'python "
+                                  "-m venv --clear .venv' in the service folder), or set "
+                                  'python = "fleet" for this service')
             return None if found is None else (str(found),)
         if isinstance(value, str):
             if value == interpreters.FLEET:

@@ -61,9 +61,12 @@ def describe_error(error: BaseException) -> tuple[str, str | None]:
         return scrub(error.message), error.hint
     lines = [line for line in str(original).strip().splitlines() if line.strip()]
     reason = lines[0] if lines else type(original).__name__
+    name = type(original).__name__
+    if name == "Error" and original.__cause__ is not None:  # SQLAlchemy's asyncpg adapter
+        name = type(original.__cause__).__name__
     detail = next((line for line in lines[1:] if line.startswith(("DETAIL", "HINT"))), None)
     code = drivers.sqlstate(error)
-    text = f"{type(original).__name__}: {reason}"
+    text = f"{name}: {reason}"
     if code:
         text += f" (SQLSTATE {code})"
     if detail:
@@ -350,11 +353,10 @@ class TargetMigrator:
         raw = connection.connection.dbapi_connection  # the DBAPI face of any driver
         raw.autocommit = True  # DISCARD ALL refuses to run inside a transaction block
         try:
-            # Settings, role and session authorization, prepared statements (psycopg clears
-            # its own cache on seeing it), temporary tables, cursors, LISTENs.
             cursor = raw.cursor()
             try:
-                cursor.execute("DISCARD ALL")
+                for statement in session_reset(connection.dialect.is_async):
+                    cursor.execute(statement)
             finally:
                 cursor.close()
         finally:
@@ -387,6 +389,21 @@ class TargetMigrator:
                     connection.close()
         self._connections.clear()
         self._bridge.close()
+
+
+def session_reset(asyncpg: bool) -> tuple[str, ...]:
+    """What undoes a revision's session changes: settings, role and session authorization,
+    prepared statements (psycopg clears its own cache on seeing ``DISCARD ALL``), temporary
+    tables, cursors, LISTENs.
+
+    asyncpg keeps server-side prepared statements of its own in a client cache that
+    ``DEALLOCATE ALL`` would leave pointing at nothing (every later statement on the
+    connection would fail): for it, ``DISCARD ALL`` without the deallocation."""
+    if not asyncpg:
+        return ("DISCARD ALL",)
+    return ("CLOSE ALL", "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "UNLISTEN *",
+            "SELECT pg_advisory_unlock_all()", "DISCARD PLANS", "DISCARD TEMP",
+            "DISCARD SEQUENCES")
 
 
 @dataclass

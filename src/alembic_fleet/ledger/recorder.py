@@ -32,6 +32,7 @@ class RunRecorder:
     info: RunInfo
     warnings: list[str] = field(default_factory=list)
     _connections: dict[str, Any] = field(default_factory=dict)
+    _databases: dict[str, Any] = field(default_factory=dict)
 
     def start(self, steps: Sequence[Step]) -> None:
         """Create the ledger where needed and a run row per database with work to do."""
@@ -54,18 +55,30 @@ class RunRecorder:
                     "grant CREATE on the database to this user, or set ledger = false",
                 ) from None
             self._connections[database.key] = connection
+            self._databases[database.key] = database
 
     def finish(self, outcome: str) -> None:
-        """Close every run row; a failure to do so is a warning, never an error."""
-        for connection in self._connections.values():
+        """Close every run row; a failure to do so is a warning, never an error.
+
+        The run's connection may have been lost while the targets ran (a server restart,
+        a terminated session: the workers retried and went on); the row is then closed on
+        a new connection rather than left 'running' forever."""
+        for key, connection in self._connections.items():
             try:
-                self.ledger.close_run(connection, self.info.run_id, outcome)
+                try:
+                    self.ledger.close_run(connection, self.info.run_id, outcome)
+                except DBAPIError:
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                    connection = self.databases.connect(self._databases[key])
+                    self.ledger.close_run(connection, self.info.run_id, outcome)
             except Exception as exc:  # history must never break a migration
                 self._warn(f"could not close the run in the ledger: {exc}")
             finally:
                 with contextlib.suppress(Exception):
                     connection.close()
         self._connections.clear()
+        self._databases.clear()
 
     def _warn(self, message: str) -> None:
         text = scrub(message.splitlines()[0])

@@ -15,7 +15,7 @@ import io
 import os
 import sys
 from collections.abc import Iterator
-from typing import BinaryIO, TextIO
+from typing import TextIO
 
 _results: TextIO | None = None
 
@@ -85,13 +85,3 @@ def _saved_descriptor(stream: TextIO) -> int | None:
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         return None
 
-
-def protocol_stdout() -> BinaryIO:
-    """For a process whose stdout carries a protocol (a service interpreter answering
-    fleet, :mod:`alembic_fleet.remote`): the real stdout as a binary stream, with
-    descriptor 1 and ``sys.stdout`` pointed at stderr for everyone else, for good."""
-    sys.stdout.flush()
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return out
