@@ -45,7 +45,14 @@ from alembic_fleet.model.outcome import RunOutcome
 from alembic_fleet.model.plan import Plan
 from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.shard import Shard, take_share
-from alembic_fleet.model.status import Outcome, Step, TargetResult, TargetState
+from alembic_fleet.model.status import (
+    Outcome,
+    Step,
+    TargetResult,
+    TargetState,
+    TargetStatus,
+    reached,
+)
 from alembic_fleet.model.targets import Target
 from alembic_fleet.planning import make_plan
 from alembic_fleet.shared_schemas import shared_schema_warnings
@@ -278,6 +285,39 @@ def require_databases(workspace: Workspace, seconds: float) -> None:
         raise DatabaseUnavailableError(
             f"still not accepting connections after {seconds:g}s: {', '.join(down)}",
             hint="check the server, or wait longer (--wait-for-db / fleet wait --timeout)")
+
+
+def parse_revision_gates(pairs: Sequence[str]) -> dict[str, str]:
+    """``SERVICE=REV`` pairs (``fleet wait --revision``) as a mapping; malformed ones are
+    usage errors."""
+    gates: dict[str, str] = {}
+    for pair in pairs:
+        service, sep, revision = pair.partition("=")
+        if not sep or not service.strip() or not revision.strip():
+            raise UsageError(f"--revision {pair!r}: expected SERVICE=REVISION",
+                             hint="e.g. --revision auth=a15f8c0e3d96 (or auth=head)")
+        gates[service.strip()] = revision.strip()
+    return gates
+
+
+def wait_for_revisions(workspace: Workspace, gates: dict[str, str], seconds: float
+                       ) -> list[TargetStatus]:
+    """Wait until every target of each service in ``gates`` is at its revision or a
+    descendant (``fleet wait --revision``: an init container of the application's new
+    version); returns the targets still short when ``seconds`` ran out (empty: all there).
+    """
+    wanted = {name: workspace.scripts(name).resolve(revision)
+              for name, revision in gates.items()}
+    targets = workspace.select(list(gates))
+    deadline = time.monotonic() + seconds
+    while True:
+        statuses = read_inventory(workspace, targets).statuses
+        short = [s for s in statuses
+                 if not reached(workspace.graph(s.target.service), s,
+                                wanted[s.target.service])]
+        if not short or time.monotonic() >= deadline:
+            return short
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
 
 def check(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[str] = (), *,

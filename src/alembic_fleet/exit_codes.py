@@ -31,6 +31,9 @@ class ExitCode(IntEnum):
     """Usage or configuration error: nothing was executed."""
     NOT_UP_TO_DATE = 3
     """Some target is not at head, or ``check`` found problems."""
+    STOPPED_EARLY = 4
+    """A run stopped starting targets because of its time budget (``--deadline``), with no
+    target failed: the rest is pending, and a rerun resumes."""
     INTERRUPTED = 130
     """Interrupted by the user (Ctrl-C)."""
     TERMINATED = 143
@@ -59,7 +62,7 @@ def exit_code(value: Any) -> ExitCode:
 
     * an exception: by :data:`ERRORS`;
     * a :class:`RunOutcome`: 130 / 143 when interrupted or terminated, 1 when a target
-      failed, else 0;
+      failed, 4 when it stopped at its deadline, else 0;
     * an inventory: 2 when a service's scripts could not be loaded, else 0 when every
       target is at head, else 3;
     * anything with ``failed`` (a check report): 3 when true, else 0;
@@ -70,7 +73,9 @@ def exit_code(value: Any) -> ExitCode:
     if isinstance(value, RunOutcome):
         if value.end in _ENDS:
             return _ENDS[value.end]
-        return ExitCode.FAILED if value.failed else ExitCode.OK
+        if value.failed:  # a failure outweighs an early stop (canary, max-failures)
+            return ExitCode.FAILED
+        return ExitCode.STOPPED_EARLY if value.end is RunEnd.DEADLINE else ExitCode.OK
     if getattr(value, "unloadable", None):
         return ExitCode.USAGE  # a service's scripts could not be loaded: fix them first
     if hasattr(value, "up_to_date"):

@@ -32,7 +32,7 @@ from alembic_fleet.config.loader import EMBEDDED_DIR, load_config
 from alembic_fleet.databases import Databases, explain_connection_error
 from alembic_fleet.exceptions import ConfigError, FleetError, NotUpToDateError
 from alembic_fleet.model.identifiers import tenant_from_schema, validate_schema_template
-from alembic_fleet.model.status import TargetState, classify
+from alembic_fleet.model.status import TargetState, classify, reached
 from alembic_fleet.model.targets import Database, Service, Target
 from alembic_fleet.redact import redact_url, scrub
 
@@ -81,6 +81,7 @@ def require_head(
     schema: str | None = None,
     config: str | os.PathLike[str] | None = None,
     alembic_ini: str | os.PathLike[str] | None = None,
+    at_least: str | None = None,
 ) -> dict[str, str]:
     """Check that every schema of ``service`` is at its scripts' head; return ``{schema: head}``.
 
@@ -94,6 +95,11 @@ def require_head(
     ``tenant`` / ``tenants`` choose the tenants checked (default: the configured ones,
     ``TENANTS`` included); a string of names separated by spaces or commas is accepted too.
     ``schema`` checks that schema (or template) instead of the service's configured one.
+
+    ``at_least`` (a revision id, partial, or ``head``) accepts every schema at that revision
+    or a descendant of it instead of only the head: an application that needs revision X
+    starts while later, compatible revisions are being rolled out (the returned mapping
+    then holds each schema's own revisions).
 
     Raises :class:`SchemaNotAtHead` listing every failing schema and the command to run,
     :class:`~alembic_fleet.exceptions.ConfigError` for an unusable configuration, and
@@ -117,18 +123,26 @@ def require_head(
         only = tenant_from_schema(template, svc.schema) if template else None
         targets = [Target(svc.name, only, svc.schema_for(None), svc.database)]
 
-    graph = ServiceScripts(svc).graph
+    scripts = ServiceScripts(svc)
+    graph = scripts.graph
+    wanted = scripts.resolve(at_least) if at_least else graph.heads
     pairs = {(t.schema, svc.version_table) for t in targets}
     current = _read(url, svc.database, embedded_dir, pairs)
 
     failures: list[SchemaState] = []
+    held: dict[str, str] = {}
     for target in targets:
         status = classify(target, current.get((target.schema, svc.version_table)), graph)
-        if status.state is not TargetState.AT_HEAD:
-            failures.append(_describe(target, status.current, status.state, graph.heads,
+        ok = (status.state is TargetState.AT_HEAD if at_least is None
+              else reached(graph, status, wanted))
+        if not ok:
+            failures.append(_describe(target, status.current, status.state, wanted,
                                       known=all(graph.knows(r) for r in status.current)))
+        held[target.schema] = ",".join(status.current)
     if failures:
-        raise _error(svc, graph.heads, failures, from_config)
+        raise _error(svc, wanted, failures, from_config)
+    if at_least is not None:
+        return held
     head = ",".join(graph.heads)
     return {target.schema: head for target in targets}
 

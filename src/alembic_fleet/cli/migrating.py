@@ -21,6 +21,7 @@ from alembic_fleet.cli.app import (
 from alembic_fleet.exceptions import UsageError
 from alembic_fleet.execution.run import RunOptions, execute, policy_for
 from alembic_fleet.exit_codes import ExitCode, exit_code
+from alembic_fleet.model.budget import parse_duration, parse_max_failures
 from alembic_fleet.planning import make_plan
 from alembic_fleet.reporting import Reporter
 
@@ -49,22 +50,41 @@ from alembic_fleet.reporting import Reporter
               help="Run even though an applied revision file changed since it was applied.")
 @click.option("--wait-for-db", type=seconds, metavar="S",
               help="First wait up to S seconds for the databases to accept connections.")
+@click.option("--canary", type=click.IntRange(min=1), metavar="N",
+              help="Migrate N tenants first (highest priority first) and stop, exit 1, if "
+              "any of their targets fails.")
+@click.option("--canary-tenant", "canary_tenants", multiple=True, metavar="T",
+              help="The canary wave's tenants by name (repeatable; instead of --canary N).")
+@click.option("--max-failures", metavar="N|P%",
+              help="Start no new target once more than N targets (or P% of them) failed; "
+              "the rest is reported pending and a rerun resumes.")
+@click.option("--deadline", metavar="DURATION", envvar="FLEET_DEADLINE",
+              help="Start no target that would not finish within DURATION of the start "
+              "(900, 15m, 1h30m; also FLEET_DEADLINE): those in flight finish, the rest is "
+              "pending, exit 4, and a rerun resumes.")
 @json_option
 @click.pass_obj
 def migrate(invocation: Invocation, services: Sequence[str], tenants: Sequence[str], to: str | None,
             shard: str | None, jobs: int | None, fail_fast: bool, dry_run: bool, sql: bool,
             lock_wait: float | None, lock_timeout: float | None,
             statement_timeout: float | None, retries: int | None, allow_changed: bool,
-            wait_for_db: float | None, as_json: bool) -> int:
+            wait_for_db: float | None, canary: int | None, canary_tenants: Sequence[str],
+            max_failures: str | None, deadline: str | None, as_json: bool) -> int:
     """Bring targets to head (or --to REV). Targets already there are not touched.
 
     Each target migrates in one transaction under an advisory lock, so concurrent runners
     never apply a revision twice. A failed target is rolled back and reported; the others
     go on. Ctrl-C rolls back the targets in flight and exits with 130.
 
+    Production rollouts: --canary migrates a first wave, --max-failures is an error
+    budget, --deadline a time budget; a run they stop reports the targets it did not
+    start as pending, and a rerun resumes.
+
     Exit codes: 0 every target reached its revision; 1 some target failed; 2 usage,
-    configuration or database unreachable (nothing executed); 130 interrupted.
+    configuration or database unreachable (nothing executed); 4 stopped at its deadline
+    (rerun resumes); 130 interrupted; 143 terminated.
     """
+    budget = rollout_options(canary, canary_tenants, max_failures, deadline)
     reporter = Reporter(json_mode=as_json)
     share = shard_from(shard)
     workspace = invocation.workspace()
@@ -82,10 +102,29 @@ def migrate(invocation: Invocation, services: Sequence[str], tenants: Sequence[s
     policy = policy_for(workspace, lock_wait=lock_wait, lock_timeout=lock_timeout,
                         statement_timeout=statement_timeout, retries=retries)
     options = RunOptions(jobs=jobs, fail_fast=fail_fast, policy=policy,
-                         command=command_line(), allow_changed=allow_changed)
+                         command=command_line(), allow_changed=allow_changed, **budget)
     outcome = execute(workspace, plan, options, reporter.event)
     reporter.migrate(outcome)
     return exit_code(outcome)
+
+def rollout_options(canary: int | None, canary_tenants: Sequence[str],
+                    max_failures: str | None, deadline: str | None) -> dict[str, object]:
+    """The rollout options as :class:`RunOptions` fields; bad values are usage errors."""
+    if canary and canary_tenants:
+        raise UsageError("--canary and --canary-tenant exclude each other",
+                         hint="name the tenants, or give their number")
+    fields: dict[str, object] = {"canary": canary or 0,
+                                 "canary_tenants": tuple(dict.fromkeys(canary_tenants))}
+    try:
+        if max_failures is not None:
+            count, percent = parse_max_failures(max_failures)
+            fields.update(max_failures=count, max_failure_percent=percent)
+        if deadline:
+            fields["deadline"] = parse_duration(deadline)
+    except ValueError as exc:
+        raise UsageError(str(exc), hint="e.g. --max-failures 10 or 5%, --deadline 45m") from None
+    return fields
+
 
 @cli.command()
 @click.argument("services", nargs=-1, metavar="[SERVICE]...")
@@ -168,12 +207,34 @@ def log(invocation: Invocation, limit: int, run_id: str | None, as_json: bool) -
 @cli.command()
 @click.option("--timeout", type=seconds, default=60, show_default=True, metavar="S",
               help="Give up after this many seconds.")
+@click.option("--revision", "revisions", multiple=True, metavar="SERVICE=REV",
+              help="Also wait until every target of SERVICE is at REV or a descendant of it "
+              "(repeatable; REV may be 'head' or a partial id).")
+@json_option
 @click.pass_obj
-def wait(invocation: Invocation, timeout: float) -> int:
-    """Wait until every configured database accepts connections (for Kubernetes Jobs).
+def wait(invocation: Invocation, timeout: float, revisions: Sequence[str],
+         as_json: bool) -> int:
+    """Wait until the databases accept connections and, with --revision, until every
+    target of a service has reached a revision: the gate of an application's new version
+    (an init container), or of a Kubernetes Job.
 
-    Exit codes: 0 all reachable; 2 still unreachable after --timeout.
+    Exit codes: 0 all there; 2 a database still unreachable after --timeout; 3 a target
+    still short of its revision after --timeout.
     """
-    commands.require_databases(invocation.workspace(), timeout)
-    Reporter().line("all databases accept connections")
-    return ExitCode.OK
+    import time
+
+    gates = commands.parse_revision_gates(revisions)
+    started = time.monotonic()
+    workspace = invocation.workspace()
+    commands.require_databases(workspace, timeout)
+    reporter = Reporter(json_mode=as_json)
+    if not gates:
+        if as_json:
+            reporter.json({"ready": True})
+        else:
+            reporter.line("all databases accept connections")
+        return ExitCode.OK
+    left = max(0.0, timeout - (time.monotonic() - started))
+    short = commands.wait_for_revisions(workspace, gates, left)
+    reporter.revision_gate(gates, short)
+    return ExitCode.NOT_UP_TO_DATE if short else ExitCode.OK

@@ -7,12 +7,15 @@ the same :class:`~alembic_fleet.model.schedule.Schedule` and report through even
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from alembic_fleet.exceptions import Terminated
 from alembic_fleet.execution.events import EventSink, RunStarted, TargetFinished, TargetStarted
+from alembic_fleet.model.budget import Budget
+from alembic_fleet.model.outcome import RunEnd
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
 
@@ -50,16 +53,28 @@ def skipped(step: Step, reason: str = "") -> TargetResult:
 class RunProgress:
     """Every step's result by index, filled in as targets finish; shared by the executors."""
 
-    def __init__(self, steps: Sequence[Step], on_event: EventSink, fail_fast: bool) -> None:
+    def __init__(self, steps: Sequence[Step], on_event: EventSink, fail_fast: bool,
+                 budget: Budget | None = None, canary: frozenset[int] = frozenset()) -> None:
         self.steps = steps
         self.on_event = on_event
         self.fail_fast = fail_fast
         self.results: list[TargetResult | None] = [None] * len(steps)
         self.stopped = False
+        self.stopped_by: RunEnd | None = None
+        """Set when a budget or the canary wave stopped the run (see :meth:`stop`)."""
+        self.stop_detail: str | None = None
         self.down: dict[str, str] = {}
         """Databases found unreachable during the run (key -> reason): their remaining
         targets fail at once instead of each waiting through its retries."""
+        self.budget = budget or Budget()
         self._given_back: deque[int] = deque()
+        self._canary = canary
+        self._canary_left = {i for i in canary if steps[i].upgrade}
+        """Canary targets not finished yet: the other targets wait for them."""
+        self._parked: deque[int] = deque()
+        """Targets that waited for the canary wave, in the order they came."""
+        self._failed = 0
+        self._runnable = sum(1 for s in steps if s.upgrade)
 
     def start(self) -> None:
         self.on_event(RunStarted(len(self.steps), sum(1 for s in self.steps if s.upgrade)))
@@ -78,7 +93,16 @@ class RunProgress:
             index = self._given_back.popleft() if self._given_back else schedule.next_ready()
             if index is None:
                 return None
+            if self._canary_left and index not in self._canary:
+                self._parked.append(index)  # starts once the canary wave succeeded
+                continue
             step = self.steps[index]
+            if not self.budget.time_for(step.target.service, time.monotonic()):
+                self._given_back.appendleft(index)
+                self.stop(RunEnd.DEADLINE, "stopped at its deadline: the time left was "
+                          f"shorter than the next target's expected "
+                          f"{self.budget.expected_seconds(step.target.service):.1f}s")
+                return None
             reason = self.down.get(step.target.database.key)
             if reason is None:
                 return index
@@ -89,9 +113,14 @@ class RunProgress:
                 "run 'fleet migrate' again once it is back", database_down=True))
         return None
 
+    def stop(self, end: RunEnd, detail: str) -> None:
+        """Start no more targets; those not started are reported pending."""
+        if not self.stopped:
+            self.stopped, self.stopped_by, self.stop_detail = True, end, detail
+
     def has_work(self, schedule: Schedule) -> bool:
         """Whether any step is still waiting to start."""
-        return bool(self._given_back) or not schedule.exhausted
+        return bool(self._given_back or self._parked) or not schedule.exhausted
 
     def give_back(self, index: int) -> None:
         """A step handed to a worker that never started it: it runs again later."""
@@ -105,19 +134,44 @@ class RunProgress:
         failed = result.outcome is Outcome.FAILED
         for blocked in schedule.finish(index, not failed):
             self.record(blocked, skipped(self.steps[blocked], DEPENDENCY_NOTE))
+        if result.outcome is Outcome.MIGRATED:
+            self.budget.observe(result.target.service, result.seconds)
         if failed and self.fail_fast:
             self.stopped = True
+        if failed:
+            self._failed += 1
+            if index in self._canary:
+                self.stop(RunEnd.CANARY, f"stopped: {result.target.label} of the canary "
+                          "wave failed")
+            elif self.budget.failures_exceeded(self._failed, self._runnable):
+                self.stop(RunEnd.MAX_FAILURES, f"stopped: {self._failed} targets failed, "
+                          f"more than the {self.budget.failure_limit(self._runnable)} "
+                          "allowed (--max-failures)")
+        if index in self._canary_left:
+            self._canary_left.discard(index)
+            if not self._canary_left and not self.stopped:
+                self._given_back.extend(self._parked)  # the canary wave succeeded
+                self._parked.clear()
 
     def close(self, schedule: Schedule, note: str = FAIL_FAST_NOTE) -> list[TargetResult]:
-        """Every step not run (``--fail-fast``) is reported skipped; results in plan order."""
-        while self._given_back:
-            index = self._given_back.popleft()
-            self.record(index, skipped(self.steps[index], note))
+        """Every step not run is reported: pending when a budget or the canary stopped the
+        run (a rerun resumes), else skipped (``--fail-fast``); results in plan order."""
+        def unstarted(index: int) -> TargetResult:
+            if self.stopped_by is None or note == INTERRUPTED_NOTE:
+                return skipped(self.steps[index], note)
+            current = self.steps[index].status.current
+            return TargetResult(self.steps[index].target, Outcome.PENDING, current, current,
+                                note=f"not started: the run {self.stop_detail}; "
+                                "run 'fleet migrate' again to resume")
+        for index in [*self._given_back, *self._parked]:
+            self.record(index, unstarted(index))
+        self._given_back.clear()
+        self._parked.clear()
         while (index := schedule.next_ready()) is not None:
-            self.record(index, skipped(self.steps[index], note))
+            self.record(index, unstarted(index))
         for index, result in enumerate(self.results):
             if result is None:
-                self.record(index, skipped(self.steps[index], note))
+                self.record(index, unstarted(index))
         return [r for r in self.results if r is not None]
 
     def interrupted(self, schedule: Schedule, in_flight: list[int], cause: BaseException
@@ -137,13 +191,18 @@ class RunProgress:
 class SerialExecutor:
     """Runs targets in schedule order in the current process."""
 
-    def __init__(self, work: Work, *, fail_fast: bool = False) -> None:
+    def __init__(self, work: Work, *, fail_fast: bool = False, budget: Budget | None = None,
+                 canary: frozenset[int] = frozenset()) -> None:
         self.work = work
         self.fail_fast = fail_fast
+        self.budget = budget
+        self.canary = canary
+        self.book: RunProgress | None = None
 
     def run(self, steps: Sequence[Step], schedule: Schedule, on_event: EventSink
             ) -> list[TargetResult]:
-        book = RunProgress(steps, on_event, self.fail_fast)
+        book = self.book = RunProgress(steps, on_event, self.fail_fast, self.budget,
+                                       self.canary)
         book.start()
         index = None
         try:

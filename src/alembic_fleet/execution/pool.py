@@ -29,6 +29,7 @@ from alembic_fleet import interpreters
 from alembic_fleet.exceptions import FleetError
 from alembic_fleet.execution.events import EventSink, TargetStarted
 from alembic_fleet.execution.executor import RunProgress, Work
+from alembic_fleet.model.budget import Budget
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
 from alembic_fleet.model.targets import Service
@@ -128,8 +129,12 @@ class PoolExecutor:
 
     def __init__(self, make_work: Callable[[], Work], *, jobs: int, fail_fast: bool = False,
                  settle: Callable[[Step], TargetResult | None] | None = None,
-                 own_python: Mapping[str, Service] | None = None) -> None:
+                 own_python: Mapping[str, Service] | None = None,
+                 budget: Budget | None = None, canary: frozenset[int] = frozenset()) -> None:
         self.make_work = make_work
+        self.budget = budget
+        self.canary = canary
+        self.book: RunProgress | None = None
         self.jobs = max(1, jobs)
         self.fail_fast = fail_fast
         self.settle = settle
@@ -153,7 +158,8 @@ class PoolExecutor:
 
     def run(self, steps: Sequence[Step], schedule: Schedule, on_event: EventSink
             ) -> list[TargetResult]:
-        book = RunProgress(steps, on_event, self.fail_fast)
+        book = self.book = RunProgress(steps, on_event, self.fail_fast, self.budget,
+                                       self.canary)
         book.start()
         workers: list[_Worker] = []
         try:

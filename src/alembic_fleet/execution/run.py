@@ -10,10 +10,14 @@ goes to the ``on_event`` listener.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from alembic_fleet.exceptions import DatabaseUnavailableError
+from sqlalchemy.exc import DBAPIError
+
+from alembic_fleet.exceptions import DatabaseUnavailableError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
 from alembic_fleet.execution.executor import RunInterrupted, SerialExecutor
 from alembic_fleet.execution.locking import lock_key, try_lock, unlock
@@ -28,6 +32,7 @@ from alembic_fleet.execution.target_migration import Policy, TargetMigrator, Wor
 from alembic_fleet.ledger import Ledger, RunInfo
 from alembic_fleet.ledger.recorder import RunRecorder
 from alembic_fleet.ledger.target_ledger import RunLedger
+from alembic_fleet.model.budget import Budget
 from alembic_fleet.model.outcome import RunEnd, RunOutcome
 from alembic_fleet.model.plan import Plan
 from alembic_fleet.model.schedule import Schedule
@@ -45,6 +50,14 @@ class RunOptions:
     policy: Policy = field(default_factory=Policy)
     command: str = "fleet migrate"
     allow_changed: bool = False
+    canary: int = 0
+    """Migrate this many tenants first (priority order) and stop if any of them fails."""
+    canary_tenants: tuple[str, ...] = ()
+    """The canary wave's tenants, by name (instead of the first ``canary``)."""
+    max_failures: int | None = None
+    max_failure_percent: float | None = None
+    deadline: float | None = None
+    """Seconds from the start after which no target may still be running."""
 
 
 def policy_for(workspace: Workspace, **overrides: float | int | None) -> Policy:
@@ -69,13 +82,17 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     and an outcome whose ``end`` says so.
     """
     options = options or RunOptions()
+    started = time.monotonic()
     reachable = [i for i, s in enumerate(plan.steps)
                  if s.target.database.key not in plan.unreachable]
     if plan.unreachable and not reachable:
         raise DatabaseUnavailableError(next(iter(plan.unreachable.values())))
     steps = [plan.steps[i] for i in reachable]
     local = {index: position for position, index in enumerate(reachable)}
-    schedule = Schedule([local[i] for i in plan.order if i in local],
+    order = [local[i] for i in plan.order if i in local]
+    canary = _canary(steps, order, options)
+    order = [i for i in order if i in canary] + [i for i in order if i not in canary]
+    schedule = Schedule(order,
                         {local[i]: {local[w] for w in ws} for i, ws in plan.waits.items()})
     runnable = sum(1 for s in steps if s.upgrade)
     warnings: list[str] = []
@@ -88,10 +105,17 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
         warnings += shared_schema_warnings(workspace, [s.target for s in steps if s.upgrade])
     recorder = _recorder(workspace, steps, options) if runnable else None
     run_ledger = RunLedger(recorder.ledger, recorder.info.run_id) if recorder else None
+    budget = Budget(options.max_failures, options.max_failure_percent,
+                    None if options.deadline is None else started + options.deadline,
+                    _typical_seconds(workspace, steps) if options.deadline else {})
     executor, work = _executor(workspace, plan, steps, runnable, options, run_ledger)
+    executor.budget, executor.canary = budget, frozenset(canary)
     end = RunEnd.COMPLETED
+    detail = None
     try:
         results = executor.run(steps, schedule, on_event)
+        if executor.book is not None and executor.book.stopped_by is not None:
+            end, detail = executor.book.stopped_by, executor.book.stop_detail
     except RunInterrupted as interrupted:
         results = interrupted.results
         end = RunEnd.TERMINATED if interrupted.terminated else RunEnd.INTERRUPTED
@@ -106,7 +130,55 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
                         else "failed" if failed else "succeeded")
     warnings += recorder.warnings if recorder else []
     return RunOutcome(ordered, plan.statuses, tuple(warnings),
-                      recorder.info.run_id if recorder else None, end)
+                      recorder.info.run_id if recorder else None, end, detail)
+
+
+def _canary(steps: list[Step], order: list[int], options: RunOptions) -> set[int]:
+    """The canary wave: the targets of the tenants named, or of the first ``canary``
+    tenants (in run order) with work to do; single-schema targets go with it."""
+    if not options.canary and not options.canary_tenants:
+        return set()
+    if options.canary_tenants:
+        known = {s.target.tenant for s in steps}
+        unknown = [t for t in options.canary_tenants if t not in known]
+        if unknown:
+            raise UsageError(f"--canary-tenant {unknown[0]!r} is not among this run's "
+                             "tenants", hint="name a configured tenant that this run covers")
+        chosen = set(options.canary_tenants)
+    else:
+        chosen = set()
+        for index in order:
+            tenant = steps[index].target.tenant
+            if steps[index].upgrade and tenant is not None and tenant not in chosen:
+                if len(chosen) == options.canary:
+                    break
+                chosen.add(tenant)
+    return {i for i, s in enumerate(steps) if s.target.tenant in chosen
+            or (s.target.tenant is None and s.upgrade)}
+
+
+def _typical_seconds(workspace: Workspace, steps: list[Step]) -> dict[str, float]:
+    """Per service, a target's usual seconds from the ledgers of the databases involved
+    (the longest where they differ); nothing when there is no ledger or it cannot be read."""
+    if not workspace.config.ledger:
+        return {}
+    typical: dict[str, float] = {}
+    by_database: dict[str, tuple[Any, set[str]]] = {}
+    for step in steps:
+        if step.upgrade:
+            entry = by_database.setdefault(step.target.database.key,
+                                           (step.target.database, set()))
+            entry[1].add(step.target.service)
+    ledger = Ledger(workspace.config.ledger_schema)
+    for database, services in by_database.values():
+        try:
+            with workspace.databases.connect(database) as connection:
+                found = ledger.typical_seconds(connection, sorted(services))
+        except (DBAPIError, DatabaseUnavailableError):
+            continue
+        for service, seconds in found.items():
+            typical[service] = max(seconds, typical.get(service, 0.0))
+    return typical
 
 
 def _recorder(workspace: Workspace, steps: list[Step], options: RunOptions

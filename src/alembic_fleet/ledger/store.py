@@ -280,6 +280,25 @@ class Ledger:
                       AND r.removed_at > u.started_at)"""),
             {"id": run_id, "service": service, "schema": schema}).scalar())
 
+    def typical_seconds(self, connection: Any, services: list[str]) -> dict[str, float]:
+        """Per service: the median seconds of its last 200 migrated targets (what a time
+        budget expects of the next one); empty when there is no ledger yet."""
+        exists = connection.execute(text("SELECT to_regclass(:t)"), {
+            "t": f"{quote_ident(self.schema)}.run_targets"}).scalar()
+        if exists is None:
+            connection.rollback()
+            return {}
+        rows = connection.execute(
+            text(f"""SELECT service, percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)
+                FROM (SELECT service, seconds, row_number() OVER (
+                          PARTITION BY service ORDER BY finished_at DESC) AS n
+                      FROM {quote_ident(self.schema)}.run_targets
+                      WHERE outcome = 'migrated'
+                        AND service = ANY(CAST(:services AS text[]))) AS recent
+                WHERE n <= 200 GROUP BY service"""), {"services": services}).all()
+        connection.rollback()
+        return {service: float(seconds) for service, seconds in rows}
+
     def target_row(self, connection: Any, run_id: str, service: str, schema: str
                    ) -> tuple[str, tuple[str, ...], float] | None:
         """(outcome, to_revisions, seconds) of one target in one run, if it was written."""

@@ -16,6 +16,16 @@ class RunEnd(StrEnum):
     """Ctrl-C: the targets in flight were rolled back."""
     TERMINATED = "terminated"
     """SIGTERM (Kubernetes stopping the pod): handled like Ctrl-C."""
+    DEADLINE = "stopped_deadline"
+    """``--deadline``: no time left for the next target; the rest is pending."""
+    MAX_FAILURES = "stopped_max_failures"
+    """``--max-failures``: more targets failed than allowed; the rest is pending."""
+    CANARY = "stopped_canary"
+    """``--canary``: a target of the canary wave failed; the rest is pending."""
+
+
+STOPPED_BY_BUDGET = (RunEnd.DEADLINE, RunEnd.MAX_FAILURES, RunEnd.CANARY)
+"""Ends after which a rerun resumes: the targets not started are reported ``pending``."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,8 @@ class RunOutcome:
     warnings: tuple[str, ...] = ()
     run_id: str | None = None
     end: RunEnd = RunEnd.COMPLETED
+    stop_detail: str | None = None
+    """Why a run stopped early (with a budget end), in words."""
 
     @property
     def failed(self) -> bool:

@@ -29,6 +29,9 @@ class Outcome(StrEnum):
     MIGRATED = "migrated"
     SKIPPED = "skipped"
     FAILED = "failed"
+    PENDING = "pending"
+    """Not started because the run stopped early (a budget, a failed canary): a rerun
+    resumes with it."""
 
 
 @dataclass(frozen=True)
@@ -132,3 +135,13 @@ def state_after(result: TargetResult, before: TargetStatus) -> tuple[TargetState
         if not result.to_revs:
             return TargetState.MISSING, before.pending
     return before.state, before.pending
+
+
+def reached(graph: RevisionGraph, status: TargetStatus, wanted: tuple[str, ...]) -> bool:
+    """Whether a target holds ``wanted`` or a descendant of it, every revision it holds
+    known to the scripts: the "at least" test of an application gate."""
+    if status.state in (TargetState.MISSING, TargetState.UNREACHABLE):
+        return False
+    if not all(graph.knows(revision) for revision in status.current):
+        return False
+    return graph.pending(status.current, wanted) == 0

@@ -51,7 +51,34 @@ def status_payload(statuses: Sequence[TargetStatus]) -> dict[str, Any]:
         for s in statuses
     ]
     return {"targets": targets, "summary": _summary([s.state for s in statuses]),
-            "databases": databases_summary([(s.target, s.state) for s in statuses])}
+            "databases": databases_summary([(s.target, s.state) for s in statuses]),
+            "services": services_summary(statuses)}
+
+
+def services_summary(statuses: Sequence[TargetStatus]) -> dict[str, dict[str, Any]]:
+    """Per service: its head, the lowest and highest revision its targets hold (``[]``: a
+    target with no version yet) and how many are at head: what an application gate reads
+    (``fleet wait --revision``). Lowest is the target with the most revisions pending;
+    orphans and unreachable targets do not count."""
+    grouped: dict[str, list[TargetStatus]] = {}
+    for status in statuses:
+        if status.state not in (TargetState.ORPHAN, TargetState.UNREACHABLE):
+            grouped.setdefault(status.target.service, []).append(status)
+    summary = {}
+    for name, members in grouped.items():
+        lowest = max(members, key=lambda s: s.pending)
+        highest = min(members, key=lambda s: (s.pending, s.state is not TargetState.AHEAD))
+        summary[name] = {"head": list(members[0].head), "lowest": list(lowest.current),
+                         "highest": list(highest.current), "targets": len(members),
+                         "at_head": sum(1 for s in members if s.state is TargetState.AT_HEAD)}
+    return summary
+
+
+def gate_payload(gates: dict[str, str], short: Sequence[TargetStatus]) -> dict[str, Any]:
+    """``fleet wait --revision``: whether every target got there, and those that did not."""
+    return {"ready": not short, "revisions": dict(gates),
+            "short": [{**_target(s.target), "current": list(s.current), "state": s.state.value}
+                      for s in short]}
 
 
 def databases_summary(items: Sequence[tuple[Target, TargetState]]) -> dict[str, dict[str, int]]:

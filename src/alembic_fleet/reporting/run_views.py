@@ -19,6 +19,7 @@ from rich.progress import (
 
 from alembic_fleet.databases import display
 from alembic_fleet.execution.events import Event, RunStarted, TargetFinished, TargetStarted
+from alembic_fleet.model.outcome import STOPPED_BY_BUDGET
 from alembic_fleet.model.status import (
     Outcome,
     TargetResult,
@@ -77,6 +78,21 @@ class RunViews(ReporterBase):
             for name, counts in payload["databases"].items():
                 self.line(f"{name}: {self._summary_text(counts)}")
         self.line(self._summary_text(payload["summary"]))
+
+    def revision_gate(self, gates: dict[str, str], short: Sequence[TargetStatus]) -> None:
+        """``fleet wait --revision``: ready, or the targets still short of their revision."""
+        if self.json_mode:
+            self.json(payloads.gate_payload(gates, short))
+            return
+        wanted = ", ".join(f"{service} at {revision}" for service, revision in gates.items())
+        if not short:
+            self.line(f"every target is there: {wanted} or later")
+            return
+        self._table(["service", "tenant", "schema", "current", "state"],
+                    [(s.target.service, s.target.tenant or "-", s.target.schema,
+                      revs_text(s.current), s.state.value) for s in short],
+                    [STATE_STYLE[s.state] for s in short])
+        self.line(f"{len(short)} target(s) not yet at {wanted}")
 
     @staticmethod
     def _summary_text(summary: dict[str, int]) -> str:
@@ -168,13 +184,15 @@ class RunViews(ReporterBase):
 
     def migrate(self, outcome: RunOutcome) -> None:
         self._migrate(outcome.results, outcome.before, end=outcome.end,
-                      warnings=outcome.warnings)
+                      warnings=outcome.warnings, detail=outcome.stop_detail)
         for warning in outcome.warnings:
             self.note(f"warning: {warning}")
 
     def _migrate(self, results: Sequence[TargetResult], before: Sequence[TargetStatus], *,
-                 end: str = "completed", warnings: Sequence[str] = ()) -> None:
-        interrupted = end != "completed"
+                 end: str = "completed", warnings: Sequence[str] = (),
+                 detail: str | None = None) -> None:
+        stopped = end in STOPPED_BY_BUDGET
+        interrupted = end != "completed" and not stopped
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -183,6 +201,10 @@ class RunViews(ReporterBase):
             if interrupted:
                 payload["interrupted"] = True
                 payload["end"] = end
+            if stopped:
+                payload["end"] = end
+                payload["stopped"] = {"reason": end.removeprefix("stopped_"),
+                                      "detail": detail}
             if warnings:
                 payload["warnings"] = list(warnings)
             self.json(payload)
@@ -190,6 +212,12 @@ class RunViews(ReporterBase):
         if interrupted:
             self.err.print(f"{end}: the targets in flight were rolled back",
                            style="bold red" if self.err.is_terminal else None)
+        pending = [r for r in results if r.outcome is Outcome.PENDING]
+        if stopped:
+            self.err.print(f"the run {detail}; the targets in flight finished, "
+                           f"{len(pending)} target(s) not started are pending: run "
+                           "'fleet migrate' again to resume",
+                           style="bold yellow" if self.err.is_terminal else None)
         migrated = [r for r in results if r.outcome is Outcome.MIGRATED]
         failed = [r for r in results if r.outcome is Outcome.FAILED]
         skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
@@ -203,12 +231,13 @@ class RunViews(ReporterBase):
             self.line(f"FAILED {result.target.label}{tenant}: {result.error}", style="red")
             if result.hint:
                 self.line(f"  hint: {result.hint}")
-        if not migrated and not failed:
+        if not migrated and not failed and not pending:
             self.line(f"nothing to do: all {len(skipped)} target(s) skipped "
                       "(already at the wanted revision)")
             return
         self.line(f"{len(results)} target(s): {len(migrated)} migrated, {len(skipped)} skipped, "
-                  f"{len(failed)} failed", style="red" if failed else "green")
+                  f"{len(failed)} failed" + (f", {len(pending)} pending" if pending else ""),
+                  style="red" if failed else "yellow" if pending else "green")
         if failed:
             self.line("fix the error above and run 'fleet migrate' again: only failed and "
                       "pending targets run")
