@@ -10,8 +10,11 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import Project, query, version
@@ -37,6 +40,8 @@ depends_on = None
 def upgrade():
     schema = op.get_bind().exec_driver_sql("SELECT current_schema()").scalar()
     op.create_table("t{rev}", sa.Column("id", sa.Integer))
+    if {down!r}:
+        op.add_column("t7700aaaa0001", sa.Column("c{rev}", sa.Integer))
     op.execute(f"SELECT pg_sleep({{os.environ.get('FLEET_TEST_SLEEP', '0')}})")
     if schema in os.environ.get("FLEET_TEST_FAIL", "").split():
         raise RuntimeError("fails on purpose")
@@ -171,3 +176,24 @@ def test_an_application_waits_for_its_revision(tmp_path: Path, db_url: str) -> N
                           env={**project.env, "PATH": "/usr/bin:/bin"}, capture_output=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2"
+
+
+def test_a_locked_target_comes_back_after_the_others(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url, 3, revisions=2)
+    assert project.fleet("migrate", "--to", FIRST, "svc").returncode == 0
+    with psycopg.connect(db_url) as holder:
+        holder.execute(f"LOCK TABLE svc_t00.t{FIRST}")  # the application holds it
+        release = threading.Timer(4.0, holder.rollback)
+        release.start()
+        started = time.monotonic()
+        code, payload = _run(project, "--jobs", "1", "--lock-timeout", "0.5",
+                             "--retries", "6")
+        release.join()
+    assert code == 0, payload
+    targets = {t["tenant"]: t for t in payload["targets"]}
+    assert targets["t00"]["outcome"] == "migrated" and targets["t00"]["attempts"] >= 2
+    finished = dict(query(db_url, "SELECT tenant, finished_at FROM fleet.run_targets "
+                          "WHERE outcome = 'migrated'"))
+    # One worker: the others went first instead of waiting behind the locked one.
+    assert finished["t01"] < finished["t00"] and finished["t02"] < finished["t00"]
+    assert targets["t01"]["seconds"] < 2 and time.monotonic() - started < 60

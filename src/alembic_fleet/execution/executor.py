@@ -7,9 +7,11 @@ the same :class:`~alembic_fleet.model.schedule.Schedule` and report through even
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from alembic_fleet.exceptions import Terminated
@@ -19,7 +21,8 @@ from alembic_fleet.model.outcome import RunEnd
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
 
-Work = Callable[[Step], TargetResult]
+Work = Callable[[Step, int], TargetResult]
+"""Migrates a step's target; the int is how many attempts were made before."""
 
 FAIL_FAST_NOTE = "not started: an earlier target failed (--fail-fast)"
 DEPENDENCY_NOTE = "not started: a service it depends on failed for this tenant"
@@ -75,6 +78,11 @@ class RunProgress:
         """Targets that waited for the canary wave, in the order they came."""
         self._failed = 0
         self._runnable = sum(1 for s in steps if s.upgrade)
+        self._later: list[tuple[float, int]] = []
+        """Targets that came back after a lock timeout: (not before, index), a heap; they
+        start again once the schedule has nothing else ready."""
+        self._tries: dict[int, int] = {}
+        self._last: dict[int, TargetResult] = {}
 
     def start(self) -> None:
         self.on_event(RunStarted(len(self.steps), sum(1 for s in self.steps if s.upgrade)))
@@ -91,6 +99,8 @@ class RunProgress:
         step; steps on a database known to be down fail at once, with its reason."""
         while not self.stopped:
             index = self._given_back.popleft() if self._given_back else schedule.next_ready()
+            if index is None and self._later and self._later[0][0] <= time.monotonic():
+                index = heapq.heappop(self._later)[1]
             if index is None:
                 return None
             if self._canary_left and index not in self._canary:
@@ -120,14 +130,30 @@ class RunProgress:
 
     def has_work(self, schedule: Schedule) -> bool:
         """Whether any step is still waiting to start."""
-        return bool(self._given_back or self._parked) or not schedule.exhausted
+        return bool(self._given_back or self._parked or self._later) or not schedule.exhausted
+
+    def tries(self, index: int) -> int:
+        """Attempts already made at a step (it came back after lock timeouts)."""
+        return self._tries.get(index, 0)
+
+    def later_in(self) -> float | None:
+        """Seconds until a target that came back may start again (None: none waits)."""
+        if not self._later or self.stopped:
+            return None
+        return max(0.0, self._later[0][0] - time.monotonic())
 
     def give_back(self, index: int) -> None:
         """A step handed to a worker that never started it: it runs again later."""
         self._given_back.append(index)
 
     def finish(self, schedule: Schedule, index: int, result: TargetResult) -> None:
-        """Record an executed target; skip what can no longer run."""
+        """Record an executed target; skip what can no longer run. A target that hit a
+        lock timeout with retries left (``retry_after``) goes to the back of the queue."""
+        if result.retry_after is not None:
+            self._tries[index] = result.attempts
+            self._last[index] = result
+            heapq.heappush(self._later, (time.monotonic() + result.retry_after, index))
+            return
         if result.database_down and result.error:
             self.down.setdefault(result.target.database.key, result.error)
         self.record(index, result)
@@ -167,6 +193,11 @@ class RunProgress:
             self.record(index, unstarted(index))
         self._given_back.clear()
         self._parked.clear()
+        while self._later:  # came back after a lock timeout and never got another go
+            index = heapq.heappop(self._later)[1]
+            last = self._last[index]
+            self.record(index, unstarted(index) if self.stopped_by or note != FAIL_FAST_NOTE
+                        else replace(last, retry_after=None))
         while (index := schedule.next_ready()) is not None:
             self.record(index, unstarted(index))
         for index, result in enumerate(self.results):
@@ -206,9 +237,16 @@ class SerialExecutor:
         book.start()
         index = None
         try:
-            while (index := book.next_step(schedule)) is not None:
+            while True:
+                index = book.next_step(schedule)
+                if index is None:
+                    pause = book.later_in()
+                    if pause is None:
+                        break
+                    time.sleep(pause)  # only targets that came back are left: wait for them
+                    continue
                 on_event(TargetStarted(steps[index].target))
-                book.finish(schedule, index, self.work(steps[index]))
+                book.finish(schedule, index, self.work(steps[index], book.tries(index)))
                 index = None
         except KeyboardInterrupt as cause:
             raise book.interrupted(schedule, [index] if index is not None else [],

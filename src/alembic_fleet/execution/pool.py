@@ -70,9 +70,9 @@ def worker_loop(conn: Connection, make_work: Callable[[], Work], parent: int) ->
             message = conn.recv()
             if message is None:
                 break
-            index, step = message
+            index, step, tries = message
             conn.send(("started", index, None))
-            conn.send(("done", index, work(step)))
+            conn.send(("done", index, work(step, tries)))
     except (EOFError, OSError, KeyboardInterrupt):
         pass
     finally:
@@ -169,10 +169,15 @@ class PoolExecutor:
                     workers.append(self._spawn(None, steps[0]))
             while True:
                 self._fill(workers, steps, schedule, book)
-                if not any(w.index is not None for w in workers):
-                    break
                 busy = [w for w in workers if w.index is not None]
-                ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy])
+                pause = book.later_in()  # targets that came back after a lock timeout
+                if not busy:
+                    if pause is None:
+                        break
+                    time.sleep(pause)
+                    continue
+                ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy],
+                             pause)
                 for worker in busy:
                     if self._receive(worker, ready, schedule, book):
                         continue
@@ -344,7 +349,7 @@ class PoolExecutor:
         worker.index, worker.started = index, False
         book.on_event(TargetStarted(steps[index].target))
         try:
-            worker.conn.send((index, steps[index]))
+            worker.conn.send((index, steps[index], book.tries(index)))
         except OSError:  # the worker died while idle: the step runs on another one
             worker.index = None
             self._held.appendleft(index)

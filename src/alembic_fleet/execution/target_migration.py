@@ -87,6 +87,9 @@ class Policy:
     retries: int = 3
     """Further attempts after a transient failure."""
     backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=15.0))
+    come_back: bool = True
+    """A target that hit a lock timeout goes to the end of the queue, and its worker on
+    to other targets, instead of the worker waiting out the back-off on it."""
 
 
 class LegacyFailed(Exception):
@@ -121,15 +124,17 @@ class TargetMigrator:
     _bridge: drivers.GreenletBridge = field(default_factory=drivers.GreenletBridge)
     """Runs targets of async-driver databases (see :mod:`alembic_fleet.drivers`)."""
 
-    def __call__(self, step: Step) -> TargetResult:
+    def __call__(self, step: Step, tries: int = 0) -> TargetResult:
+        """Migrate ``step``'s target; ``tries``: attempts already made earlier in the run
+        (a target that came back after a lock timeout)."""
         if drivers.for_url(step.target.database.url).is_async:
-            return self._bridge.call(self._run, step)
-        return self._run(step)
+            return self._bridge.call(self._run, step, tries)
+        return self._run(step, tries)
 
-    def _run(self, step: Step) -> TargetResult:
+    def _run(self, step: Step, tries: int = 0) -> TargetResult:
         target = step.target
         started = time.perf_counter()
-        attempt = 0
+        attempt = tries
         while True:
             attempt += 1
             try:
@@ -137,7 +142,15 @@ class TargetMigrator:
             except _Failed as failure:
                 self._recover(target.database)
                 if failure.transient and attempt <= self.policy.retries:
-                    time.sleep(self.policy.backoff.delay(attempt - 1))
+                    delay = self.policy.backoff.delay(attempt - 1)
+                    if failure.transient == "lock timeout" and self.policy.come_back:
+                        # Skip and come back: the worker takes other targets meanwhile
+                        # instead of sleeping on this one (see RunProgress.finish).
+                        return TargetResult(target, Outcome.FAILED, step.status.current,
+                                            step.status.current,
+                                            time.perf_counter() - started, failure.message,
+                                            failure.hint, attempts=attempt, retry_after=delay)
+                    time.sleep(delay)
                     continue
                 message = failure.message
                 if failure.transient and attempt > 1:

@@ -113,6 +113,9 @@ class TargetResult:
     """How many times it was tried (more than 1 after transient failures)."""
     database_down: bool = False
     """It failed because its database could not be reached (after the retries)."""
+    retry_after: float | None = None
+    """Set on a target that hit a lock timeout and should be tried again after the others,
+    this many seconds from now at the earliest (it is not finished)."""
     via: str | None = None
     """How a migrated target ran: ``replay`` (rendered SQL), ``online`` (Alembic),
     ``mixed`` (rendered stretches and online revisions, in one transaction) or
