@@ -174,7 +174,7 @@ class ServicePlan:
     def work(self, kind: Work | str) -> int:
         """How many statement effects do ``kind`` of work on an existing relation."""
         return sum(1 for r in self.revisions for s in r.statements for e in s.effects
-                   if e.effect.work is kind and not e.effect.created)
+                   if e.effect.work == kind and not e.effect.created)
 
 
 @dataclass(frozen=True)
