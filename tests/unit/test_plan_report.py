@@ -118,7 +118,8 @@ def test_markdown_fits_a_pull_request_comment() -> None:
     text = plan_markdown(_report())
     assert text.startswith(MARKER + "\n## Migration plan\n")
     assert "\x1b[" not in text  # no ANSI
-    assert "2 targets to migrate in 1 service, 3 pending revisions; 4 at head" in text
+    assert ("2 targets to migrate in 1 service, 3 pending revisions; 4 at head; 2 not read "
+            "(database unreachable)") in text
     assert "| **shop** | 2 | 3 | 🔴 ACCESS EXCLUSIVE | 1 | 1 | 1 |" in text
     assert "<details>\n<summary><b>shop</b>: 3 revisions on 2 targets" in text
     assert text.count("<details>") == text.count("</details>") == 1

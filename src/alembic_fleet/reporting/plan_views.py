@@ -365,6 +365,10 @@ def _total_line(report: PlanReport) -> str:
                     + ("; services without history not counted" if report.estimate_partial
                        else "") + ")")
     rest = f"; {report.at_head} at head" if report.at_head else ""
+    if report.ahead:
+        rest += f"; {report.ahead} ahead of the scripts"
+    if report.unreachable_targets:
+        rest += f"; {report.unreachable_targets} not read (database unreachable)"
     return (f"{_count(report.targets, 'target')} to migrate in "
             f"{_count(len(report.services), 'service')}, "
             f"{_count(revisions, 'pending revision')}{rest}; {estimate}.")
