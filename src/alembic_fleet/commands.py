@@ -60,6 +60,7 @@ from alembic_fleet.workspace import Workspace
 
 if TYPE_CHECKING:  # the check machinery (pglast, autogenerate) loads only for check
     from alembic_fleet.check.gate import CheckOptions, CheckReport
+    from alembic_fleet.review.report import PlanReport
 
 
 def status(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[str] = (),
@@ -354,6 +355,16 @@ def revision(workspace: Workspace, service: str, message: str, *, autogenerate: 
     subject = CheckedService(workspace.service(service), workspace.scripts(service))
     return create_revision(subject, message, autogenerate=autogenerate,
                            scratch_url=scratch_url, databases=workspace.databases)
+
+
+def plan(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[str] = (), *,
+         jobs: int | None = None) -> PlanReport:
+    """``fleet plan``: per service, the pending revisions statement by statement (the lock
+    each takes and on which table, rewrite or scan, tenants, the largest copy), unsafe
+    findings and an estimate from the ledger. Reads only; nothing runs."""
+    from alembic_fleet.review.build import build_plan
+
+    return build_plan(workspace, services, tenants, jobs=jobs)
 
 
 def init(config_path: str | None, service: tuple[str, str] | None, schema: str | None

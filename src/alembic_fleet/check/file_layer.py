@@ -96,20 +96,26 @@ def lint_unsafe(subject: CheckedService, revisions: Sequence[str]
     before the read is linted, the rest is not, and that is no finding (the caller says it
     once). FC590 is only for a statement PostgreSQL's parser rejects.
     """
+    rendered = scratch.render_upgrades(subject.scripts, list(revisions))
+    return (unsafe_findings(subject.name, rendered),
+            [item.revision for item in rendered if item.error])
+
+
+def unsafe_findings(service: str, rendered: Sequence[scratch.RenderedRevision]
+                    ) -> list[Finding]:
+    """The unsafe-operation findings (FC5xx) of revisions already rendered offline, with
+    the ``# fleet: allow`` comments of their files (``fleet check`` and ``fleet plan``)."""
     findings = []
-    unrendered = []
-    for rendered in scratch.render_upgrades(subject.scripts, list(revisions)):
-        if rendered.error:
-            unrendered.append(rendered.revision)
-        parsed = try_read_revision_file(rendered.path)
+    for item in rendered:
+        parsed = try_read_revision_file(item.path)
         line = parsed.upgrade_line if parsed else None
         accepted = acceptances(parsed.source) if parsed else {}
-        where = {"file": rendered.path, "line": line, "revision": rendered.revision}
-        for operation in lint_statements(rendered.statements):
+        where = {"file": item.path, "line": line, "revision": item.revision}
+        for operation in lint_statements(item.statements):
             reason = accepted.get(operation.rule)
             findings.append(finding(
-                operation.rule, subject.name,
-                f"revision {rendered.revision}: {operation.message}",
+                operation.rule, service,
+                f"revision {item.revision}: {operation.message}",
                 statement=operation.statement,
                 accepted=reason.reason if reason else None, **where))
-    return findings, unrendered
+    return findings

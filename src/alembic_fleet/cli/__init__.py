@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 import click
 
-from alembic_fleet.cli import checking, devloop, migrating, tenants  # noqa: F401 (commands)
+from alembic_fleet.cli import (  # noqa: F401 (commands)
+    checking,
+    devloop,
+    migrating,
+    planning,
+    tenants,
+)
 from alembic_fleet.cli.app import cli
 from alembic_fleet.exceptions import FleetError, Terminated
 from alembic_fleet.exit_codes import ExitCode, exit_code

@@ -362,6 +362,29 @@ class Ledger:
         connection.rollback()
         return [dict(r) for r in rows]
 
+    def recent_seconds(self, connection: Any, services: Sequence[str], limit: int = 100
+                       ) -> dict[str, list[float]]:
+        """Per service: the seconds of its ``limit`` most recently migrated targets (one
+        query), for ``fleet plan``'s estimate. Failed targets and downgrades are left out."""
+        if not services or not self.exists(connection):
+            return {}
+        self._bounded(connection)
+        rows = connection.execute(
+            text(f"""SELECT service, seconds FROM (
+                        SELECT service, seconds, row_number() OVER (
+                            PARTITION BY service ORDER BY finished_at DESC) AS n
+                        FROM {quote_ident(self.schema)}.run_targets
+                        WHERE outcome = 'migrated'
+                          AND service = ANY(CAST(:services AS text[]))) AS recent
+                    WHERE n <= :limit"""),
+            {"services": list(services), "limit": limit},
+        ).all()
+        connection.rollback()
+        found: dict[str, list[float]] = {}
+        for service, seconds in rows:
+            found.setdefault(service, []).append(float(seconds))
+        return found
+
     def applied_checksums(self, connection: Any, services: Sequence[str]
                           ) -> list[AppliedChecksum]:
         """Per (service, revision, checksum) recorded: how many schemas and one example.
