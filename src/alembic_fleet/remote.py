@@ -45,9 +45,11 @@ def main(argv: list[str]) -> int:
         return 2
     from multiprocessing.connection import Connection
 
+    from alembic_fleet.reporting import streams
+
     fd, lifeline = int(rest[0]), int(rest[1])
     _watch(lifeline)
-    sys.stdout = sys.stderr  # descriptor 1 is already the coordinator's stderr
+    streams.stdout_is_stderr()
     conn = Connection(fd)
     conn.send(("hello", __version__))
     if command == "call":

@@ -85,3 +85,9 @@ def _saved_descriptor(stream: TextIO) -> int | None:
     except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
         return None
 
+
+def stdout_is_stderr() -> None:
+    """In a service's interpreter answering fleet (:mod:`alembic_fleet.remote`): its
+    descriptor 1 already is fleet's stderr; make ``sys.stdout`` say so too, so that what the
+    service's code prints goes where the coordinator sends such output."""
+    sys.stdout = sys.stderr
