@@ -36,7 +36,12 @@ def test_sigterm_rolls_back_in_flight_targets_and_exits_143(tmp_path: Path, db_u
     Either way the run stops at once, and what it reports matches what is committed."""
     project = shop_project(tmp_path / "p", db_url, 8, sleep=0.4)
     runner = start_fleet(project, "migrate", "--json", "--jobs", "2")
-    time.sleep(2.0)
+    deadline = time.monotonic() + 60  # the run has started: a target is in flight
+    while time.monotonic() < deadline and not query(
+            db_url, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'active' AND query LIKE '%%pg_sleep%%' AND pid <> pg_backend_pid()"):
+        time.sleep(0.05)
+    time.sleep(0.5)
     if to == "parent":
         runner.send_signal(signal.SIGTERM)
     else:
