@@ -711,3 +711,14 @@ def test_chart_flags_exist_in_fleet() -> None:
 
 def test_shard_flag_exists_in_fleet() -> None:
     assert "--shard" in fleet_help("migrate")
+
+
+def test_chart_telemetry_variables_are_fleets() -> None:
+    """The variables the chart sets are the ones fleet reads."""
+    from alembic_fleet.telemetry.session import GROUPING_ENV
+
+    values = merge(DB, {"telemetry": {"metricsPush": "http://pg:9091"}})
+    names = set(env(container(only(render(CHART, values), "Job"))))
+    assert {"FLEET_METRICS_PUSH", GROUPING_ENV} <= names
+    help_text = " ".join(fleet_help("migrate").split())
+    assert "FLEET_METRICS_PUSH" in help_text and GROUPING_ENV in help_text

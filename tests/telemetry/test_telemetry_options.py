@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from alembic_fleet.cli import main
-from alembic_fleet.exit_codes import ExitCode
 from alembic_fleet.execution.events import RunStarted, TargetFinished, TargetStarted
+from alembic_fleet.exit_codes import ExitCode
 from alembic_fleet.model.shard import Shard
 from alembic_fleet.model.status import Outcome, RevisionTiming, TargetResult
 from alembic_fleet.model.targets import Database, Target
