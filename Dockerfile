@@ -17,10 +17,12 @@ WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
 # Every dependency ships wheels (psycopg[binary] included): no compiler needed. The venv
-# gets no pip of its own; this stage's pip installs into it.
+# gets no pip of its own; this stage's pip installs into it. The extras metrics and otel
+# (prometheus-client, the OpenTelemetry SDK and OTLP/HTTP exporter): the Helm chart's
+# telemetry values (Pushgateway, OTLP endpoint) work with the image as it is.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv --without-pip /opt/venv \
- && python -m pip --python /opt/venv/bin/python install /wheels/*.whl \
+ && python -m pip --python /opt/venv/bin/python install "$(ls /wheels/*.whl)[metrics,otel]" \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 # --- runtime: the venv only, no build tools ----------------------------------------------

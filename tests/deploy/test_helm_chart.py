@@ -37,6 +37,15 @@ RELEASE = "rel"
 NAMESPACE = "platform"
 DB = {"database": {"existingSecret": "platform-db"}}
 HOOK_PHASES = "pre-install,pre-upgrade"
+BUDGET_EXIT = 4  # `fleet migrate`: stopped early by a budget (FLEET_DEADLINE); a rerun resumes
+
+
+def budget_exit_rule(action: str) -> dict[str, Any]:
+    return {"action": action, "onExitCodes": {
+        "containerName": "migrate", "operator": "In", "values": [BUDGET_EXIT]}}
+
+
+BUDGET_EXIT_FAILS_JOB = budget_exit_rule("FailJob")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -170,6 +179,7 @@ def test_default_job() -> None:
     }
     assert spec["backoffLimit"] == 3
     assert spec["activeDeadlineSeconds"] == 240
+    assert spec["podFailurePolicy"] == {"rules": [BUDGET_EXIT_FAILS_JOB]}
     for absent in ("completionMode", "completions", "parallelism", "ttlSecondsAfterFinished"):
         assert absent not in spec
 
@@ -191,12 +201,15 @@ def test_default_job() -> None:
     assert migrate["args"] == [
         "migrate", "--jobs", "2", "--lock-timeout", "5", "--retries", "3", "--json",
     ]
+    database = {
+        "DATABASE_URI": {"secretKeyRef": {"name": "platform-db", "key": "DATABASE_URI"}}}
+    # No TENANTS: the tenants of fleet's configured source. The deadline: 240 s of the
+    # Job's, less the wait (60) and the margin (30), for `fleet migrate` only.
+    assert env(wait) == database
+    assert env(migrate) == {**database, "FLEET_DEADLINE": "150"}
     for c in (wait, migrate):
         assert c["image"] == "alembic-fleet:0.1.0"
         assert c["imagePullPolicy"] == "IfNotPresent"
-        assert env(c) == {
-            "DATABASE_URI": {"secretKeyRef": {"name": "platform-db", "key": "DATABASE_URI"}},
-        }
         assert c["securityContext"] == {
             "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
             "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
@@ -259,7 +272,8 @@ def test_tenants_services_and_knobs() -> None:
         ]},
         "extraEnv": [{"name": "FLEET_REPLAY", "value": "0"}],
         "migrations": {
-            "tenants": ["default", "toshiba", "iopex"], "services": ["auth", "workflow"],
+            "tenantSource": "list", "tenants": ["default", "toshiba", "iopex"],
+            "services": ["auth", "workflow"],
             "jobs": 8, "lockTimeout": 2.5, "retries": 0, "lockWait": 30,
             "statementTimeout": 0, "waitTimeout": 120, "configPath": "/app/fleet.toml",
             "extraArgs": ["--fail-fast"],
@@ -298,15 +312,16 @@ def test_tenants_services_and_knobs() -> None:
         "--fail-fast", "--json",
     ]
     assert container(job, "wait-for-database")["args"] == ["wait", "--timeout", "120"]
-    for c in (migrate, container(job, "wait-for-database")):
-        assert env(c) == {
-            "PG_URL": {"secretKeyRef": {"name": "platform-db", "key": "PG_URL"}},
-            "INGESTION_DATABASE_URL": {"secretKeyRef": {
-                "name": "ingestion-db", "key": "url", "optional": True}},
-            "TENANTS": "default toshiba iopex",
-            "FLEET_CONFIG": "/app/fleet.toml",
-            "FLEET_REPLAY": "0",
-        }
+    both = {
+        "PG_URL": {"secretKeyRef": {"name": "platform-db", "key": "PG_URL"}},
+        "INGESTION_DATABASE_URL": {"secretKeyRef": {
+            "name": "ingestion-db", "key": "url", "optional": True}},
+        "TENANTS": "default toshiba iopex",
+        "FLEET_CONFIG": "/app/fleet.toml",
+        "FLEET_REPLAY": "0",
+    }
+    assert env(container(job, "wait-for-database")) == both
+    assert env(migrate) == {**both, "FLEET_DEADLINE": str(1500 - 120 - 30)}
 
 
 def test_created_secret_is_an_earlier_hook() -> None:
@@ -375,6 +390,151 @@ def test_notes_name_the_job() -> None:
     assert "kubectl -n platform logs job/rel-alembic-fleet -c migrate" in text
 
 
+# --- one tenant list ---------------------------------------------------------------------------
+
+
+def test_tenants_default_to_the_configured_source() -> None:
+    """By default the Job migrates the tenants of fleet's configured source (fleet.toml's
+    list or file, or its registry query): no TENANTS to override it in either container."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert defaults["migrations"]["tenantSource"] == "config"
+    assert defaults["migrations"]["tenants"] == []
+    job = only(render(CHART, DB), "Job")
+    for name in ("migrate", "wait-for-database"):
+        assert "TENANTS" not in env(container(job, name))
+    assert "Tenants: those of the tenant source" in notes(CHART, DB)
+
+
+def test_tenant_list_is_an_opt_in() -> None:
+    values = merge(DB, {"migrations": {"tenantSource": "list", "tenants": ["toshiba"]}})
+    job = only(render(CHART, values), "Job")
+    for name in ("migrate", "wait-for-database"):
+        assert env(container(job, name))["TENANTS"] == "toshiba"
+    assert "Tenants: only toshiba (migrations.tenantSource: list)" in notes(CHART, values)
+
+
+def test_a_list_without_opting_in_is_refused_not_ignored() -> None:
+    """A values file written for the earlier chart (a bare list) must not silently start
+    migrating every configured tenant, nor keep a second list silently."""
+    message = render_error(CHART, merge(DB, {"migrations": {"tenants": ["default"]}}))
+    assert "migrations.tenants is set but migrations.tenantSource is \"config\"" in message
+    assert "tenantSource \"list\"" in message
+
+
+def test_opting_in_without_a_list_is_refused() -> None:
+    message = render_error(CHART, merge(DB, {"migrations": {"tenantSource": "list"}}))
+    assert "migrations.tenants is empty" in message
+
+
+# --- the deadline ----------------------------------------------------------------------------
+
+
+def deadline_of(job: dict[str, Any]) -> str | None:
+    assert "FLEET_DEADLINE" not in env(container(job, "wait-for-database"))
+    return env(container(job)).get("FLEET_DEADLINE")
+
+
+def budget_rules(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return job["spec"]["podFailurePolicy"]["rules"]
+
+
+@pytest.mark.parametrize(("job_deadline", "wait", "margin", "expected"), [
+    (240, 60, None, 150),     # the defaults: 240 - 60 - 30
+    (1700, 60, None, 1610),
+    (1700, 2.5, 0, 1697),     # a fractional wait counts as the next whole second
+    (600, 0, 100, 500),
+])
+def test_deadline_follows_the_jobs(job_deadline: int, wait: float, margin: int | None,
+                                   expected: int) -> None:
+    values = merge(DB, {"job": {"activeDeadlineSeconds": job_deadline},
+                        "migrations": {"waitTimeout": wait}})
+    if margin is not None:
+        values["migrations"]["deadlineMargin"] = margin
+    job = only(render(CHART, values), "Job")
+    assert job["spec"]["activeDeadlineSeconds"] == job_deadline
+    assert deadline_of(job) == str(expected)
+    # fleet's deadline ends before the Job's, with the wait and the margin to spare.
+    assert expected + wait + (30 if margin is None else margin) <= job_deadline
+    # No time is left for another pod of this Job: exit 4 fails it at once.
+    assert budget_rules(job) == [BUDGET_EXIT_FAILS_JOB]
+
+
+@pytest.mark.parametrize(("shards", "parallelism", "expected"), [
+    (4, None, 900 - 90),          # every shard at once: one round
+    (4, 4, 900 - 90),
+    (4, 2, 900 // 2 - 90),        # two rounds of pods share the Job's deadline
+    (5, 2, 900 // 3 - 90),
+])
+def test_deadline_of_a_sharded_job(shards: int, parallelism: int | None, expected: int) -> None:
+    values = merge(DB, {"job": {"activeDeadlineSeconds": 900},
+                        "migrations": {"shards": shards, "parallelism": parallelism}})
+    job = only(render(CHART, values), "Job")
+    assert deadline_of(job) == str(expected)
+    assert budget_rules(job) == [BUDGET_EXIT_FAILS_JOB]
+
+
+def test_sharded_budget_exit_fails_only_its_index() -> None:
+    values = merge(DB, {"migrations": {"shards": 3}, "job": {"backoffLimitPerIndex": 1}})
+    assert budget_rules(only(render(CHART, values), "Job")) == [budget_exit_rule("FailIndex")]
+
+
+def test_explicit_deadline_per_pod_retries_and_resumes() -> None:
+    """A deadline well inside the Job's leaves room for more pods: exit 4 starts a new pod
+    (not counted in backoffLimit), which resumes where the last one stopped."""
+    values = merge(DB, {"job": {"activeDeadlineSeconds": 3600}, "migrations": {"deadline": 600}})
+    job = only(render(CHART, values), "Job")
+    assert deadline_of(job) == "600"
+    assert budget_rules(job) == [budget_exit_rule("Ignore")]
+    assert job["spec"]["backoffLimit"] == 3
+
+
+def test_no_deadline() -> None:
+    job = only(render(CHART, merge(DB, {"migrations": {"deadline": None}})), "Job")
+    assert deadline_of(job) is None
+    assert job["spec"]["activeDeadlineSeconds"] == 240
+    job = only(render(CHART, merge(DB, {"job": {"activeDeadlineSeconds": None}})), "Job")
+    assert deadline_of(job) is None
+    assert "activeDeadlineSeconds" not in job["spec"]
+
+
+def test_a_deadline_that_leaves_no_time_is_refused() -> None:
+    message = render_error(CHART, merge(DB, {"job": {"activeDeadlineSeconds": 90}}))
+    assert "job.activeDeadlineSeconds (90) leaves `fleet migrate` no time" in message
+    message = render_error(CHART, merge(DB, {"migrations": {"deadline": 240}}))
+    assert "migrations.deadline (240) must stay below job.activeDeadlineSeconds (240)" in message
+
+
+def test_deadline_notes() -> None:
+    assert "starts no target after 150 s (FLEET_DEADLINE)" in notes(CHART, DB)
+
+
+# --- telemetry -------------------------------------------------------------------------------
+
+
+def test_no_telemetry_by_default() -> None:
+    job = only(render(CHART, DB), "Job")
+    for name in ("migrate", "wait-for-database"):
+        assert not {k for k in env(container(job, name))
+                    if k.startswith(("FLEET_METRICS", "OTEL_"))}
+
+
+def test_telemetry_environment() -> None:
+    values = merge(DB, {"telemetry": {"metricsPush": "http://pushgateway.monitoring:9091",
+                                      "otlpEndpoint": "http://collector.monitoring:4318"}})
+    job = only(render(CHART, values), "Job")
+    migrate = env(container(job))
+    assert migrate["FLEET_METRICS_PUSH"] == "http://pushgateway.monitoring:9091"
+    # Releases and namespaces sharing a Pushgateway do not overwrite each other's group.
+    assert migrate["FLEET_METRICS_GROUPING"] == f"namespace={NAMESPACE},release={RELEASE}"
+    assert migrate["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector.monitoring:4318"
+    assert migrate["OTEL_SERVICE_NAME"] == "rel-alembic-fleet"
+    assert not {k for k in env(container(job, "wait-for-database"))
+                if k.startswith(("FLEET_METRICS", "OTEL_"))}
+    values["telemetry"]["serviceName"] = "platform-migrations"
+    job = only(render(CHART, values), "Job")
+    assert env(container(job))["OTEL_SERVICE_NAME"] == "platform-migrations"
+
+
 # --- values.schema.json ----------------------------------------------------------------------
 
 
@@ -388,6 +548,12 @@ def test_schema_tenant_pattern_is_fleets() -> None:
     ({"migrations": {"shards": 0}}, "/migrations/shards"),
     ({"migrations": {"shards": 1.5}}, "/migrations/shards"),
     ({"migrations": {"tenants": ["Toshiba"]}}, "/migrations/tenants/0"),
+    ({"migrations": {"tenantSource": "registry"}}, "/migrations/tenantSource"),
+    ({"migrations": {"deadline": "soon"}}, "/migrations/deadline"),
+    ({"migrations": {"deadline": 0}}, "/migrations/deadline"),
+    ({"migrations": {"deadlineMargin": -1}}, "/migrations/deadlineMargin"),
+    ({"telemetry": {"metricsPush": "pushgateway:9091"}}, "/telemetry/metricsPush"),
+    ({"telemetry": {"otlp": "http://c:4318"}}, "otlp"),
     ({"migrations": {"tenants": ["ok", "1st"]}}, "/migrations/tenants/1"),
     ({"migrations": {"tenants": ["a-b"]}}, "/migrations/tenants/0"),
     ({"migrations": {"tenants": ["x; rm -rf /"]}}, "/migrations/tenants/0"),
@@ -410,7 +576,8 @@ def test_schema_rejects(values: dict[str, Any], complaint: str) -> None:
 def test_schema_accepts_fleet_tenant_names(tenants: list[str]) -> None:
     for tenant in tenants:
         assert TENANT_PATTERN.fullmatch(tenant)
-    job = only(render(CHART, merge(DB, {"migrations": {"tenants": tenants}})), "Job")
+    values = merge(DB, {"migrations": {"tenantSource": "list", "tenants": tenants}})
+    job = only(render(CHART, values), "Job")
     assert env(container(job))["TENANTS"] == " ".join(tenants)
 
 
@@ -423,7 +590,8 @@ def lint_problems(report: dict[str, Any]) -> list[Any]:
 
 
 def test_lint_chart() -> None:
-    for values in (DB, merge(DB, {"migrations": {"shards": 3, "tenants": ["a", "b"]}}),
+    for values in (DB, merge(DB, {"migrations": {"shards": 3, "tenantSource": "list",
+                                                 "tenants": ["a", "b"]}}),
                    {"database": {"uri": "postgresql://h/db"}, "serviceAccount": {"create": True}}):
         report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE,
                            kube_version=f"v{KUBE_VERSION}")
@@ -461,10 +629,13 @@ def test_umbrella_depends_on_the_chart() -> None:
 
 
 def test_umbrella_tenants_are_the_platforms() -> None:
+    """One tenant list: fleet.toml's, which `fleet tenants add` records to. The platform's
+    values name none (a second list would leave an added tenant unmigrated)."""
     values = yaml.safe_load((UMBRELLA / "values.yaml").read_text())
+    assert values["fleet"]["migrations"]["tenantSource"] == "config"
+    assert "tenants" not in values["fleet"]["migrations"]
     config = tomllib.loads(EXAMPLE_CONFIG.read_text())
-    assert values["fleet"]["migrations"]["tenants"] == config["tenants"]
-    assert values["fleet"]["migrations"]["tenants"] == ["default", "toshiba", "iopex"]
+    assert config["tenants"] == ["default", "toshiba", "iopex"]
 
 
 def test_umbrella_renders(umbrella: Path) -> None:
@@ -482,8 +653,9 @@ def test_umbrella_renders(umbrella: Path) -> None:
         "DATABASE_URI": {"secretKeyRef": {"name": "elevaite-database", "key": "DATABASE_URI"}},
         "INGESTION_DATABASE_URL": {"secretKeyRef": {
             "name": "elevaite-ingestion-database", "key": "DATABASE_URI", "optional": True}},
-        "TENANTS": "default toshiba iopex",
+        "FLEET_DEADLINE": "150",
     }
+    assert "TENANTS" not in env(container(job, "wait-for-database"))
     # The platform's own workload is an ordinary resource: Helm applies it after the hooks.
     deployment = only(docs, "Deployment")
     assert "helm.sh/hook" not in deployment["metadata"].get("annotations", {})
@@ -495,7 +667,7 @@ def test_umbrella_sharded(umbrella: Path) -> None:
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == 3
     assert env(container(job))["JOB_COMPLETION_COUNT"] == "3"
-    assert env(container(job))["TENANTS"] == "default toshiba iopex"
+    assert "TENANTS" not in env(container(job))
 
 
 def test_umbrella_checks_the_dependency_schema(umbrella: Path) -> None:
@@ -539,3 +711,14 @@ def test_chart_flags_exist_in_fleet() -> None:
 
 def test_shard_flag_exists_in_fleet() -> None:
     assert "--shard" in fleet_help("migrate")
+
+
+def test_chart_telemetry_variables_are_fleets() -> None:
+    """The variables the chart sets are the ones fleet reads."""
+    from alembic_fleet.telemetry.session import GROUPING_ENV
+
+    values = merge(DB, {"telemetry": {"metricsPush": "http://pg:9091"}})
+    names = set(env(container(only(render(CHART, values), "Job"))))
+    assert {"FLEET_METRICS_PUSH", GROUPING_ENV} <= names
+    help_text = " ".join(fleet_help("migrate").split())
+    assert "FLEET_METRICS_PUSH" in help_text and GROUPING_ENV in help_text

@@ -269,7 +269,10 @@ class Replayer:
                     cursor = connection.connection.dbapi_connection.cursor()
                     current = last
                     continue
+                started = getattr(listener, "revision_started", None)
                 for revision, statements in group:
+                    if started is not None:
+                        started(revision)
                     try:
                         for statement in statements or ():
                             if before_statement is not None:

@@ -18,6 +18,7 @@ from alembic_fleet.cli.app import (
     shard_option,
     tenant_option,
 )
+from alembic_fleet.cli.telemetry import RunTelemetry, telemetry_options
 from alembic_fleet.exceptions import UsageError
 from alembic_fleet.execution.run import RunOptions, execute, policy_for
 from alembic_fleet.exit_codes import ExitCode, exit_code
@@ -64,12 +65,14 @@ from alembic_fleet.reporting import Reporter
               "pending, exit 4, and a rerun resumes.")
 @json_option
 @click.pass_obj
+@telemetry_options
 def migrate(invocation: Invocation, services: Sequence[str], tenants: Sequence[str], to: str | None,
             shard: str | None, jobs: int | None, fail_fast: bool, dry_run: bool, sql: bool,
             lock_wait: float | None, lock_timeout: float | None,
             statement_timeout: float | None, retries: int | None, allow_changed: bool,
             wait_for_db: float | None, canary: int | None, canary_tenants: Sequence[str],
-            max_failures: str | None, deadline: str | None, as_json: bool) -> int:
+            max_failures: str | None, deadline: str | None, as_json: bool,
+            telemetry: RunTelemetry) -> int:
     """Bring targets to head (or --to REV). Targets already there are not touched.
 
     Each target migrates in one transaction under an advisory lock, so concurrent runners
@@ -103,7 +106,7 @@ def migrate(invocation: Invocation, services: Sequence[str], tenants: Sequence[s
                         statement_timeout=statement_timeout, retries=retries)
     options = RunOptions(jobs=jobs, fail_fast=fail_fast, policy=policy,
                          command=command_line(), allow_changed=allow_changed, **budget)
-    outcome = execute(workspace, plan, options, reporter.event)
+    outcome = execute(workspace, plan, options, telemetry.sink(reporter.event))
     reporter.migrate(outcome)
     return exit_code(outcome)
 

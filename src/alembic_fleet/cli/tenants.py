@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from alembic_fleet.cli.app import Invocation, cli, json_option, tenants_module
+from alembic_fleet.cli.telemetry import RunTelemetry, telemetry_options
 from alembic_fleet.exceptions import Aborted, UsageError
 from alembic_fleet.exit_codes import ExitCode, exit_code
 from alembic_fleet.reporting import Reporter
@@ -38,8 +39,9 @@ def tenants_list(invocation: Invocation, as_json: bool) -> int:
               help="Worker processes for the migration.")
 @json_option
 @click.pass_obj
+@telemetry_options
 def tenants_add(invocation: Invocation, names: Sequence[str], no_migrate: bool, jobs: int | None,
-                as_json: bool) -> int:
+                as_json: bool, telemetry: RunTelemetry) -> int:
     """Record tenants where the configured tenant source lives, then create and migrate
     their schemas for every per-tenant service. Adding an existing tenant changes nothing.
 
@@ -47,7 +49,7 @@ def tenants_add(invocation: Invocation, names: Sequence[str], no_migrate: bool, 
     """
     reporter = Reporter(json_mode=as_json)
     result = tenants_module().add_tenants(invocation.workspace(), names, migrate=not no_migrate,
-                                    jobs=jobs, on_event=reporter.event)
+                                    jobs=jobs, on_event=telemetry.sink(reporter.event))
     reporter.tenants_added(result)
     return exit_code(result.outcome) if result.outcome is not None else ExitCode.OK
 

@@ -123,13 +123,20 @@ class TargetMigrator:
     _connections: dict[str, Any] = field(default_factory=dict)
     _bridge: drivers.GreenletBridge = field(default_factory=drivers.GreenletBridge)
     """Runs targets of async-driver databases (see :mod:`alembic_fleet.drivers`)."""
+    _lock_wait: float = 0.0
+    _retried: list[str] = field(default_factory=list)
+    """The current target's advisory lock waits and retry reasons (for metrics)."""
 
     def __call__(self, step: Step, tries: int = 0) -> TargetResult:
         """Migrate ``step``'s target; ``tries``: attempts already made earlier in the run
         (a target that came back after a lock timeout)."""
+        self._lock_wait, self._retried = 0.0, []
         if drivers.for_url(step.target.database.url).is_async:
-            return self._bridge.call(self._run, step, tries)
-        return self._run(step, tries)
+            result = self._bridge.call(self._run, step, tries)
+        else:
+            result = self._run(step, tries)
+        result.lock_wait, result.retried = self._lock_wait, tuple(self._retried)
+        return result
 
     def _run(self, step: Step, tries: int = 0) -> TargetResult:
         target = step.target
@@ -142,6 +149,7 @@ class TargetMigrator:
             except _Failed as failure:
                 self._recover(target.database)
                 if failure.transient and attempt <= self.policy.retries:
+                    self._retried.append(failure.transient)
                     delay = self.policy.backoff.delay(attempt - 1)
                     if failure.transient == "lock timeout" and self.policy.come_back:
                         # Skip and come back: the worker takes other targets meanwhile
@@ -193,8 +201,11 @@ class TargetMigrator:
         except DatabaseUnavailableError as exc:
             raise _Failed(exc.message, exc.hint, "database unreachable") from None
         key = lock_key(target.service, target.schema)
+        waiting = time.perf_counter()
         try:
-            if not try_lock(connection, key, self.policy.lock_wait):
+            locked = try_lock(connection, key, self.policy.lock_wait)
+            self._lock_wait += time.perf_counter() - waiting
+            if not locked:
                 raise _Failed(
                     f"another runner has held this target's lock for over "
                     f"{self.policy.lock_wait:g}s", "raise --lock-wait, or see who holds it: "
@@ -239,7 +250,8 @@ class TargetMigrator:
                     "remove the commit() (use op.get_context().autocommit_block() for "
                     "statements that cannot run in a transaction); compare the schema with "
                     "its version row before running again", None, after)
-            return TargetResult(target, Outcome.MIGRATED, status.current, after, via=via)
+            return TargetResult(target, Outcome.MIGRATED, status.current, after, via=via,
+                                revisions=tuple(listener.timings) if listener else ())
         except (runner.RevisionFailed, ReplayFailed) as exc:
             failure = self._failure(exc.error, exc.revision)
             failure.hint = failure.hint or hint_for(exc.error, scripts.service,

@@ -22,6 +22,7 @@ from alembic_fleet.catalog.versions import read_in_transaction
 from alembic_fleet.ledger.checksums import checksum
 from alembic_fleet.ledger.store import Ledger, TargetRecord
 from alembic_fleet.model.revisions import RevisionGraph
+from alembic_fleet.model.status import RevisionTiming
 from alembic_fleet.model.targets import Target
 from alembic_fleet.redact import scrub
 
@@ -70,8 +71,31 @@ class TargetLedger:
     each_revision: bool = False
     """Set by the gateway when every revision commits on its own: the target's row is then
     written in each revision's transaction, so a kill between two leaves it true."""
+    timings: list[RevisionTiming] = field(default_factory=list)
+    """Each revision applied, timed (for metrics and traces; see :meth:`_time`)."""
+    _mark: float = field(default_factory=time.time)
+    _starts: dict[str, float] = field(default_factory=dict)
+    _timing: bool = True
+
+    def revision_started(self, revision: str) -> None:
+        """Told by the replayer before each revision's statements (it reports a stretch of
+        revisions as applied only once the whole stretch ran)."""
+        self._starts[revision] = time.time()
+
+    def _time(self, revision: str) -> None:
+        """Time an applied revision: from its own start when the replayer told it, else
+        from the previous revision's end (Alembic calls :meth:`revision_applied` right
+        after each revision), to the next revision's start, else now."""
+        if not self._timing:
+            return
+        now = time.time()
+        start = self._starts.get(revision, self._mark)
+        end = min((t for t in self._starts.values() if t > start), default=now)
+        self.timings.append(RevisionTiming(revision, start, max(0.0, end - start)))
+        self._mark = now
 
     def revision_applied(self, connection: Any, revision: str) -> None:
+        self._time(revision)
         known = self.graph.revisions.get(revision)
         if known is None:
             return
@@ -102,6 +126,7 @@ class TargetLedger:
         """
         if self.wrote_target:
             return
+        self._timing = False  # all at once, after the fact: no revision's own time
         with connection.begin():
             if applied_between:
                 now = read_in_transaction(connection, self.target.schema, self.version_table)

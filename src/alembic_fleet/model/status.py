@@ -95,6 +95,16 @@ def plan_step(status: TargetStatus) -> Step:
     return Step(status, False, "already at the wanted revision")
 
 
+@dataclass(frozen=True)
+class RevisionTiming:
+    """One revision applied to a target: when it began (seconds since the epoch, the
+    worker's clock) and how long it took (the statements and the version row)."""
+
+    revision: str
+    started: float
+    seconds: float
+
+
 @dataclass
 class TargetResult:
     """What happened to one target in a run."""
@@ -120,6 +130,14 @@ class TargetResult:
     """How a migrated target ran: ``replay`` (rendered SQL), ``online`` (Alembic),
     ``mixed`` (rendered stretches and online revisions, in one transaction) or
     ``subprocess`` (a legacy env.py through plain ``alembic``)."""
+    lock_wait: float = 0.0
+    """Seconds spent waiting for the target's advisory lock (another runner held it), over
+    every attempt."""
+    retried: tuple[str, ...] = ()
+    """Why each retried attempt failed (``lock timeout``, ``connection lost``, ...)."""
+    revisions: tuple[RevisionTiming, ...] = ()
+    """The revisions a migrated target applied, timed (when the ledger's listener saw them:
+    empty with ``ledger = false`` and for a legacy ``alembic`` subprocess)."""
 
 
 def state_after(result: TargetResult, before: TargetStatus) -> tuple[TargetState, int]:

@@ -78,6 +78,91 @@ would make fleet look for its embedded PostgreSQL, which the image does not have
 {{- end }}
 
 {{/*
+Where the Job's tenants come from: "config" (the configured source; TENANTS not set) or
+"list" (migrations.tenants, as TENANTS). A list with tenantSource config is refused rather
+than ignored: it is what values files written for earlier versions of the chart hold.
+*/}}
+{{- define "alembic-fleet.tenantSource" -}}
+{{- $source := default "config" .Values.migrations.tenantSource }}
+{{- if and (eq $source "list") (not .Values.migrations.tenants) }}
+{{- fail "alembic-fleet: migrations.tenantSource is \"list\" but migrations.tenants is empty: name the tenants, or use tenantSource \"config\" (the tenants of fleet's configured source)" }}
+{{- else if and (eq $source "config") .Values.migrations.tenants }}
+{{- fail "alembic-fleet: migrations.tenants is set but migrations.tenantSource is \"config\", which migrates the tenants of fleet's configured source: remove the list (one tenant list: `fleet tenants add` records to the source), or set tenantSource \"list\" to migrate exactly these tenants" }}
+{{- end }}
+{{- $source }}
+{{- end }}
+
+{{/*
+FLEET_DEADLINE of `fleet migrate`, in seconds, or "" when none is set.
+auto: the share of job.activeDeadlineSeconds one pod has (the deadline counts the whole Job:
+a sharded Job with parallelism below shards runs its pods in rounds), less the init
+container's wait and migrations.deadlineMargin.
+*/}}
+{{- define "alembic-fleet.deadline" -}}
+{{- $deadline := .Values.migrations.deadline }}
+{{- $jobDeadline := .Values.job.activeDeadlineSeconds }}
+{{- if kindIs "invalid" $deadline }}
+{{- else if eq (toString $deadline) "auto" }}
+{{- if not (kindIs "invalid" $jobDeadline) }}
+{{- $shards := int (include "alembic-fleet.shards" .) }}
+{{- $parallel := int (default $shards .Values.migrations.parallelism) }}
+{{- $waves := div (sub (add $shards $parallel) 1) $parallel }}
+{{- $kept := add (int (ceil .Values.migrations.waitTimeout)) (int (default 0 .Values.migrations.deadlineMargin)) }}
+{{- $seconds := sub (div (int $jobDeadline) $waves) $kept }}
+{{- if lt $seconds 1 }}
+{{- fail (printf "alembic-fleet: job.activeDeadlineSeconds (%d) leaves `fleet migrate` no time: per pod %d s, less migrations.waitTimeout and migrations.deadlineMargin (%d s); raise activeDeadlineSeconds (and Helm's --timeout), or set migrations.deadline" (int $jobDeadline) (div (int $jobDeadline) $waves) $kept) }}
+{{- end }}
+{{- $seconds }}
+{{- end }}
+{{- else }}
+{{- if and (not (kindIs "invalid" $jobDeadline)) (ge (int $deadline) (int $jobDeadline)) }}
+{{- fail (printf "alembic-fleet: migrations.deadline (%d) must stay below job.activeDeadlineSeconds (%d): it is one pod's budget within the Job's" (int $deadline) (int $jobDeadline)) }}
+{{- end }}
+{{- int $deadline }}
+{{- end }}
+{{- end }}
+
+{{/*
+What the Job does when `fleet migrate` exits with 4 (stopped by its deadline; a rerun
+resumes). An automatic deadline uses up the Job's own: no other pod would have time, so the
+Job (or, with backoffLimitPerIndex, only this shard's index) fails at once instead of
+starting a pod that the Job's deadline would kill mid-target. An explicit per-pod deadline
+leaves room: a new pod resumes, not counted in backoffLimit.
+*/}}
+{{- define "alembic-fleet.budgetExitAction" -}}
+{{- $deadline := .Values.migrations.deadline }}
+{{- if and (not (kindIs "invalid" $deadline)) (ne (toString $deadline) "auto") }}
+{{- "Ignore" }}
+{{- else if and (gt (int (include "alembic-fleet.shards" .)) 1) (not (kindIs "invalid" .Values.job.backoffLimitPerIndex)) }}
+{{- "FailIndex" }}
+{{- else }}
+{{- "FailJob" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment of `fleet migrate` only: its deadline and where its metrics and traces go.
+*/}}
+{{- define "alembic-fleet.migrateEnv" -}}
+{{- with include "alembic-fleet.deadline" . }}
+- name: FLEET_DEADLINE
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.telemetry.metricsPush }}
+- name: FLEET_METRICS_PUSH
+  value: {{ . | quote }}
+- name: FLEET_METRICS_GROUPING
+  value: {{ printf "namespace=%s,release=%s" $.Release.Namespace $.Release.Name | quote }}
+{{- end }}
+{{- with .Values.telemetry.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ default (include "alembic-fleet.fullname" $) $.Values.telemetry.serviceName | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
 Environment of both containers: the database URLs, the tenants, the configuration path.
 */}}
 {{- define "alembic-fleet.env" -}}
@@ -96,9 +181,9 @@ Environment of both containers: the database URLs, the tenants, the configuratio
       optional: {{ .optional }}
       {{- end }}
 {{- end }}
-{{- with .Values.migrations.tenants }}
+{{- if eq (include "alembic-fleet.tenantSource" .) "list" }}
 - name: TENANTS
-  value: {{ join " " . | quote }}
+  value: {{ join " " .Values.migrations.tenants | quote }}
 {{- end }}
 {{- with .Values.migrations.configPath }}
 - name: FLEET_CONFIG
