@@ -25,7 +25,15 @@ class TargetFinished:
     result: TargetResult
 
 
-Event = RunStarted | TargetStarted | TargetFinished
+@dataclass(frozen=True)
+class TargetDeferred:
+    """A target hit a lock timeout and goes to the back of the queue; it starts again
+    after the others (``result`` holds the attempt's error and ``retry_after``)."""
+
+    result: TargetResult
+
+
+Event = RunStarted | TargetStarted | TargetFinished | TargetDeferred
 EventSink = Callable[[Event], None]
 
 

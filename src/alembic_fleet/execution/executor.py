@@ -15,7 +15,13 @@ from dataclasses import replace
 from typing import Protocol
 
 from alembic_fleet.exceptions import Terminated
-from alembic_fleet.execution.events import EventSink, RunStarted, TargetFinished, TargetStarted
+from alembic_fleet.execution.events import (
+    EventSink,
+    RunStarted,
+    TargetDeferred,
+    TargetFinished,
+    TargetStarted,
+)
 from alembic_fleet.model.budget import Budget
 from alembic_fleet.model.outcome import RunEnd
 from alembic_fleet.model.schedule import Schedule
@@ -83,6 +89,8 @@ class RunProgress:
         start again once the schedule has nothing else ready."""
         self._tries: dict[int, int] = {}
         self._last: dict[int, TargetResult] = {}
+        self._carried: dict[int, tuple[tuple[str, ...], float]] = {}
+        """Retry reasons and lock waits of the attempts before a target came back."""
 
     def start(self) -> None:
         self.on_event(RunStarted(len(self.steps), sum(1 for s in self.steps if s.upgrade)))
@@ -152,8 +160,16 @@ class RunProgress:
         if result.retry_after is not None:
             self._tries[index] = result.attempts
             self._last[index] = result
+            previous = self._carried.get(index, ((), 0.0))
+            self._carried[index] = (previous[0] + result.retried,
+                                    previous[1] + result.lock_wait)
             heapq.heappush(self._later, (time.monotonic() + result.retry_after, index))
+            self.on_event(TargetDeferred(result))
             return
+        if index in self._carried:  # the attempts before it came back count too
+            retried, lock_wait = self._carried.pop(index)
+            result.retried, result.lock_wait = retried + result.retried, (
+                lock_wait + result.lock_wait)
         if result.database_down and result.error:
             self.down.setdefault(result.target.database.key, result.error)
         self.record(index, result)

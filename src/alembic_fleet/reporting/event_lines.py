@@ -9,6 +9,8 @@ keeps the final report (``--json``: one object). Each line is a compact object w
 * ``target_finished``: the same, and ``outcome``, ``from``, ``to``, ``seconds``,
   ``attempts``, ``retries`` (reasons), ``lock_wait_seconds``, ``revisions`` (``revision``,
   ``seconds``), ``via``, ``error``, ``hint``, ``note``;
+* ``target_deferred``: the target, and ``error``, ``attempts``, ``retry_after`` (seconds):
+  it hit a lock timeout and starts again after the others (a ``target_started`` follows);
 * ``warning``: ``message`` (e.g. a Pushgateway that did not answer);
 * ``run_finished``: ``exit_code``, ``stopped_by_budget``, ``seconds``, the counts by
   outcome, and ``error`` when the command failed before or outside the run.
@@ -25,7 +27,13 @@ import time
 from typing import Any, TextIO
 
 from alembic_fleet.databases import display
-from alembic_fleet.execution.events import Event, RunStarted, TargetFinished, TargetStarted
+from alembic_fleet.execution.events import (
+    Event,
+    RunStarted,
+    TargetDeferred,
+    TargetFinished,
+    TargetStarted,
+)
 from alembic_fleet.model.status import Outcome
 from alembic_fleet.model.targets import Target
 from alembic_fleet.redact import mask_urls, scrub
@@ -58,6 +66,12 @@ class EventLines:
             self._write("run_started", targets=event.total, to_migrate=event.to_migrate)
         elif isinstance(event, TargetStarted):
             self._write("target_started", **_target(event.target))
+        elif isinstance(event, TargetDeferred):
+            result = event.result
+            self._write("target_deferred", **_target(result.target),
+                        error=scrub(result.error) if result.error else None,
+                        attempts=result.attempts,
+                        retry_after=round(result.retry_after or 0.0, 3))
         elif isinstance(event, TargetFinished):
             result = event.result
             self.counts[result.outcome] += 1

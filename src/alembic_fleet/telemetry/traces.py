@@ -29,7 +29,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from alembic_fleet.execution.events import Event, RunStarted, TargetFinished, TargetStarted
+from alembic_fleet.execution.events import (
+    Event,
+    RunStarted,
+    TargetDeferred,
+    TargetFinished,
+    TargetStarted,
+)
 from alembic_fleet.model.status import Outcome, TargetResult
 from alembic_fleet.model.targets import Database, Target
 from alembic_fleet.redact import scrub
@@ -159,6 +165,12 @@ class RunTracer:
             self._targets[target] = self.tracer.start_span(
                 f"migrate {target.service}", context=self._run_context,
                 attributes=target_attributes(target))
+        elif isinstance(event, TargetDeferred):  # this attempt ends; another span follows
+            span = self._targets.pop(event.result.target, None)
+            if span is not None:
+                span.set_attributes({"fleet.outcome": "deferred",
+                                     "fleet.attempts": event.result.attempts})
+                span.end()
         elif isinstance(event, TargetFinished):
             self._counts[event.result.outcome] += 1
             span = self._targets.pop(event.result.target, None)
