@@ -396,3 +396,21 @@ def test_commands_that_import_revisions_run_them_in_the_service_environment(
     assert "cannot load" not in check.stdout
     history = project.fleet("history", "left")
     assert history.returncode == 0 and "7500aaaa0002" in history.stdout
+
+
+STATEFUL = _revision("7800aaaa0001", None, '''
+    op.get_bind()  # runs online
+    SEEN.append(1)  # module state, fresh in every plain alembic process
+    op.create_table(f"t{len(SEEN)}", sa.Column("id", sa.Integer))
+''', header="SEEN = []\n")
+
+
+def test_module_state_of_a_revision_does_not_carry_to_the_next_target(tmp_path: Path,
+                                                                     db_url: str) -> None:
+    project = _project(tmp_path, db_url, {"svc": {"7800aaaa0001_s.py": STATEFUL}},
+                       tenants='["a", "b", "c"]')
+    result = project.fleet("migrate", "--jobs", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for schema in ("svc_a", "svc_b", "svc_c"):
+        assert query(db_url, "SELECT tablename FROM pg_tables WHERE schemaname = %s "
+                     "AND tablename LIKE 't%%'", (schema,)) == [("t1",)]

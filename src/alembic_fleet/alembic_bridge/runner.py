@@ -7,7 +7,9 @@ failure rolls the whole target back.
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import io
 import os
 import re
@@ -19,6 +21,7 @@ from typing import Any
 
 from alembic.runtime.environment import EnvironmentContext
 from alembic.util import CommandError
+from alembic.util.pyfiles import load_python_file
 
 from alembic_fleet.alembic_bridge.env_helper import (
     ATTR_APPLIED,
@@ -73,6 +76,8 @@ def _online(
 
     def steps(current: Any, _context: Any) -> list[Any]:
         planned[:] = plan(current)
+        for step in planned:
+            _fresh_module(step.revision)
         return planned
 
     try:
@@ -85,6 +90,38 @@ def _online(
         script_of = getattr(failing, "revision", None)  # RevisionStep -> its Script
         revision = getattr(script_of, "revision", None)
         raise RevisionFailed(revision, exc) from exc
+
+
+def _fresh_module(script: Any) -> None:
+    """Load a revision's module again when it keeps state at module level.
+
+    Plain Alembic imports each revision once per process, that is once per schema in the
+    one-process-per-schema setups these histories were written for. A revision whose
+    ``upgrade()`` appends to a list (or fills a dict) defined at module level would see,
+    in a fleet worker that migrates many schemas, what the previous schema left there."""
+    path = getattr(script, "path", None)
+    if path and _keeps_state(path):
+        script.module = load_python_file(os.path.dirname(path), os.path.basename(path))
+
+
+@functools.cache
+def _keeps_state(path: str) -> bool:
+    """Whether a revision file binds a mutable container at module level."""
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return False
+    mutable = (ast.List, ast.Dict, ast.Set, ast.ListComp, ast.DictComp, ast.SetComp)
+    factories = {"list", "dict", "set", "defaultdict", "OrderedDict", "deque", "Counter"}
+    for node in tree.body:
+        value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+        if isinstance(value, mutable):
+            return True
+        if isinstance(value, ast.Call):
+            name = getattr(value.func, "id", None) or getattr(value.func, "attr", None)
+            if name in factories:
+                return True
+    return False
 
 
 def probe_options(scripts: ServiceScripts) -> dict[str, Any]:

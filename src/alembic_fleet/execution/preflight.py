@@ -27,12 +27,15 @@ from alembic_fleet.redact import scrub
 from alembic_fleet.workspace import Workspace
 
 
-def check_drivers(steps: Sequence[Step]) -> None:
+def check_drivers(workspace: Workspace, steps: Sequence[Step]) -> None:
     """Refuse a run whose targets name a driver that is not installed (see
-    :mod:`alembic_fleet.drivers`), before any target starts."""
+    :mod:`alembic_fleet.drivers`), before any target starts. A service with its own
+    interpreter migrates there: its driver is that environment's business."""
     seen: set[str] = set()
     for step in steps:
         database = step.target.database
+        if workspace.service(step.target.service).python is not None:
+            continue
         if step.upgrade and database.key not in seen:
             seen.add(database.key)
             drivers.require(drivers.for_url(database.url),

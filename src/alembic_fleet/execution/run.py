@@ -97,7 +97,7 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     runnable = sum(1 for s in steps if s.upgrade)
     warnings: list[str] = []
     if runnable:
-        check_drivers(steps)
+        check_drivers(workspace, steps)
         refuse_legacy_shared_context(workspace, steps)
         check_direct_sessions(workspace, steps)
         if workspace.config.ledger and not options.allow_changed:
