@@ -108,8 +108,8 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     budget = Budget(options.max_failures, options.max_failure_percent,
                     None if options.deadline is None else started + options.deadline,
                     _typical_seconds(workspace, steps) if options.deadline else {})
-    executor, work = _executor(workspace, plan, steps, runnable, options, run_ledger)
-    executor.budget, executor.canary = budget, frozenset(canary)
+    executor, work = _executor(workspace, plan, steps, runnable, options, run_ledger,
+                               budget, frozenset(canary))
     end = RunEnd.COMPLETED
     detail = None
     try:
@@ -193,7 +193,8 @@ def _recorder(workspace: Workspace, steps: list[Step], options: RunOptions
 
 
 def _executor(workspace: Workspace, plan: Plan, steps: list[Step], runnable: int,
-              options: RunOptions, run_ledger: RunLedger | None
+              options: RunOptions, run_ledger: RunLedger | None, budget: Budget,
+              canary: frozenset[int]
               ) -> tuple[PoolExecutor | SerialExecutor, TargetMigrator | None]:
     """Worker processes for more than one target on more than one job; else this process."""
     names = list(dict.fromkeys(s.target.service for s in steps))
@@ -215,9 +216,10 @@ def _executor(workspace: Workspace, plan: Plan, steps: list[Step], runnable: int
         settle = _settler(workspace, run_ledger, options.policy) if run_ledger else None
         return PoolExecutor(factory, jobs=max(1, min(wanted, runnable)),
                             fail_fast=options.fail_fast, settle=settle,
-                            own_python=own_python), None
+                            own_python=own_python, budget=budget, canary=canary), None
     work = TargetMigrator(workspace.databases, scripts, targets, options.policy, run_ledger)
-    return SerialExecutor(work, fail_fast=options.fail_fast), work
+    return SerialExecutor(work, fail_fast=options.fail_fast, budget=budget,
+                          canary=canary), work
 
 
 def _settler(workspace: Workspace, run_ledger: RunLedger, policy: Policy
