@@ -40,6 +40,7 @@ from alembic_fleet.execution.locking import (
     try_lock,
     unlock,
 )
+from alembic_fleet.execution.provision import VIA, Provisioner
 from alembic_fleet.execution.retry import Backoff, transient_reason
 from alembic_fleet.ledger.target_ledger import RunLedger, TargetLedger
 from alembic_fleet.model.status import (
@@ -117,6 +118,14 @@ class TargetMigrator:
     _connections: dict[str, Any] = field(default_factory=dict)
     _bridge: drivers.GreenletBridge = field(default_factory=drivers.GreenletBridge)
     """Runs targets of async-driver databases (see :mod:`alembic_fleet.drivers`)."""
+    _provisioner: Provisioner | None = None
+    """New tenants copied from a reference (see :mod:`alembic_fleet.execution.provision`)."""
+
+    @property
+    def provisioner(self) -> Provisioner:
+        if self._provisioner is None:
+            self._provisioner = Provisioner(self.databases, self.policy, self.run_ledger)
+        return self._provisioner
 
     def __call__(self, step: Step) -> TargetResult:
         if drivers.for_url(step.target.database.url).is_async:
@@ -223,7 +232,8 @@ class TargetMigrator:
                     "remove the commit() (use op.get_context().autocommit_block() for "
                     "statements that cannot run in a transaction); compare the schema with "
                     "its version row before running again", None, after)
-            return TargetResult(target, Outcome.MIGRATED, status.current, after, via=via)
+            return TargetResult(target, Outcome.MIGRATED, status.current, after, via=via,
+                                note=self.provisioner.take_note(target))
         except (runner.RevisionFailed, ReplayFailed) as exc:
             failure = self._failure(exc.error, exc.revision)
             failure.hint = failure.hint or hint_for(exc.error, scripts.service,
@@ -284,6 +294,9 @@ class TargetMigrator:
                  ) -> str:
         """Migrate the target; returns how it ran (:attr:`TargetResult.via`)."""
         destination = self.destinations[target.service]
+        if self.provisioner.wanted(scripts, target, status) and self.provisioner.provision(
+                connection, scripts, target, status, listener, budget, destination):
+            return VIA
         plan = scripts.replay_plan(status.current, destination)
         if plan is not None:
             scripts.replay(connection, target.schema, plan,
