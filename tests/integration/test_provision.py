@@ -265,3 +265,209 @@ def test_new_tenants_are_copies_of_what_a_migration_builds(tmp_path: Path, db_ur
     assert not schemas(db_url, "svc_b") and schemas(db_url, reference) == {reference}
     refused = project.fleet("tenants", "remove", reference.removeprefix("svc_"), "--yes")
     assert refused.returncode == 2 and schemas(db_url, reference) == {reference}
+
+
+def _revision(number: int, body: str, header: str = "") -> dict[str, str]:
+    """One more revision after the history above (8800aaaa0006, 0007, ...)."""
+    rev = f"8800aaaa{number:04d}"
+    code = (f"import sqlalchemy as sa\nfrom alembic import op\n{header}\n"
+            f'revision = "{rev}"\ndown_revision = "8800aaaa{number - 1:04d}"\n'
+            "branch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n"
+            + textwrap.indent(textwrap.dedent(body).strip(), "    ")
+            + "\n\n\ndef downgrade():\n    pass\n")
+    return {f"{rev}_more.py": code}
+
+
+def _refused(project: Project, db_url: str, expected: str) -> dict[str, dict]:
+    """Two tenants added: both migrated, each with the reason; no reference schema left."""
+    result = project.fleet("tenants", "add", "a", "b", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    targets = _targets(result)
+    for target in targets.values():
+        assert target["via"] in ("mixed", "replay", "online"), target
+        assert expected in target["note"] and target["note"].startswith(
+            "provision = reference not used: "), target
+    warnings = json.loads(result.stdout)["warnings"]
+    assert any("2 new tenant schema(s) migrated instead" in w and expected in w
+               for w in warnings), warnings
+    [(_service, reference, refused)] = _references(db_url)
+    assert reference is None and expected in refused
+    assert not schemas(db_url, "fleet_ref_%")
+    assert version(db_url, "svc_a") == version(db_url, "svc_b") != []
+    return targets
+
+
+@pytest.mark.parametrize(("body", "header", "expected"), [
+    # A value computed in Python renders differently each time.
+    ('op.execute(f"INSERT INTO settings VALUES (\'secret\', \'\\"{uuid.uuid4().hex}\\"\')")',
+     "import uuid", "renders different SQL each time"),
+    # The database computes a value each time the revision runs: the two builds differ.
+    ("op.execute(\"INSERT INTO settings VALUES ('token', to_jsonb(gen_random_uuid()))\")",
+     "", "the rows of table settings differ"),
+    ("op.execute(\"INSERT INTO settings VALUES ('born', to_jsonb(now()))\")",
+     "", "the rows of table settings differ"),
+    # A row that holds the schema's own name.
+    ("op.execute(\"INSERT INTO settings SELECT 'home', to_jsonb(n.nspname) "
+     "FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid "
+     "WHERE c.oid = 'settings'::regclass\")", "", "hold the schema's own name"),
+    # A revision that looks at the schema it runs in, online or rendered.
+    ("name = op.get_bind().exec_driver_sql('SELECT current_schema()').scalar()\n"
+     "op.create_table(f'audit_{len(name)}', sa.Column('id', sa.Integer))", "",
+     "reads the schema it runs in"),
+    ("op.execute(\"INSERT INTO public.registry VALUES ('x')\")", "",
+     "reads another schema's table"),
+    ("op.execute('SELECT 1')\nfleet_provision = False", "", "says fleet_provision = False"),
+], ids=["python-uuid", "gen_random_uuid", "now", "schema-name-in-rows", "current_schema",
+        "other-schema", "opt-out"])
+def test_histories_that_differ_per_tenant_are_migrated(tmp_path: Path, db_url: str,
+                                                       body: str, header: str,
+                                                       expected: str) -> None:
+    if "fleet_provision = False" in body:
+        body, header = "op.execute('SELECT 1')", "fleet_provision = False"
+    query(db_url, "CREATE TABLE public.registry (name text)")
+    project = _project(tmp_path, db_url, {**REVISIONS, **_revision(6, body, header)})
+    targets = _refused(project, db_url, expected)
+    assert {t["to"][0] for t in targets.values()} == {"8800aaaa0006"}
+    if "uuid" in body:  # each tenant got its own value, as plain Alembic gives it
+        values = query(db_url, "SELECT value FROM svc_a.settings WHERE key IN "
+                       "('secret', 'token') UNION ALL SELECT value FROM svc_b.settings "
+                       "WHERE key IN ('secret', 'token')")
+        assert len({json.dumps(v) for (v,) in values}) == 2
+
+
+def test_a_revision_marked_as_the_same_for_every_tenant_is_copied(tmp_path: Path,
+                                                                  db_url: str) -> None:
+    """fleet_provision = True overrides what the file shows; the two builds still decide."""
+    same = _revision(6, "name = op.get_bind().exec_driver_sql('SELECT current_schema()')"
+                     ".scalar()\nop.create_table('audit', sa.Column('id', sa.Integer))",
+                     "fleet_provision = True")
+    project = _project(tmp_path, db_url, {**REVISIONS, **same})
+    assert {t["via"] for t in _add(project, "a").values()} == {"reference"}
+    assert "audit" in query(db_url, "SELECT string_agg(tablename, ',') FROM pg_tables "
+                            "WHERE schemaname = 'svc_a'")[0][0]
+
+
+def test_a_name_derived_from_the_schema_is_found_by_building_twice(tmp_path: Path,
+                                                                   db_url: str) -> None:
+    upper = _revision(6, "name = op.get_bind().exec_driver_sql('SELECT current_schema()')"
+                      ".scalar()\nop.execute(f\"COMMENT ON TABLE roles IS '{name.upper()}'\")",
+                      "fleet_provision = True")
+    project = _project(tmp_path, db_url, {**REVISIONS, **upper})
+    _refused(project, db_url, "their DDL differs at: COMMENT ON TABLE")
+    assert query(db_url, "SELECT obj_description('svc_a.roles'::regclass)") == [("SVC_A",)]
+
+
+def test_an_extension_installed_into_the_reference_is_refused(tmp_path: Path,
+                                                              db_url: str) -> None:
+    if not query(db_url, "SELECT 1 FROM pg_available_extensions WHERE name = 'citext'"):
+        pytest.skip("citext is not available on this server")
+    ext = _revision(6, "op.execute('CREATE EXTENSION IF NOT EXISTS citext')\n"
+                    "op.add_column('users', sa.Column('nick', sa.Text))")
+    project = _project(tmp_path, db_url, {**REVISIONS, **ext})
+    _refused(project, db_url, "installs extension citext")
+
+
+@pytest.mark.parametrize(("tamper", "expected"), [
+    # An index lost from the captured DDL: the copy's catalog is not the reference's.
+    ("jsonb_set(content, '{post}', to_jsonb(replace(content->>'post', "
+     "'CREATE UNIQUE INDEX ix_roles_name', 'CREATE INDEX ix_roles_name')))",
+     "catalog fingerprint differs"),
+    # A row digest that does not match what the copy holds.
+    ("jsonb_set(content, '{digests,roles}', '\"0\"')", "rows of table roles differ"),
+    # DDL that fails.
+    ("jsonb_set(content, '{post}', to_jsonb((content->>'post') || 'SELECT 1/0;'))",
+     "division by zero"),
+], ids=["fingerprint", "rows", "error"])
+def test_a_copy_unlike_its_reference_is_rolled_back_and_migrated(tmp_path: Path, db_url: str,
+                                                                  tamper: str, expected: str
+                                                                  ) -> None:
+    project = _project(tmp_path, db_url)
+    assert _add(project, "a")["svc_a"]["via"] == "reference"
+    query(db_url, f"UPDATE fleet.reference_schemas SET content = {tamper}")
+    target = _add(project, "b")["svc_b"]
+    assert target["via"] == "mixed" and expected in target["note"], target
+    assert _normalised_dump(db_url, "svc_b") == _normalised_dump(db_url, "svc_a")
+    applied = query(db_url, "SELECT count(*) FROM fleet.applied_revisions "
+                    "WHERE schema_name = 'svc_b'")
+    assert applied == [(5,)]
+
+
+def test_an_existing_schema_without_version_table_is_migrated(tmp_path: Path, db_url: str
+                                                              ) -> None:
+    project = _project(tmp_path, db_url)
+    query(db_url, "CREATE SCHEMA svc_z; CREATE TABLE svc_z.kept (id int)")
+    target = _add(project, "z")["svc_z"]
+    assert target["via"] == "mixed" and "its schema exists already" in target["note"]
+    assert version(db_url, "svc_z") == [HEAD]
+    assert query(db_url, "SELECT count(*) FROM svc_z.kept") == [(0,)]
+
+
+def test_a_new_revision_gets_a_new_reference_and_the_old_one_goes(tmp_path: Path,
+                                                                  db_url: str) -> None:
+    project = _project(tmp_path, db_url)
+    _migrated(project)
+    assert _add(project, "a")["svc_a"]["via"] == "reference"
+    [(_, old, _)] = _references(db_url)
+    _write_service(project.root, _revision(6, "op.create_table('late', sa.Column('id', "
+                                              "sa.Integer, primary_key=True))\n"
+                                              "op.execute('INSERT INTO late VALUES (7)')"))
+    upgraded = _targets(project.fleet("migrate", "--json"))
+    assert {t["via"] for t in upgraded.values()} == {"replay"}  # existing ones: migrated
+    assert _add(project, "c")["svc_c"]["via"] == "reference"
+    [(_, new, refused)] = _references(db_url)
+    assert new != old and refused is None
+    assert schemas(db_url, "fleet_ref_%") == {new}
+    assert version(db_url, "svc_c") == ["8800aaaa0006"]
+    assert query(db_url, "SELECT * FROM svc_c.late") == [(7,)]
+    assert _normalised_dump(db_url, "svc_c") == _normalised_dump(db_url, "svc_m")
+
+
+def test_two_runners_build_the_reference_once(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("TENANTS", "DATABASE_URI")},
+           **project.env}
+    runners = [subprocess.Popen([script("fleet"), "tenants", "add", name, "--json"],
+                                cwd=project.root, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for name in ("p", "q")]
+    for runner in runners:
+        out, err = runner.communicate(timeout=240)
+        assert runner.returncode == 0, out + err
+        assert {t["via"] for t in json.loads(out)["migration"]["targets"]} == {"reference"}
+    assert len(_references(db_url)) == 1
+    created = query(db_url, "SELECT count(*) FROM public.fleet_test_ddl_log "
+                    "WHERE command_tag = 'CREATE SCHEMA' AND object_identity LIKE 'fleet_ref_%'")
+    assert created == [(2,)]  # the reference and its witness, once
+    assert _normalised_dump(db_url, "svc_p") == _normalised_dump(db_url, "svc_q")
+
+
+def test_a_runner_killed_while_copying_leaves_nothing(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url)
+    assert _add(project, "a")["svc_a"]["via"] == "reference"
+    [(_, reference, _)] = _references(db_url)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("TENANTS", "DATABASE_URI")},
+           **project.env}
+    with psycopg.connect(db_url) as blocker:
+        # The copy reads the reference's seeded rows after creating the tenant's tables:
+        # held here, it waits in the middle of its transaction.
+        blocker.execute(f"LOCK TABLE {reference}.roles IN ACCESS EXCLUSIVE MODE")
+        runner = subprocess.Popen([script("fleet"), "tenants", "add", "k"], cwd=project.root,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not query(db_url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = "
+                        "'Lock' AND query LIKE '%CREATE SCHEMA svc_k%'"):
+            assert time.monotonic() < deadline and runner.poll() is None
+            time.sleep(0.1)
+        runner.send_signal(signal.SIGKILL)
+        runner.communicate(timeout=30)
+        blocker.rollback()
+    deadline = time.monotonic() + 30
+    while query(db_url, "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%CREATE SCHEMA svc_k%'"
+                " AND pid <> pg_backend_pid()"):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert not schemas(db_url, "svc_k")
+    assert not query(db_url, "SELECT 1 FROM fleet.applied_revisions WHERE schema_name = 'svc_k'")
+    # The tenant was recorded before it was killed: the next migrate makes it.
+    result = project.fleet("migrate", "--json")
+    assert _targets(result)["svc_k"]["via"] == "reference"
+    assert _normalised_dump(db_url, "svc_k") == _normalised_dump(db_url, "svc_a")

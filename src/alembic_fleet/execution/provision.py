@@ -203,6 +203,18 @@ _OUTSIDE_DEPENDENTS = text("""
       UNION ALL
         SELECT 'pg_collation'::regclass, o.oid FROM pg_catalog.pg_collation o, ns
         WHERE o.collnamespace = ns.oid
+      UNION ALL
+        SELECT 'pg_opclass'::regclass, o.oid FROM pg_catalog.pg_opclass o, ns
+        WHERE o.opcnamespace = ns.oid
+      UNION ALL
+        SELECT 'pg_opfamily'::regclass, o.oid FROM pg_catalog.pg_opfamily o, ns
+        WHERE o.opfnamespace = ns.oid
+      UNION ALL
+        SELECT 'pg_ts_config'::regclass, o.oid FROM pg_catalog.pg_ts_config o, ns
+        WHERE o.cfgnamespace = ns.oid
+      UNION ALL
+        SELECT 'pg_ts_dict'::regclass, o.oid FROM pg_catalog.pg_ts_dict o, ns
+        WHERE o.dictnamespace = ns.oid
     ),
     dependents AS (
         SELECT d.classid, d.objid, d.objsubid,
@@ -216,6 +228,14 @@ _OUTSIDE_DEPENDENTS = text("""
                    WHEN 'pg_rewrite'::regclass THEN (
                        SELECT c.relnamespace FROM pg_catalog.pg_rewrite r
                        JOIN pg_catalog.pg_class c ON c.oid = r.ev_class WHERE r.oid = d.objid)
+                   WHEN 'pg_amop'::regclass THEN (
+                       SELECT f.opfnamespace FROM pg_catalog.pg_amop a
+                       JOIN pg_catalog.pg_opfamily f ON f.oid = a.amopfamily
+                       WHERE a.oid = d.objid)
+                   WHEN 'pg_amproc'::regclass THEN (
+                       SELECT f.opfnamespace FROM pg_catalog.pg_amproc a
+                       JOIN pg_catalog.pg_opfamily f ON f.oid = a.amprocfamily
+                       WHERE a.oid = d.objid)
                    WHEN 'pg_policy'::regclass THEN (
                        SELECT c.relnamespace FROM pg_catalog.pg_policy p
                        JOIN pg_catalog.pg_class c ON c.oid = p.polrelid WHERE p.oid = d.objid)
@@ -225,6 +245,10 @@ _OUTSIDE_DEPENDENTS = text("""
         FROM pg_catalog.pg_depend AS d
         JOIN inside AS i ON d.refclassid = i.classid AND d.refobjid = i.objid
         WHERE d.deptype IN ('n', 'a')
+          AND NOT EXISTS (  -- a member of an extension of the schema (a cast) goes with it
+              SELECT FROM pg_catalog.pg_depend AS m
+              JOIN inside AS x ON m.refclassid = x.classid AND m.refobjid = x.objid
+              WHERE m.classid = d.classid AND m.objid = d.objid AND m.deptype = 'e')
     )
     SELECT DISTINCT (pg_catalog.pg_identify_object(classid, objid, objsubid)).identity
     FROM dependents, ns
