@@ -471,3 +471,29 @@ def test_a_runner_killed_while_copying_leaves_nothing(tmp_path: Path, db_url: st
     result = project.fleet("migrate", "--json")
     assert _targets(result)["svc_k"]["via"] == "reference"
     assert _normalised_dump(db_url, "svc_k") == _normalised_dump(db_url, "svc_a")
+
+
+def test_rows_stamped_with_the_build_time_get_the_copys_own_time(tmp_path: Path,
+                                                                 db_url: str) -> None:
+    """now() in a seeded row is the time of the transaction that migrated the tenant: a
+    copy gets the time of its own transaction, not the reference's."""
+    stamped = _revision(6, """
+        op.create_table("audit",
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("at", sa.DateTime(timezone=True), server_default=sa.text("now()")),
+            sa.Column("local_at", sa.DateTime, server_default=sa.text("now()")),
+            sa.Column("fixed", sa.DateTime(timezone=True)))
+        op.execute("INSERT INTO audit (fixed) VALUES ('2020-01-01 00:00+00'), (NULL)")
+    """)
+    project = _project(tmp_path, db_url, {**REVISIONS, **stamped})
+    assert _add(project, "a")["svc_a"]["via"] == "reference"
+    assert _add(project, "b")["svc_b"]["via"] == "reference"
+    [(_, reference, _)] = _references(db_url)
+    times = {schema: query(db_url, f"SELECT DISTINCT at, local_at FROM {schema}.audit")
+             for schema in (reference, "svc_a", "svc_b")}
+    assert all(len(rows) == 1 for rows in times.values()), times
+    (ref_at, ref_local), (a_at, a_local), (b_at, _) = (
+        times[reference][0], times["svc_a"][0], times["svc_b"][0])
+    assert ref_at < a_at < b_at and ref_local < a_local
+    assert query(db_url, "SELECT id, fixed FROM svc_a.audit ORDER BY id") == query(
+        db_url, f"SELECT id, fixed FROM {reference}.audit ORDER BY id")

@@ -149,27 +149,31 @@ def _literal(value: str) -> str:
 
 _TABLES = text("""
     SELECT c.relname, c.relkind = 'r' AS only_this,
-           string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) AS columns,
-           string_agg(CASE WHEN strpos(t.typ, quote_ident(n.nspname) || '.') > 0
-                           THEN 'CAST(CAST(' || quote_ident(a.attname) || ' AS text) AS '
-                                || t.typ || ')'
-                           ELSE quote_ident(a.attname) END, ', ' ORDER BY a.attnum)
-               AS selected
+           array_agg(quote_ident(a.attname) ORDER BY a.attnum) AS columns,
+           array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
+               AS types
     FROM pg_catalog.pg_class AS c
     JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
     JOIN pg_catalog.pg_attribute AS a
       ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-    CROSS JOIN LATERAL (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS typ) AS t
     WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND NOT c.relispartition
       AND c.relname <> :version_table
     GROUP BY c.oid, c.relname, c.relkind
     ORDER BY c.relname
 """)
 """Every table of a schema that rows can be inserted into (a partitioned table's rows are
-copied through its root), with the columns a copy names (all but generated ones) and what
-it selects for them: a value of a type of the schema itself (an enum, a domain, arrays of
-them) goes through its text, to become a value of the copy's own type. Run with an empty
-search path, so that such types show qualified (``fleet_ref_0a1b2c3d.mood``)."""
+copied through its root), with the columns a copy names (all but generated ones) and their
+types. Run with an empty search path, so that the schema's own types show qualified
+(``fleet_ref_0a1b2c3d.mood``)."""
+
+_TEXT_SETTINGS = ("SELECT pg_catalog.set_config('DateStyle', 'ISO, MDY', true), "
+                  "pg_catalog.set_config('TimeZone', 'UTC', true), "
+                  "pg_catalog.set_config('IntervalStyle', 'postgres', true), "
+                  "pg_catalog.set_config('extra_float_digits', '1', true), "
+                  "pg_catalog.set_config('bytea_output', 'hex', true)")
+"""Values as text the same way in every session that compares them (digests of rows)."""
+
+_TIMES = ("timestamp with time zone", "timestamp without time zone")
 
 _SEQUENCES = text("""
     SELECT c.relname FROM pg_catalog.pg_class AS c
@@ -267,9 +271,39 @@ class Table(NamedTuple):
     only: bool
     """Copy ``ONLY`` this table (not a partitioned table, whose partitions' rows come
     through it)."""
-    columns: str
-    selected: str
-    """What is selected for ``columns`` (naming the reference for its own types)."""
+    columns: tuple[str, ...]
+    """Quoted names of the columns a copy names (all but generated ones)."""
+    types: tuple[str, ...]
+    now: tuple[tuple[str, str], ...] = ()
+    """(column, value): where the reference holds the time of the transaction that built
+    it (``now()``), a copy holds the time of its own, as a migration would."""
+
+    def selected(self, reference: str, name: str) -> str:
+        """What a copy selects from ``reference`` for the columns, in schema ``name``: a
+        value of the reference's own type (an enum, a domain, arrays of them) through its
+        text into the copy's type; the reference's build time as the copy's ``now()``."""
+        now = dict(self.now)
+        chosen = []
+        for column, type_ in zip(self.columns, self.types, strict=True):
+            if f"{reference}." in type_:
+                chosen.append(f"CAST(CAST({column} AS text) AS {type_.replace(reference, name)})")
+            elif column in now:
+                chosen.append(f"CASE WHEN {column} = CAST({_literal(now[column])} AS {type_}) "
+                              f"THEN CAST(now() AS {type_}) ELSE {column} END")
+            else:
+                chosen.append(column)
+        return ", ".join(chosen)
+
+    def row_text(self) -> str:
+        """A row of the table (alias ``x``) as text, leaving out the build-time columns."""
+        if not self.now:
+            return "x::text"
+        names = ", ".join(_literal(_unquoted(c)) for c, _ in self.now)
+        return f"(pg_catalog.to_jsonb(x) - CAST(ARRAY[{names}] AS text[]))::text"
+
+
+def _unquoted(column: str) -> str:
+    return column[1:-1].replace('""', '"') if column.startswith('"') else column
 
 
 def _rows_query(schema: str, tables: Sequence[Table], name: str | None) -> str:
@@ -280,10 +314,39 @@ def _rows_query(schema: str, tables: Sequence[Table], name: str | None) -> str:
         where = f"{'ONLY ' if table.only else ''}{quote_ident(schema)}.{quote_ident(table.name)}"
         holds = (f"coalesce(bool_or(strpos(x::text, {_literal(name)}) > 0), false)"
                  if name else "false")
+        row = table.row_text()
         parts.append(f"SELECT {_literal(table.name)}, count(*), "
-                     f"md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')), "
+                     f"md5(coalesce(string_agg({row}, E'\\n' ORDER BY {row}), '')), "
                      f"{holds} FROM {where} AS x")
     return " UNION ALL ".join(parts)
+
+
+def _build_times(connection: Any, schema: str, witness: str, table: Table
+                 ) -> tuple[tuple[str, str], ...] | None:
+    """Whether the rows of ``table`` differ between the two builds only by the time of the
+    transaction that built each (a timestamp column, one value in each build where the
+    other has another): those columns and the reference's value, else None."""
+    source = f"{'ONLY ' if table.only else ''}{{}}.{quote_ident(table.name)}"
+    ours, theirs = source.format(quote_ident(schema)), source.format(quote_ident(witness))
+    parts = []
+    for column in table.columns:
+        one = f"SELECT CAST({column} AS text) FROM {ours}"
+        other = f"SELECT CAST({column} AS text) FROM {theirs}"
+        parts.append(f"SELECT {_literal(column)}, "
+                     f"(SELECT array_agg(DISTINCT v) FROM ({one} EXCEPT ALL {other}) AS d(v)), "
+                     f"(SELECT array_agg(DISTINCT v) FROM ({other} EXCEPT ALL {one}) AS d(v))")
+    with connection.begin():
+        connection.exec_driver_sql(_TEXT_SETTINGS)
+        rows = connection.exec_driver_sql(" UNION ALL ".join(parts)).all()
+    types = dict(zip(table.columns, table.types, strict=True))
+    found = []
+    for column, mine, other in rows:
+        if not mine and not other:
+            continue
+        if types[column] not in _TIMES or len(mine or ()) != 1 or len(other or ()) != 1:
+            return None
+        found.append((column, mine[0]))
+    return tuple(found) or None
 
 
 @dataclass(frozen=True)
@@ -300,13 +363,18 @@ class Snapshot:
     extensions: tuple[str, ...]
 
 
-def snapshot(connection: Any, schema: str, version_table: str) -> Snapshot:
+def snapshot(connection: Any, schema: str, version_table: str,
+             now: dict[str, tuple[tuple[str, str], ...]] | None = None) -> Snapshot:
     """Read what ``schema`` holds (in a transaction of its own, search path emptied as the
-    provisioning transaction's is, so that fingerprints compare)."""
+    provisioning transaction's is, so that fingerprints compare); ``now``: the build-time
+    columns of each table (see :func:`_build_times`)."""
     with connection.begin():
         connection.execute(text("SELECT pg_catalog.set_config('search_path', '', true)"))
-        tables = [Table(r[0], bool(r[1]), r[2], r[3]) for r in connection.execute(
-            _TABLES, {"schema": schema, "version_table": version_table}).all()]
+        tables = [Table(r[0], bool(r[1]), tuple(r[2]), tuple(r[3]),
+                        (now or {}).get(r[0], ()))
+                  for r in connection.execute(
+                      _TABLES, {"schema": schema, "version_table": version_table}).all()]
+        connection.exec_driver_sql(_TEXT_SETTINGS)
         rows = connection.exec_driver_sql(_rows_query(schema, tables, schema)).all() \
             if tables else []
         counted = {r[0]: (int(r[1]), r[2], bool(r[3])) for r in rows}
@@ -328,18 +396,40 @@ def snapshot(connection: Any, schema: str, version_table: str) -> Snapshot:
 
 
 def differences(first: Snapshot, second: Snapshot) -> str | None:
-    """How two builds of one history differ (besides their names), or None."""
+    """How two builds of one history differ (besides their names and rows), or None."""
     if first.fingerprint != second.fingerprint:
         return "their catalogs differ"
     if [t.name for t in first.tables] != [t.name for t in second.tables]:
         return "different tables hold rows"
-    for table, digest in first.digests.items():
-        if second.digests.get(table) != digest:
-            return (f"the rows of table {table} differ (a value the database computes when "
-                    "the revision runs, such as now(), random() or gen_random_uuid())")
     if first.sequences != second.sequences:
         return "their sequences stand at different values"
     return None
+
+
+def _rows_differ(table: str) -> str:
+    return (f"the rows of table {table} differ (a value the database computes when the "
+            "revision runs, such as random(), gen_random_uuid() or clock_timestamp())")
+
+
+def compare_rows(connection: Any, schema: str, witness: str, version_table: str,
+                 ours: Snapshot, theirs: Snapshot) -> tuple[Snapshot, str | None]:
+    """The reference's snapshot with its build-time columns known, and how the two
+    builds' rows differ otherwise (None: only by the time each was built)."""
+    now = {}
+    for table in ours.tables:
+        if theirs.digests.get(table.name) != ours.digests[table.name]:
+            found = _build_times(connection, schema, witness, table)
+            if found is None:
+                return ours, _rows_differ(table.name)
+            now[table.name] = found
+    if not now:
+        return ours, None
+    ours = snapshot(connection, schema, version_table, now)
+    theirs = snapshot(connection, witness, version_table, now)
+    for table, digest in ours.digests.items():
+        if theirs.digests.get(table) != digest:
+            return ours, _rows_differ(table)
+    return ours, None
 
 
 # --- the history's key -------------------------------------------------------------------
@@ -378,14 +468,17 @@ class Reference:
     digests: dict[str, str]
 
     def content(self) -> dict[str, Any]:
-        return {"pre": self.pre, "post": self.post, "tables": [list(t) for t in self.tables],
+        return {"pre": self.pre, "post": self.post,
+                "tables": [[t.name, t.only, list(t.columns), list(t.types),
+                            [list(n) for n in t.now]] for t in self.tables],
                 "sequences": [list(s) for s in self.sequences],
                 "fingerprint": self.fingerprint, "digests": self.digests}
 
     @classmethod
     def from_row(cls, schema: str, content: dict[str, Any]) -> Reference:
         return cls(schema, content["pre"], content["post"],
-                   tuple(Table(str(t[0]), bool(t[1]), str(t[2]), str(t[3]))
+                   tuple(Table(str(t[0]), bool(t[1]), tuple(t[2]), tuple(t[3]),
+                               tuple((str(n[0]), str(n[1])) for n in t[4]))
                          for t in content["tables"]),
                    tuple((str(s[0]), int(s[1]), bool(s[2])) for s in content["sequences"]),
                    content["fingerprint"], dict(content["digests"]))
@@ -583,6 +676,9 @@ class Provisioner:
                     or _first_difference(post, witness_post, (schema, witness)))
             difference = (f"their DDL differs at: {line}" if line
                           else differences(ours, theirs))
+            if difference is None:
+                ours, difference = compare_rows(connection, schema, witness,
+                                                service.version_table, ours, theirs)
             if difference:
                 refusal = f"building the history twice gave different schemas: {difference}"
         reference = Reference(schema, pre, post, ours.tables, ours.sequences, ours.fingerprint,
@@ -687,8 +783,8 @@ class Provisioner:
         statements = [reference.pre.replace(reference.schema, name)]
         for table in reference.tables:
             statements.append(
-                f"INSERT INTO {name}.{quote_ident(table.name)} ({table.columns}) "
-                f"OVERRIDING SYSTEM VALUE SELECT {table.selected.replace(reference.schema, name)} "
+                f"INSERT INTO {name}.{quote_ident(table.name)} ({', '.join(table.columns)}) "
+                f"OVERRIDING SYSTEM VALUE SELECT {table.selected(reference.schema, name)} "
                 f"FROM {'ONLY ' if table.only else ''}{source}.{quote_ident(table.name)};")
         if reference.sequences:
             statements.append("SELECT " + ", ".join(
@@ -719,6 +815,7 @@ class Provisioner:
             raise _Mismatch("the copy's catalog fingerprint differs from the reference's "
                             f"({reference.schema})")
         if reference.tables:
+            connection.exec_driver_sql(_TEXT_SETTINGS)
             rows = connection.exec_driver_sql(
                 _rows_query(target.schema, reference.tables, None)).all()
             for table, _count, digest, _named in rows:
