@@ -24,7 +24,7 @@ twice and comparing (see :mod:`alembic_fleet.execution.provision`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +53,11 @@ TENANT_STATE: tuple[tuple[str, re.Pattern[str]], ...] = (
 lies outside its schema), each with how a refusal names it."""
 
 
-def tenant_dependence(revisions: Iterable[tuple[str, Any, str]], target_metadata: Any = None
-                      ) -> str | None:
+def tenant_dependence(revisions: Iterable[tuple[str, Any, str]], target_metadata: Any = None,
+                      rendered: Collection[str] = ()) -> str | None:
     """Why these revisions (``(id, module, path)``) may not be copied from a reference, or
-    None when their files show nothing tenant-specific."""
+    None when their files show nothing tenant-specific. ``rendered``: revisions already
+    known to render the same SQL twice (the replay's own check), not rendered again."""
     for revision, module, path in revisions:
         try:
             source = Path(path).read_text(encoding="utf-8")
@@ -72,7 +73,8 @@ def tenant_dependence(revisions: Iterable[tuple[str, Any, str]], target_metadata
                 return (f"revision {revision} may depend on the tenant: it reads {what} "
                         "(mark it fleet_provision = True if it does the same for every "
                         "tenant)")
-        if not DYNAMIC.search(source) and _renders_differently(module, target_metadata):
+        if (revision not in rendered and not DYNAMIC.search(source)
+                and _renders_differently(module, target_metadata)):
             return (f"revision {revision} renders different SQL each time (a value computed "
                     "in Python, such as uuid4() or datetime.now()): each migrated tenant gets "
                     "its own value, a copy would share the reference's")

@@ -529,10 +529,13 @@ class Provisioner:
             try:
                 found = self._reference(connection, scripts, target.database, status.head,
                                         destination)
-            except DBAPIError as exc:
+            except Exception as exc:  # never fails the tenant: it is migrated instead
+                with contextlib.suppress(Exception):
+                    connection.rollback()
                 if transient_reason(exc):
-                    raise
-                found = f"the reference could not be read: {_reason(exc)}"
+                    raise exc if isinstance(exc, DBAPIError) else ReplayFailed(None, exc) \
+                        from exc
+                found = f"the reference could not be built or read: {_reason(exc)}"
             why = found if isinstance(found, str) else None
         if why is not None or not isinstance(found, Reference):
             self._notes[target] = NOTE + (why or "no reference")
@@ -548,10 +551,31 @@ class Provisioner:
                 raise exc if isinstance(exc, DBAPIError) else ReplayFailed(None, exc) from exc
             if drivers.sqlstate(exc) == "42P06":
                 reason = "its schema exists already (without a version table)"
+            elif self._lost(connection, scripts, target, found, status.head):
+                reason = (f"its reference schema {found.schema} is gone: the next run builds "
+                          "it again")
             else:
                 reason = (str(exc) if isinstance(exc, _Mismatch)
                           else f"copying {found.schema} failed: {_reason(exc)}")
             self._notes[target] = NOTE + reason
+            return False
+        return True
+
+    def _lost(self, connection: Any, scripts: ServiceScripts, target: Target,
+              reference: Reference, heads: Sequence[str]) -> bool:
+        """Whether the reference schema was dropped by hand: then its record goes too, so
+        that the next run builds it again instead of failing every copy."""
+        assert self.run_ledger is not None
+        try:
+            with connection.begin():
+                exists = connection.execute(text("SELECT to_regnamespace(:s) IS NOT NULL"),
+                                            {"s": quote_ident(reference.schema)}).scalar()
+                if exists:
+                    return False
+                key = self._key(scripts, heads)
+                self.run_ledger.ledger.forget_reference(connection, scripts.service.name, key)
+            self._references.pop((target.database.key, scripts.service.name, key), None)
+        except DBAPIError:
             return False
         return True
 
@@ -586,6 +610,8 @@ class Provisioner:
             connection.rollback()
         if row is None:
             found = self._build(scripts, database, heads, key, destination)
+            if found is None:  # being built by another runner: asked again next time
+                return "another runner is building the reference"
         else:
             schema, content, refused = row
             found = refused or Reference.from_row(str(schema), content or {})
@@ -593,24 +619,26 @@ class Provisioner:
         return found
 
     def _build(self, scripts: ServiceScripts, database: Database, heads: Sequence[str],
-               key: str, destination: str) -> Reference | str:
+               key: str, destination: str) -> Reference | str | None:
         """Build the reference under the history's lock (or find that another runner
-        did); a refusal is recorded, a failure to build is not (the next run tries again)."""
+        did); a refusal is recorded, a failure to build is not (the next run tries again).
+
+        None when another runner holds the lock: rather than wait for a build that costs
+        two migrations, this target is migrated now, and the next one looks again."""
         assert self.run_ledger is not None
         ledger = self.run_ledger.ledger
         name = scripts.service.name
         lock = lock_key("alembic-fleet reference", f"{name}\0{key}")
         with self.databases.connect(database) as connection:
-            if not try_lock(connection, lock, self.policy.lock_wait):
-                return (f"another runner has been building the reference for over "
-                        f"{self.policy.lock_wait:g}s")
+            if not try_lock(connection, lock, 0):
+                return None
             try:
                 with connection.begin():
                     row = ledger.reference(connection, name, key)
                 if row is not None:
                     schema, content, refused = row
                     return refused or Reference.from_row(str(schema), content or {})
-                refusal = self._refusal(scripts, heads)
+                refusal = self._refusal(scripts, heads, destination)
                 if refusal is not None:
                     with connection.begin():
                         ledger.record_reference(connection, name, key, heads, None, None,
@@ -628,7 +656,8 @@ class Provisioner:
                     connection.rollback()
                     unlock(connection, lock)
 
-    def _refusal(self, scripts: ServiceScripts, heads: Sequence[str]) -> str | None:
+    def _refusal(self, scripts: ServiceScripts, heads: Sequence[str], destination: str
+                 ) -> str | None:
         """Why the history's files say it may not be copied (see :mod:`.independence`)."""
         graph = scripts.graph
         wanted = graph.ancestors(heads)
@@ -636,7 +665,11 @@ class Provisioner:
         revisions = [(r.id, script.get_revision(r.id).module, r.path)
                      for r in graph.ordered if r.id in wanted]
         replayer = scripts.replayer
-        return tenant_dependence(revisions, replayer.target_metadata if replayer else None)
+        if replayer is None:
+            return tenant_dependence(revisions)
+        scripts.replay_plan((), destination)  # renders (twice) what the build replays
+        return tenant_dependence(revisions, replayer.target_metadata,
+                                 {r for r, _, _ in revisions if replayer.renders_identically(r)})
 
     def _make(self, connection: Any, scripts: ServiceScripts, database: Database,
               heads: Sequence[str], key: str, destination: str) -> Reference | str:

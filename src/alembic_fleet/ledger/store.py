@@ -302,16 +302,6 @@ class Ledger:
                 WHERE service = :service AND key = :key"""),
             {"service": service, "key": key})
 
-    def reference_schema_names(self, connection: Any) -> list[str]:
-        """Every reference schema the ledger records (for ``fleet reset``)."""
-        if not self.exists(connection):
-            return []
-        rows = connection.execute(
-            text(f"""SELECT schema_name FROM {quote_ident(self.schema)}.reference_schemas
-                WHERE schema_name IS NOT NULL""")).scalars().all()
-        connection.rollback()
-        return list(rows)
-
     def forget_applied(self, connection: Any, service: str, schema: str, revision: str
                        ) -> None:
         """A revision downgraded away, in the transaction that removed it."""
