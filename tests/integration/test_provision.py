@@ -417,6 +417,8 @@ def test_a_new_revision_gets_a_new_reference_and_the_old_one_goes(tmp_path: Path
                                               "op.execute('INSERT INTO late VALUES (7)')"))
     upgraded = _targets(project.fleet("migrate", "--json"))
     assert {t["via"] for t in upgraded.values()} == {"replay"}  # existing ones: migrated
+    # What a runner killed while building leaves (no row records it) goes too.
+    query(db_url, "CREATE SCHEMA fleet_ref_deadbeef; CREATE TABLE fleet_ref_deadbeef.t (x int)")
     assert _add(project, "c")["svc_c"]["via"] == "reference"
     [(_, new, refused)] = _references(db_url)
     assert new != old and refused is None

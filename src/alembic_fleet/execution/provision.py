@@ -65,7 +65,11 @@ from alembic_fleet.execution.retry import transient_reason
 from alembic_fleet.ledger.checksums import checksum
 from alembic_fleet.ledger.target_ledger import RunLedger, TargetLedger
 from alembic_fleet.model.identifiers import quote_ident
-from alembic_fleet.model.namespace import is_reference_schema, reference_schema
+from alembic_fleet.model.namespace import (
+    is_reference_schema,
+    reference_prefix,
+    reference_schema,
+)
 from alembic_fleet.model.status import Outcome, Step, TargetState, TargetStatus
 from alembic_fleet.model.targets import Database, Target
 from alembic_fleet.pg_tools import find_pg_dump, pg_dump_command
@@ -632,6 +636,11 @@ class Provisioner:
         with self.databases.connect(database) as connection:
             if not try_lock(connection, lock, 0):
                 return None
+            # The schemas this build makes are locked too, so that another runner's sweep
+            # (:meth:`_sweep`) never drops them before they are recorded.
+            built_locks = [_schema_lock(n) for n in self._names(key)]
+            for held in built_locks:
+                try_lock(connection, held, 0)
             try:
                 with connection.begin():
                     row = ledger.reference(connection, name, key)
@@ -650,11 +659,13 @@ class Provisioner:
                     if isinstance(built, str) and built.startswith("!"):
                         return built[1:]  # could not build: not recorded, tried again later
                 self._forget_others(connection, scripts, key)  # useless for these heads
+                self._sweep(connection, self._names(key))
                 return built
             finally:
                 with contextlib.suppress(Exception):
                     connection.rollback()
-                    unlock(connection, lock)
+                    for held in (lock, *built_locks):
+                        unlock(connection, held)
 
     def _refusal(self, scripts: ServiceScripts, heads: Sequence[str], destination: str
                  ) -> str | None:
@@ -678,9 +689,7 @@ class Provisioner:
         assert self.run_ledger is not None
         ledger = self.run_ledger.ledger
         service = scripts.service
-        schema = reference_schema(ledger.schema, key)
-        witness = reference_schema(ledger.schema, hashlib.sha256(
-            f"witness\0{key}".encode()).hexdigest())
+        schema, witness = self._names(key)
         for built in (schema, witness):
             failure = self._migrate(scripts, database, built, heads, destination)
             if failure is not None:
@@ -775,6 +784,38 @@ class Provisioner:
             return False
         return True
 
+    def _names(self, key: str) -> tuple[str, str]:
+        """The reference schema of history ``key``, and its witness."""
+        assert self.run_ledger is not None
+        ledger = self.run_ledger.ledger.schema
+        return (reference_schema(ledger, key),
+                reference_schema(ledger, hashlib.sha256(f"witness\0{key}".encode()).hexdigest()))
+
+    def _sweep(self, connection: Any, keep: Sequence[str]) -> None:
+        """Reference schemas no row records and no build holds (left by a runner killed
+        while building, for a history since changed): dropped."""
+        assert self.run_ledger is not None
+        ledger = self.run_ledger.ledger
+        prefix = reference_prefix(ledger.schema)
+        with connection.begin():
+            found = connection.execute(
+                text("SELECT nspname FROM pg_catalog.pg_namespace "
+                     "WHERE starts_with(nspname, :p)"), {"p": prefix}).scalars().all()
+        for name in found:
+            if name in keep or not is_reference_schema(name, ledger.schema):
+                continue
+            held = _schema_lock(name)
+            if not try_lock(connection, held, 0):
+                continue  # being built
+            try:
+                with connection.begin():
+                    recorded = ledger.recorded_reference(connection, name)
+                if not recorded:
+                    self._drop(connection, name)
+            finally:
+                with contextlib.suppress(Exception):
+                    unlock(connection, held)
+
     def _forget_others(self, connection: Any, scripts: ServiceScripts, key: str) -> None:
         """The service's references of other histories: dropped, with their rows."""
         assert self.run_ledger is not None
@@ -855,6 +896,10 @@ class Provisioner:
                 if reference.digests.get(table) != digest:
                     raise _Mismatch(f"the copy's rows of table {table} differ from the "
                                     f"reference's ({reference.schema})")
+
+
+def _schema_lock(schema: str) -> int:
+    return lock_key("alembic-fleet reference schema", schema)
 
 
 def _reason(error: BaseException) -> str:

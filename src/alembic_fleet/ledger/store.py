@@ -296,6 +296,12 @@ class Ledger:
             {"service": service, "key": key}).all()
         return [(r[0], r[1]) for r in rows]
 
+    def recorded_reference(self, connection: Any, schema: str) -> bool:
+        """Whether a reference row names ``schema`` (in the caller's transaction)."""
+        return bool(connection.execute(
+            text(f"""SELECT EXISTS (SELECT 1 FROM {quote_ident(self.schema)}.reference_schemas
+                WHERE schema_name = :schema)"""), {"schema": schema}).scalar())
+
     def forget_reference(self, connection: Any, service: str, key: str) -> None:
         connection.execute(
             text(f"""DELETE FROM {quote_ident(self.schema)}.reference_schemas
