@@ -527,3 +527,17 @@ def test_a_reference_dropped_by_hand_is_built_again(tmp_path: Path, db_url: str)
     reset = project.fleet("reset", "--force", "--confirm", name)
     assert reset.returncode == 0, reset.stdout + reset.stderr
     assert not schemas(db_url, "fleet%")
+
+
+@pytest.mark.parametrize(("scheme", "via"), [("postgresql+psycopg2", "reference"),
+                                             ("postgresql+asyncpg", "mixed")])
+def test_drivers(tmp_path: Path, db_url: str, scheme: str, via: str) -> None:
+    """psycopg2 copies as psycopg 3 does; asyncpg's prepared statements cannot run the
+    captured DDL as one query, so its new tenants are migrated, with the reason."""
+    project = _project(tmp_path, db_url)
+    project.env["DATABASE_URI"] = scheme + db_url[db_url.index("://"):]
+    targets = {**_add(project, "a"), **_add(project, "b")}
+    assert {t["via"] for t in targets.values()} == {via}, targets
+    if via == "mixed":
+        assert all("asynchronous" in t["note"] for t in targets.values())
+    assert _normalised_dump(db_url, "svc_b") == _normalised_dump(db_url, "svc_a")
