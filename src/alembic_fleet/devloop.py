@@ -19,6 +19,7 @@ from alembic_fleet.exceptions import DatabaseUnavailableError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
 from alembic_fleet.execution.run import RunOptions, execute
 from alembic_fleet.model.identifiers import quote_ident
+from alembic_fleet.model.namespace import is_reference_schema, reference_prefix
 from alembic_fleet.model.outcome import RunOutcome
 from alembic_fleet.model.plan import Plan
 from alembic_fleet.model.targets import Database, Target
@@ -125,6 +126,13 @@ def drop_all_schemas(workspace: Workspace) -> list[str]:
         database = group[0].database
         schemas = sorted({t.schema for t in group} | {workspace.config.ledger_schema})
         with workspace.databases.connect(database) as connection, connection.begin():
+            # fleet's reference schemas (provision = "reference") go with the ledger.
+            prefix = reference_prefix(workspace.config.ledger_schema)
+            found = connection.exec_driver_sql(
+                "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %(p)s)",
+                {"p": prefix}).scalars().all()
+            schemas += sorted(n for n in found
+                              if is_reference_schema(n, workspace.config.ledger_schema))
             for schema in schemas:
                 connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
                 if schema == "public":

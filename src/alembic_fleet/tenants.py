@@ -11,15 +11,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from sqlalchemy.engine import URL
 
 from alembic_fleet.catalog.versions import read_versions
 from alembic_fleet.config.tenant_sources import (
@@ -27,7 +22,7 @@ from alembic_fleet.config.tenant_sources import (
     forget_tenant,
     record_tenant,
 )
-from alembic_fleet.databases import display, libpq_url
+from alembic_fleet.databases import display
 from alembic_fleet.exceptions import FleetError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
 from alembic_fleet.execution.locking import lock_key, try_lock, unlock
@@ -38,6 +33,7 @@ from alembic_fleet.model.identifiers import quote_ident, validate_tenant
 from alembic_fleet.model.outcome import RunOutcome
 from alembic_fleet.model.status import TargetState, TargetStatus
 from alembic_fleet.model.targets import Database, Target, targets_for
+from alembic_fleet.pg_tools import find_pg_dump, pg_dump_command
 from alembic_fleet.planning import make_plan
 from alembic_fleet.redact import scrub
 from alembic_fleet.workspace import Workspace
@@ -232,14 +228,11 @@ def _dump(workspace: Workspace, targets: Sequence[Target], path: Path) -> list[s
             f"{path.stem}.{index + 1}{path.suffix}")
         with workspace.databases.connect(database) as connection:
             server = int(connection.exec_driver_sql("SHOW server_version_num").scalar()) // 10000
-        argv = [_pg_dump(workspace, server), "--no-owner", "--file", str(target_path)]
+        arguments = ["--no-owner", "--file", str(target_path)]
         for target in group:
-            argv += ["--schema", quote_ident(target.schema)]
-        url, password = _without_password(workspace.databases.url(database))
-        # The password goes in the child's environment, which only this user can read,
-        # never in its argv, which every local user sees in 'ps'.
-        argv.append(libpq_url(url))
-        env = {**os.environ, **({"PGPASSWORD": password} if password else {})}
+            arguments += ["--schema", quote_ident(target.schema)]
+        argv, env = pg_dump_command(workspace.databases, database,
+                                    find_pg_dump(workspace.databases, server), arguments)
         completed = subprocess.run(argv, capture_output=True, text=True, env=env)
         if completed.returncode != 0:
             raise FleetError(f"pg_dump failed, nothing was dropped: "
@@ -247,38 +240,6 @@ def _dump(workspace: Workspace, targets: Sequence[Target], path: Path) -> list[s
                              hint="fix the error or remove without --dump")
         written.append(str(target_path))
     return written
-
-
-def _without_password(url: URL) -> tuple[URL, str | None]:
-    """``url`` with no password (in the authority or as ``?password=``), and the password."""
-    query = dict(url.query)
-    password = url.password or query.pop("password", None)
-    bare = URL.create(url.drivername, username=url.username, host=url.host, port=url.port,
-                      database=url.database, query=query)
-    return bare, str(password) if password else None
-
-
-def _pg_dump(workspace: Workspace, server: int) -> str:
-    """The pg_dump to use for a server of major version ``server``.
-
-    The same major version when one is at hand (its output restores on that server); else
-    the newest one at least as new as the server (pg_dump cannot dump newer servers).
-    """
-    candidates = [p for p in (shutil.which("pg_dump"),) if p]  # the user's own tools first
-    with contextlib.suppress(FleetError):  # the embedded package may not be installed
-        candidates.append(str(workspace.databases.embedded.bin_path() / "pg_dump"))
-    versions = {}
-    for candidate in candidates:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            text = subprocess.run([candidate, "--version"], capture_output=True,
-                                  text=True).stdout
-            versions[candidate] = int(text.split()[-1].split(".")[0])
-    usable = {c: v for c, v in versions.items() if v >= server}
-    if not usable:
-        raise UsageError(f"--dump needs pg_dump {server} or newer",
-                         hint="install the PostgreSQL client tools of the server's version")
-    same = [c for c, v in usable.items() if v == server]
-    return same[0] if same else max(usable, key=usable.__getitem__)
 
 
 def _by_database(targets: Sequence[Target]) -> list[tuple[Database, list[Target]]]:

@@ -191,6 +191,10 @@ class Replayer:
         return cls(service.version_table, target_metadata, service.search_path,
                    service.baseline)
 
+    def renders_identically(self, revision: str) -> bool:
+        """Whether ``revision`` was rendered for replay (twice, to the same SQL)."""
+        return self._rendered.get(revision) is not None
+
     def plan(self, script: Any, current: tuple[str, ...], destination: str
              ) -> ReplayPlan | None:
         """A replay plan from ``current`` to ``destination``, or None to run online.

@@ -44,7 +44,7 @@ __all__ = [
 
 _TOP_KEYS = {"database", "tenants", "tenant_attributes", "services", "jobs", "priority",
              "lock_wait", "lock_timeout", "statement_timeout", "retries", "ledger",
-             "ledger_schema", "search_path"}
+             "ledger_schema", "search_path", "provision"}
 
 
 def find_config_file(
@@ -142,6 +142,12 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
     services = {svc_name: reader.shared_context(service, services_table[svc_name],
                                                 default_search_path, ledger_schema)
                 for svc_name, service in services.items()}
+    # How new tenants' schemas are made: the top-level key is every service's default.
+    ledger = reader.flag(data.get("ledger", True), "ledger")
+    default_provision = reader.provision(data.get("provision", "migrate"), "provision")
+    services = {svc_name: reader.provisioning(service, services_table[svc_name],
+                                              default_provision, ledger)
+                for svc_name, service in services.items()}
     tenant_databases = {t: a.database for t, a in attributes.items() if a.database}
     # Every schema the tenants produce has one owner and fits in 63 bytes (checked once,
     # before any command). The ledger schema is reserved even with ``ledger = false``:
@@ -160,7 +166,7 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
         statement_timeout=reader.seconds(data.get("statement_timeout", 3600),
                                          "statement_timeout"),
         retries=reader.count(data.get("retries", 3), "retries"),
-        ledger=reader.flag(data.get("ledger", True), "ledger"),
+        ledger=ledger,
         ledger_schema=ledger_schema,
         tenant_source=source,
         tenant_query=query,

@@ -32,12 +32,13 @@ SERVICE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 SERVICE_KEYS = {"path", "schema", "database", "alembic_ini", "version_table", "depends_on",
                 "revision_pattern", "file_pattern", "application_packages", "python",
-                "search_path", "baseline"}
+                "search_path", "baseline", "provision"}
 CALLABLE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 """A baseline written ``package.module:function``; anything else is a file path."""
 _FILE_SOURCE_KEYS = {"file"}
 _QUERY_SOURCE_KEYS = {"query", "database", "insert", "delete"}
 _ATTRIBUTE_KEYS = {"database", "priority"}
+PROVISION_VALUES = ("migrate", "reference")
 TENANTS_ENV_KEY = "TENANTS (environment)"
 MAX_SECONDS = 7 * 24 * 3600
 """The longest timeout or wait accepted (a week): PostgreSQL's own limit is near 24 days."""
@@ -267,6 +268,29 @@ class TableReader:
             raise ConfigError(f"{path} does not exist", file=self.file, key=key,
                               expected=expected)
         return Baseline("sql", path=path, folder=folder)
+
+    def provision(self, value: Any, key: str) -> str:
+        """``provision``: how a new tenant's schema is made (``${VAR}`` allowed)."""
+        if isinstance(value, str):
+            value = self.string(value, key).strip()
+        if value not in PROVISION_VALUES:
+            raise ConfigError(f"invalid value {value!r}", file=self.file, key=key,
+                              expected='"migrate" (run every revision) or "reference" (copy '
+                              "a reference schema built once per head)")
+        return str(value)
+
+    def provisioning(self, service: Service, table: dict[str, Any], default: str,
+                     ledger: bool) -> Service:
+        """``service`` with its ``provision`` (its own key, else the top-level default); a
+        reference needs the ledger, where it is recorded."""
+        key = f"services.{service.name}.provision"
+        value = self.provision(table["provision"], key) if "provision" in table else default
+        if value == "reference" and not ledger:
+            raise ConfigError('"reference" needs the ledger (ledger = false)', file=self.file,
+                              key=key if "provision" in table else "provision",
+                              expected='provision = "migrate", or ledger = true: reference '
+                              "schemas are recorded in the ledger schema")
+        return replace(service, provision=value)  # type: ignore[arg-type]
 
     def pattern(self, value: Any, key: str) -> str | None:
         """A regular expression ``fleet check`` matches names against (whole-name match)."""

@@ -28,6 +28,7 @@ from alembic_fleet.execution.preflight import (
     refuse_changed_revisions,
     refuse_legacy_shared_context,
 )
+from alembic_fleet.execution.provision import fallback_warnings
 from alembic_fleet.execution.target_migration import Policy, TargetMigrator, WorkFactory
 from alembic_fleet.ledger import Ledger, RunInfo
 from alembic_fleet.ledger.recorder import RunRecorder
@@ -129,6 +130,7 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
         recorder.finish(end.value if end is not RunEnd.COMPLETED
                         else "failed" if failed else "succeeded")
     warnings += recorder.warnings if recorder else []
+    warnings += fallback_warnings(ordered)
     return RunOutcome(ordered, plan.statuses, tuple(warnings),
                       recorder.info.run_id if recorder else None, end, detail)
 

@@ -40,6 +40,7 @@ from alembic_fleet.execution.locking import (
     try_lock,
     unlock,
 )
+from alembic_fleet.execution.provision import VIA, Provisioner
 from alembic_fleet.execution.retry import Backoff, transient_reason
 from alembic_fleet.ledger.target_ledger import RunLedger, TargetLedger
 from alembic_fleet.model.status import (
@@ -126,6 +127,14 @@ class TargetMigrator:
     _lock_wait: float = 0.0
     _retried: list[str] = field(default_factory=list)
     """The current target's advisory lock waits and retry reasons (for metrics)."""
+    _provisioner: Provisioner | None = None
+    """New tenants copied from a reference (see :mod:`alembic_fleet.execution.provision`)."""
+
+    @property
+    def provisioner(self) -> Provisioner:
+        if self._provisioner is None:
+            self._provisioner = Provisioner(self.databases, self.policy, self.run_ledger)
+        return self._provisioner
 
     def __call__(self, step: Step, tries: int = 0) -> TargetResult:
         """Migrate ``step``'s target; ``tries``: attempts already made earlier in the run
@@ -251,7 +260,8 @@ class TargetMigrator:
                     "statements that cannot run in a transaction); compare the schema with "
                     "its version row before running again", None, after)
             return TargetResult(target, Outcome.MIGRATED, status.current, after, via=via,
-                                revisions=tuple(listener.timings) if listener else ())
+                                revisions=tuple(listener.timings) if listener else (),
+                                note=self.provisioner.take_note(target))
         except (runner.RevisionFailed, ReplayFailed) as exc:
             failure = self._failure(exc.error, exc.revision)
             failure.hint = failure.hint or hint_for(exc.error, scripts.service,
@@ -312,6 +322,9 @@ class TargetMigrator:
                  ) -> str:
         """Migrate the target; returns how it ran (:attr:`TargetResult.via`)."""
         destination = self.destinations[target.service]
+        if self.provisioner.wanted(scripts, target, status) and self.provisioner.provision(
+                connection, scripts, target, status, listener, budget, destination):
+            return VIA
         plan = scripts.replay_plan(status.current, destination)
         if plan is not None:
             scripts.replay(connection, target.schema, plan,

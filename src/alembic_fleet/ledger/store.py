@@ -10,6 +10,10 @@
 * ``applied_revisions``: per target and revision, the SHA-256 of the revision file when it
   was applied (for ``fleet check`` to find edited revisions), written in the transaction
   that applied the revision and deleted in the one that downgrades it.
+* ``reference_schemas``: per service and history (``key``, a digest of its revisions), the
+  reference schema new tenants are copied from, its captured DDL and what it holds, or
+  why that history may not be copied (``refused``); see
+  :mod:`alembic_fleet.execution.provision`.
 
 The version tables stay the truth about where a target stands; the ledger is history that
 agrees with them: whatever is killed when, a committed migration has its rows and a
@@ -20,6 +24,7 @@ end with counts taken from the committed target rows).
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
 import uuid
@@ -129,7 +134,20 @@ def _ddl(schema: str) -> list[str]:
             schema_name text NOT NULL,
             removed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
             PRIMARY KEY (service, schema_name))""",
+        f"""CREATE TABLE IF NOT EXISTS {s}.reference_schemas (
+            service text NOT NULL,
+            key text NOT NULL,
+            heads text[] NOT NULL,
+            schema_name text,
+            content jsonb,
+            refused text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (service, key))""",
     ]
+
+
+NEWEST_TABLE = "reference_schemas"
+"""The table the newest fleet added to the ledger: a ledger without it gets what it lacks."""
 
 
 _LOCK_KEY = 0x666C656574  # "fleet": serialises creating the ledger between runners
@@ -157,7 +175,7 @@ class Ledger:
         return bool(connection.execute(
             text("SELECT to_regclass(:name) IS NOT NULL"),
             # The newest table: a ledger made by an older fleet gets the tables it lacks.
-            {"name": f"{quote_ident(self.schema)}.removed_schemas"},
+            {"name": f"{quote_ident(self.schema)}.{NEWEST_TABLE}"},
         ).scalar())
 
     def exists(self, connection: Any) -> bool:
@@ -227,6 +245,68 @@ class Ledger:
             {"service": service, "schema": schema, "revision": revision, "checksum": checksum,
              "run_id": run_id},
         )
+
+    def write_applied_many(self, connection: Any, run_id: str, service: str, schema: str,
+                           checksums: Sequence[tuple[str, str]]) -> None:
+        """Several revisions applied to a schema at once (revision, checksum), in the
+        transaction that applied them: one statement."""
+        connection.execute(
+            text(f"""INSERT INTO {quote_ident(self.schema)}.applied_revisions
+                    (service, schema_name, revision, checksum, run_id)
+                SELECT :service, :schema, r, c, CAST(:run_id AS uuid)
+                FROM unnest(CAST(:revisions AS text[]), CAST(:checksums AS text[])) AS x(r, c)
+                ON CONFLICT (service, schema_name, revision) DO UPDATE SET
+                    checksum = EXCLUDED.checksum, applied_at = now(),
+                    run_id = EXCLUDED.run_id"""),
+            {"service": service, "schema": schema, "run_id": run_id,
+             "revisions": [r for r, _ in checksums], "checksums": [c for _, c in checksums]},
+        )
+
+    def reference(self, connection: Any, service: str, key: str
+                  ) -> tuple[str | None, dict[str, Any] | None, str | None] | None:
+        """(schema name, content, refused) of a service's reference for history ``key``,
+        or None when there is none (in the caller's transaction)."""
+        row = connection.execute(
+            text(f"""SELECT schema_name, content, refused
+                FROM {quote_ident(self.schema)}.reference_schemas
+                WHERE service = :service AND key = :key"""),
+            {"service": service, "key": key}).first()
+        return (row[0], row[1], row[2]) if row else None
+
+    def record_reference(self, connection: Any, service: str, key: str, heads: Sequence[str],
+                         schema: str | None, content: dict[str, Any] | None,
+                         refused: str | None) -> None:
+        """A reference built (or refused), in the caller's transaction."""
+        connection.execute(
+            text(f"""INSERT INTO {quote_ident(self.schema)}.reference_schemas
+                    (service, key, heads, schema_name, content, refused)
+                VALUES (:service, :key, :heads, :schema, CAST(:content AS jsonb), :refused)
+                ON CONFLICT (service, key) DO UPDATE SET heads = EXCLUDED.heads,
+                    schema_name = EXCLUDED.schema_name, content = EXCLUDED.content,
+                    refused = EXCLUDED.refused, created_at = now()"""),
+            {"service": service, "key": key, "heads": list(heads), "schema": schema,
+             "content": None if content is None else json.dumps(content), "refused": refused})
+
+    def other_references(self, connection: Any, service: str, key: str
+                         ) -> list[tuple[str, str | None]]:
+        """(key, schema name) of the service's references for other histories."""
+        rows = connection.execute(
+            text(f"""SELECT key, schema_name FROM {quote_ident(self.schema)}.reference_schemas
+                WHERE service = :service AND key <> :key"""),
+            {"service": service, "key": key}).all()
+        return [(r[0], r[1]) for r in rows]
+
+    def recorded_reference(self, connection: Any, schema: str) -> bool:
+        """Whether a reference row names ``schema`` (in the caller's transaction)."""
+        return bool(connection.execute(
+            text(f"""SELECT EXISTS (SELECT 1 FROM {quote_ident(self.schema)}.reference_schemas
+                WHERE schema_name = :schema)"""), {"schema": schema}).scalar())
+
+    def forget_reference(self, connection: Any, service: str, key: str) -> None:
+        connection.execute(
+            text(f"""DELETE FROM {quote_ident(self.schema)}.reference_schemas
+                WHERE service = :service AND key = :key"""),
+            {"service": service, "key": key})
 
     def forget_applied(self, connection: Any, service: str, schema: str, revision: str
                        ) -> None:

@@ -16,11 +16,19 @@ anything runs) every configuration in which a schema could belong to two owners:
    must never own it) or is another service's fixed schema in the same database.
 
 Once those are refused, every schema has at most one owner, which :meth:`owner_of` and
-:meth:`template_owner` answer. A pure module: no database, no Alembic.
+:meth:`template_owner` answer.
+
+Reference schemas (``<ledger_schema>_ref_<8 hex digits>``, see
+:mod:`alembic_fleet.execution.provision`) are fleet's, like the ledger: never a target's,
+never an orphan, never a tenant's; when a service provisions tenants from a reference, a
+template that could render such a name is refused (:func:`reference_collision`).
+
+A pure module: no database, no Alembic.
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -50,16 +58,82 @@ class Owner:
     tenant: str | None = None
 
 
+REFERENCE_INFIX = "_ref_"
+REFERENCE_DIGITS = 8
+_HEX = "0123456789abcdef"
+
+
+def reference_prefix(ledger_schema: str) -> str:
+    """What every reference schema's name starts with: the ledger schema's name (cut so
+    that the whole name fits in 63 bytes), then ``_ref_``."""
+    room = MAX_IDENTIFIER_BYTES - len(REFERENCE_INFIX) - REFERENCE_DIGITS
+    return ledger_schema[:room] + REFERENCE_INFIX
+
+
+def reference_schema(ledger_schema: str, digest: str) -> str:
+    """The reference schema named by a hex ``digest`` (its first 8 digits)."""
+    return reference_prefix(ledger_schema) + digest[:REFERENCE_DIGITS]
+
+
+def is_reference_schema(schema: str, ledger_schema: str | None) -> bool:
+    """Whether ``schema`` has the shape of a reference schema's name (fleet's own)."""
+    if ledger_schema is None:
+        return False
+    prefix = reference_prefix(ledger_schema)
+    rest = schema[len(prefix):]
+    return (schema.startswith(prefix) and len(rest) == REFERENCE_DIGITS
+            and all(c in _HEX for c in rest))
+
+
+def reference_collision(template: str, ledger_schema: str) -> str | None:
+    """A reference schema's name that ``template`` renders for a valid tenant, or None.
+
+    Exact: a reference name has a fixed length, so the tenant's length is fixed too, and
+    every position is checked against what it may hold (the literal text of the template,
+    a tenant character, the prefix's literal or a hex digit).
+    """
+    if TENANT_PLACEHOLDER not in template:
+        return template if is_reference_schema(template, ledger_schema) else None
+    prefix, suffix = _split(template)
+    fixed = reference_prefix(ledger_schema)
+    length = len(fixed) + REFERENCE_DIGITS - len(prefix) - len(suffix)
+    if length < 1:
+        return None
+
+    def allowed(position: int) -> str:
+        return fixed[position] if position < len(fixed) else _HEX
+
+    chosen = []
+    for position, char in enumerate(prefix):
+        if char not in allowed(position):
+            return None
+        chosen.append(char)
+    for offset in range(length):
+        tenant_chars = string.ascii_lowercase + ("" if offset == 0 else string.digits + "_")
+        options = sorted(set(allowed(len(prefix) + offset)) & set(tenant_chars))
+        if not options:
+            return None
+        chosen.append(options[0])
+    for offset, char in enumerate(suffix):
+        if char not in allowed(len(prefix) + length + offset):
+            return None
+        chosen.append(char)
+    return "".join(chosen)
+
+
 def reserved_reason(schema: str, ledger_schema: str | None, *, tenant: bool) -> str | None:
     """Why ``schema`` may not be a target's schema, or None.
 
-    ``information_schema`` and ``pg_*`` are PostgreSQL's, the ledger schema is fleet's. A
-    tenant (``tenant=True``) may not own ``public`` either: removing the tenant would drop it.
+    ``information_schema`` and ``pg_*`` are PostgreSQL's, the ledger schema and the
+    reference schemas are fleet's. A tenant (``tenant=True``) may not own ``public`` either:
+    removing the tenant would drop it.
     """
     if schema == "information_schema" or schema.startswith("pg_"):
         return "which is reserved by PostgreSQL"
     if ledger_schema is not None and schema == ledger_schema:
         return "which holds fleet's ledger"
+    if is_reference_schema(schema, ledger_schema):
+        return "which has the name of one of fleet's reference schemas"
     if tenant and schema == "public":
         return "which is reserved by PostgreSQL (its default schema)"
     return None
@@ -189,8 +263,10 @@ class SchemaNamespace:
                                      key=self.key if key is None else key)
 
     def owner_of(self, database_key: str, schema: str) -> Owner | None:
-        """The configured target or ledger owning ``schema`` in that database, or None."""
-        if self.ledger_schema is not None and schema == self.ledger_schema:
+        """The configured target or ledger owning ``schema`` in that database, or None (a
+        reference schema is the ledger's: fleet's own)."""
+        if self.ledger_schema is not None and (
+                schema == self.ledger_schema or is_reference_schema(schema, self.ledger_schema)):
             return Owner("ledger")
         return self._owners.get((database_key, schema))
 
@@ -272,6 +348,8 @@ def _check_services(services: Mapping[str, Service], tenant_databases: Mapping[s
                     owners: dict[tuple[str, str], Owner]) -> None:
     """Refusals 1 to 4 (they do not depend on the tenants); records the fixed schemas."""
     templates: list[Service] = []
+    references = ledger_schema is not None and any(
+        s.provision == "reference" for s in services.values())
     for service in services.values():
         key = f"services.{service.name}.schema"
         if service.per_tenant:
@@ -280,6 +358,16 @@ def _check_services(services: Mapping[str, Service], tenant_databases: Mapping[s
                     f"service '{service.name}' has schema template '{service.schema}': every "
                     "schema it renders starts with 'pg_', which is reserved by PostgreSQL",
                     file=file, key=key, hint="use a prefix such as 'app_{tenant}'")
+            clash = (reference_collision(service.schema, ledger_schema)
+                     if references and ledger_schema is not None else None)
+            if clash is not None:
+                raise ConfigError(
+                    f"service '{service.name}' has schema template '{service.schema}', which "
+                    f"can render '{clash}': a name of fleet's reference schemas "
+                    f"('{reference_prefix(str(ledger_schema))}' and 8 hex digits)",
+                    file=file, key=key,
+                    hint="use a template whose text before {tenant} does not start like "
+                    "the ledger schema's name, or another ledger_schema")
             templates.append(service)
             continue
         schema = service.schema

@@ -94,6 +94,10 @@ class Service:
     unqualified lands in the target."""
     baseline: Baseline | None = None
     """What a fresh schema starts from before the first revision (see :class:`Baseline`)."""
+    provision: Literal["migrate", "reference"] = "migrate"
+    """How a new tenant's schema is made: ``migrate`` runs every revision on it;
+    ``reference`` copies a reference schema built once per head (see
+    :mod:`alembic_fleet.execution.provision`)."""
 
     @property
     def per_tenant(self) -> bool:

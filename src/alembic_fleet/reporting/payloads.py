@@ -151,7 +151,7 @@ def results_payload(results: Sequence[TargetResult]) -> dict[str, Any]:
             "seconds": round(result.seconds, 4),
             "error": result.error,
         }
-        for key in ("hint", "note", "sql"):
+        for key in ("hint", "note", "via", "sql"):
             if getattr(result, key) is not None:
                 entry[key] = getattr(result, key)
         targets.append(entry)

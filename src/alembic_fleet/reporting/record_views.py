@@ -39,7 +39,8 @@ class RecordViews(ReporterBase):
         self.stop_progress()
         outcome = result.outcome
         if self.json_mode:
-            self.json({"recorded": result.recorded, "warnings": result.warnings,
+            told = [*result.warnings, *(outcome.warnings if outcome else ())]
+            self.json({"recorded": result.recorded, "warnings": told,
                        "migration": payloads.results_payload(outcome.results) if outcome
                        else None})
             return
