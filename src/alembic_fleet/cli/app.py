@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from types import ModuleType
 
 import click
@@ -21,6 +22,9 @@ from alembic_fleet.exceptions import Aborted, UsageError
 from alembic_fleet.model.shard import Shard, parse_shard
 from alembic_fleet.reporting import streams
 from alembic_fleet.workspace import Workspace
+
+STARTED = time.monotonic()
+"""When this process started running fleet: a deadline counts from here."""
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object instead of text.")

@@ -8,6 +8,7 @@ import click
 
 from alembic_fleet import commands
 from alembic_fleet.cli.app import (
+    STARTED,
     Invocation,
     cli,
     command_line,
@@ -124,6 +125,7 @@ def rollout_options(canary: int | None, canary_tenants: Sequence[str],
             fields.update(max_failures=count, max_failure_percent=percent)
         if deadline:
             fields["deadline"] = parse_duration(deadline)
+            fields["started"] = STARTED
     except ValueError as exc:
         raise UsageError(str(exc), hint="e.g. --max-failures 10 or 5%, --deadline 45m") from None
     return fields

@@ -33,7 +33,16 @@ class TargetDeferred:
     result: TargetResult
 
 
-Event = RunStarted | TargetStarted | TargetFinished | TargetDeferred
+@dataclass(frozen=True)
+class RunStopped:
+    """A budget or the canary wave stopped the run: no new target starts. ``reason`` is
+    ``deadline``, ``max_failures`` or ``canary``."""
+
+    reason: str
+    detail: str
+
+
+Event = RunStarted | TargetStarted | TargetFinished | TargetDeferred | RunStopped
 EventSink = Callable[[Event], None]
 
 

@@ -11,13 +11,13 @@ import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Protocol
 
 from alembic_fleet.exceptions import Terminated
 from alembic_fleet.execution.events import (
     EventSink,
     RunStarted,
+    RunStopped,
     TargetDeferred,
     TargetFinished,
     TargetStarted,
@@ -133,8 +133,9 @@ class RunProgress:
 
     def stop(self, end: RunEnd, detail: str) -> None:
         """Start no more targets; those not started are reported pending."""
-        if not self.stopped:
+        if self.stopped_by is None:
             self.stopped, self.stopped_by, self.stop_detail = True, end, detail
+            self.on_event(RunStopped(end.value.removeprefix("stopped_"), detail))
 
     def has_work(self, schedule: Schedule) -> bool:
         """Whether any step is still waiting to start."""
@@ -178,8 +179,6 @@ class RunProgress:
             self.record(blocked, skipped(self.steps[blocked], DEPENDENCY_NOTE))
         if result.outcome is Outcome.MIGRATED:
             self.budget.observe(result.target.service, result.seconds)
-        if failed and self.fail_fast:
-            self.stopped = True
         if failed:
             self._failed += 1
             if index in self._canary:
@@ -189,6 +188,8 @@ class RunProgress:
                 self.stop(RunEnd.MAX_FAILURES, f"stopped: {self._failed} targets failed, "
                           f"more than the {self.budget.failure_limit(self._runnable)} "
                           "allowed (--max-failures)")
+        if failed and self.fail_fast:
+            self.stopped = True
         if index in self._canary_left:
             self._canary_left.discard(index)
             if not self._canary_left and not self.stopped:
@@ -198,6 +199,10 @@ class RunProgress:
     def close(self, schedule: Schedule, note: str = FAIL_FAST_NOTE) -> list[TargetResult]:
         """Every step not run is reported: pending when a budget or the canary stopped the
         run (a rerun resumes), else skipped (``--fail-fast``); results in plan order."""
+        if self._parked and self.stopped_by is None and note != INTERRUPTED_NOTE:
+            # The canary wave could not finish (it waits for a target outside it): stop.
+            self.stop(RunEnd.CANARY, "stopped: the canary wave could not finish, a target "
+                      "in it waits for targets outside it (a service's depends_on)")
         def unstarted(index: int) -> TargetResult:
             if self.stopped_by is None or note == INTERRUPTED_NOTE:
                 return skipped(self.steps[index], note)
@@ -211,9 +216,9 @@ class RunProgress:
         self._parked.clear()
         while self._later:  # came back after a lock timeout and never got another go
             index = heapq.heappop(self._later)[1]
-            last = self._last[index]
-            self.record(index, unstarted(index) if self.stopped_by or note != FAIL_FAST_NOTE
-                        else replace(last, retry_after=None))
+            self.record(index, unstarted(index) if self.stopped_by else skipped(
+                self.steps[index], f"{note} (it was waiting to try again after: "
+                f"{self._last[index].error})"))
         while (index := schedule.next_ready()) is not None:
             self.record(index, unstarted(index))
         for index, result in enumerate(self.results):

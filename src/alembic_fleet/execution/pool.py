@@ -176,8 +176,9 @@ class PoolExecutor:
                         break
                     time.sleep(pause)
                     continue
+                # A target due again waits for a worker like any other (0: none is free).
                 ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy],
-                             pause)
+                             pause or None)
                 for worker in busy:
                     if self._receive(worker, ready, schedule, book):
                         continue

@@ -59,6 +59,9 @@ class RunOptions:
     max_failure_percent: float | None = None
     deadline: float | None = None
     """Seconds from the start after which no target may still be running."""
+    started: float | None = None
+    """When the command started (``time.monotonic()``): the deadline counts from there,
+    waiting for the databases and planning included (default: when the run starts)."""
 
 
 def policy_for(workspace: Workspace, **overrides: float | int | None) -> Policy:
@@ -83,7 +86,7 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     and an outcome whose ``end`` says so.
     """
     options = options or RunOptions()
-    started = time.monotonic()
+    started = options.started if options.started is not None else time.monotonic()
     reachable = [i for i, s in enumerate(plan.steps)
                  if s.target.database.key not in plan.unreachable]
     if plan.unreachable and not reachable:
@@ -91,12 +94,12 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     steps = [plan.steps[i] for i in reachable]
     local = {index: position for position, index in enumerate(reachable)}
     order = [local[i] for i in plan.order if i in local]
-    canary = _canary(steps, order, options)
+    canary, note = _canary(workspace, steps, order, options)
     order = [i for i in order if i in canary] + [i for i in order if i not in canary]
     schedule = Schedule(order,
                         {local[i]: {local[w] for w in ws} for i, ws in plan.waits.items()})
     runnable = sum(1 for s in steps if s.upgrade)
-    warnings: list[str] = []
+    warnings: list[str] = [note] if note else []
     if runnable:
         check_drivers(workspace, steps)
         refuse_legacy_shared_context(workspace, steps)
@@ -135,28 +138,35 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
                       recorder.info.run_id if recorder else None, end, detail)
 
 
-def _canary(steps: list[Step], order: list[int], options: RunOptions) -> set[int]:
-    """The canary wave: the targets of the tenants named, or of the first ``canary``
-    tenants (in run order) with work to do; single-schema targets go with it."""
+def _canary(workspace: Workspace, steps: list[Step], order: list[int], options: RunOptions
+            ) -> tuple[set[int], str | None]:
+    """The canary wave and a warning: the targets of the tenants named, or of the first
+    ``canary`` tenants (in run order) with work to do, plus the single-schema targets that
+    depend on no other service (one that does waits for every tenant: it cannot be in a
+    wave that goes first). Named tenants that have nothing to do are replaced by the first
+    tenants that have, so that the wave still tests the new revisions."""
     if not options.canary and not options.canary_tenants:
-        return set()
+        return set(), None
+    with_work = list(dict.fromkeys(steps[i].target.tenant for i in order
+                                   if steps[i].upgrade and steps[i].target.tenant))
+    note = None
     if options.canary_tenants:
         known = {s.target.tenant for s in steps}
         unknown = [t for t in options.canary_tenants if t not in known]
         if unknown:
             raise UsageError(f"--canary-tenant {unknown[0]!r} is not among this run's "
                              "tenants", hint="name a configured tenant that this run covers")
-        chosen = set(options.canary_tenants)
+        chosen = {t for t in options.canary_tenants if t in with_work}
+        if not chosen and with_work:
+            chosen = set(with_work[:len(options.canary_tenants)])
+            note = (f"the canary tenant(s) {', '.join(options.canary_tenants)} have nothing "
+                    f"to migrate: the wave is {', '.join(sorted(chosen))} instead")
     else:
-        chosen = set()
-        for index in order:
-            tenant = steps[index].target.tenant
-            if steps[index].upgrade and tenant is not None and tenant not in chosen:
-                if len(chosen) == options.canary:
-                    break
-                chosen.add(tenant)
+        chosen = set(with_work[:options.canary])
+    alone = {name for name in {s.target.service for s in steps}
+             if not workspace.service(name).depends_on}
     return {i for i, s in enumerate(steps) if s.target.tenant in chosen
-            or (s.target.tenant is None and s.upgrade)}
+            or (s.target.tenant is None and s.upgrade and s.target.service in alone)}, note
 
 
 def _typical_seconds(workspace: Workspace, steps: list[Step]) -> dict[str, float]:

@@ -9,6 +9,8 @@ keeps the final report (``--json``: one object). Each line is a compact object w
 * ``target_finished``: the same, and ``outcome``, ``from``, ``to``, ``seconds``,
   ``attempts``, ``retries`` (reasons), ``lock_wait_seconds``, ``revisions`` (``revision``,
   ``seconds``), ``via``, ``error``, ``hint``, ``note``;
+* ``run_stopped``: ``reason`` (``deadline``, ``max_failures``, ``canary``) and ``detail``:
+  no new target starts; those in flight finish, the rest is pending;
 * ``target_deferred``: the target, and ``error``, ``attempts``, ``retry_after`` (seconds):
   it hit a lock timeout and starts again after the others (a ``target_started`` follows);
 * ``warning``: ``message`` (e.g. a Pushgateway that did not answer);
@@ -30,6 +32,7 @@ from alembic_fleet.databases import display
 from alembic_fleet.execution.events import (
     Event,
     RunStarted,
+    RunStopped,
     TargetDeferred,
     TargetFinished,
     TargetStarted,
@@ -52,6 +55,7 @@ class EventLines:
         self.started = time.time()
         self.counts = {outcome: 0 for outcome in Outcome}
         self.ran = False
+        self.stopped = False
 
     def _write(self, kind: str, **fields: Any) -> None:
         stream = self.stream or sys.stderr
@@ -66,6 +70,9 @@ class EventLines:
             self._write("run_started", targets=event.total, to_migrate=event.to_migrate)
         elif isinstance(event, TargetStarted):
             self._write("target_started", **_target(event.target))
+        elif isinstance(event, RunStopped):
+            self.stopped = True
+            self._write("run_stopped", reason=event.reason, detail=event.detail)
         elif isinstance(event, TargetDeferred):
             result = event.result
             self._write("target_deferred", **_target(result.target),
@@ -95,7 +102,8 @@ class EventLines:
         fields: dict[str, Any] = {o.value: n for o, n in self.counts.items()}
         if error:
             fields["error"] = scrub(error)
-        self._write("run_finished", exit_code=code, stopped_by_budget=code == budget_exit,
+        self._write("run_finished", exit_code=code,
+                    stopped_by_budget=self.stopped or code == budget_exit,
                     seconds=round(time.time() - self.started, 3), **fields)
 
 

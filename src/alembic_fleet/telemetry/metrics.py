@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from alembic_fleet.execution.events import Event, RunStarted, TargetFinished
+from alembic_fleet.execution.events import Event, RunStarted, RunStopped, TargetFinished
 from alembic_fleet.model.status import Outcome
 from alembic_fleet.redact import register_secret
 
@@ -87,8 +87,10 @@ class RunMetrics:
         self.success = prom.Gauge(
             "fleet_run_success", "1 when the last run exited 0.", registry=r)
         self.stopped_by_budget = prom.Gauge(
-            "fleet_run_stopped_by_budget", "1 when the last run stopped early at its budget "
-            "(exit code 4: --deadline / FLEET_DEADLINE); a rerun resumes.", registry=r)
+            "fleet_run_stopped_by_budget", "1 when the last run stopped starting targets early "
+            "(--deadline, --max-failures, a failed --canary wave); a rerun resumes.",
+            registry=r)
+        self._stopped = False
         self.finished = prom.Gauge(
             "fleet_run_finished_timestamp_seconds", "When the last run ended (Unix time).",
             registry=r)
@@ -101,6 +103,8 @@ class RunMetrics:
     def event(self, event: Event) -> None:
         if isinstance(event, RunStarted):
             self.to_migrate.set(event.to_migrate)
+        elif isinstance(event, RunStopped):
+            self._stopped = True
         elif isinstance(event, TargetFinished):
             result = event.result
             service, outcome = result.target.service, result.outcome.value
@@ -117,7 +121,7 @@ class RunMetrics:
     def finish(self, code: int, seconds: float, *, budget_exit: int) -> None:
         self.exit_code.set(code)
         self.success.set(1 if code == 0 else 0)
-        self.stopped_by_budget.set(1 if code == budget_exit else 0)
+        self.stopped_by_budget.set(1 if self._stopped or code == budget_exit else 0)
         self.duration.set(seconds)
         self.finished.set(time.time())
 

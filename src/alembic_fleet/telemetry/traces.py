@@ -32,6 +32,7 @@ from typing import Any
 from alembic_fleet.execution.events import (
     Event,
     RunStarted,
+    RunStopped,
     TargetDeferred,
     TargetFinished,
     TargetStarted,
@@ -127,6 +128,7 @@ class RunTracer:
         from alembic_fleet.telemetry.session import require
 
         require("opentelemetry.sdk.trace", "otel", "OTEL_EXPORTER_OTLP_ENDPOINT")
+        self._stopped = False
         from opentelemetry import trace
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -165,6 +167,10 @@ class RunTracer:
             self._targets[target] = self.tracer.start_span(
                 f"migrate {target.service}", context=self._run_context,
                 attributes=target_attributes(target))
+        elif isinstance(event, RunStopped):
+            self._stopped = True
+            self.run.set_attributes({"fleet.stopped.reason": event.reason,
+                                     "fleet.stopped.detail": event.detail})
         elif isinstance(event, TargetDeferred):  # this attempt ends; another span follows
             span = self._targets.pop(event.result.target, None)
             if span is not None:
@@ -220,7 +226,8 @@ class RunTracer:
             self.run.set_attributes({f"fleet.targets.{o.value}": n
                                      for o, n in self._counts.items()})
             self.run.set_attribute("fleet.exit_code", code)
-            self.run.set_attribute("fleet.stopped_by_budget", code == budget_exit)
+            self.run.set_attribute("fleet.stopped_by_budget",
+                                   self._stopped or code == budget_exit)
             if code not in (0, budget_exit):
                 self.run.set_status(Status(StatusCode.ERROR, scrub(
                     error or f"{self._counts[Outcome.FAILED]} target(s) failed")))
