@@ -414,3 +414,27 @@ def test_module_state_of_a_revision_does_not_carry_to_the_next_target(tmp_path: 
     for schema in ("svc_a", "svc_b", "svc_c"):
         assert query(db_url, "SELECT tablename FROM pg_tables WHERE schemaname = %s "
                      "AND tablename LIKE 't%%'", (schema,)) == [("t1",)]
+
+
+STREAMING = _revision("7900aaaa0002", "7900aaaa0001", """
+    bind = op.get_bind()
+    op.add_column("t", sa.Column("w", sa.Integer))
+    time.sleep(0.3)  # the lock budget is set again before the next statement
+    # Streamed rows, as an ORM query's yield_per() does: a server-side cursor.
+    rows = bind.execute(sa.text("SELECT id FROM t").execution_options(stream_results=True))
+    assert sorted(r.id for r in rows) == [1, 2]
+""", header="import time\n")
+
+
+def test_a_revision_streaming_rows_keeps_its_server_side_cursor(tmp_path: Path,
+                                                                db_url: str) -> None:
+    first = _revision("7900aaaa0001", None, '''
+        op.create_table("t", sa.Column("id", sa.Integer))
+        op.execute("INSERT INTO t VALUES (1), (2)")
+    ''')
+    project = _project(tmp_path, db_url, {"svc": {"7900aaaa0001_a.py": first,
+                                                  "7900aaaa0002_b.py": STREAMING}},
+                       tenants='["a"]')
+    result = project.fleet("migrate")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert version(db_url, "svc_a") == ["7900aaaa0002"]

@@ -62,8 +62,18 @@ class LockBudget:
         self._in_force = None
 
     # SQLAlchemy's connection events, for the online path.
-    def before_cursor_execute(self, _conn: Any, cursor: Any, statement: str, *_args: Any
+    def before_cursor_execute(self, conn: Any, cursor: Any, statement: str, *_args: Any
                               ) -> None:
+        if getattr(cursor, "name", None):
+            # A server-side cursor (a revision streaming rows: yield_per): whatever it
+            # executes becomes DECLARE ... CURSOR FOR it, so the SET goes on a cursor of
+            # its own on the same connection.
+            own = conn.connection.dbapi_connection.cursor()
+            try:
+                self.before(own, statement)
+            finally:
+                own.close()
+            return
         self.before(cursor, statement)
 
     def on_commit(self, _conn: Any) -> None:
