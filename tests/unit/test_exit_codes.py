@@ -29,6 +29,7 @@ def test_exit_code_table() -> None:
         "FAILED": 1,
         "USAGE": 2,
         "NOT_UP_TO_DATE": 3,
+        "STOPPED_EARLY": 4,
         "INTERRUPTED": 130,
         "TERMINATED": 143,
     }
