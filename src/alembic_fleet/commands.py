@@ -163,6 +163,7 @@ def downgrade(workspace: Workspace, target: Target, revision: str) -> TargetResu
     if not revision.strip():
         raise UsageError("downgrade needs a revision: an id, 'base' or '-N'")
     if workspace.service(target.service).python is not None:  # its code runs there
+        interpreters.resolve_embedded(workspace.databases, [target.database])
         return interpreters.run_command(workspace.service(target.service),
                                         workspace.config.file, "downgrade", target, revision)
     before = read_inventory(workspace, [target]).statuses[0]
@@ -337,6 +338,8 @@ def check(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[
         return read_inventory(workspace, workspace.select(selected, tenants)).statuses
 
     report = run_checks(subjects, options, statuses, workspace.databases)
+    if own:
+        interpreters.resolve_embedded(workspace.databases, workspace.databases_in_use())
     for name in own:  # checked by the service's own interpreter, which imports its code
         report.merge(interpreters.run_command(workspace.service(name), workspace.config.file,
                                               "check", [name], tenants, options=options))
@@ -349,6 +352,7 @@ def revision(workspace: Workspace, service: str, message: str, *, autogenerate: 
     from alembic_fleet.check.gate import CheckedService, create_revision
 
     if workspace.service(service).python is not None:
+        interpreters.resolve_embedded(workspace.databases, workspace.databases_in_use())
         return interpreters.run_command(workspace.service(service), workspace.config.file,
                                         "revision", service, message,
                                         autogenerate=autogenerate, scratch_url=scratch_url)

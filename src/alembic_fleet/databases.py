@@ -6,6 +6,8 @@ embedded server on first use; real servers are never asked to create a database.
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +37,17 @@ def sqlalchemy_url(url: str) -> URL:
     if driver is not drivers.PSYCOPG and parsed.query:
         parsed = parsed.set(query=drivers.libpq_query(dict(parsed.query), driver))
     return parsed.set(drivername=DRIVER)
+
+
+EMBEDDED_URLS = "FLEET_EMBEDDED_URLS"
+"""The environment variable through which fleet hands a service's interpreter the URLs of
+the embedded databases it started (that interpreter needs no embedded PostgreSQL package)."""
+_embedded_urls: dict[str, str] = {}
+
+
+def embedded_urls() -> dict[str, str]:
+    """The embedded databases' URLs resolved by this process so far, by database name."""
+    return dict(_embedded_urls)
 
 
 def libpq_url(url: URL) -> str:
@@ -82,11 +95,16 @@ class Databases:
         if database.url is not None:
             return sqlalchemy_url(database.url)
         name = database.embedded_name or "postgres"
+        handed = json.loads(os.environ.get(EMBEDDED_URLS, "{}") or "{}")
+        if name in handed:  # a service's interpreter: fleet started the server already
+            return sqlalchemy_url(handed[name])
         server = self.embedded
         admin = sqlalchemy_url(server.url("postgres"))
         if name != "postgres":
             _ensure_database(admin, name)
-        return sqlalchemy_url(server.url(name))
+        url = server.url(name)
+        _embedded_urls[name] = url
+        return sqlalchemy_url(url)
 
     def engine(self, database: Database) -> Engine:
         """One engine per database; NullPool, so a closed connection really closes."""

@@ -23,6 +23,7 @@ socket pickled. A mismatch is refused before anything runs, naming both versions
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -73,8 +74,17 @@ def shown(command: tuple[str, ...]) -> str:
 
 
 def _environment() -> dict[str, str]:
-    """The child's environment: fleet's, without what points at fleet's own virtualenv."""
-    return {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    """The child's environment: fleet's, without what points at fleet's own virtualenv,
+    with the embedded databases' URLs fleet resolved (the service's environment need not
+    hold the embedded PostgreSQL package)."""
+    from alembic_fleet.databases import EMBEDDED_URLS, embedded_urls
+
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
+    urls = embedded_urls()
+    if urls:
+        environment[EMBEDDED_URLS] = json.dumps(urls)
+    return environment
 
 
 def describe(service: Any) -> list[Any]:
@@ -91,6 +101,14 @@ def run_command(service: Any, config_file: Any, command: str, *args: Any, **kwar
     service's code (``check``, ``revision``, ``downgrade``)."""
     return call(service, "alembic_fleet.remote:run_command", str(config_file), service.name,
                 command, args, kwargs)
+
+
+def resolve_embedded(databases: Any, in_use: Any) -> None:
+    """Start the embedded server for the databases ``in_use`` that live on it, here, so
+    that a delegated command's interpreter gets their URLs (see :func:`_environment`)."""
+    for database in in_use:
+        if database.is_embedded:
+            databases.url(database)
 
 
 def call(service: Any, function: str, *args: Any) -> Any:

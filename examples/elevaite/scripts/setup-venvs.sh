@@ -1,7 +1,8 @@
 #!/bin/sh
 # Give the workflow service its own virtual environment, as its team would keep it (in a real
 # project: 'uv sync' in the service folder). It holds the service's package and alembic-fleet
-# (its env.py imports the helper). fleet then imports that service's revisions and runs its
+# (its env.py imports the helper; with the embedded extra, for fleet check's scratch
+# database). fleet then imports that service's revisions and runs its
 # migrations with python_apps/workflow-engine-poc/.venv/bin/python, in worker processes of
 # their own, while the other services run in fleet's interpreter. Idempotent.
 set -eu
@@ -12,5 +13,5 @@ python="${PYTHON:-$(command -v python3 || command -v python)}"
 if [ ! -x "$service/.venv/bin/python" ]; then
     echo "creating $service/.venv (the workflow service's own environment)" >&2
     "$python" -m venv "$service/.venv"
-    "$service/.venv/bin/python" -m pip install -q --disable-pip-version-check "$repo" "$service"
+    "$service/.venv/bin/python" -m pip install -q --disable-pip-version-check "$repo[embedded]" "$service"
 fi
