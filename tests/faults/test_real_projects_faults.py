@@ -91,7 +91,8 @@ def test_asyncpg_downgrade(tmp_path: Path, db_url: str, own_python: bool) -> Non
 def test_asyncpg_url_parameters_plain_alembic_accepts(tmp_path: Path, db_url: str) -> None:
     """fleet's own psycopg 3 connections get the asyncpg URL's query verbatim and refuse it
     ('invalid connection option'), though the URL works for the service's driver."""
-    url = _driver_url(db_url, "asyncpg") + "?prepared_statement_cache_size=0"
+    url = _driver_url(db_url, "asyncpg") + ("&" if "?" in db_url else "?") + (
+        "prepared_statement_cache_size=0")
     project = _project(tmp_path, url, {"svc": {"a12a00000001_t.py": TABLE}}, tenants='["a"]')
     alembic = project.alembic("svc", "upgrade", "head", env={"ALEMBIC_SCHEMA": "svc_plain"})
     assert alembic.returncode == 0, alembic.stderr

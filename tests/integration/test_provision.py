@@ -523,7 +523,7 @@ def test_a_reference_dropped_by_hand_is_built_again(tmp_path: Path, db_url: str)
     assert _add(project, "c")["svc_c"]["via"] == "reference"
     assert schemas(db_url, "fleet_ref_%") == {reference}
     # fleet reset --force drops the references with the ledger.
-    name = db_url.rsplit("/", 1)[1]
+    name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
     reset = project.fleet("reset", "--force", "--confirm", name)
     assert reset.returncode == 0, reset.stdout + reset.stderr
     assert not schemas(db_url, "fleet%")

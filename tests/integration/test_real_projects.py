@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, Project, query, version
+from tests.conftest import REPO, DatabaseFactory, Project, query, version
 from tests.integration.test_parallel import _service
 
 pytestmark = pytest.mark.slow
@@ -365,7 +365,7 @@ def test_another_alembic_fleet_version_in_the_service_environment_is_refused(
 
 
 def test_commands_that_import_revisions_run_them_in_the_service_environment(
-        tmp_path: Path, db_url: str) -> None:
+        tmp_path: Path, db_url: str, databases: DatabaseFactory) -> None:
     two = _revision("7500aaaa0002", "7500aaaa0001", '''
         op.add_column("t", sa.Column("w", TYPE))
     ''', header="from only_left import TYPE\n").replace(
@@ -389,7 +389,8 @@ def test_commands_that_import_revisions_run_them_in_the_service_environment(
     down = project.fleet("downgrade", "left", "--tenant", "b", "7500aaaa0001", "--yes")
     assert down.returncode == 0, down.stdout + down.stderr
     assert version(db_url, "left_b") == ["7500aaaa0001"]
-    check = project.fleet("check", "--json", "--all")
+    check = project.fleet("check", "--json", "--all",
+                          env={"FLEET_SCRATCH_DATABASE_URL": databases.create("fleet_s")})
     assert check.returncode in (0, 3), check.stdout + check.stderr
     payload = json.loads(check.stdout)
     assert set(payload["checks"]) >= {"left", "plain"}, payload

@@ -81,6 +81,8 @@ def test_the_deadline_counts_from_the_command_start(tmp_path: Path, db_url: str)
     assert code == 0
     from sqlalchemy.engine import make_url
     real = make_url(db_url)
+    if not real.host:  # the embedded server listens on a Unix socket only
+        pytest.skip("needs a server on TCP (FLEET_TEST_DATABASE_URL) for the late proxy")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

@@ -159,7 +159,8 @@ def _locked_run(databases: DatabaseFactory, pushgateway: Pushgateway,
         held.close()
     return {"code": code, "report": json.loads(stdout), "lines": lines,
             "metrics_file": metrics_file, "pushgateway": pushgateway,
-            "receiver": otlp_receiver, "database": db_url.rsplit("/", 1)[1]}
+            "receiver": otlp_receiver,
+            "database": psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]}
 
 
 # --- what the run did ------------------------------------------------------------------------
