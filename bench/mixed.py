@@ -51,7 +51,7 @@ import real_history
 from run import (
     BIN,
     _psql,
-    load_average,
+    _record,
     machine_info,
     open_server,
     summarize,
@@ -125,6 +125,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each (default 3)")
     parser.add_argument("--jobs", type=int, default=None, help="fleet --jobs (default: CPUs)")
     parser.add_argument("--out", default="bench/results", help="folder for mixed.json")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also run fleet with ledger = false in each repeat (what the "
+                        "ledger's rows cost)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,6 +138,14 @@ def main() -> None:
         machine = machine_info(server)
         print("machine:", machine["summary"], flush=True)
         history = real_history.build(work / "fleet", args.tenants, args.revisions)
+        projects = {"fleet": work / "fleet"}
+        if args.diagnose:
+            projects["fleet_no_ledger"] = work / "no_ledger"
+            projects["fleet_no_ledger"].mkdir()
+            (projects["fleet_no_ledger"] / real_history.SERVICE).symlink_to(
+                work / "fleet" / real_history.SERVICE)
+            (projects["fleet_no_ledger"] / "fleet.toml").write_text(
+                "ledger = false\n" + (work / "fleet" / "fleet.toml").read_text())
         real_history.build(work / "plain", 1, args.revisions, legacy=True)
         print(f"history: {history['revisions']} revisions, {history['online']} need a live "
               f"connection; {args.tenants} tenants", flush=True)
@@ -148,37 +159,38 @@ def main() -> None:
         print(f"floor: {len(statements)} statements per tenant captured from plain alembic",
               flush=True)
         jobs = ["--jobs", str(args.jobs)] if args.jobs else []
-        runs: dict[str, list[dict]] = {"floor": [], "fleet": []}
+        runs: dict[str, list[dict]] = {"floor": [], **{kind: [] for kind in projects}}
         via: Counter[str] = Counter()
         identical = True
         for attempt in range(args.repeat):
-            order = ["floor", "fleet"] if attempt % 2 == 0 else ["fleet", "floor"]
+            order = list(runs) if attempt % 2 == 0 else list(reversed(runs))
             urls = {kind: server.create(f"bench_mixed_{kind}") for kind in order}
             try:
                 for kind in order:
                     server.checkpoint()
-                    load = load_average()
                     if kind == "floor":
                         with script.open() as source:
-                            seconds, peak = timed(
+                            timing = timed(
                                 [_psql(), "-q", "-v", "ON_ERROR_STOP=1", "-X", urls[kind]],
-                                env=env, cwd=work, stdin=source)
+                                env=env, cwd=work, stdin=source, server=server,
+                                database=urls[kind])
                     else:
-                        result = work / "fleet.json"
-                        with result.open("w") as sink:
-                            seconds, peak = timed(
+                        answer = work / "fleet.json"
+                        with answer.open("w") as sink:
+                            timing = timed(
                                 [str(BIN / "fleet"), "migrate", "--json", *jobs],
-                                env={**env, "DATABASE_URI": urls[kind]}, cwd=work / "fleet",
-                                stdout=sink)
-                        payload = json.loads(result.read_text())
+                                env={**env, "DATABASE_URI": urls[kind]}, cwd=projects[kind],
+                                stdout=sink, server=server, database=urls[kind])
+                        payload = json.loads(answer.read_text())
                         counts = Counter(t.get("via", t["outcome"]) for t in payload["targets"])
                         if payload["summary"].get("migrated") != args.tenants:
                             raise RuntimeError(f"fleet: {payload['summary']}")
-                        if attempt == 0:
+                        if attempt == 0 and kind == "fleet":
                             via = counts
-                    runs[kind].append({"seconds": seconds, "load": load, "peak_mb": peak})
-                    print(f"run {attempt + 1}: {kind} {seconds:.2f}s (load {load})",
-                          flush=True)
+                    runs[kind].append(_record(timing))
+                    print(f"run {attempt + 1}: {kind} {timing.seconds:.2f}s, CPU "
+                          f"{timing.client_cpu:.1f}s client + {timing.server_cpu or 0:.1f}s "
+                          f"server (load {timing.load})", flush=True)
                 if attempt == 0:
                     for i in (0, args.tenants - 1):
                         schema = real_history.SCHEMA.format(tenant=f"t{i:05d}")
@@ -195,12 +207,13 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     floor = summarize([r["seconds"] for r in runs["floor"]])
     fleet = summarize([r["seconds"] for r in runs["fleet"]])
+    same_run = [f["seconds"] / p["seconds"] for f, p in zip(runs["fleet"], runs["floor"],
+                                                           strict=True)]
     result = {
         "machine": machine, "tenants": args.tenants, "history": history,
         "statements_per_tenant": len(statements), "repeat": args.repeat,
         "floor": {**floor, "runs": runs["floor"]}, "fleet": {**fleet, "runs": runs["fleet"]},
-        "ratio_min": fleet["min"] / floor["min"],
-        "ratio_median": fleet["median"] / floor["median"],
+        "ratio_same_run": summarize(same_run),
         "via": dict(via), "same_schema_and_data": identical,
         "finished": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -209,8 +222,22 @@ def main() -> None:
           f"online), from empty, {args.repeat} runs:")
     print(f"  psql floor  min {floor['min']:.2f}s  median {floor['median']:.2f}s")
     print(f"  fleet       min {fleet['min']:.2f}s  median {fleet['median']:.2f}s")
-    print(f"  fleet / floor: {result['ratio_min']:.2f}x (min), {result['ratio_median']:.2f}x "
-          "(median) (target <= 1.0)")
+    ratio = result["ratio_same_run"]
+    print(f"  fleet / floor in the same repeat: {ratio['min']:.2f}x (min), "
+          f"{ratio['median']:.2f}x (median) (target <= 1.0)")
+    for kind in ("floor", *projects):
+        cpu = [(r["client_cpu"], r["server_cpu"] or 0) for r in runs[kind]]
+        client, server_cpu = min(cpu, key=sum)
+        print(f"  {kind}: CPU {client:.1f}s client + {server_cpu:.1f}s server (least of the runs)")
+    if "fleet_no_ledger" in runs:
+        bare = summarize([r["seconds"] for r in runs["fleet_no_ledger"]])
+        result["fleet_no_ledger"] = {**bare, "runs": runs["fleet_no_ledger"]}
+        result["ratio_no_ledger_same_run"] = summarize(
+            [b["seconds"] / p["seconds"] for b, p in zip(runs["fleet_no_ledger"], runs["floor"],
+                                                          strict=True)])
+        print(f"  fleet with ledger = false: min {bare['min']:.2f}s median {bare['median']:.2f}s;"
+              f" / floor {result['ratio_no_ledger_same_run']['min']:.2f}x (min) "
+              f"{result['ratio_no_ledger_same_run']['median']:.2f}x (median)")
     print(f"  via: {dict(via)}; floor and fleet built the same schemas and rows: "
           f"{'yes' if identical else 'NO'}")
     print(f"wrote {out / 'mixed.json'}")

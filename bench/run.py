@@ -192,7 +192,8 @@ class Timing(tuple):
 
 
 def timed(argv: list[str], *, env: dict[str, str], cwd: Path, stdout=subprocess.PIPE,
-          stdin=None, server: Server | None = None, database: str | None = None) -> Timing:
+          stdin=None, server: Server | None = None, database: str | None = None,
+          ok: tuple[int, ...] = (0, 3)) -> Timing:
     """Run a command; return (seconds, peak RSS in MB of its whole process tree), with the
     CPU seconds of the command and (``server``: when it is ours) of the server, and the load
     average at the start, as attributes."""
@@ -222,11 +223,11 @@ def timed(argv: list[str], *, env: dict[str, str], cwd: Path, stdout=subprocess.
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     out, err = process.communicate()
-    err = (err or "") + (out or "")[-2000:] if process.returncode not in (0, 3) else err
+    err = (err or "") + (out or "")[-2000:] if process.returncode not in ok else err
     seconds = time.perf_counter() - started
     done.set()
     sampler.join()
-    if process.returncode not in (0, 3):
+    if process.returncode not in ok:
         detail = (err or "")[-2000:]
         raise RuntimeError(f"{' '.join(argv)} failed ({process.returncode}):\n{detail}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -468,7 +469,7 @@ def plot(rows: list[dict], path: Path, machine: dict | None = None) -> None:
     import matplotlib.pyplot as plt
 
     xs = [r["tenants"] for r in rows]
-    fig, ax = plt.subplots(figsize=(9, 5.8))
+    fig, ax = plt.subplots(figsize=(12.5, 6))
     repeat = rows[0].get("repeat", 1)
     for key, label, color, marker in (
         ("fleet_full", "fleet migrate, full", "tab:blue", "o"),
@@ -518,7 +519,7 @@ def plot(rows: list[dict], path: Path, machine: dict | None = None) -> None:
     labels += ["solid line, filled marker: measured",
                "dashed line, hollow marker: extrapolated",
                f"line: min of {repeat} runs; band: up to the median"]
-    ax.legend(handles, labels, fontsize=7.5, loc="upper left")
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
