@@ -80,7 +80,8 @@ def part_fleet(server, work: Path, env: dict[str, str], tenants: int, repeat: in
           flush=True)
     full = _fleet(["migrate", "--json", *jobs], large, many, env, server)
     result["full"] = _record(full)
-    print(f"  {full.seconds:.1f}s, peak RSS {full.peak_mb:.0f} MB, CPU {full.client_cpu:.1f}s "
+    print(f"  {full.seconds:.1f}s, peak RSS {full.peak_mb:.0f} MB, PSS "
+          f"{full.peak_pss_mb:.0f} MB, CPU {full.client_cpu:.1f}s "
           f"fleet + {full.server_cpu or 0:.1f}s server (load {full.load})", flush=True)
     runs: dict[str, list[dict]] = {k: [] for k in ("status_1", "status_n", "noop_1", "noop_n")}
     ratios: dict[str, list[float]] = {"status": [], "noop": []}
@@ -104,6 +105,8 @@ def part_fleet(server, work: Path, env: dict[str, str], tenants: int, repeat: in
     result["ratio_status"] = summarize(ratios["status"])
     result["ratio_noop"] = summarize(ratios["noop"])
     result["peak_mb"] = max([full.peak_mb] + [r["peak_mb"] for v in runs.values() for r in v])
+    result["peak_pss_mb"] = max([full.peak_pss_mb]
+                                + [r["peak_pss_mb"] for v in runs.values() for r in v])
     for url in (one, many):
         server.drop(url)
     return result
@@ -187,8 +190,9 @@ def report(results: dict) -> list[str]:
         full = fleet["full"]
         lines += [
             f"{n} tenants x 3 services ({fleet['schemas']} schemas), measured:",
-            f"  full migration from empty: {full['seconds']:.1f}s (one run), peak RSS of "
-            f"fleet's process tree {fleet['peak_mb']:.0f} MB (target < 400); CPU "
+            f"  full migration from empty: {full['seconds']:.1f}s (one run); peak memory of "
+            f"fleet's process tree (parent and workers): {fleet['peak_mb']:.0f} MB RSS summed, "
+            f"{fleet.get('peak_pss_mb', 0):.0f} MB PSS summed (target < 400); CPU "
             f"{full['client_cpu']:.1f}s fleet + {full['server_cpu'] or 0:.1f}s server",
         ]
         for kind, label in (("status", "fleet status"), ("noop", "no-op fleet migrate")):
