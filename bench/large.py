@@ -236,7 +236,15 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "large.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+
+    def save(key: str, value: dict) -> dict:
+        """Merge one part into large.json (read again: another run may have written)."""
+        merged = json.loads(path.read_text()) if path.exists() else {}
+        merged[key] = value
+        path.write_text(json.dumps(merged, indent=2))
+        return merged
+
+    results: dict = {}
     jobs = ["--jobs", str(args.jobs)] if args.jobs else []
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-large-"))
     server, embedded = open_server(work)
@@ -245,18 +253,15 @@ def main() -> None:
         machine = machine_info(server)
         print("machine:", machine["summary"], flush=True)
         if args.part in ("fleet", "all"):
-            results["fleet"] = {**part_fleet(server, work, env, args.tenants, args.repeat,
-                                             jobs), "machine": machine,
-                                "finished": time.strftime("%Y-%m-%d %H:%M"),
-                                "load_at_end": load_average()}
-            path.write_text(json.dumps(results, indent=2))
+            results = save("fleet", {
+                **part_fleet(server, work, env, args.tenants, args.repeat, jobs),
+                "machine": machine, "finished": time.strftime("%Y-%m-%d %H:%M"),
+                "load_at_end": load_average()})
         if args.part in ("failures", "all"):
-            results["failures"] = {**part_failures(server, work, env, args.targets,
-                                                   args.failure_repeat, jobs),
-                                   "machine": machine,
-                                   "finished": time.strftime("%Y-%m-%d %H:%M"),
-                                   "load_at_end": load_average()}
-            path.write_text(json.dumps(results, indent=2))
+            results = save("failures", {
+                **part_failures(server, work, env, args.targets, args.failure_repeat, jobs),
+                "machine": machine, "finished": time.strftime("%Y-%m-%d %H:%M"),
+                "load_at_end": load_average()})
     finally:
         if embedded is not None:
             embedded.stop()
