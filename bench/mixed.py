@@ -217,7 +217,6 @@ def main() -> None:
         "via": dict(via), "same_schema_and_data": identical,
         "finished": time.strftime("%Y-%m-%d %H:%M"),
     }
-    (out / "mixed.json").write_text(json.dumps(result, indent=2))
     print(f"\n{args.tenants} tenants x {history['revisions']} revisions ({history['online']} "
           f"online), from empty, {args.repeat} runs:")
     print(f"  psql floor  min {floor['min']:.2f}s  median {floor['median']:.2f}s")
@@ -240,6 +239,7 @@ def main() -> None:
               f"{result['ratio_no_ledger_same_run']['median']:.2f}x (median)")
     print(f"  via: {dict(via)}; floor and fleet built the same schemas and rows: "
           f"{'yes' if identical else 'NO'}")
+    (out / "mixed.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {out / 'mixed.json'}")
 
 

@@ -452,7 +452,8 @@ def report(rows: list[dict]) -> list[str]:
 def markdown(rows: list[dict], machine: dict, command: str) -> list[str]:
     """The results table as Markdown, for docs/performance.md."""
     lines = [
-        f"{machine['summary']}; `{command}`. Seconds are min / median of "
+        f"{machine['summary']} (load average {machine.get('load_at_end', '?')} at the end); "
+        f"`{command}`. Seconds are min / median of "
         f"{rows[0]['repeat']} runs, each on fresh databases; *full / floor* is the ratio "
         "within each run (min / median); per-schema figures are one run, and those marked "
         "\\* are extrapolated linearly from the largest N measured.",
@@ -569,10 +570,17 @@ def main() -> None:
     parser.add_argument("--page", default=None,
                         help="also write the table into this Markdown page (between its "
                         "markers) and the plot beside it, e.g. docs/performance.md")
+    parser.add_argument("--from-results", default=None, metavar="JSON",
+                        help="measure nothing: print and plot a results.json written by an "
+                        "earlier run (with --page: put it on the page)")
     args = parser.parse_args()
-    counts = sorted(int(n) for n in args.tenants.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.from_results:
+        saved = json.loads(Path(args.from_results).read_text())
+        publish(saved["rows"], saved["machine"], saved["command"], out, args.page)
+        return
+    counts = sorted(int(n) for n in args.tenants.split(","))
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-"))
     server, embedded = open_server(work)
     rows = []
@@ -591,6 +599,12 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     extrapolate(rows)
     machine["load_at_end"] = load_average()
+    publish(rows, machine, command, out, args.page)
+
+
+def publish(rows: list[dict], machine: dict, command: str, out: Path,
+            page: str | None) -> None:
+    """Print the report; write results.json, .txt, .md and the plot; fill the page."""
     lines = [f"alembic-fleet benchmark: {machine['summary']}; load average "
              f"{machine['load_at_end']} at the end", f"command: {command}", "",
              *report(rows)]
@@ -601,8 +615,8 @@ def main() -> None:
     table = markdown(rows, machine, command)
     (out / "results.md").write_text("\n".join(table) + "\n")
     plot(rows, out / "performance.png", machine)
-    if args.page:
-        write_page(Path(args.page), table, out / "performance.png")
+    if page:
+        write_page(Path(page), table, out / "performance.png")
     print(f"\nwrote {out / 'results.json'}, results.txt, results.md and performance.png")
 
 
