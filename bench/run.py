@@ -1,21 +1,31 @@
 """Benchmark alembic-fleet against the one-process-per-schema method and the psql floor.
 
     python bench/run.py                       # N = 1, 10, 100, 1000 on the embedded PostgreSQL
+    python bench/run.py --tenants 1,10,100,1000 --repeat 3 --page docs/performance.md
     DATABASE_URI=postgresql://... python bench/run.py --tenants 1,100,1000,5000
 
 For each N it builds a platform of 3 schema-per-tenant services x 15 revisions with N tenants
-(3N schemas), then measures in one run, each on a fresh database:
+(3N schemas), then measures ``--repeat`` times (each repeat on fresh databases, fleet and the
+floor in alternating order, a CHECKPOINT before each timed step):
 
-* fleet full     ``fleet migrate`` from empty (and the peak RSS of its whole process tree)
+* fleet full     ``fleet migrate`` from empty (and the peak memory of its whole process
+                 tree: RSS summed, and PSS summed, which counts shared pages once)
 * fleet no-op    ``fleet migrate`` again, nothing pending
 * fleet status   ``fleet status``
 * psql floor     the same DDL (``fleet migrate --sql``) replayed by one ``psql`` session,
                  one transaction per schema
 * per-schema     one ``alembic upgrade head`` process per schema with a classic env.py (the
-                 shell-script method), full and no-op, at N <= --seed-max only; larger N are
-                 extrapolated linearly from the per-schema cost and marked as such.
+                 shell-script method), full and no-op, once, at N <= --seed-max only; larger N
+                 are extrapolated linearly from the per-schema cost and marked as such.
 
-It prints a table and the ratios, and writes results.json and a PNG plot to --out.
+Every timed step also records the load average and the CPU seconds of the command's process
+tree and (on the embedded server, which is ours alone) of the server. It prints min and
+median of each step, the ratio fleet / floor within each repeat, the machine (CPUs, model,
+RAM, PostgreSQL version and settings, load), and writes results.json, results.txt,
+results.md (the Markdown table) and performance.png to --out; ``--page`` also puts the table
+on a Markdown page between its markers and the plot beside it. In the plot, measured points
+are filled markers on solid lines (line: min, band: up to the median) and extrapolated ones
+hollow markers on dashed lines.
 """
 
 from __future__ import annotations
