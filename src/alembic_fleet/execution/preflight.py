@@ -27,6 +27,17 @@ from alembic_fleet.redact import scrub
 from alembic_fleet.workspace import Workspace
 
 
+def services_by_database(steps: Sequence[Step]) -> list[tuple[Database, set[str]]]:
+    """Each database the steps migrate something on, with the services concerned."""
+    by_database: dict[str, tuple[Database, set[str]]] = {}
+    for step in steps:
+        if step.upgrade:
+            entry = by_database.setdefault(step.target.database.key,
+                                           (step.target.database, set()))
+            entry[1].add(step.target.service)
+    return list(by_database.values())
+
+
 def check_drivers(workspace: Workspace, steps: Sequence[Step]) -> None:
     """Refuse a run whose targets name a driver that is not installed (see
     :mod:`alembic_fleet.drivers`), before any target starts. A service with its own
@@ -75,15 +86,9 @@ def refuse_changed_revisions(workspace: Workspace, steps: Sequence[Step]) -> lis
     Returns warnings: a ledger that cannot be read (locked, no permission) does not stop
     the run, but the user is told the checksums were not verified there.
     """
-    by_database: dict[str, tuple[Database, set[str]]] = {}
-    for step in steps:
-        if step.upgrade:
-            entry = by_database.setdefault(step.target.database.key,
-                                           (step.target.database, set()))
-            entry[1].add(step.target.service)
     changed = []
     warnings = []
-    for database, names in by_database.values():
+    for database, names in services_by_database(steps):
         with workspace.databases.connect(database) as connection:
             for name in sorted(names):
                 try:

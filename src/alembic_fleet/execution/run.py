@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -27,6 +26,7 @@ from alembic_fleet.execution.preflight import (
     check_drivers,
     refuse_changed_revisions,
     refuse_legacy_shared_context,
+    services_by_database,
 )
 from alembic_fleet.execution.provision import fallback_warnings
 from alembic_fleet.execution.target_migration import Policy, TargetMigrator, WorkFactory
@@ -175,14 +175,8 @@ def _typical_seconds(workspace: Workspace, steps: list[Step]) -> dict[str, float
     if not workspace.config.ledger:
         return {}
     typical: dict[str, float] = {}
-    by_database: dict[str, tuple[Any, set[str]]] = {}
-    for step in steps:
-        if step.upgrade:
-            entry = by_database.setdefault(step.target.database.key,
-                                           (step.target.database, set()))
-            entry[1].add(step.target.service)
     ledger = Ledger(workspace.config.ledger_schema)
-    for database, services in by_database.values():
+    for database, services in services_by_database(steps):
         try:
             with workspace.databases.connect(database) as connection:
                 found = ledger.typical_seconds(connection, sorted(services))
