@@ -130,14 +130,18 @@ def priority_order(tenants: Sequence[str], listed: Sequence[str],
     Only the head that differs from the plain tenant order is returned, so a configuration
     without attributes keeps the short tuple it always had.
     """
-    first = [t for t in dict.fromkeys(listed) if t in tenants]
-    rest = [t for t in tenants if t not in first]
+    present = set(tenants)
+    first = [t for t in dict.fromkeys(listed) if t in present]
+    taken = set(first)
+    rest = [t for t in tenants if t not in taken]
     ordered = first + sorted(rest, key=lambda t: -attributes.get(t, 0))  # stable sort
+    # The tail of ``ordered`` that already follows the tenant order needs no listing: the
+    # longest suffix whose positions in ``tenants`` increase (linear: this runs for every
+    # command, with thousands of tenants).
+    position = {t: i for i, t in enumerate(tenants)}
     cut = len(ordered)
-    while cut > 0:
-        head = set(ordered[:cut - 1])
-        if ordered[cut - 1:] != [t for t in tenants if t not in head]:
-            break
+    while cut > 0 and (cut == len(ordered)
+                       or position[ordered[cut - 1]] < position[ordered[cut]]):
         cut -= 1
     return tuple(ordered[:cut])
 
