@@ -20,37 +20,10 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleet_platform import HELPER_ENV, INI, LEGACY_ENV  # the same env.py files and ini
+
 SERVICE = "app"
 SCHEMA = "app_{tenant}"
-
-HELPER_ENV = """\
-from alembic_fleet.env import run_migrations
-
-run_migrations()
-"""
-
-LEGACY_ENV = """\
-import os
-
-from alembic import context
-from sqlalchemy import create_engine, pool, text
-
-schema = os.environ["ALEMBIC_SCHEMA"]
-url = os.environ["DATABASE_URI"].replace("postgresql://", "postgresql+psycopg://", 1)
-engine = create_engine(url, poolclass=pool.NullPool)
-with engine.connect() as connection:
-    connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-    connection.execute(text(f'SET search_path TO "{schema}"'))
-    connection.commit()
-    context.configure(connection=connection, version_table_schema=schema)
-    with context.begin_transaction():
-        context.run_migrations()
-"""
-
-INI = """\
-[alembic]
-script_location = %(here)s/migrations
-"""
 
 ONLINE_EVERY = 17
 """One revision in this many needs a live connection (the 17th, 34th, ...)."""
