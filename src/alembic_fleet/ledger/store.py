@@ -232,20 +232,6 @@ class Ledger:
              "outcome": record.outcome, "error": record.error, "attempts": record.attempts},
         )
 
-    def write_applied(self, connection: Any, run_id: str, service: str, schema: str,
-                      revision: str, checksum: str) -> None:
-        """A revision applied to a schema, in the transaction that applied it."""
-        connection.execute(
-            text(f"""INSERT INTO {quote_ident(self.schema)}.applied_revisions
-                    (service, schema_name, revision, checksum, run_id)
-                VALUES (:service, :schema, :revision, :checksum, :run_id)
-                ON CONFLICT (service, schema_name, revision) DO UPDATE SET
-                    checksum = EXCLUDED.checksum, applied_at = now(),
-                    run_id = EXCLUDED.run_id"""),
-            {"service": service, "schema": schema, "revision": revision, "checksum": checksum,
-             "run_id": run_id},
-        )
-
     def write_applied_many(self, connection: Any, run_id: str, service: str, schema: str,
                            checksums: Sequence[tuple[str, str]]) -> None:
         """Several revisions applied to a schema at once (revision, checksum), in the
