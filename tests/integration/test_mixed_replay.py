@@ -106,3 +106,24 @@ def test_mixing_can_be_turned_off(tmp_path: Path, db_url: str) -> None:
     result = project.fleet("migrate", "--json", env={"FLEET_MIXED": "0"})
     assert result.returncode == 0, result.stderr
     assert {t["via"] for t in json.loads(result.stdout)["targets"]} == {"online"}
+
+
+@pytest.mark.parametrize("broken, statement", [
+    (5, '    bind = op.get_bind()\n    bind.exec_driver_sql("SELECT 1/0")'),
+    (4, '    op.execute("SELECT 1/0")'),
+], ids=["second-online-stretch", "replayed-after-online"])
+def test_an_error_after_an_online_stretch_names_its_own_revision(
+        tmp_path: Path, db_url: str, broken: int, statement: str) -> None:
+    """The revision named in the error is the one that failed, wherever it stands after
+    the online stretches before it (Alembic counts only the revisions it ran itself)."""
+    project = _project(tmp_path, db_url, {2, 5})
+    path = project.root / "svc" / "migrations" / "versions" / f"7600aaaa{broken:04d}_r.py"
+    text = path.read_text()
+    anchor = "    bind = op.get_bind()" if broken == 5 else "    op.add_column("
+    path.write_text(text.replace(anchor, statement + "\n" + anchor, 1))
+    result = project.fleet("migrate", "--json", "--tenant", "a")
+    assert result.returncode == 1, result.stdout + result.stderr
+    target = json.loads(result.stdout)["targets"][0]
+    assert target["error"].startswith(f"revision 7600aaaa{broken:04d}: "), target["error"]
+    assert "division by zero" in target["error"]
+    assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname = 'svc_a'")

@@ -44,6 +44,10 @@ ATTR_LISTENER = "fleet_listener"
 ``revision_applied(connection, rev)`` / ``revision_unapplied(connection, rev)`` as each
 revision is applied or removed, and ``before_commit(connection)`` once every revision of a
 single-transaction migration ran (fleet's ledger rows commit with the migration)."""
+ATTR_DRIVE = "fleet_drive"
+"""A callable fleet hands over to run a mixed replay plan inside the migration's transaction,
+once the schema is prepared: ``drive(run_migrations)`` replays the static revisions itself
+and calls ``run_migrations()`` (Alembic's) for each stretch that must run online."""
 ATTR_SEARCH_PATH = "fleet_search_path"
 """The shared schemas fleet hands over, searched after the target's own."""
 ATTR_BASELINE = "fleet_baseline"
@@ -224,10 +228,14 @@ def _run_online(context: Any, connection: Any, schema: str, kwargs: dict[str, An
     # A session-level SET issued inside the transaction: rolled back with it on failure, and
     # kept across the COMMIT of an ``autocommit_block()`` (CREATE INDEX CONCURRENTLY), which
     # a SET LOCAL would not survive. Reset afterwards: the connection may be reused.
+    drive = context.config.attributes.get(ATTR_DRIVE)
     try:
         with context.begin_transaction():
             _prepare_schema(connection, schema, shared)
-            context.run_migrations()
+            if drive is None:
+                context.run_migrations()
+            else:
+                drive(context.run_migrations)
             if listener is not None:
                 listener.before_commit(connection)
     finally:

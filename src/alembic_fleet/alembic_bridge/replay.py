@@ -237,17 +237,16 @@ class Replayer:
         return ReplayPlan(start, revisions[-1][0], tuple(revisions))
 
     def run(self, connection: Any, schema: str, plan: ReplayPlan, table_exists: bool,
-            listener: Any = None, before_statement: Any = None, online: Any = None) -> None:
-        """Apply ``plan`` to ``schema`` in one transaction on a SQLAlchemy connection;
-        ``listener`` is told of each revision inside it, then just before the commit;
-        ``before_statement(cursor, sql)`` runs before each replayed statement;
-        ``online(connection, revision)`` runs Alembic up to ``revision`` inside the
-        transaction, for the online stretches of a mixed plan."""
+            listener: Any = None, before_statement: Any = None) -> None:
+        """Apply a plan without online revisions to ``schema`` in one transaction on a
+        SQLAlchemy connection, framed as the env helper frames a migration; ``listener`` is
+        told of each revision inside it, then just before the commit;
+        ``before_statement(cursor, sql)`` runs before each replayed statement.
+
+        A mixed plan runs inside Alembic's own frame instead (:func:`.runner.upgrade_mixed`
+        calls :meth:`apply`), so that its online stretches share one Alembic set-up."""
         quoted = quote_ident(schema)
-        version = f"{quoted}.{quote_ident(self.version_table)}"
         with connection.begin():
-            # The DBAPI cursor of whichever driver the service uses; statements carry no
-            # parameters (values are rendered, revision ids are checked safe by the graph).
             cursor = connection.connection.dbapi_connection.cursor()
             fresh = self.baseline is not None and not baselines.schema_exists(connection,
                                                                                 schema)
@@ -256,41 +255,52 @@ class Replayer:
                            f"{search_path_value(schema, self.search_path)}")
             if fresh and self.baseline is not None:
                 baselines.apply(connection, self.baseline)
-            if not table_exists:
-                cursor.execute(
-                    f"CREATE TABLE IF NOT EXISTS {version} (version_num VARCHAR(32) NOT NULL, "
-                    f"CONSTRAINT {quote_ident(self.version_table + '_pkc')} "
-                    "PRIMARY KEY (version_num))"
-                )
-            current = plan.start
-            for is_online, group in plan.groups():
-                last = group[-1][0]
-                if is_online:
-                    if online is None:
-                        raise ReplayFailed(group[0][0], RuntimeError(
-                            "this revision must run online, and no online runner was given"))
-                    online(connection, last)  # Alembic moves the version row itself
-                    cursor = connection.connection.dbapi_connection.cursor()
-                    current = last
-                    continue
-                started = getattr(listener, "revision_started", None)
-                for revision, statements in group:
-                    if started is not None:
-                        started(revision)
-                    try:
-                        for statement in statements or ():
-                            if before_statement is not None:
-                                before_statement(cursor, statement)
-                            cursor.execute(statement)
-                    except Exception as exc:
-                        raise ReplayFailed(revision, exc) from exc
-                self._move_version(cursor, schema, version, current, last)
-                current = last
-                if listener is not None:
-                    for revision, _ in group:
-                        listener.revision_applied(connection, revision)
+            self.apply(connection, schema, plan, table_exists, listener, before_statement)
             if listener is not None:
                 listener.before_commit(connection)
+
+    def apply(self, connection: Any, schema: str, plan: ReplayPlan, table_exists: bool,
+              listener: Any = None, before_statement: Any = None, online: Any = None) -> None:
+        """The plan's revisions, in order, in the caller's transaction (the schema exists,
+        the search path is set): replayed stretches through the DBAPI cursor, online ones
+        by ``online(revision)``, which runs Alembic up to ``revision``."""
+        version = f"{quote_ident(schema)}.{quote_ident(self.version_table)}"
+        # The DBAPI cursor of whichever driver the service uses; statements carry no
+        # parameters (values are rendered, revision ids are checked safe by the graph).
+        cursor = connection.connection.dbapi_connection.cursor()
+        if not table_exists:
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {version} (version_num VARCHAR(32) NOT NULL, "
+                f"CONSTRAINT {quote_ident(self.version_table + '_pkc')} "
+                "PRIMARY KEY (version_num))"
+            )
+        current = plan.start
+        for is_online, group in plan.groups():
+            last = group[-1][0]
+            if is_online:
+                if online is None:
+                    raise ReplayFailed(group[0][0], RuntimeError(
+                        "this revision must run online, and no online runner was given"))
+                online(last)  # Alembic moves the version row itself
+                cursor = connection.connection.dbapi_connection.cursor()
+                current = last
+                continue
+            started = getattr(listener, "revision_started", None)
+            for revision, statements in group:
+                if started is not None:
+                    started(revision)
+                try:
+                    for statement in statements or ():
+                        if before_statement is not None:
+                            before_statement(cursor, statement)
+                        cursor.execute(statement)
+                except Exception as exc:
+                    raise ReplayFailed(revision, exc) from exc
+            self._move_version(cursor, schema, version, current, last)
+            current = last
+            if listener is not None:
+                for revision, _ in group:
+                    listener.revision_applied(connection, revision)
 
     @staticmethod
     def _move_version(cursor: Any, schema: str, version: str, current: str | None,

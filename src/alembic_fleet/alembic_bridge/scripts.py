@@ -117,17 +117,22 @@ class ServiceScripts:
 
     def replay(self, connection: Any, schema: str, plan: ReplayPlan, *, table_exists: bool,
                listener: Any = None, before_statement: Any = None) -> None:
-        """Apply a replay plan to ``schema`` in one transaction (its online revisions
-        through Alembic, at their place, in that transaction)."""
-        assert self.replayer is not None
+        """Apply a replay plan to ``schema`` in one transaction; a mixed plan's online
+        revisions run through Alembic, at their place, in that transaction, the env.py
+        run once for the whole plan."""
+        replayer = self.replayer
+        assert replayer is not None
+        if not plan.mixed:
+            replayer.run(connection, schema, plan, table_exists=table_exists,
+                         listener=listener, before_statement=before_statement)
+            return
         from alembic_fleet.alembic_bridge import runner
 
-        def online(conn: Any, destination: str) -> None:
-            runner.upgrade(self, conn, schema, destination, listener)
+        def drive(online: Any) -> None:
+            replayer.apply(connection, schema, plan, table_exists, listener,
+                           before_statement, online)
 
-        self.replayer.run(connection, schema, plan, table_exists=table_exists,
-                          listener=listener, before_statement=before_statement,
-                          online=online if plan.mixed else None)
+        runner.upgrade_mixed(self, connection, schema, plan.destination, drive, listener)
 
     def prepare(self, currents: Iterable[tuple[str, ...]], destination: str) -> None:
         """Load everything a worker needs (graph, env.py probe, rendered revisions) in this
