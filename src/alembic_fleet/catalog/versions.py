@@ -153,22 +153,23 @@ def _matches(schema: str, table: str, templates: Sequence[tuple[str, str]]) -> b
                for template, version_table in templates)
 
 
-def read_one(connection: Any, schema: str, table: str) -> tuple[str, ...] | None:
+def read_one(connection: Any, schema: str, table: str, *, end: bool = True
+             ) -> tuple[str, ...] | None:
     """One target's current revisions (None: no schema or version table).
 
     Used under a target's lock: a direct lookup, whose cost does not grow with the number
     of version tables in the database (the bulk catalog query's does). Leaves the
-    connection outside any transaction.
+    connection outside any transaction, unless ``end`` is False (the caller reads more in
+    the same transaction, then ends it).
     """
     qualified = f"{quote_ident(schema)}.{quote_ident(table)}"
     exists = connection.execute(text("SELECT to_regclass(:name) IS NOT NULL"),
                                 {"name": qualified}).scalar()
-    if not exists:
+    rows = (connection.exec_driver_sql(f"SELECT version_num::text FROM {qualified}").all()
+            if exists else None)
+    if end:
         connection.rollback()
-        return None
-    rows = connection.exec_driver_sql(f"SELECT version_num::text FROM {qualified}").all()
-    connection.rollback()
-    return tuple(sorted(r[0] for r in rows))
+    return None if rows is None else tuple(sorted(r[0] for r in rows))
 
 
 def read_in_transaction(connection: Any, schema: str, table: str) -> tuple[str, ...]:

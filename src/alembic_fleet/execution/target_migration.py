@@ -75,6 +75,11 @@ def describe_error(error: BaseException) -> tuple[str, str | None]:
     return scrub(text), None
 
 
+ONE_TRANSACTION = frozenset({"replay", "mixed", VIA})
+"""Ways a target migrates in exactly one transaction, whose ledger row read the version
+table just before its commit: what that read found is what the database holds after it."""
+
+
 @dataclass(frozen=True)
 class Policy:
     """How a run treats locks, timeouts and retries (config keys, CLI options)."""
@@ -223,8 +228,13 @@ class TargetMigrator:
             raise self._failure(exc, None) from None
         touched = False
         try:
-            status = self._reread(connection, step, table)
-            if status.state is TargetState.MISSING and self._removed(connection, step):
+            try:  # one transaction for both reads
+                status = self._reread(connection, step, table)
+                removed = status.state is TargetState.MISSING and self._removed(connection,
+                                                                                step)
+            finally:
+                connection.rollback()
+            if removed:
                 return TargetResult(target, Outcome.SKIPPED, (), (),
                                     note="its schema was removed after this run started "
                                     "(fleet tenants remove): not created again")
@@ -240,7 +250,8 @@ class TargetMigrator:
             event.listen(connection, "before_cursor_execute", budget.before_cursor_execute)
             event.listen(connection, "commit", budget.on_commit)
             try:
-                via = self._migrate(connection, scripts, target, status, listener, budget)
+                via, touched = self._migrate(connection, scripts, target, status, listener,
+                                             budget)
             finally:
                 event.remove(connection, "before_cursor_execute", budget.before_cursor_execute)
                 event.remove(connection, "commit", budget.on_commit)
@@ -250,7 +261,10 @@ class TargetMigrator:
             connection.rollback()
             if listener is not None and not listener.wrote_target:
                 listener.after_commit(connection, applied_between=not scripts.uses_helper)
-            after = read_one(connection, target.schema, table) or ()
+            if via in ONE_TRANSACTION and listener is not None and listener.versions:
+                after = listener.versions  # read by the transaction that committed
+            else:
+                after = read_one(connection, target.schema, table) or ()
             if scripts.graph.pending(after, status.head):  # short of where it was going
                 raise _Failed(
                     f"the migration ended at {', '.join(after) or 'no revision'} instead of "
@@ -279,18 +293,15 @@ class TargetMigrator:
 
     def _removed(self, connection: Any, step: Step) -> bool:
         """Whether the target's schema was removed while this run went on: it existed when
-        the run was planned, or ``fleet tenants remove`` recorded it since the run began."""
+        the run was planned, or ``fleet tenants remove`` recorded it since the run began
+        (read in the caller's transaction)."""
         if step.status.state not in (TargetState.MISSING, TargetState.FAILED) and (
                 step.status.current):
             return True
         if self.run_ledger is None:
             return False
-        try:
-            removed = self.run_ledger.ledger.removed_since_run(
-                connection, self.run_ledger.run_id, step.target.service, step.target.schema)
-        finally:
-            connection.rollback()
-        return removed
+        return self.run_ledger.ledger.removed_since_run(
+            connection, self.run_ledger.run_id, step.target.service, step.target.schema)
 
     def _already_there(self, connection: Any, step: Step, status: TargetStatus,
                        attempt: int) -> TargetResult:
@@ -310,32 +321,37 @@ class TargetMigrator:
         return TargetResult(target, Outcome.SKIPPED, status.current, status.current, note=note)
 
     def _reread(self, connection: Any, step: Step, table: str) -> TargetStatus:
-        """The target's state under its lock (the plan's view may be stale)."""
+        """The target's state under its lock (the plan's view may be stale), read in a
+        transaction the caller ends."""
         target = step.target
-        current = read_one(connection, target.schema, table)
+        current = read_one(connection, target.schema, table, end=False)
         status = classify(target, current, self.scripts[target.service].graph,
                           step.status.head)
         return status
 
     def _migrate(self, connection: Any, scripts: ServiceScripts, target: Target,
                  status: TargetStatus, listener: TargetLedger | None, budget: LockBudget
-                 ) -> str:
-        """Migrate the target; returns how it ran (:attr:`TargetResult.via`)."""
+                 ) -> tuple[str, bool]:
+        """Migrate the target; returns how it ran (:attr:`TargetResult.via`) and whether
+        the session may have been changed (then it is reset before the next target)."""
         destination = self.destinations[target.service]
         if self.provisioner.wanted(scripts, target, status) and self.provisioner.provision(
                 connection, scripts, target, status, listener, budget, destination):
-            return VIA
+            return VIA, True
         plan = scripts.replay_plan(status.current, destination)
         if plan is not None:
             scripts.replay(connection, target.schema, plan,
                            table_exists=status.state is not TargetState.MISSING,
                            listener=listener, before_statement=budget.before)
-            return "mixed" if plan.mixed else "replay"
+            # Replayed plain DDL and DML leave the session as it was: the reset (three
+            # round trips of each target's fifty on a short history) is for what may not.
+            return ("mixed" if plan.mixed else "replay"), not (
+                plan.leaves_session_alone and scripts.service.baseline is None)
         if scripts.uses_helper:
             runner.upgrade(scripts, connection, target.schema, destination, listener)
-            return "online"
+            return "online", True
         self._legacy_upgrade(scripts, target.schema, target.database)
-        return "subprocess"
+        return "subprocess", True
 
     def _failure(self, error: BaseException, revision: str | None) -> _Failed:
         reason, hint = describe_error(error)

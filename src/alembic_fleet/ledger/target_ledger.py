@@ -70,6 +70,8 @@ class TargetLedger:
     attempts: int
     outcome: str = "migrated"
     wrote_target: bool = False
+    versions: tuple[str, ...] | None = None
+    """The version table as the transaction that wrote the target's row left it."""
     each_revision: bool = False
     """Set by the gateway when every revision commits on its own: the target's row is then
     written in each revision's transaction, so a kill between two leaves it true."""
@@ -124,6 +126,7 @@ class TargetLedger:
         version table holds now."""
         self._flush(connection)
         now = read_in_transaction(connection, self.target.schema, self.version_table)
+        self.versions = now
         record = TargetRecord(self.target.service, self.target.tenant, self.target.schema,
                               self.from_revs, now, time.perf_counter() - self.started,
                               self.outcome, None, max(1, self.attempts))
