@@ -135,25 +135,6 @@ def render_until_error(function: Any, target_metadata: Any = None
     return tuple(buffer.items), None
 
 
-PLAIN_STATEMENT = re.compile(
-    r"\s*(?:CREATE\s+(?!(?:GLOBAL\s+|LOCAL\s+)?TEMP)|ALTER\s|DROP\s|COMMENT\s|INSERT\s"
-    r"|UPDATE\s|DELETE\s|GRANT\s|REVOKE\s)[^;]*\Z", re.IGNORECASE)
-"""A single DDL or DML statement (no second statement after a ``;``, no temporary table):
-what it leaves behind is in the schema, not in the session."""
-
-SESSION_WORDS = re.compile(r"set_config|\bSESSION\b|\bROLE\b|lock_timeout|search_path",
-                           re.IGNORECASE)
-"""Words of a statement that may change the session however it starts."""
-
-
-def leaves_session_alone(statement: str) -> bool:
-    """Whether a replayed statement certainly changes no session state (settings, role,
-    prepared statements, temporary tables, cursors, LISTENs, advisory locks), so that the
-    connection needs no reset after it. Anything else (``SET``, ``SELECT f()``, a function
-    body, several statements in one) counts as changing it."""
-    return bool(PLAIN_STATEMENT.match(statement)) and not SESSION_WORDS.search(statement)
-
-
 MIXING_BREAKERS = re.compile(r"autocommit_block|\bcommit\s*\(|COMMIT")
 """A revision that ends the transaction itself cannot run inside a mixed plan's single
 transaction (Alembic refuses ``autocommit_block`` in a transaction it did not begin)."""
@@ -174,14 +155,6 @@ class ReplayPlan:
     @property
     def mixed(self) -> bool:
         return any(statements is None for _, statements in self.revisions)
-
-    @property
-    def leaves_session_alone(self) -> bool:
-        """Whether running the plan changes nothing of the session but what its transaction
-        ends (``SET LOCAL``): no online revision, every statement plain DDL or DML."""
-        return not self.mixed and all(
-            leaves_session_alone(statement)
-            for _, statements in self.revisions for statement in statements or ())
 
     def groups(self) -> list[tuple[bool, list[tuple[str, tuple[str, ...] | None]]]]:
         """Consecutive revisions that run the same way: ``(online, revisions)``."""

@@ -54,6 +54,20 @@ def unlock(connection: Any, key: int) -> None:
 
 def configure_session(connection: Any, *, lock_timeout: float, statement_timeout: float) -> None:
     """Timeouts for every statement of this session (values in seconds; 0 disables)."""
+    settings = session_settings(connection, lock_timeout=lock_timeout,
+                                statement_timeout=statement_timeout)
+    # One round trip: this runs for every connection and after every migrated target.
+    names = list(settings)
+    calls = ", ".join(f"set_config(:n{i}, :v{i}, false)" for i in range(len(names)))
+    params = {f"n{i}": n for i, n in enumerate(names)} | {
+        f"v{i}": settings[n] for i, n in enumerate(names)}
+    connection.execute(text(f"SELECT {calls}"), params)
+    connection.commit()
+
+
+def session_settings(connection: Any, *, lock_timeout: float, statement_timeout: float
+                     ) -> dict[str, str]:
+    """The settings fleet gives each session it migrates on."""
     settings = {
         "lock_timeout": milliseconds(lock_timeout),
         "statement_timeout": milliseconds(statement_timeout),
@@ -62,13 +76,35 @@ def configure_session(connection: Any, *, lock_timeout: float, statement_timeout
     }
     if (connection.dialect.server_version_info or (0,)) >= (14,):
         settings["client_connection_check_interval"] = "2s"
-    # One round trip: this runs for every connection and after every migrated target.
-    names = list(settings)
-    calls = ", ".join(f"set_config(:n{i}, :v{i}, false)" for i in range(len(names)))
-    params = {f"n{i}": n for i, n in enumerate(names)} | {
-        f"v{i}": settings[n] for i, n in enumerate(names)}
-    connection.execute(text(f"SELECT {calls}"), params)
-    connection.commit()
+    return settings
+
+
+RESET = ("CLOSE ALL", "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "DEALLOCATE ALL",
+         "UNLISTEN *", "SELECT pg_advisory_unlock_all()", "DISCARD PLANS", "DISCARD TEMP",
+         "DISCARD SEQUENCES")
+"""What ``DISCARD ALL`` does, statement by statement (PostgreSQL's documentation gives this
+list): unlike ``DISCARD ALL`` these may share one query string, sent in one round trip."""
+
+
+ASYNCPG_RESET = tuple(statement for statement in RESET if statement != "DEALLOCATE ALL")
+"""The reset for asyncpg, one statement at a time (its prepared statements refuse several in
+one string): it keeps server-side prepared statements of its own in a client cache that
+``DEALLOCATE ALL`` would leave pointing at nothing (every later statement on the connection
+would fail)."""
+
+
+def reset_and_configure_sql(settings: dict[str, str]) -> str:
+    """One query string that resets a session as ``DISCARD ALL`` does (advisory locks
+    included) and gives it ``settings``: for drivers that send a string without parameters
+    as one simple query (psycopg, psycopg 2; psycopg forgets its prepared statements on
+    seeing ``DEALLOCATE ALL``)."""
+    calls = ", ".join(f"set_config({_literal(name)}, {_literal(value)}, false)"
+                      for name, value in settings.items())
+    return "; ".join(RESET) + f"; SELECT {calls}"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def milliseconds(seconds: float) -> str:

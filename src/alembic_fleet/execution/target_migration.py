@@ -34,9 +34,12 @@ from alembic_fleet.exceptions import DatabaseUnavailableError, FleetError
 from alembic_fleet.execution.diagnosis import hint_for
 from alembic_fleet.execution.lock_budget import LockBudget
 from alembic_fleet.execution.locking import (
+    ASYNCPG_RESET,
     configure_session,
     lock_key,
     milliseconds,
+    reset_and_configure_sql,
+    session_settings,
     try_lock,
     unlock,
 )
@@ -250,8 +253,7 @@ class TargetMigrator:
             event.listen(connection, "before_cursor_execute", budget.before_cursor_execute)
             event.listen(connection, "commit", budget.on_commit)
             try:
-                via, touched = self._migrate(connection, scripts, target, status, listener,
-                                             budget)
+                via = self._migrate(connection, scripts, target, status, listener, budget)
             finally:
                 event.remove(connection, "before_cursor_execute", budget.before_cursor_execute)
                 event.remove(connection, "commit", budget.on_commit)
@@ -286,10 +288,9 @@ class TargetMigrator:
         finally:
             with contextlib.suppress(Exception):
                 connection.rollback()
-                unlock(connection, key)
-            if touched:
-                with contextlib.suppress(Exception):
-                    self._reset_session(connection)
+                # The reset releases every advisory lock of the session, this one included.
+                if not (touched and self._reset_session(connection)):
+                    unlock(connection, key)
 
     def _removed(self, connection: Any, step: Step) -> bool:
         """Whether the target's schema was removed while this run went on: it existed when
@@ -331,27 +332,23 @@ class TargetMigrator:
 
     def _migrate(self, connection: Any, scripts: ServiceScripts, target: Target,
                  status: TargetStatus, listener: TargetLedger | None, budget: LockBudget
-                 ) -> tuple[str, bool]:
-        """Migrate the target; returns how it ran (:attr:`TargetResult.via`) and whether
-        the session may have been changed (then it is reset before the next target)."""
+                 ) -> str:
+        """Migrate the target; returns how it ran (:attr:`TargetResult.via`)."""
         destination = self.destinations[target.service]
         if self.provisioner.wanted(scripts, target, status) and self.provisioner.provision(
                 connection, scripts, target, status, listener, budget, destination):
-            return VIA, True
+            return VIA
         plan = scripts.replay_plan(status.current, destination)
         if plan is not None:
             scripts.replay(connection, target.schema, plan,
                            table_exists=status.state is not TargetState.MISSING,
                            listener=listener, before_statement=budget.before)
-            # Replayed plain DDL and DML leave the session as it was: the reset (three
-            # round trips of each target's fifty on a short history) is for what may not.
-            return ("mixed" if plan.mixed else "replay"), not (
-                plan.leaves_session_alone and scripts.service.baseline is None)
+            return ("mixed" if plan.mixed else "replay")
         if scripts.uses_helper:
             runner.upgrade(scripts, connection, target.schema, destination, listener)
-            return "online", True
+            return "online"
         self._legacy_upgrade(scripts, target.schema, target.database)
-        return "subprocess", True
+        return "subprocess"
 
     def _failure(self, error: BaseException, revision: str | None) -> _Failed:
         reason, hint = describe_error(error)
@@ -399,24 +396,37 @@ class TargetMigrator:
             self._connections[database.key] = connection
         return connection
 
-    def _reset_session(self, connection: Any) -> None:
+    def _reset_session(self, connection: Any) -> bool:
         """Undo whatever a revision set on the session (``SET lock_timeout``, ``search_path``,
-        ``ROLE``...), so the next target on this connection starts as the first did: with
-        fleet's own settings only."""
-        connection.commit()
-        raw = connection.connection.dbapi_connection  # the DBAPI face of any driver
-        raw.autocommit = True  # DISCARD ALL refuses to run inside a transaction block
+        ``ROLE``...) and release its advisory locks, so the next target on this connection
+        starts as the first did: with fleet's own settings only. One round trip on psycopg
+        and psycopg 2 (it runs after every migrated target). False when it failed (the
+        caller then releases the target's lock itself)."""
         try:
-            cursor = raw.cursor()
+            connection.commit()
+            raw = connection.connection.dbapi_connection  # the DBAPI face of any driver
+            asynchronous = connection.dialect.is_async
+            raw.autocommit = True  # DISCARD ALL refuses to run inside a transaction block
             try:
-                for statement in session_reset(connection.dialect.is_async):
-                    cursor.execute(statement)
+                cursor = raw.cursor()
+                try:
+                    if asynchronous:
+                        for statement in ASYNCPG_RESET:
+                            cursor.execute(statement)
+                    else:
+                        cursor.execute(reset_and_configure_sql(session_settings(
+                            connection, lock_timeout=self.policy.lock_timeout,
+                            statement_timeout=self.policy.statement_timeout)))
+                finally:
+                    cursor.close()
             finally:
-                cursor.close()
-        finally:
-            raw.autocommit = False
-        configure_session(connection, lock_timeout=self.policy.lock_timeout,
-                          statement_timeout=self.policy.statement_timeout)
+                raw.autocommit = False
+            if asynchronous:
+                configure_session(connection, lock_timeout=self.policy.lock_timeout,
+                                  statement_timeout=self.policy.statement_timeout)
+        except Exception:
+            return False
+        return True
 
     def _recover(self, database: Database) -> None:
         """After a failure, drop a broken connection (the next attempt opens a new one)."""
@@ -443,21 +453,6 @@ class TargetMigrator:
                     connection.close()
         self._connections.clear()
         self._bridge.close()
-
-
-def session_reset(asyncpg: bool) -> tuple[str, ...]:
-    """What undoes a revision's session changes: settings, role and session authorization,
-    prepared statements (psycopg clears its own cache on seeing ``DISCARD ALL``), temporary
-    tables, cursors, LISTENs.
-
-    asyncpg keeps server-side prepared statements of its own in a client cache that
-    ``DEALLOCATE ALL`` would leave pointing at nothing (every later statement on the
-    connection would fail): for it, ``DISCARD ALL`` without the deallocation."""
-    if not asyncpg:
-        return ("DISCARD ALL",)
-    return ("CLOSE ALL", "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "UNLISTEN *",
-            "SELECT pg_advisory_unlock_all()", "DISCARD PLANS", "DISCARD TEMP",
-            "DISCARD SEQUENCES")
 
 
 @dataclass
