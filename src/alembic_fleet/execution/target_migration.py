@@ -164,7 +164,9 @@ class TargetMigrator:
             try:
                 result = self._attempt(step, started, attempt)
             except _Failed as failure:
-                self._recover(target.database)
+                # An error the server answered with leaves the connection usable: probing
+                # it costs three round trips per failed target.
+                self._recover(target.database, probe=failure.transient is not None)
                 if failure.transient and attempt <= self.policy.retries:
                     self._retried.append(failure.transient)
                     delay = self.policy.backoff.delay(attempt - 1)
@@ -428,15 +430,19 @@ class TargetMigrator:
             return False
         return True
 
-    def _recover(self, database: Database) -> None:
-        """After a failure, drop a broken connection (the next attempt opens a new one)."""
+    def _recover(self, database: Database, *, probe: bool = True) -> None:
+        """After a failure, drop a broken connection (the next attempt opens a new one).
+
+        ``probe``: ask the server whether the connection still works; without it, only a
+        connection the driver already knows to be closed or broken is dropped."""
         connection = self._connections.get(database.key)
         if connection is None:
             return
         try:
             connection.rollback()
-            connection.exec_driver_sql("SELECT 1")
-            connection.rollback()
+            if probe or connection.invalidated or connection.closed:
+                connection.exec_driver_sql("SELECT 1")
+                connection.rollback()
         except Exception:  # the connection is unusable: forget it
             self._connections.pop(database.key, None)
             with contextlib.suppress(Exception):
