@@ -99,8 +99,19 @@ class RunProgress:
                 self.record(index, skipped(step))
 
     def record(self, index: int, result: TargetResult) -> None:
+        """Keep a target's result and report it.
+
+        The run keeps every result until its report: at 30,000 targets a result that came
+        from a worker held its own copy of the target and fifteen revision timings, 150 MB
+        in all. So a result shares its step's target, and its timings, which only the
+        event's listeners use (metrics, traces, event lines), are dropped once they had
+        them: 14 MB."""
+        step = self.steps[index]
+        if result.target == step.target:
+            result.target = step.target
         self.results[index] = result
         self.on_event(TargetFinished(result))
+        result.revisions = ()
 
     def next_step(self, schedule: Schedule) -> int | None:
         """The next step to start: one given back first, then the schedule's next ready
