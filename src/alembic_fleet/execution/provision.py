@@ -50,7 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet import __version__, drivers
@@ -177,7 +177,8 @@ _TEXT_SETTINGS = ("SELECT pg_catalog.set_config('DateStyle', 'ISO, MDY', true), 
                   "pg_catalog.set_config('bytea_output', 'hex', true)")
 """Values as text the same way in every session that compares them (digests of rows)."""
 
-_TIMES = ("timestamp with time zone", "timestamp without time zone")
+_TIMES = re.compile(r"timestamp(?:\(\d\))? with(?:out)? time zone")
+"""A timestamp column's type, as ``format_type`` writes it (with its precision, if any)."""
 
 _SEQUENCES = text("""
     SELECT c.relname FROM pg_catalog.pg_class AS c
@@ -325,11 +326,36 @@ def _rows_query(schema: str, tables: Sequence[Table], name: str | None) -> str:
     return " UNION ALL ".join(parts)
 
 
-def _build_times(connection: Any, schema: str, witness: str, table: Table
-                 ) -> tuple[tuple[str, str], ...] | None:
+_BUILT_AT = """
+    SELECT CAST(:value AS {type}) = ANY (
+        SELECT CAST(CAST(t AS {base}) AS {type})
+        FROM unnest(CAST(:times AS text[])) AS t)
+"""
+"""Whether ``value`` is one of the times of the transactions that built a schema (as the
+column stored ``now()``: cast to its type, so that ``timestamp(0)`` rounds the same)."""
+
+_NOW = ("SELECT pg_catalog.to_char(now() AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+        "pg_catalog.to_char(LOCALTIMESTAMP, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')")
+"""The time of the transaction about to commit, as ``timestamptz`` and as the session's
+local ``timestamp`` (what ``now()`` stores in each kind of column), whatever the session's
+settings."""
+
+
+BuildTimes = dict[str, list[tuple[str, str]]]
+"""Per built schema: the times of the transactions that built it (see :data:`_NOW`)."""
+
+
+def _build_times(connection: Any, schema: str, witness: str, table: Table,
+                 built_at: BuildTimes) -> tuple[tuple[str, str], ...] | None:
     """Whether the rows of ``table`` differ between the two builds only by the time of the
     transaction that built each (a timestamp column, one value in each build where the
-    other has another): those columns and the reference's value, else None."""
+    other has another, each the time of a transaction of its own build): those columns and
+    the reference's value, else None.
+
+    A time that differs between the two builds but is not their transactions'
+    (``now() + interval '14 days'``, ``clock_timestamp()``) is no build time: a copy
+    writing its own ``now()`` there would not be what a migration writes."""
     source = f"{'ONLY ' if table.only else ''}{{}}.{quote_ident(table.name)}"
     ours, theirs = source.format(quote_ident(schema)), source.format(quote_ident(witness))
     parts = []
@@ -347,10 +373,21 @@ def _build_times(connection: Any, schema: str, witness: str, table: Table
     for column, mine, other in rows:
         if not mine and not other:
             continue
-        if types[column] not in _TIMES or len(mine or ()) != 1 or len(other or ()) != 1:
+        if (not _TIMES.fullmatch(types[column]) or len(mine or ()) != 1
+                or len(other or ()) != 1):
             return None
-        found.append((column, mine[0]))
-    return tuple(found) or None
+        found.append((column, mine[0], other[0]))
+    for column, mine, other in found:
+        local = "without" in types[column]
+        check = text(_BUILT_AT.format(type=types[column],
+                                      base="timestamp" if local else "timestamptz"))
+        for built, value in ((schema, mine), (witness, other)):
+            times = [t[1] if local else t[0] for t in built_at.get(built, ())]
+            with connection.begin():
+                if not times or not connection.execute(
+                        check, {"value": value, "times": times}).scalar():
+                    return None
+    return tuple((column, mine) for column, mine, _ in found) or None
 
 
 @dataclass(frozen=True)
@@ -416,13 +453,15 @@ def _rows_differ(table: str) -> str:
 
 
 def compare_rows(connection: Any, schema: str, witness: str, version_table: str,
-                 ours: Snapshot, theirs: Snapshot) -> tuple[Snapshot, str | None]:
+                 ours: Snapshot, theirs: Snapshot, built_at: BuildTimes
+                 ) -> tuple[Snapshot, str | None]:
     """The reference's snapshot with its build-time columns known, and how the two
-    builds' rows differ otherwise (None: only by the time each was built)."""
+    builds' rows differ otherwise (None: only by the time each was built; ``built_at``:
+    see :func:`_build_times`)."""
     now = {}
     for table in ours.tables:
         if theirs.digests.get(table.name) != ours.digests[table.name]:
-            found = _build_times(connection, schema, witness, table)
+            found = _build_times(connection, schema, witness, table, built_at)
             if found is None:
                 return ours, _rows_differ(table.name)
             now[table.name] = found
@@ -690,8 +729,15 @@ class Provisioner:
         ledger = self.run_ledger.ledger
         service = scripts.service
         schema, witness = self._names(key)
+        built_at: BuildTimes = {}
         for built in (schema, witness):
-            failure = self._migrate(scripts, database, built, heads, destination)
+            # What a killed build left (no row records it, its lock is ours): not used,
+            # so that each build is one whole migration whose transactions are seen.
+            if not self._drop(connection, built):
+                return f"!{built} is left from an earlier build and cannot be dropped"
+            built_at[built] = []
+            failure = self._migrate(scripts, database, built, heads, destination,
+                                    built_at[built])
             if failure is not None:
                 return f"!building the reference schema failed: {failure}"
         try:
@@ -720,7 +766,8 @@ class Provisioner:
                           else differences(ours, theirs))
             if difference is None:
                 ours, difference = compare_rows(connection, schema, witness,
-                                                service.version_table, ours, theirs)
+                                                service.version_table, ours, theirs,
+                                                built_at)
             if difference:
                 refusal = f"building the history twice gave different schemas: {difference}"
         reference = Reference(schema, pre, post, ours.tables, ours.sequences, ours.fingerprint,
@@ -736,8 +783,10 @@ class Provisioner:
         return reference
 
     def _migrate(self, scripts: ServiceScripts, database: Database, schema: str,
-                 heads: Sequence[str], destination: str) -> str | None:
-        """Migrate ``schema`` as a target (the ordinary path); None, or why it failed."""
+                 heads: Sequence[str], destination: str, times: list[tuple[str, str]]
+                 ) -> str | None:
+        """Migrate ``schema`` as a target (the ordinary path); None, or why it failed.
+        ``times``: gets the time of each transaction the migration commits."""
         from alembic_fleet.execution.target_migration import TargetMigrator
 
         service = scripts.service
@@ -747,8 +796,26 @@ class Provisioner:
                               TargetState.MISSING)
         builder = TargetMigrator(self.databases, {service.name: scripts},
                                  {service.name: destination}, self.policy, None)
+
+        def committing(conn: Any) -> None:
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
+                cursor.execute(_NOW)
+                row = cursor.fetchone()
+                times.append((str(row[0]), str(row[1])))
+            finally:
+                cursor.close()
+
         try:
-            result = builder(Step(status, True))
+            connection = builder._connection(database)
+            event.listen(connection, "commit", committing)
+            try:
+                result = builder(Step(status, True))
+            finally:
+                with contextlib.suppress(Exception):
+                    event.remove(connection, "commit", committing)
+        except Exception as exc:  # e.g. the database is unreachable
+            return _reason(exc)
         finally:
             builder.close()
         return result.error if result.outcome is Outcome.FAILED else None
