@@ -8,10 +8,12 @@ checks that what is left is what a migration would have left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +22,6 @@ import pytest
 
 from tests.conftest import Project, query, schemas, script, version
 from tests.integration.test_provision import (
-    HEAD,
     REVISIONS,
     _add,
     _normalised_dump,
@@ -83,3 +84,105 @@ def test_a_name_derived_from_the_part_the_two_builds_share_is_found(tmp_path: Pa
     # svc_a has 5 characters: a migration makes sized_5.
     assert query(db_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'svc_a' "
                  "AND tablename LIKE 'sized_%'") == [("sized_5",)]
+
+
+# --- a runner killed while it builds the reference --------------------------------------
+
+GATE = 88004242
+"""An advisory lock a revision waits for: held in a second connection, it stops a build in
+the middle of its transaction."""
+
+
+def _gated(tmp_path: Path, db_url: str) -> Project:
+    gate = _revision(6, f"op.execute('SELECT pg_advisory_xact_lock({GATE})')\n"
+                     "op.create_table('late', sa.Column('id', sa.Integer, primary_key=True))\n"
+                     "op.execute('INSERT INTO late VALUES (7)')")
+    project = _project(tmp_path, db_url, {**REVISIONS, **gate})
+    toml = project.root / "fleet.toml"
+    toml.write_text("lock_timeout = 120\n" + toml.read_text())
+    return project
+
+
+def _waiting_for_gate(db_url: str) -> int:
+    return query(db_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                 "AND objid = %s AND NOT granted", (GATE,))[0][0]
+
+
+def _until(condition, runner: subprocess.Popen | None = None, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        assert runner is None or runner.poll() is None, runner.communicate()
+        time.sleep(0.05)
+
+
+def _kill(runner: subprocess.Popen) -> None:
+    os.killpg(runner.pid, signal.SIGKILL)  # the runner and any worker or pg_dump it started
+    runner.communicate(timeout=30)
+
+
+def _after_kill_the_next_run_copies(project: Project, db_url: str, tenant: str) -> None:
+    _until(lambda: not query(db_url, "SELECT 1 FROM pg_stat_activity WHERE datname = "
+                             "current_database() AND pid <> pg_backend_pid() AND "
+                             "backend_type = 'client backend' AND state <> 'idle'"))
+    schema = f"svc_{tenant}"
+    assert not schemas(db_url, schema)
+    assert not query(db_url, "SELECT 1 FROM fleet.applied_revisions WHERE schema_name = %s",
+                     (schema,))
+    assert _references(db_url) == []
+    status = project.fleet("status", "--json")
+    assert "fleet_ref_" not in status.stdout
+    assert json.loads(status.stdout)["summary"]["orphan"] == 0, status.stdout
+    result = project.fleet("migrate", "--tenant", tenant, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _targets(result)[schema]["via"] == "reference", _targets(result)[schema]["note"]
+    [(_, reference, refused)] = _references(db_url)
+    assert refused is None and schemas(db_url, "fleet_ref_%") == {reference}
+    assert version(db_url, schema) == ["8800aaaa0006"]
+    assert query(db_url, f"SELECT * FROM {schema}.late") == [(7,)]
+    assert _normalised_dump(db_url, schema) == _normalised_dump(db_url, reference)
+    check = project.fleet("check", "--database", "--format", "json")
+    assert reference not in check.stdout
+
+
+@pytest.mark.parametrize("moment", ["reference", "witness", "pg_dump"])
+def test_a_runner_killed_while_building_leaves_nothing_in_the_way(tmp_path: Path, db_url: str,
+                                                                  moment: str) -> None:
+    project = _gated(tmp_path, db_url)
+    with psycopg.connect(db_url, autocommit=True) as gate, \
+            psycopg.connect(db_url, autocommit=True) as second, \
+            psycopg.connect(db_url, autocommit=True) as third:
+        gate.execute("SELECT pg_advisory_lock(%s)", (GATE,))
+        runner = subprocess.Popen([script("fleet"), "tenants", "add", "k"], cwd=project.root,
+                                  env=_env(project), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, start_new_session=True)
+        queued = None
+        try:
+            _until(lambda: _waiting_for_gate(db_url) == 1, runner)  # the reference's build
+            if moment != "reference":
+                # Queued behind the build: it gets the gate when the reference commits, and
+                # the witness's build waits for it in turn.
+                queued = threading.Thread(target=second.execute, args=(
+                    "SELECT pg_advisory_lock(%s)", (GATE,)))
+                queued.start()
+                _until(lambda: _waiting_for_gate(db_url) == 2, runner)
+                gate.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
+                queued.join(timeout=120)
+                _until(lambda: len(schemas(db_url, "fleet_ref_%")) == 1
+                       and _waiting_for_gate(db_url) == 1, runner)
+                if moment == "pg_dump":
+                    [reference] = schemas(db_url, "fleet_ref_%")
+                    third.execute("BEGIN")
+                    third.execute(f"LOCK TABLE {reference}.roles IN ACCESS EXCLUSIVE MODE")
+                second.execute("SELECT pg_advisory_unlock(%s)", (GATE,))  # the witness
+                if moment == "pg_dump":
+                    _until(lambda: query(db_url, "SELECT 1 FROM pg_stat_activity WHERE "
+                                         "application_name = 'pg_dump' AND "
+                                         "wait_event_type = 'Lock'"), runner)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                _kill(runner)
+            gate.execute("SELECT pg_advisory_unlock_all()")
+            if moment == "pg_dump":
+                third.execute("ROLLBACK")
+    _after_kill_the_next_run_copies(project, db_url, "k")
