@@ -186,3 +186,75 @@ def test_a_runner_killed_while_building_leaves_nothing_in_the_way(tmp_path: Path
             if moment == "pg_dump":
                 third.execute("ROLLBACK")
     _after_kill_the_next_run_copies(project, db_url, "k")
+
+
+# --- a password in the URL --------------------------------------------------------------
+
+SECRET = "Pw-7f3e2a9c-secret"
+
+
+@pytest.mark.parametrize("form", ["authority", "query"])
+def test_a_password_in_the_url_is_never_shown_or_recorded(tmp_path: Path, db_url: str,
+                                                          form: str) -> None:
+    """The server trusts local connections, so any password works: it is carried along
+    and must not appear in any output, note, ledger row or captured DDL, even when pg_dump
+    and the copy fail."""
+    project = _project(tmp_path, db_url)
+    if form == "authority":
+        project.env["DATABASE_URI"] = db_url.replace("postgres@", f"postgres:{SECRET}@")
+    else:
+        project.env["DATABASE_URI"] = db_url + f"?password={SECRET}"
+    outputs = []
+    for name in ("a", "b"):
+        result = project.fleet("tenants", "add", name, "--json")
+        outputs.append(result.stdout + result.stderr)
+        assert _targets(result)[f"svc_{name}"]["via"] == "reference", outputs[-1]
+    # A copy that fails (its DDL broken) and a build whose pg_dump fails.
+    query(db_url, "UPDATE fleet.reference_schemas SET content = jsonb_set(content, '{post}', "
+          "to_jsonb((content->>'post') || 'SELECT 1/0;'))")
+    result = project.fleet("tenants", "add", "c", "--json")
+    outputs.append(result.stdout + result.stderr)
+    assert "division by zero" in _targets(result)["svc_c"]["note"]
+    query(db_url, "DELETE FROM fleet.reference_schemas")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pg_dump").write_text(
+        "#!/bin/sh\n"
+        "if [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) 99.0'; exit 0; fi\n"
+        "echo \"pg_dump: error: cannot dump: $* $PGPASSWORD\" >&2\nexit 1\n")
+    (bin_dir / "pg_dump").chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    result = project.fleet("tenants", "add", "d", "--json", env={"PATH": path})
+    outputs.append(result.stdout + result.stderr)
+    assert result.returncode == 0, outputs[-1]
+    assert "pg_dump" in _targets(result)["svc_d"]["note"], outputs[-1]
+    outputs.append(project.fleet("status", "--json").stdout)
+    outputs.append(project.fleet("check", "--database", "--format", "json").stdout)
+    for output in outputs:
+        assert SECRET not in output, output
+    for table in ("runs", "run_targets", "applied_revisions", "reference_schemas"):
+        rows = query(db_url, f"SELECT x::text FROM fleet.{table} AS x")
+        assert not [r for r in rows if SECRET in r[0]], (table, rows)
+
+
+def _failing_pg_dump(tmp_path: Path) -> dict[str, str]:
+    bin_dir = tmp_path / "failing-bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "pg_dump").write_text(
+        "#!/bin/sh\n"
+        "if [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) 99.0'; exit 0; fi\n"
+        "echo 'pg_dump: error: out of disk space' >&2\nexit 1\n")
+    (bin_dir / "pg_dump").chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_a_build_whose_pg_dump_fails_leaves_no_schema(tmp_path: Path, db_url: str) -> None:
+    """The two builds are made, then pg_dump fails: the tenant is migrated, nothing is
+    recorded (the next run tries again), and the two schemas built for nothing go."""
+    project = _project(tmp_path, db_url)
+    target = _add(project, "a", env=_failing_pg_dump(tmp_path))["svc_a"]
+    assert target["via"] == "mixed" and "out of disk space" in target["note"], target
+    assert _references(db_url) == []
+    assert schemas(db_url, "fleet_ref_%") == set()
+    assert _add(project, "b")["svc_b"]["via"] == "reference"
+    assert len(schemas(db_url, "fleet_ref_%")) == 1

@@ -724,11 +724,40 @@ class Provisioner:
     def _make(self, connection: Any, scripts: ServiceScripts, database: Database,
               heads: Sequence[str], key: str, destination: str) -> Reference | str:
         """Build the reference and its witness, compare them, capture the DDL, record the
-        outcome. A string starting with ``!`` is a failure that is not recorded."""
+        outcome. A string starting with ``!`` is a failure that is not recorded: then
+        neither schema is left behind (nothing would copy from them)."""
+        built = self._names(key)
+        try:
+            made = self._made(connection, scripts, database, heads, key, destination)
+        except BaseException:
+            self._discard(connection, built)
+            raise
+        if isinstance(made, str) and made.startswith("!"):
+            self._discard(connection, built)
+        return made
+
+    def _discard(self, connection: Any, schemas: Sequence[str]) -> None:
+        """Drop schemas a failed build made (best effort: the next build drops what is
+        left, see :meth:`_made`)."""
+        with contextlib.suppress(Exception):
+            connection.rollback()
+        for schema in schemas:
+            with contextlib.suppress(Exception):
+                self._drop(connection, schema)
+
+    def _made(self, connection: Any, scripts: ServiceScripts, database: Database,
+              heads: Sequence[str], key: str, destination: str) -> Reference | str:
         assert self.run_ledger is not None
         ledger = self.run_ledger.ledger
         service = scripts.service
         schema, witness = self._names(key)
+        try:  # before two migrations are spent: without pg_dump nothing can be captured
+            server = int(connection.exec_driver_sql("SHOW server_version_num").scalar()) \
+                // 10000
+            connection.rollback()
+            program = find_pg_dump(self.databases, server, purpose='provision = "reference"')
+        except FleetError as exc:
+            return f"!{exc.message}"
         built_at: BuildTimes = {}
         for built in (schema, witness):
             # What a killed build left (no row records it, its lock is ours): not used,
@@ -741,10 +770,6 @@ class Provisioner:
             if failure is not None:
                 return f"!building the reference schema failed: {failure}"
         try:
-            server = int(connection.exec_driver_sql("SHOW server_version_num").scalar()) \
-                // 10000
-            connection.rollback()
-            program = find_pg_dump(self.databases, server, purpose='provision = "reference"')
             pre, post, witness_pre, witness_post = self._dumps(
                 database, program, [(schema, "pre-data"), (schema, "post-data"),
                                     (witness, "pre-data"), (witness, "post-data")])
