@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -18,10 +19,12 @@ import time
 from pathlib import Path
 
 import psycopg
+import psycopg.sql
 import pytest
 
 from tests.conftest import Project, query, schemas, script, version
 from tests.integration.test_provision import (
+    HEAD,
     REVISIONS,
     _add,
     _normalised_dump,
@@ -30,6 +33,7 @@ from tests.integration.test_provision import (
     _revision,
     _targets,
 )
+from tests.integration.test_sql_and_alembic import _dump
 
 pytestmark = pytest.mark.slow
 
@@ -258,3 +262,96 @@ def test_a_build_whose_pg_dump_fails_leaves_no_schema(tmp_path: Path, db_url: st
     assert schemas(db_url, "fleet_ref_%") == set()
     assert _add(project, "b")["svc_b"]["via"] == "reference"
     assert len(schemas(db_url, "fleet_ref_%")) == 1
+
+
+# --- schema names that need quoting, or hold the reference's name -----------------------
+
+
+def _quoted_dump(db_url: str, schema: str) -> str:
+    """The schema's DDL, its name set aside (as pg_dump writes it: quoted when needed)."""
+    ident = psycopg.sql.Identifier(schema).as_string(None)
+    dump = _dump(db_url, ident).replace(ident, "S").replace(ident.replace("'", "''"), "S")
+    return re.sub(rf"(?<![\w$]){re.escape(schema)}(?![\w$])", "S", dump)
+
+
+@pytest.mark.parametrize(("template", "tenants", "refused"), [
+    ("Svc_{tenant}", ("m", "a"), None),
+    ("svc$_{tenant}", ("m", "a"), None),
+    ("ünï_{tenant}", ("m", "a"), None),
+    ("svc-{tenant}", ("m", "a"), None),
+    ("svc {tenant}", ("m", "a"), None),
+    ("u{tenant}", ("m", "ser"), None),
+    ("sel{tenant}", ("m", "ect"), None),
+    ("svc_{tenant}", ("m", "fleet_ref_1234abcd"), None),
+    ("svc_{tenant}", ("m", "x" * 59), None),
+    ("ü{tenant}", ("m", "y" * 60), None),
+    # A quote would end the string literals that hold the name (nextval('name.seq')), a
+    # line break pg_dump's comments: what follows would run as SQL.
+    ("svc'{tenant}", ("m", "a"), "holds a quote or a line break"),
+    ("x\nCREATE TABLE public.injected (); --{tenant}", ("m", "a"),
+     "holds a quote or a line break"),
+], ids=["upper", "dollar", "unicode", "dash", "space", "keyword", "reserved",
+        "reference-inside", "63-bytes", "63-bytes-unicode", "quote", "newline"])
+def test_a_schema_name_that_needs_quoting_is_copied_as_migrated(tmp_path: Path, db_url: str,
+                                                                 template: str,
+                                                                 tenants: tuple[str, str],
+                                                                 refused: str | None) -> None:
+    project = _project(tmp_path, db_url, tenants=tenants)
+    toml = project.root / "fleet.toml"
+    toml.write_text(toml.read_text().replace('schema = "svc_{tenant}"',
+                                             f"schema = {json.dumps(template)}"))
+    migrated, copied = (template.replace("{tenant}", t) for t in tenants)
+    result = project.fleet("migrate", "--tenant", tenants[0], "--json",
+                           env={"PROVISION": "migrate"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _targets(result)[migrated]["via"] == "mixed"
+    target = _add(project, tenants[1])[copied]
+    if refused:
+        assert target["via"] == "mixed" and refused in target["note"], target
+        assert not schemas(db_url, "injected")
+        assert not query(db_url, "SELECT 1 FROM pg_tables WHERE tablename = 'injected'")
+    else:
+        assert target["via"] == "reference", target["note"]
+    assert _quoted_dump(db_url, copied) == _quoted_dump(db_url, migrated)
+    assert version(db_url, copied) == [HEAD]
+    for table in ("roles", "users", "items", "settings", "events"):
+        ident = psycopg.sql.Identifier
+        rows = [query(db_url, psycopg.sql.SQL("SELECT * FROM {}.{} ORDER BY 1").format(
+            ident(schema), ident(table)).as_string(None)) for schema in (migrated, copied)]
+        assert rows[0] == rows[1], table
+    inserts = [psycopg.sql.SQL(q).format(psycopg.sql.Identifier(schema)).as_string(None)
+               for schema in (migrated, copied)
+               for q in ("INSERT INTO {}.users (email) VALUES ('X@y') RETURNING id, email",)]
+    assert query(db_url, inserts[0]) == query(db_url, inserts[1])
+
+
+@pytest.mark.parametrize(("template", "tenant"), [("Svc_{tenant}", "a"), ("u{tenant}", "ser"),
+                                                  ("svc_{tenant}", "a")],
+                         ids=["upper", "keyword", "bare"])
+def test_the_schemas_name_written_as_text_is_what_a_migration_writes(tmp_path: Path,
+                                                                      db_url: str,
+                                                                      template: str,
+                                                                      tenant: str) -> None:
+    """A revision (taken at its word: fleet_provision = True) writes its schema's name as
+    text into a comment and a function's body. A migration writes the name as
+    current_schema() gives it; a copy must not write it quoted as an identifier there
+    (the catalog fingerprint does not cover comments and function bodies)."""
+    named = _revision(6, """
+        name = op.get_bind().exec_driver_sql("SELECT current_schema()").scalar()
+        op.execute(f"COMMENT ON TABLE roles IS 'home: {name}'")
+        op.execute(f"CREATE FUNCTION home() RETURNS text LANGUAGE sql AS $$ SELECT '{name}' $$")
+    """, "fleet_provision = True")
+    project = _project(tmp_path, db_url, {**REVISIONS, **named}, tenants=("m", tenant))
+    toml = project.root / "fleet.toml"
+    toml.write_text(toml.read_text().replace('schema = "svc_{tenant}"',
+                                             f"schema = {json.dumps(template)}"))
+    schema = template.replace("{tenant}", tenant)
+    ident = psycopg.sql.Identifier(schema).as_string(None)
+    target = _add(project, tenant)[schema]
+    assert query(db_url, f"SELECT obj_description('{ident}.roles'::regclass), "
+                 f"{ident}.home()") == [(f"home: {schema}", schema)], target
+    if template == "svc_{tenant}":  # the name is written the same in both places
+        assert target["via"] == "reference", target["note"]
+    else:
+        assert target["via"] == "mixed", target
+        assert "writes its schema's name as text" in target["note"], target

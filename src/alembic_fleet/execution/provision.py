@@ -126,6 +126,47 @@ def local_ddl(dump: str) -> str:
     return "\n".join(out).strip() + "\n"
 
 
+_TOKENS = re.compile(r"""(\$\w*\$).*?\1|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*""", re.DOTALL)
+"""What in pg_dump's output is not SQL read as names: a dollar-quoted string (a function's
+body), a string literal, a quoted identifier, a comment."""
+
+
+def _unwritable(schema: str, written: str, reference: Reference) -> str | None:
+    """Why the reference's name cannot be replaced by ``written`` (``schema`` as the
+    server's ``quote_ident`` writes it) as text, or None.
+
+    pg_dump writes the reference's name as an identifier (``name.users``), inside string
+    literals (``nextval('name.seq'::regclass)``), in its ``-- ...; Schema: name`` comments,
+    and wherever a revision wrote the schema's name as text (a comment, a function's body):
+    a quote would end the literal, a line break the comment (either would run the rest of
+    the name as SQL). And where a revision wrote the name as text, a migration wrote it as
+    ``current_schema()`` gives it, not quoted as an identifier: a name that needs quoting
+    cannot be written there (and comments and bodies are not in the catalog's fingerprint,
+    so the copy's check would not see it)."""
+    if any(c in schema for c in "'\n\r"):
+        return ("its schema name holds a quote or a line break, which the reference's DDL "
+                "cannot take as text in its string literals and comments")
+    for ddl in (reference.pre, reference.post):
+        for token in _TOKENS.finditer(ddl):
+            found = token.group(0)
+            if reference.schema not in found or found.startswith(("--", '"')):
+                continue
+            qualified = (re.fullmatch(rf"'{re.escape(reference.schema)}\.[^']*'", found)
+                         and ddl.startswith("::regclass", token.end()))
+            if written != schema and not qualified:
+                return ("the history writes its schema's name as text (in a comment, a "
+                        f"string or a function's body: {_excerpt(found)}), where a migration "
+                        f"writes {schema} unquoted: a copy would write {written}")
+            if "$" in schema and found.startswith("$"):
+                return ("its schema name holds a dollar sign, and a function's body of the "
+                        "reference's DDL holds the reference's name")
+    return None
+
+
+def _excerpt(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 _PLACEHOLDER = "\x00SCHEMA\x00"
 
 
@@ -944,6 +985,9 @@ class Provisioner:
         service = scripts.service
         graph = scripts.graph
         name = self._quoted(connection, target.database, target.schema)
+        unwritable = _unwritable(target.schema, name, reference)
+        if unwritable is not None:
+            raise _Mismatch(unwritable)
         source = quote_ident(reference.schema)
         version = f"{quote_ident(target.schema)}.{quote_ident(service.version_table)}"
         statements = [reference.pre.replace(reference.schema, name)]
