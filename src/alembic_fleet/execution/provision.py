@@ -194,12 +194,14 @@ def _literal(value: str) -> str:
 
 _TABLES = text("""
     SELECT c.relname, c.relkind = 'r' AS only_this,
-           array_agg(quote_ident(a.attname) ORDER BY a.attnum) AS columns,
-           array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
+           coalesce(array_agg(quote_ident(a.attname) ORDER BY a.attnum)
+                    FILTER (WHERE a.attname IS NOT NULL), '{}') AS columns,
+           coalesce(array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod)
+                              ORDER BY a.attnum) FILTER (WHERE a.attname IS NOT NULL), '{}')
                AS types
     FROM pg_catalog.pg_class AS c
     JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-    JOIN pg_catalog.pg_attribute AS a
+    LEFT JOIN pg_catalog.pg_attribute AS a
       ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
     WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND NOT c.relispartition
       AND c.relname <> :version_table
@@ -208,8 +210,8 @@ _TABLES = text("""
 """)
 """Every table of a schema that rows can be inserted into (a partitioned table's rows are
 copied through its root), with the columns a copy names (all but generated ones) and their
-types. Run with an empty search path, so that the schema's own types show qualified
-(``fleet_ref_0a1b2c3d.mood``)."""
+types (none: a table without columns still holds rows). Run with an empty search path, so
+that the schema's own types show qualified (``fleet_ref_0a1b2c3d.mood``)."""
 
 _TEXT_SETTINGS = ("SELECT pg_catalog.set_config('DateStyle', 'ISO, MDY', true), "
                   "pg_catalog.set_config('TimeZone', 'UTC', true), "
@@ -397,6 +399,8 @@ def _build_times(connection: Any, schema: str, witness: str, table: Table,
     A time that differs between the two builds but is not their transactions'
     (``now() + interval '14 days'``, ``clock_timestamp()``) is no build time: a copy
     writing its own ``now()`` there would not be what a migration writes."""
+    if not table.columns:  # a table without columns: its builds differ by their counts
+        return None
     source = f"{'ONLY ' if table.only else ''}{{}}.{quote_ident(table.name)}"
     ours, theirs = source.format(quote_ident(schema)), source.format(quote_ident(witness))
     parts = []
@@ -992,8 +996,9 @@ class Provisioner:
         version = f"{quote_ident(target.schema)}.{quote_ident(service.version_table)}"
         statements = [reference.pre.replace(reference.schema, name)]
         for table in reference.tables:
+            columns = f" ({', '.join(table.columns)})" if table.columns else ""
             statements.append(
-                f"INSERT INTO {name}.{quote_ident(table.name)} ({', '.join(table.columns)}) "
+                f"INSERT INTO {name}.{quote_ident(table.name)}{columns} "
                 f"OVERRIDING SYSTEM VALUE SELECT {table.selected(reference.schema, name)} "
                 f"FROM {'ONLY ' if table.only else ''}{source}.{quote_ident(table.name)};")
         if reference.sequences:
