@@ -16,6 +16,8 @@ import signal
 import subprocess
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -426,3 +428,50 @@ def test_what_a_history_leaves_is_copied_as_migrated(tmp_path: Path, db_url: str
     assert target["via"] == "reference", target["note"]
     assert _normalised_dump(db_url, "svc_a") == _normalised_dump(db_url, "svc_m")
     assert _everything(db_url, "svc_a") == _everything(db_url, "svc_m")
+
+
+# --- row-level security -----------------------------------------------------------------
+
+
+@pytest.fixture
+def owner_url(db_url: str) -> Iterator[str]:
+    """``db_url`` as a role of its own that is no superuser (row-level security applies to
+    it), allowed to create schemas in the database."""
+    role = f"attack_owner_{uuid.uuid4().hex[:8]}"
+    name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT CREATE, CONNECT ON DATABASE {name} TO {role}")
+        conn.execute("DROP EVENT TRIGGER fleet_test_ddl")
+    try:
+        yield db_url.replace("postgres@", f"{role}@", 1)
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = current_database() AND usename = %s", (role,))
+            conn.execute(f"DROP OWNED BY {role} CASCADE")
+            conn.execute(f"DROP ROLE {role}")
+
+
+def test_rows_hidden_by_forced_row_level_security_are_copied(tmp_path: Path, db_url: str,
+                                                              owner_url: str) -> None:
+    """A revision seeds a row, then forces row-level security with a policy that hides it
+    from its owner (the migrating user) outside a tenant's session: a migrated tenant
+    holds the row; a copy must too, or be migrated."""
+    forced = _revision(6, """
+        op.execute("ALTER TABLE settings ENABLE ROW LEVEL SECURITY")
+        op.execute("ALTER TABLE settings FORCE ROW LEVEL SECURITY")
+        op.execute("CREATE POLICY by_key ON settings "
+                   "USING (key = current_setting('app.key', true))")
+    """)
+    project = _project(tmp_path, owner_url, {**REVISIONS, **forced})
+    result = project.fleet("migrate", "--json", env={"PROVISION": "migrate"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    target = _add(project, "a")["svc_a"]
+    rows = {schema: query(db_url, f"SELECT key FROM {schema}.settings")  # as superuser
+            for schema in ("svc_m", "svc_a")}
+    assert rows["svc_a"] == rows["svc_m"] == [("theme",)], (rows, target)
+    assert target["via"] == "mixed" and "row-level security" in target["note"], target
+    [(_, reference, refused)] = _references(db_url)
+    assert reference is None and "row-level security" in refused
+    assert not schemas(db_url, "fleet_ref_%")

@@ -217,8 +217,11 @@ _TEXT_SETTINGS = ("SELECT pg_catalog.set_config('DateStyle', 'ISO, MDY', true), 
                   "pg_catalog.set_config('TimeZone', 'UTC', true), "
                   "pg_catalog.set_config('IntervalStyle', 'postgres', true), "
                   "pg_catalog.set_config('extra_float_digits', '1', true), "
-                  "pg_catalog.set_config('bytea_output', 'hex', true)")
-"""Values as text the same way in every session that compares them (digests of rows)."""
+                  "pg_catalog.set_config('bytea_output', 'hex', true), "
+                  "pg_catalog.set_config('row_security', 'off', true)")
+"""Values as text the same way in every session that compares them (digests of rows), and
+every row read: with ``row_security`` off, a row-level security policy that would hide rows
+from the reading user (a table that forces it on its owner) raises an error instead."""
 
 _TIMES = re.compile(r"timestamp(?:\(\d\))? with(?:out)? time zone")
 """A timestamp column's type, as ``format_type`` writes it (with its precision, if any)."""
@@ -818,10 +821,26 @@ class Provisioner:
             pre, post, witness_pre, witness_post = self._dumps(
                 database, program, [(schema, "pre-data"), (schema, "post-data"),
                                     (witness, "pre-data"), (witness, "post-data")])
-            ours = snapshot(connection, schema, service.version_table)
-            theirs = snapshot(connection, witness, service.version_table)
         except FleetError as exc:
             return f"!{exc.message}"
+        try:
+            ours = snapshot(connection, schema, service.version_table)
+            theirs = snapshot(connection, witness, service.version_table)
+        except DBAPIError as exc:
+            if drivers.sqlstate(exc) != "42501":
+                raise
+            with contextlib.suppress(Exception):
+                connection.rollback()
+            # Row-level security would hide rows from the user that copies (read with
+            # row_security off, see _TEXT_SETTINGS): a copy would lose them silently.
+            refusal = ("row-level security keeps the user that copies from reading every "
+                       f"row of the reference: {_reason(exc)}")
+            with connection.begin():
+                ledger.record_reference(connection, service.name, key, heads, None, None,
+                                        refusal)
+            self._drop(connection, witness)
+            self._drop(connection, schema)
+            return refusal
         refusal = None
         if ours.extensions:
             refusal = (f"the history installs extension {', '.join(ours.extensions)} into "
@@ -994,7 +1013,9 @@ class Provisioner:
             raise _Mismatch(unwritable)
         source = quote_ident(reference.schema)
         version = f"{quote_ident(target.schema)}.{quote_ident(service.version_table)}"
-        statements = [reference.pre.replace(reference.schema, name)]
+        # Every row of the reference, or an error (see _TEXT_SETTINGS), as pg_restore does.
+        statements = ["SET LOCAL row_security = off;",
+                      reference.pre.replace(reference.schema, name)]
         for table in reference.tables:
             columns = f" ({', '.join(table.columns)})" if table.columns else ""
             statements.append(
