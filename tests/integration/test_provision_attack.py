@@ -475,3 +475,52 @@ def test_rows_hidden_by_forced_row_level_security_are_copied(tmp_path: Path, db_
     [(_, reference, refused)] = _references(db_url)
     assert reference is None and "row-level security" in refused
     assert not schemas(db_url, "fleet_ref_%")
+
+
+# --- runners of two histories at once (a rolling deploy) --------------------------------
+
+
+def test_runners_of_two_histories_rebuilding_each_others_reference(tmp_path: Path,
+                                                                    db_url: str) -> None:
+    """Two versions of the service (one revision apart) add tenants at the same time in
+    one database: each drops the other's reference when it builds its own, some copies
+    find theirs gone or locked. Every tenant must end up exactly as migrated."""
+    late = _revision(6, "op.create_table('late', sa.Column('id', sa.Integer, "
+                     "primary_key=True))\nop.execute('INSERT INTO late VALUES (7)')")
+    old = _project(tmp_path / "old", db_url, tenants=("m",))
+    new = _project(tmp_path / "new", db_url, {**REVISIONS, **late}, tenants=("n",))
+    for project, tenant in ((old, "m"), (new, "n")):
+        result = project.fleet("migrate", "--tenant", tenant, "--json",
+                               env={"PROVISION": "migrate"})
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def adding(project: Project, prefix: str) -> subprocess.Popen:
+        names = " ".join(f"{prefix}{i}" for i in range(6))
+        loop = f"for t in {names}; do {script('fleet')} tenants add $t --json || exit 1; done"
+        return subprocess.Popen(["sh", "-c", loop], cwd=project.root, env=_env(project),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    runners = [adding(old, "o"), adding(new, "p")]
+    outputs = [runner.communicate(timeout=600) for runner in runners]
+    for runner, (out, err) in zip(runners, outputs, strict=True):
+        assert runner.returncode == 0, out + err
+    vias = [json.loads(line)["migration"]["targets"][0]["via"]
+            for out, _ in outputs for line in out.splitlines() if line.startswith("{")]
+    assert "reference" in vias, vias
+    built = query(db_url, "SELECT count(*) FROM public.fleet_test_ddl_log WHERE command_tag "
+                  "= 'CREATE SCHEMA' AND object_identity LIKE 'fleet_ref_%'")
+    assert built[0][0] >= 4  # each history's reference and witness, built at least once
+    for prefix, model, head in (("o", "svc_m", HEAD), ("p", "svc_n", "8800aaaa0006")):
+        expected = _normalised_dump(db_url, model)
+        rows = _everything(db_url, model)
+        for i in range(6):
+            schema = f"svc_{prefix}{i}"
+            assert version(db_url, schema) == [head], schema
+            assert _normalised_dump(db_url, schema) == expected, schema
+            assert _everything(db_url, schema) == rows, schema
+            applied = query(db_url, "SELECT count(*) FROM fleet.applied_revisions "
+                            "WHERE schema_name = %s", (schema,))
+            assert applied == [(len(version(db_url, schema)) and (5 if prefix == "o" else 6),)]
+    recorded = {r for _, r, _ in _references(db_url)}
+    assert schemas(db_url, "fleet_ref_%") <= recorded | {None}, (schemas(db_url, "fleet_ref_%"),
+                                                                 recorded)
