@@ -524,3 +524,36 @@ def test_runners_of_two_histories_rebuilding_each_others_reference(tmp_path: Pat
     recorded = {r for _, r, _ in _references(db_url)}
     assert schemas(db_url, "fleet_ref_%") <= recorded | {None}, (schemas(db_url, "fleet_ref_%"),
                                                                  recorded)
+
+
+def test_a_tenant_removed_while_it_is_being_copied(tmp_path: Path, db_url: str) -> None:
+    """``tenants remove`` waits for the copy's target lock: the copy commits whole, then
+    the schema is dropped; nothing is left to show as an orphan or a tenant."""
+    project = _project(tmp_path, db_url)
+    toml = project.root / "fleet.toml"
+    toml.write_text("lock_timeout = 60\nlock_wait = 60\n" + toml.read_text())
+    assert _add(project, "a")["svc_a"]["via"] == "reference"
+    [(_, reference, _)] = _references(db_url)
+    with psycopg.connect(db_url) as blocker:
+        blocker.execute(f"LOCK TABLE {reference}.roles IN ACCESS EXCLUSIVE MODE")
+        adding = subprocess.Popen([script("fleet"), "tenants", "add", "k", "--json"],
+                                  cwd=project.root, env=_env(project), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        _until(lambda: query(db_url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = "
+                             "'Lock' AND query LIKE '%CREATE SCHEMA svc_k%'"), adding)
+        removing = subprocess.Popen([script("fleet"), "tenants", "remove", "k", "--yes"],
+                                    cwd=project.root, env=_env(project),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)  # the removal waits for the target's lock
+        assert removing.poll() is None
+        blocker.rollback()
+    out, err = adding.communicate(timeout=120)
+    assert adding.returncode == 0, out + err
+    assert json.loads(out)["migration"]["targets"][0]["via"] == "reference"
+    out, err = removing.communicate(timeout=120)
+    assert removing.returncode == 0, out + err
+    assert not schemas(db_url, "svc_k")
+    status = json.loads(project.fleet("status", "--json").stdout)
+    assert status["summary"]["orphan"] == 0, status
+    assert "k" not in {t["tenant"] for t in json.loads(
+        project.fleet("tenants", "list", "--json").stdout)["tenants"]}
