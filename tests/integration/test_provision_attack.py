@@ -557,3 +557,84 @@ def test_a_tenant_removed_while_it_is_being_copied(tmp_path: Path, db_url: str) 
     assert status["summary"]["orphan"] == 0, status
     assert "k" not in {t["tenant"] for t in json.loads(
         project.fleet("tenants", "list", "--json").stdout)["tenants"]}
+
+
+# --- the application's wait behind the copy's locks -------------------------------------
+
+
+def test_the_application_waits_behind_a_copy_no_longer_than_lock_timeout(tmp_path: Path,
+                                                                         db_url: str) -> None:
+    """The copy's foreign keys to shared tables lock them (SHARE ROW EXCLUSIVE): once it
+    holds the first, a wait for the next must get only what is left of lock_timeout, as a
+    migration's statements do, or the application's writes to the first table wait for
+    the sum of the waits."""
+    query(db_url, "CREATE TABLE public.plans (id int PRIMARY KEY); "
+          "CREATE TABLE public.regions (id int PRIMARY KEY); "
+          "CREATE TABLE public.zones (id int PRIMARY KEY)")
+    shared = _revision(6, """
+        op.create_table("subscriptions",
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("plan_id", sa.Integer, sa.ForeignKey("public.plans.id")),
+            sa.Column("region_id", sa.Integer, sa.ForeignKey("public.regions.id")),
+            sa.Column("zone_id", sa.Integer, sa.ForeignKey("public.zones.id")))
+    """)
+    project = _project(tmp_path, db_url, {**REVISIONS, **shared})
+    toml = project.root / "fleet.toml"
+    toml.write_text("lock_timeout = 2\nretries = 0\n" + toml.read_text())
+    assert _add(project, "a")["svc_a"]["via"] == "reference"
+    waited: list[float] = []
+    with psycopg.connect(db_url) as regions, psycopg.connect(db_url) as zones, \
+            psycopg.connect(db_url, autocommit=True) as app:
+        regions.execute("LOCK TABLE public.regions IN ROW EXCLUSIVE MODE")
+        zones.execute("LOCK TABLE public.zones IN ROW EXCLUSIVE MODE")
+        recorded = project.fleet("tenants", "add", "k", "--no-migrate")
+        assert recorded.returncode == 0, recorded.stderr
+        adding = subprocess.Popen([script("fleet"), "migrate", "--tenant", "k", "--json"],
+                                  cwd=project.root, env=_env(project), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        # The copy holds plans and waits for regions.
+        _until(lambda: query(db_url, "SELECT 1 FROM pg_locks l JOIN pg_class c ON "
+                             "c.oid = l.relation WHERE c.relname = 'regions' AND NOT "
+                             "l.granted"), adding)
+
+        def write() -> None:
+            started = time.monotonic()
+            app.execute("INSERT INTO public.plans VALUES (1)")
+            waited.append(time.monotonic() - started)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        time.sleep(1.5)
+        regions.rollback()  # the copy gets regions, then waits for zones
+        writer.join(timeout=30)
+        zones.rollback()
+    out, err = adding.communicate(timeout=120)
+    assert adding.returncode in (0, 1), out + err
+    # Whatever became of the tenant (copied, migrated or failed), the write to plans waited
+    # about one lock_timeout at most (with some slack for the runner's own pace).
+    assert waited and waited[0] < 2.7, (waited, out)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "tenants.add_tenants runs with RunOptions() whose policy is Policy()'s defaults, not "
+    "policy_for(workspace): the configured lock_timeout, statement_timeout, lock_wait and "
+    "retries are ignored by 'fleet tenants add' (a fix in src/alembic_fleet/tenants.py)"))
+def test_tenants_add_copies_under_the_configured_lock_timeout(tmp_path: Path,
+                                                               db_url: str) -> None:
+    query(db_url, "CREATE TABLE public.zones (id int PRIMARY KEY)")
+    shared = _revision(6, """
+        op.create_table("subscriptions",
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("zone_id", sa.Integer, sa.ForeignKey("public.zones.id")))
+    """)
+    project = _project(tmp_path, db_url, {**REVISIONS, **shared})
+    toml = project.root / "fleet.toml"
+    toml.write_text("lock_timeout = 1\nretries = 0\n" + toml.read_text())
+    assert _add(project, "a")["svc_a"]["via"] == "reference"
+    with psycopg.connect(db_url) as zones:
+        zones.execute("LOCK TABLE public.zones IN ROW EXCLUSIVE MODE")
+        result = project.fleet("tenants", "add", "k", "--json")
+    [target] = json.loads(result.stdout)["migration"]["targets"]
+    assert target["outcome"] == "failed", target
+    assert "over 1s (lock_timeout)" in target["hint"], target
+    assert "gave up after 1 attempt" in target["error"] or "attempts" not in target["error"]

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import re
 import subprocess
 from collections.abc import Sequence
@@ -165,6 +166,17 @@ def _unwritable(schema: str, written: str, reference: Reference) -> str | None:
 
 def _excerpt(text: str) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+_ENTRY = re.compile(r"^--\n-- Name: ", re.MULTILINE)
+"""Where pg_dump begins the comment above each object's DDL."""
+_COMMENTS = re.compile(r"^(?:--[^\n]*)?\n", re.MULTILINE)
+
+
+def _entries(ddl: str) -> list[str]:
+    """pg_dump's output cut before each object's comment (the header's settings first)."""
+    starts = [0, *(match.start() for match in _ENTRY.finditer(ddl)), len(ddl)]
+    return [ddl[a:b] for a, b in itertools.pairwise(starts) if ddl[a:b].strip()]
 
 
 _PLACEHOLDER = "\x00SCHEMA\x00"
@@ -1027,14 +1039,29 @@ class Provisioner:
                 f"pg_catalog.setval({_literal(f'{name}.{quote_ident(seq)}')}, {value}, "
                 f"{'true' if called else 'false'})"
                 for seq, value, called in reference.sequences) + ";")
-        statements.append(reference.post.replace(reference.schema, name))
-        statements.append(f"INSERT INTO {version} (version_num) VALUES "
-                          + ", ".join(f"({_literal(h)})" for h in sorted(status.head)) + ";")
-        sql = "\n".join(statements)
+        # The post-data DDL in batches: an entry that locks a table of another schema (a
+        # foreign key to a shared table: SHARE ROW EXCLUSIVE, which the application's
+        # writes queue behind) runs alone, after the lock budget has set what is left of
+        # lock_timeout, as each statement of a migration does; the first such lock starts
+        # the budget.
+        batches: list[tuple[str, bool]] = [("\n".join(statements), False)]
+        elsewhere = re.compile(rf"\bREFERENCES\s+(?!{re.escape(name)}\.)")
+        for entry in _entries(reference.post.replace(reference.schema, name)):
+            if elsewhere.search(entry):
+                batches.append((entry, True))
+            elif batches[-1][1]:
+                batches.append((entry, False))
+            else:
+                batches[-1] = (batches[-1][0] + "\n" + entry, False)
+        batches.append((f"INSERT INTO {version} (version_num) VALUES "
+                        + ", ".join(f"({_literal(h)})" for h in sorted(status.head)) + ";",
+                        False))
         with connection.begin():
             cursor = connection.connection.dbapi_connection.cursor()
-            budget.before(cursor, sql)
-            cursor.execute(sql)
+            for sql, locks_elsewhere in batches:
+                if locks_elsewhere:
+                    budget.before(cursor, _COMMENTS.sub("", sql))
+                cursor.execute(sql)
             self._verify(connection, target, reference, service.version_table)
             revisions = sorted(graph.ancestors(status.head))
             self.run_ledger.ledger.write_applied_many(
