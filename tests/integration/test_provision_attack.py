@@ -638,3 +638,30 @@ def test_tenants_add_copies_under_the_configured_lock_timeout(tmp_path: Path,
     assert target["outcome"] == "failed", target
     assert "over 1s (lock_timeout)" in target["hint"], target
     assert "gave up after 1 attempt" in target["error"] or "attempts" not in target["error"]
+
+
+def test_a_seeded_time_of_coarse_precision_is_the_copys_own(tmp_path: Path,
+                                                            db_url: str) -> None:
+    """now() stored in a timestamp(0) column (or as a date): the two builds, a fraction of
+    a second apart, usually store the same value, so they do not differ; the copy must
+    still not carry the reference's build time (a migrated tenant holds its own)."""
+    stamped = _revision(6, """
+        op.create_table("audit",
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("at", sa.DateTime(timezone=True)),
+            sa.Column("day", sa.Date))
+        op.execute("ALTER TABLE audit ALTER COLUMN at TYPE timestamp(0) with time zone")
+        op.execute("INSERT INTO audit (at, day) VALUES (now(), current_date)")
+    """)
+    project = _project(tmp_path, db_url, {**REVISIONS, **stamped})
+    assert _add(project, "a")["svc_a"]["via"] == "reference"
+    [(_, reference, _)] = _references(db_url)
+    time.sleep(1.2)
+    target = _add(project, "b")["svc_b"]
+    assert target["via"] == "reference", target["note"]
+    [(at, day, created, today)] = query(
+        db_url, "SELECT x.at, x.day, a.applied_at, CAST(a.applied_at AS date) "
+        "FROM svc_b.audit AS x, fleet.applied_revisions AS a "
+        "WHERE a.schema_name = 'svc_b' AND a.revision = '8800aaaa0006'")
+    assert abs((at - created).total_seconds()) <= 0.5, (reference, at, created)
+    assert day == today

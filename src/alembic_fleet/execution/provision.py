@@ -404,20 +404,34 @@ BuildTimes = dict[str, list[tuple[str, str]]]
 """Per built schema: the times of the transactions that built it (see :data:`_NOW`)."""
 
 
+_DATE = "date"
+
+
+def _timely(type_: str) -> bool:
+    """Whether a column of this type can hold ``now()`` as stored (a timestamp of any
+    precision, a date)."""
+    return type_ == _DATE or bool(_TIMES.fullmatch(type_))
+
+
 def _build_times(connection: Any, schema: str, witness: str, table: Table,
                  built_at: BuildTimes) -> tuple[tuple[str, str], ...] | None:
-    """Whether the rows of ``table`` differ between the two builds only by the time of the
-    transaction that built each (a timestamp column, one value in each build where the
-    other has another, each the time of a transaction of its own build): those columns and
-    the reference's value, else None.
+    """The columns of ``table`` that hold the time of the transaction that built each
+    build (``now()`` as the column stores it), with the reference's value; None when the
+    two builds' rows differ otherwise.
 
-    A time that differs between the two builds but is not their transactions'
-    (``now() + interval '14 days'``, ``clock_timestamp()``) is no build time: a copy
-    writing its own ``now()`` there would not be what a migration writes."""
+    A column whose values differ between the two builds must hold one value in each, each
+    the time of a transaction of its own build: a time that differs but is not theirs
+    (``now() + interval '14 days'``, ``clock_timestamp()``) is no build time, and a copy
+    writing its own ``now()`` there would not be what a migration writes. A column of
+    coarse precision (``timestamp(0)``, ``date``) may hold the same value in both builds,
+    made a fraction of a second apart: a value that is the build's time as the column
+    stores it is taken as ``now()`` too (one such value per column), or every copy would
+    carry the reference's build time."""
     if not table.columns:  # a table without columns: its builds differ by their counts
         return None
     source = f"{'ONLY ' if table.only else ''}{{}}.{quote_ident(table.name)}"
     ours, theirs = source.format(quote_ident(schema)), source.format(quote_ident(witness))
+    types = dict(zip(table.columns, table.types, strict=True))
     parts = []
     for column in table.columns:
         one = f"SELECT CAST({column} AS text) FROM {ours}"
@@ -428,26 +442,43 @@ def _build_times(connection: Any, schema: str, witness: str, table: Table,
     with connection.begin():
         connection.exec_driver_sql(_TEXT_SETTINGS)
         rows = connection.exec_driver_sql(" UNION ALL ".join(parts)).all()
-    types = dict(zip(table.columns, table.types, strict=True))
+
+    def times(built: str, type_: str) -> list[str]:
+        local = type_ == _DATE or "without" in type_
+        return [t[1] if local else t[0] for t in built_at.get(built, ())]
+
+    def base(type_: str) -> str:
+        return "timestamp" if type_ == _DATE or "without" in type_ else "timestamptz"
+
     found = []
     for column, mine, other in rows:
-        if not mine and not other:
-            continue
-        if (not _TIMES.fullmatch(types[column]) or len(mine or ()) != 1
-                or len(other or ()) != 1):
-            return None
-        found.append((column, mine[0], other[0]))
-    for column, mine, other in found:
-        local = "without" in types[column]
-        check = text(_BUILT_AT.format(type=types[column],
-                                      base="timestamp" if local else "timestamptz"))
-        for built, value in ((schema, mine), (witness, other)):
-            times = [t[1] if local else t[0] for t in built_at.get(built, ())]
+        type_ = types[column]
+        if mine or other:
+            if not _TIMES.fullmatch(type_) or len(mine or ()) != 1 or len(other or ()) != 1:
+                return None
+            check = text(_BUILT_AT.format(type=type_, base=base(type_)))
+            for built, value in ((schema, mine[0]), (witness, other[0])):
+                with connection.begin():
+                    if not times(built, type_) or not connection.execute(
+                            check, {"value": value, "times": times(built, type_)}).scalar():
+                        return None
+            found.append((column, mine[0]))
+        elif _timely(type_) and times(schema, type_) and times(witness, type_):
+            built = (f"SELECT CAST(CAST(t AS {base(type_)}) AS {type_}) "
+                     "FROM unnest(CAST(:times AS text[])) AS t")
             with connection.begin():
-                if not times or not connection.execute(
-                        check, {"value": value, "times": times}).scalar():
-                    return None
-    return tuple((column, mine) for column, mine, _ in found) or None
+                connection.exec_driver_sql(_TEXT_SETTINGS)
+                same = connection.execute(text(
+                    f"SELECT array_agg(DISTINCT CAST({column} AS text)) FROM {ours} "
+                    f"WHERE {column} = ANY ({built}) AND {column} = ANY ("
+                    f"{built.replace(':times', ':witness')})"),
+                    {"times": times(schema, type_),
+                     "witness": times(witness, type_)}).scalar()
+            if same and len(same) > 1:
+                return None
+            if same:
+                found.append((column, same[0]))
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -520,10 +551,13 @@ def compare_rows(connection: Any, schema: str, witness: str, version_table: str,
     see :func:`_build_times`)."""
     now = {}
     for table in ours.tables:
-        if theirs.digests.get(table.name) != ours.digests[table.name]:
-            found = _build_times(connection, schema, witness, table, built_at)
-            if found is None:
-                return ours, _rows_differ(table.name)
+        differ = theirs.digests.get(table.name) != ours.digests[table.name]
+        if not differ and not any(_timely(t) for t in table.types):
+            continue
+        found = _build_times(connection, schema, witness, table, built_at)
+        if found is None:
+            return ours, _rows_differ(table.name)
+        if found:
             now[table.name] = found
     if not now:
         return ours, None
