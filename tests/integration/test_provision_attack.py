@@ -665,3 +665,43 @@ def test_a_seeded_time_of_coarse_precision_is_the_copys_own(tmp_path: Path,
         "WHERE a.schema_name = 'svc_b' AND a.revision = '8800aaaa0006'")
     assert abs((at - created).total_seconds()) <= 0.5, (reference, at, created)
     assert day == today
+
+
+def test_a_worker_killed_while_building_the_reference(tmp_path: Path, db_url: str) -> None:
+    """Only the worker process that builds the reference is killed (its pid is in its
+    session's application_name); the runner goes on with the other tenants, and the next
+    run copies the one left."""
+    project = _gated(tmp_path, db_url)
+    with psycopg.connect(db_url, autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(%s)", (GATE,))
+        runner = subprocess.Popen([script("fleet"), "tenants", "add", "k", "l", "--jobs", "2",
+                                   "--json"], cwd=project.root, env=_env(project),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True)
+        try:
+            # The build's migration waits for the gate, and so does the other tenant's
+            # migration (the build's lock is taken: it is migrated meanwhile).
+            _until(lambda: _waiting_for_gate(db_url) == 2, runner)
+            # The builder's process holds more sessions: its target's, the build's lock,
+            # the build's migration.
+            [(application, _)] = query(
+                db_url, "SELECT application_name, count(*) FROM pg_stat_activity WHERE "
+                "datname = current_database() AND application_name LIKE 'fleet %%' "
+                "GROUP BY 1 ORDER BY 2 DESC LIMIT 1")
+            worker = int(application.split()[-1])
+            assert worker != runner.pid
+            os.kill(worker, signal.SIGKILL)
+            time.sleep(0.5)
+            gate.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
+            out, err = runner.communicate(timeout=300)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(runner.pid, signal.SIGKILL)
+    targets = {t["schema"]: t for t in json.loads(out)["migration"]["targets"]}
+    done = [s for s, t in targets.items() if t["outcome"] == "migrated"]
+    assert done, (out, err)
+    left = {"k", "l"} - {s.removeprefix("svc_") for s in done}
+    for tenant in left:
+        _after_kill_the_next_run_copies(project, db_url, tenant)
+    for schema in done:
+        assert version(db_url, schema) == ["8800aaaa0006"]
