@@ -705,3 +705,32 @@ def test_a_worker_killed_while_building_the_reference(tmp_path: Path, db_url: st
         _after_kill_the_next_run_copies(project, db_url, tenant)
     for schema in done:
         assert version(db_url, schema) == ["8800aaaa0006"]
+
+
+# --- revisions that look at their schema in ways the file scan must see -----------------
+
+
+@pytest.mark.parametrize("condition", [
+    "CURRENT_SCHEMA = 'svc_vip'",
+    "Current_Schema() = 'svc_vip'",
+    "CURRENT_SETTING('SEARCH_PATH') LIKE '%%svc_vip%%'",
+    "(SELECT NSPNAME FROM PG_NAMESPACE n JOIN pg_class c ON c.relnamespace = n.oid "
+    "WHERE c.oid = 'roles'::regclass) = 'svc_vip'",
+    "'roles'::regclass::oid IN (SELECT c.oid FROM pg_class c "
+    "WHERE c.relnamespace::regnamespace::text = 'svc_vip')",
+    "(SELECT table_schema FROM information_schema.tables WHERE table_name = 'roles' "
+    "LIMIT 1) = 'svc_vip'",
+], ids=["keyword", "mixed-case", "setting", "catalog", "regnamespace", "information_schema"])
+def test_a_revision_branching_on_its_schema_is_migrated(tmp_path: Path, db_url: str,
+                                                        condition: str) -> None:
+    """A revision that does more for one tenant, found by the file scan however it spells
+    the schema it reads (the two builds, neither being that tenant, take the same branch)."""
+    vip = _revision(6, f"""
+        op.execute(\"\"\"DO $$ BEGIN IF {condition} THEN
+            CREATE TABLE perks (id int); END IF; END $$\"\"\")
+    """)
+    project = _project(tmp_path, db_url, {**REVISIONS, **vip})
+    target = _add(project, "vip")["svc_vip"]
+    assert "perks" in {t for (t,) in query(db_url, "SELECT tablename FROM pg_tables WHERE "
+                                          "schemaname = 'svc_vip'")}, target
+    assert target["via"] == "mixed" and "may depend on the tenant" in target["note"], target
