@@ -29,6 +29,7 @@ from tests.integration.test_provision import (
     HEAD,
     REVISIONS,
     _add,
+    _migrated,
     _normalised_dump,
     _project,
     _references,
@@ -77,19 +78,19 @@ def test_a_seeded_time_offset_from_now_is_not_replaced_by_the_copys_now(tmp_path
 def test_a_name_derived_from_the_part_the_two_builds_share_is_found(tmp_path: Path,
                                                                     db_url: str) -> None:
     """The reference and its witness share their prefix and their length: a revision that
-    derives something from those (here a table named after the length of its schema's name,
-    read from the catalog, which the file scan does not see) builds the same twice and
-    would be copied with the reference's length, not the tenant's."""
+    derives something from those (here a table named after the length of its search path,
+    read under a name the file scan cannot see) builds the same twice and would be copied
+    with the reference's length, not the tenant's."""
     derived = _revision(6, """
         op.execute(\"\"\"DO $$ BEGIN EXECUTE format('CREATE TABLE sized_%s (id int)',
-            (SELECT length(relnamespace::regnamespace::text) FROM pg_class
-             WHERE oid = 'roles'::regclass)); END $$\"\"\")
+            length(current_setting('search_' || 'path'))); END $$\"\"\")
     """)
     project = _project(tmp_path, db_url, {**REVISIONS, **derived})
+    _migrated(project)
     _add(project, "a")
-    # svc_a has 5 characters: a migration makes sized_5.
-    assert query(db_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'svc_a' "
-                 "AND tablename LIKE 'sized_%'") == [("sized_5",)]
+    # svc_m and svc_a have names of one length: the same table.
+    sized = "SELECT tablename FROM pg_tables WHERE schemaname = %s AND tablename LIKE 'sized_%%'"
+    assert query(db_url, sized, ("svc_a",)) == query(db_url, sized, ("svc_m",))
 
 
 # --- a runner killed while it builds the reference --------------------------------------
@@ -529,18 +530,21 @@ def test_runners_of_two_histories_rebuilding_each_others_reference(tmp_path: Pat
 def test_a_tenant_removed_while_it_is_being_copied(tmp_path: Path, db_url: str) -> None:
     """``tenants remove`` waits for the copy's target lock: the copy commits whole, then
     the schema is dropped; nothing is left to show as an orphan or a tenant."""
-    project = _project(tmp_path, db_url)
+    query(db_url, "CREATE TABLE public.anchor (id int PRIMARY KEY)")
+    anchored = _revision(6, "op.create_table('anchored', sa.Column('anchor_id', sa.Integer, "
+                         "sa.ForeignKey('public.anchor.id')))")
+    project = _project(tmp_path, db_url, {**REVISIONS, **anchored})
     toml = project.root / "fleet.toml"
     toml.write_text("lock_timeout = 60\nlock_wait = 60\n" + toml.read_text())
     assert _add(project, "a")["svc_a"]["via"] == "reference"
-    [(_, reference, _)] = _references(db_url)
+    assert project.fleet("tenants", "add", "k", "--no-migrate").returncode == 0
     with psycopg.connect(db_url) as blocker:
-        blocker.execute(f"LOCK TABLE {reference}.roles IN ACCESS EXCLUSIVE MODE")
-        adding = subprocess.Popen([script("fleet"), "tenants", "add", "k", "--json"],
+        blocker.execute("LOCK TABLE public.anchor IN ROW EXCLUSIVE MODE")
+        adding = subprocess.Popen([script("fleet"), "migrate", "--tenant", "k", "--json"],
                                   cwd=project.root, env=_env(project), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
         _until(lambda: query(db_url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = "
-                             "'Lock' AND query LIKE '%CREATE SCHEMA svc_k%'"), adding)
+                             "'Lock' AND query LIKE '%svc_k.anchored%'"), adding)
         removing = subprocess.Popen([script("fleet"), "tenants", "remove", "k", "--yes"],
                                     cwd=project.root, env=_env(project),
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -549,7 +553,7 @@ def test_a_tenant_removed_while_it_is_being_copied(tmp_path: Path, db_url: str) 
         blocker.rollback()
     out, err = adding.communicate(timeout=120)
     assert adding.returncode == 0, out + err
-    assert json.loads(out)["migration"]["targets"][0]["via"] == "reference"
+    assert _targets(subprocess.CompletedProcess([], 0, out, err))["svc_k"]["via"] == "reference"
     out, err = removing.communicate(timeout=120)
     assert removing.returncode == 0, out + err
     assert not schemas(db_url, "svc_k")
@@ -734,3 +738,23 @@ def test_a_revision_branching_on_its_schema_is_migrated(tmp_path: Path, db_url: 
     assert "perks" in {t for (t,) in query(db_url, "SELECT tablename FROM pg_tables WHERE "
                                           "schemaname = 'svc_vip'")}, target
     assert target["via"] == "mixed" and "may depend on the tenant" in target["note"], target
+
+
+def test_a_lock_held_on_the_reference_does_not_fail_new_tenants(tmp_path: Path,
+                                                                db_url: str) -> None:
+    """Someone holds a lock on one of the reference's tables (another runner dropping an
+    old reference, a DBA's VACUUM FULL): a migration of the new tenant would not wait for
+    it, so the tenant is migrated rather than failed after its retries."""
+    project = _project(tmp_path, db_url)
+    toml = project.root / "fleet.toml"
+    toml.write_text("lock_timeout = 1\nretries = 1\n" + toml.read_text())
+    assert _add(project, "a")["svc_a"]["via"] == "reference"
+    [(_, reference, _)] = _references(db_url)
+    with psycopg.connect(db_url) as holder:
+        holder.execute(f"LOCK TABLE {reference}.settings IN ACCESS EXCLUSIVE MODE")
+        assert project.fleet("tenants", "add", "k", "--no-migrate").returncode == 0
+        result = project.fleet("migrate", "--tenant", "k", "--json")
+    target = _targets(result)["svc_k"]
+    assert result.returncode == 0 and target["outcome"] == "migrated", target
+    assert target["via"] == "mixed" and "locked" in target["note"], target
+    assert _normalised_dump(db_url, "svc_k") == _normalised_dump(db_url, "svc_a")

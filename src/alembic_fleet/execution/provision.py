@@ -1092,6 +1092,20 @@ class Provisioner:
                         False))
         with connection.begin():
             cursor = connection.connection.dbapi_connection.cursor()
+            if reference.tables:
+                # The rows' source first: a lock someone holds on the reference (another
+                # runner dropping it, a VACUUM FULL) is not one a migration of this tenant
+                # would wait for, so the tenant is migrated instead of failed when it lasts.
+                try:
+                    cursor.execute("LOCK TABLE " + ", ".join(
+                        f"{source}.{quote_ident(t.name)}" for t in reference.tables)
+                        + " IN ACCESS SHARE MODE")
+                except Exception as exc:
+                    if drivers.sqlstate(exc) == "55P03":
+                        raise _Mismatch(f"a table of its reference {reference.schema} is "
+                                        "locked by another session for over lock_timeout"
+                                        ) from exc
+                    raise
             for sql, locks_elsewhere in batches:
                 if locks_elsewhere:
                     budget.before(cursor, _COMMENTS.sub("", sql))
