@@ -785,3 +785,39 @@ def test_a_pg_dump_too_old_on_path_is_passed_over_for_a_newer_one(tmp_path: Path
     for schema in ("svc_a", "svc_b"):
         assert _normalised_dump(db_url, schema) == _normalised_dump(db_url, "svc_m")
         assert _everything(db_url, schema) == expected
+
+
+# --- owners -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_role(db_url: str) -> Iterator[str]:
+    """A role of its own (cluster-wide: dropped after the test, with what it owns here)."""
+    role = f"attack_app_{uuid.uuid4().hex[:8]}"
+    query(db_url, f"CREATE ROLE {role}")
+    try:
+        yield role
+    finally:
+        query(db_url, f"DROP OWNED BY {role} CASCADE")
+        query(db_url, f"DROP ROLE {role}")
+
+
+def test_objects_a_revision_gives_to_another_owner_keep_it(tmp_path: Path, db_url: str,
+                                                           other_role: str) -> None:
+    """A revision hands a table and a function to the application's role (ALTER ... OWNER
+    TO): a migrated tenant's are that role's; a copy (pg_dump --no-owner) must not make
+    them the copying user's."""
+    owned = _revision(6, f"""
+        op.execute("ALTER TABLE roles OWNER TO {other_role}")
+        op.execute("ALTER FUNCTION touch() OWNER TO {other_role}")
+    """)
+    project = _project(tmp_path, db_url, {**REVISIONS, **owned})
+    _migrated(project)
+    target = _add(project, "a")["svc_a"]
+    owners = ("SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c "
+              "WHERE c.relnamespace = %s::regnamespace AND c.relkind IN ('r', 'p', 'v', 'S') "
+              "UNION ALL SELECT p.proname, pg_get_userbyid(p.proowner) FROM pg_proc p "
+              "WHERE p.pronamespace = %s::regnamespace ORDER BY 1")
+    assert query(db_url, owners, ("svc_a",) * 2) == query(db_url, owners, ("svc_m",) * 2), \
+        target
+    assert target["via"] == "reference", target["note"]

@@ -127,6 +127,16 @@ def local_ddl(dump: str) -> str:
     return "\n".join(out).strip() + "\n"
 
 
+def other_owners(ddl: str, builder: str) -> str:
+    """``ddl`` without the ``ALTER ... OWNER TO builder`` lines: what the user that built
+    the reference owns, the copying user owns (as a migration run by it would), but an
+    object a revision gave to another role (``ALTER TABLE ... OWNER TO app``, or made under
+    ``SET ROLE``) is given to that role in the copy too."""
+    owner = re.compile(rf"^ALTER [A-Z ]+ .* OWNER TO "
+                       rf"(?:{re.escape(builder)}|{re.escape(quote_ident(builder))});$")
+    return "\n".join(line for line in ddl.splitlines() if not owner.match(line)) + "\n"
+
+
 _TOKENS = re.compile(r"""(\$\w*\$).*?\1|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*""", re.DOTALL)
 """What in pg_dump's output is not SQL read as names: a dollar-quoted string (a function's
 body), a string literal, a quoted identifier, a comment."""
@@ -848,6 +858,7 @@ class Provisioner:
         try:  # before two migrations are spent: without pg_dump nothing can be captured
             server = int(connection.exec_driver_sql("SHOW server_version_num").scalar()) \
                 // 10000
+            builder = str(connection.exec_driver_sql("SELECT current_user").scalar())
             connection.rollback()
             program = find_pg_dump(self.databases, server, purpose='provision = "reference"')
         except FleetError as exc:
@@ -865,8 +876,8 @@ class Provisioner:
                 return f"!building the reference schema failed: {failure}"
         try:
             pre, post, witness_pre, witness_post = self._dumps(
-                database, program, [(schema, "pre-data"), (schema, "post-data"),
-                                    (witness, "pre-data"), (witness, "post-data")])
+                database, program, builder, [(schema, "pre-data"), (schema, "post-data"),
+                                             (witness, "pre-data"), (witness, "post-data")])
         except FleetError as exc:
             return f"!{exc.message}"
         try:
@@ -955,19 +966,21 @@ class Provisioner:
             builder.close()
         return result.error if result.outcome is Outcome.FAILED else None
 
-    def _dumps(self, database: Database, program: str,
+    def _dumps(self, database: Database, program: str, builder: str,
                wanted: Sequence[tuple[str, str]]) -> list[str]:
-        """``pg_dump --section=SECTION --schema=SCHEMA`` of each pair, run at once."""
+        """``pg_dump --section=SECTION --schema=SCHEMA`` of each pair, run at once, with the
+        owners other than ``builder`` (the user that built them) kept (see
+        :func:`other_owners`)."""
 
         def dump(pair: tuple[str, str]) -> str:
             schema, section = pair
             argv, env = pg_dump_command(
                 self.databases, database, program,
-                ["--no-owner", f"--section={section}", "--schema", quote_ident(schema)])
+                [f"--section={section}", "--schema", quote_ident(schema)])
             done = subprocess.run(argv, capture_output=True, text=True, env=env)
             if done.returncode != 0:
                 raise FleetError(f"pg_dump of {schema} failed: {scrub(done.stderr.strip())}")
-            return local_ddl(done.stdout)
+            return other_owners(local_ddl(done.stdout), builder)
 
         with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
             return list(pool.map(dump, wanted))
