@@ -821,3 +821,27 @@ def test_objects_a_revision_gives_to_another_owner_keep_it(tmp_path: Path, db_ur
     assert query(db_url, owners, ("svc_a",) * 2) == query(db_url, owners, ("svc_m",) * 2), \
         target
     assert target["via"] == "reference", target["note"]
+
+
+def test_two_runners_adding_the_same_new_tenants(tmp_path: Path, db_url: str) -> None:
+    """Two ``tenants add`` of the same three tenants at once, one of them building the
+    reference: each tenant is made once (copied, or migrated while the reference was being
+    built), the other runner skips it; the ledger agrees with the schemas."""
+    project = _project(tmp_path, db_url)
+    runners = [subprocess.Popen([script("fleet"), "tenants", "add", "x", "y", "z", "--json"],
+                                cwd=project.root, env=_env(project), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = []
+    for runner in runners:
+        out, err = runner.communicate(timeout=300)
+        assert runner.returncode == 0, out + err
+        results.append({t["schema"]: t for t in json.loads(out)["migration"]["targets"]})
+    for schema in ("svc_x", "svc_y", "svc_z"):
+        outcomes = sorted(r[schema]["outcome"] for r in results)
+        assert outcomes == ["migrated", "skipped"], (schema, results)
+        assert version(db_url, schema) == [HEAD]
+        assert _normalised_dump(db_url, schema) == _normalised_dump(db_url, "svc_x")
+        rows = query(db_url, "SELECT count(*) FROM fleet.run_targets WHERE schema_name = %s",
+                     (schema,))
+        assert rows == [(1,)]
+    assert len(_references(db_url)) == 1 and len(schemas(db_url, "fleet_ref_%")) == 1
