@@ -464,7 +464,7 @@ def _build_times(connection: Any, schema: str, witness: str, table: Table,
     for column, mine, other in rows:
         type_ = types[column]
         if mine or other:
-            if not _TIMES.fullmatch(type_) or len(mine or ()) != 1 or len(other or ()) != 1:
+            if not _timely(type_) or len(mine or ()) != 1 or len(other or ()) != 1:
                 return None
             check = text(_BUILT_AT.format(type=type_, base=base(type_)))
             for built, value in ((schema, mine[0]), (witness, other[0])):
