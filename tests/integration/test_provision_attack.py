@@ -845,3 +845,28 @@ def test_two_runners_adding_the_same_new_tenants(tmp_path: Path, db_url: str) ->
                      (schema,))
         assert rows == [(1,)]
     assert len(_references(db_url)) == 1 and len(schemas(db_url, "fleet_ref_%")) == 1
+
+
+def test_a_history_with_two_heads_is_copied_with_both(tmp_path: Path, db_url: str) -> None:
+    branches = {}
+    for suffix, table in (("a", "left_side"), ("b", "right_side")):
+        rev = f"8800aaaa006{suffix}"
+        branches[f"{rev}_branch.py"] = (
+            "import sqlalchemy as sa\nfrom alembic import op\n\n"
+            f'revision = "{rev}"\ndown_revision = "{HEAD}"\n'
+            "branch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n"
+            f"    op.create_table('{table}', sa.Column('id', sa.Integer, primary_key=True))\n"
+            f"    op.execute('INSERT INTO {table} VALUES (1)')\n\n\n"
+            "def downgrade():\n    pass\n")
+    project = _project(tmp_path, db_url, {**REVISIONS, **branches})
+    result = project.fleet("migrate", "--json", env={"PROVISION": "migrate"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    target = _add(project, "a")["svc_a"]
+    assert target["via"] == "reference", target.get("note")
+    assert version(db_url, "svc_a") == version(db_url, "svc_m") == ["8800aaaa006a",
+                                                                    "8800aaaa006b"]
+    assert _normalised_dump(db_url, "svc_a") == _normalised_dump(db_url, "svc_m")
+    applied = "SELECT revision FROM fleet.applied_revisions WHERE schema_name = %s ORDER BY 1"
+    assert query(db_url, applied, ("svc_a",)) == query(db_url, applied, ("svc_m",))
+    summary = json.loads(project.fleet("status", "--json").stdout)["summary"]
+    assert summary["behind"] == 0 and summary["orphan"] == 0, summary
