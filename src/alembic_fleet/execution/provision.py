@@ -35,8 +35,11 @@ the reason, and every new tenant of that history is migrated): a revision whose 
 that it may depend on the tenant or on state outside its schema, or whose SQL renders
 differently each time (:mod:`alembic_fleet.alembic_bridge.independence`); and what only
 running it shows: the two builds differ (a value the database computes when the revision
-runs: ``now()``, ``random()``, ``gen_random_uuid()``; a name derived from the schema), a row
-of the reference holds its schema's name, or an extension was installed into the reference.
+runs: ``random()``, ``gen_random_uuid()``, a time that is not the build transaction's; a name
+derived from the schema), a row of the reference holds its schema's name, an extension was
+installed into the reference, or row-level security hides some of its rows from the user
+that copies. ``now()`` as each build stored it is the one value written anew: the copy
+writes its own.
 """
 
 from __future__ import annotations
