@@ -310,10 +310,12 @@ def _refused(project: Project, db_url: str, expected: str) -> dict[str, dict]:
      "", "the rows of table settings differ"),
     ("op.execute(\"INSERT INTO settings VALUES ('born', to_jsonb(now()))\")",
      "", "the rows of table settings differ"),
-    # A row that holds the schema's own name.
+    # A row that holds the schema's own name (the file scan sees the catalog read: the
+    # revision is taken at its word, so that the two builds are compared).
     ("op.execute(\"INSERT INTO settings SELECT 'home', to_jsonb(n.nspname) "
      "FROM pg_namespace n JOIN pg_class c ON c.relnamespace = n.oid "
-     "WHERE c.oid = 'settings'::regclass\")", "", "hold the schema's own name"),
+     "WHERE c.oid = 'settings'::regclass\")", "fleet_provision = True",
+     "hold the schema's own name"),
     # A revision that looks at the schema it runs in, online or rendered.
     ("name = op.get_bind().exec_driver_sql('SELECT current_schema()').scalar()\n"
      "op.create_table(f'audit_{len(name)}', sa.Column('id', sa.Integer))", "",
@@ -454,27 +456,31 @@ def test_two_runners_build_the_reference_once(tmp_path: Path, db_url: str) -> No
 
 
 def test_a_runner_killed_while_copying_leaves_nothing(tmp_path: Path, db_url: str) -> None:
-    project = _project(tmp_path, db_url)
+    query(db_url, "CREATE TABLE public.anchor (id int PRIMARY KEY)")
+    anchored = _revision(6, "op.create_table('anchored', sa.Column('anchor_id', sa.Integer, "
+                         "sa.ForeignKey('public.anchor.id')))")
+    project = _project(tmp_path, db_url, {**REVISIONS, **anchored})
     assert _add(project, "a")["svc_a"]["via"] == "reference"
-    [(_, reference, _)] = _references(db_url)
     env = {**{k: v for k, v in os.environ.items() if k not in ("TENANTS", "DATABASE_URI")},
            **project.env}
     with psycopg.connect(db_url) as blocker:
-        # The copy reads the reference's seeded rows after creating the tenant's tables:
-        # held here, it waits in the middle of its transaction.
-        blocker.execute(f"LOCK TABLE {reference}.roles IN ACCESS EXCLUSIVE MODE")
+        # The copy adds its foreign key to a shared table after creating the tenant's
+        # tables and rows: held here, it waits in the middle of its transaction. (A lock
+        # on the reference itself makes the copy step aside before it begins.)
+        blocker.execute("LOCK TABLE public.anchor IN ROW EXCLUSIVE MODE")
         runner = subprocess.Popen([script("fleet"), "tenants", "add", "k"], cwd=project.root,
                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while not query(db_url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = "
-                        "'Lock' AND query LIKE '%CREATE SCHEMA svc_k%'"):
+                        "'Lock' AND query LIKE '%svc_k.anchored%REFERENCES public.anchor%'"):
             assert time.monotonic() < deadline and runner.poll() is None
             time.sleep(0.1)
+        assert query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname = 'svc_k'") == []
         runner.send_signal(signal.SIGKILL)
         runner.communicate(timeout=30)
         blocker.rollback()
     deadline = time.monotonic() + 30
-    while query(db_url, "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%CREATE SCHEMA svc_k%'"
+    while query(db_url, "SELECT 1 FROM pg_stat_activity WHERE query LIKE '%svc_k%'"
                 " AND pid <> pg_backend_pid()"):
         assert time.monotonic() < deadline
         time.sleep(0.1)

@@ -11,7 +11,8 @@ these:
 * a revision whose SQL renders differently each time (a value computed in Python, such as
   ``uuid4()`` or ``datetime.now()``): each migrated tenant gets its own value, a copy would
   share the reference's;
-* a revision whose source names the schema it runs in, another schema, or the environment
+* a revision whose source names the schema it runs in (in any letter case, as SQL reads
+  it, or through the catalog's schema names), another schema, or the environment
   (:data:`TENANT_STATE`): what it does may depend on the tenant, or on when it runs;
 * a revision that says ``fleet_provision = False``.
 
@@ -39,8 +40,12 @@ _OTHER_SCHEMA = (r"(?i)\b(?:FROM|JOIN|INTO|UPDATE|TABLE|REFERENCES)\s+"
                  r"\"?[A-Za-z_]")
 
 TENANT_STATE: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("the schema it runs in (current_schema)", re.compile(r"current_schema")),
-    ("the search path", re.compile(r"search_path")),
+    # SQL is case-insensitive: CURRENT_SCHEMA (the keyword, no parentheses), SEARCH_PATH.
+    ("the schema it runs in (current_schema)", re.compile(r"(?i)current_schema")),
+    ("the search path", re.compile(r"(?i)search_path")),
+    ("the schemas' names in the catalog (pg_namespace, information_schema's table_schema)",
+     re.compile(r"(?i)\b(?:pg_namespace|regnamespace|relnamespace|typnamespace|pronamespace"
+                r"|connamespace|nspname|schemaname|table_schema|pg_my_temp_schema)\b")),
     ("the version table's schema", re.compile(r"version_table_schema")),
     ("the helper's attributes (fleet_schema)", re.compile(r"fleet_schema|\.attributes\b")),
     ("ALEMBIC_SCHEMA or -x arguments", re.compile(r"ALEMBIC_SCHEMA|x_argument")),

@@ -35,14 +35,18 @@ the reason, and every new tenant of that history is migrated): a revision whose 
 that it may depend on the tenant or on state outside its schema, or whose SQL renders
 differently each time (:mod:`alembic_fleet.alembic_bridge.independence`); and what only
 running it shows: the two builds differ (a value the database computes when the revision
-runs: ``now()``, ``random()``, ``gen_random_uuid()``; a name derived from the schema), a row
-of the reference holds its schema's name, or an extension was installed into the reference.
+runs: ``random()``, ``gen_random_uuid()``, a time that is not the build transaction's; a name
+derived from the schema), a row of the reference holds its schema's name, an extension was
+installed into the reference, or row-level security hides some of its rows from the user
+that copies. ``now()`` as each build stored it is the one value written anew: the copy
+writes its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import re
 import subprocess
 from collections.abc import Sequence
@@ -50,7 +54,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet import __version__, drivers
@@ -126,6 +130,68 @@ def local_ddl(dump: str) -> str:
     return "\n".join(out).strip() + "\n"
 
 
+def other_owners(ddl: str, builder: str) -> str:
+    """``ddl`` without the ``ALTER ... OWNER TO builder`` lines: what the user that built
+    the reference owns, the copying user owns (as a migration run by it would), but an
+    object a revision gave to another role (``ALTER TABLE ... OWNER TO app``, or made under
+    ``SET ROLE``) is given to that role in the copy too."""
+    owner = re.compile(rf"^ALTER [A-Z ]+ .* OWNER TO "
+                       rf"(?:{re.escape(builder)}|{re.escape(quote_ident(builder))});$")
+    return "\n".join(line for line in ddl.splitlines() if not owner.match(line)) + "\n"
+
+
+_TOKENS = re.compile(r"""(\$\w*\$).*?\1|'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*""", re.DOTALL)
+"""What in pg_dump's output is not SQL read as names: a dollar-quoted string (a function's
+body), a string literal, a quoted identifier, a comment."""
+
+
+def _unwritable(schema: str, written: str, reference: Reference) -> str | None:
+    """Why the reference's name cannot be replaced by ``written`` (``schema`` as the
+    server's ``quote_ident`` writes it) as text, or None.
+
+    pg_dump writes the reference's name as an identifier (``name.users``), inside string
+    literals (``nextval('name.seq'::regclass)``), in its ``-- ...; Schema: name`` comments,
+    and wherever a revision wrote the schema's name as text (a comment, a function's body):
+    a quote would end the literal, a line break the comment (either would run the rest of
+    the name as SQL). And where a revision wrote the name as text, a migration wrote it as
+    ``current_schema()`` gives it, not quoted as an identifier: a name that needs quoting
+    cannot be written there (and comments and bodies are not in the catalog's fingerprint,
+    so the copy's check would not see it)."""
+    if any(c in schema for c in "'\n\r"):
+        return ("its schema name holds a quote or a line break, which the reference's DDL "
+                "cannot take as text in its string literals and comments")
+    for ddl in (reference.pre, reference.post):
+        for token in _TOKENS.finditer(ddl):
+            found = token.group(0)
+            if reference.schema not in found or found.startswith(("--", '"')):
+                continue
+            qualified = (re.fullmatch(rf"'{re.escape(reference.schema)}\.[^']*'", found)
+                         and ddl.startswith("::regclass", token.end()))
+            if written != schema and not qualified:
+                return ("the history writes its schema's name as text (in a comment, a "
+                        f"string or a function's body: {_excerpt(found)}), where a migration "
+                        f"writes {schema} unquoted: a copy would write {written}")
+            if "$" in schema and found.startswith("$"):
+                return ("its schema name holds a dollar sign, and a function's body of the "
+                        "reference's DDL holds the reference's name")
+    return None
+
+
+def _excerpt(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_ENTRY = re.compile(r"^--\n-- Name: ", re.MULTILINE)
+"""Where pg_dump begins the comment above each object's DDL."""
+_COMMENTS = re.compile(r"^(?:--[^\n]*)?\n", re.MULTILINE)
+
+
+def _entries(ddl: str) -> list[str]:
+    """pg_dump's output cut before each object's comment (the header's settings first)."""
+    starts = [0, *(match.start() for match in _ENTRY.finditer(ddl)), len(ddl)]
+    return [ddl[a:b] for a, b in itertools.pairwise(starts) if ddl[a:b].strip()]
+
+
 _PLACEHOLDER = "\x00SCHEMA\x00"
 
 
@@ -153,12 +219,14 @@ def _literal(value: str) -> str:
 
 _TABLES = text("""
     SELECT c.relname, c.relkind = 'r' AS only_this,
-           array_agg(quote_ident(a.attname) ORDER BY a.attnum) AS columns,
-           array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
+           coalesce(array_agg(quote_ident(a.attname) ORDER BY a.attnum)
+                    FILTER (WHERE a.attname IS NOT NULL), '{}') AS columns,
+           coalesce(array_agg(pg_catalog.format_type(a.atttypid, a.atttypmod)
+                              ORDER BY a.attnum) FILTER (WHERE a.attname IS NOT NULL), '{}')
                AS types
     FROM pg_catalog.pg_class AS c
     JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-    JOIN pg_catalog.pg_attribute AS a
+    LEFT JOIN pg_catalog.pg_attribute AS a
       ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
     WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND NOT c.relispartition
       AND c.relname <> :version_table
@@ -167,17 +235,21 @@ _TABLES = text("""
 """)
 """Every table of a schema that rows can be inserted into (a partitioned table's rows are
 copied through its root), with the columns a copy names (all but generated ones) and their
-types. Run with an empty search path, so that the schema's own types show qualified
-(``fleet_ref_0a1b2c3d.mood``)."""
+types (none: a table without columns still holds rows). Run with an empty search path, so
+that the schema's own types show qualified (``fleet_ref_0a1b2c3d.mood``)."""
 
 _TEXT_SETTINGS = ("SELECT pg_catalog.set_config('DateStyle', 'ISO, MDY', true), "
                   "pg_catalog.set_config('TimeZone', 'UTC', true), "
                   "pg_catalog.set_config('IntervalStyle', 'postgres', true), "
                   "pg_catalog.set_config('extra_float_digits', '1', true), "
-                  "pg_catalog.set_config('bytea_output', 'hex', true)")
-"""Values as text the same way in every session that compares them (digests of rows)."""
+                  "pg_catalog.set_config('bytea_output', 'hex', true), "
+                  "pg_catalog.set_config('row_security', 'off', true)")
+"""Values as text the same way in every session that compares them (digests of rows), and
+every row read: with ``row_security`` off, a row-level security policy that would hide rows
+from the reading user (a table that forces it on its owner) raises an error instead."""
 
-_TIMES = ("timestamp with time zone", "timestamp without time zone")
+_TIMES = re.compile(r"timestamp(?:\(\d\))? with(?:out)? time zone")
+"""A timestamp column's type, as ``format_type`` writes it (with its precision, if any)."""
 
 _SEQUENCES = text("""
     SELECT c.relname FROM pg_catalog.pg_class AS c
@@ -325,13 +397,54 @@ def _rows_query(schema: str, tables: Sequence[Table], name: str | None) -> str:
     return " UNION ALL ".join(parts)
 
 
-def _build_times(connection: Any, schema: str, witness: str, table: Table
-                 ) -> tuple[tuple[str, str], ...] | None:
-    """Whether the rows of ``table`` differ between the two builds only by the time of the
-    transaction that built each (a timestamp column, one value in each build where the
-    other has another): those columns and the reference's value, else None."""
+_BUILT_AT = """
+    SELECT CAST(:value AS {type}) = ANY (
+        SELECT CAST(CAST(t AS {base}) AS {type})
+        FROM unnest(CAST(:times AS text[])) AS t)
+"""
+"""Whether ``value`` is one of the times of the transactions that built a schema (as the
+column stored ``now()``: cast to its type, so that ``timestamp(0)`` rounds the same)."""
+
+_NOW = ("SELECT pg_catalog.to_char(now() AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "
+        "pg_catalog.to_char(LOCALTIMESTAMP, 'YYYY-MM-DD\"T\"HH24:MI:SS.US')")
+"""The time of the transaction about to commit, as ``timestamptz`` and as the session's
+local ``timestamp`` (what ``now()`` stores in each kind of column), whatever the session's
+settings."""
+
+
+BuildTimes = dict[str, list[tuple[str, str]]]
+"""Per built schema: the times of the transactions that built it (see :data:`_NOW`)."""
+
+
+_DATE = "date"
+
+
+def _timely(type_: str) -> bool:
+    """Whether a column of this type can hold ``now()`` as stored (a timestamp of any
+    precision, a date)."""
+    return type_ == _DATE or bool(_TIMES.fullmatch(type_))
+
+
+def _build_times(connection: Any, schema: str, witness: str, table: Table,
+                 built_at: BuildTimes) -> tuple[tuple[str, str], ...] | None:
+    """The columns of ``table`` that hold the time of the transaction that built each
+    build (``now()`` as the column stores it), with the reference's value; None when the
+    two builds' rows differ otherwise.
+
+    A column whose values differ between the two builds must hold one value in each, each
+    the time of a transaction of its own build: a time that differs but is not theirs
+    (``now() + interval '14 days'``, ``clock_timestamp()``) is no build time, and a copy
+    writing its own ``now()`` there would not be what a migration writes. A column of
+    coarse precision (``timestamp(0)``, ``date``) may hold the same value in both builds,
+    made a fraction of a second apart: a value that is the build's time as the column
+    stores it is taken as ``now()`` too (one such value per column), or every copy would
+    carry the reference's build time."""
+    if not table.columns:  # a table without columns: its builds differ by their counts
+        return None
     source = f"{'ONLY ' if table.only else ''}{{}}.{quote_ident(table.name)}"
     ours, theirs = source.format(quote_ident(schema)), source.format(quote_ident(witness))
+    types = dict(zip(table.columns, table.types, strict=True))
     parts = []
     for column in table.columns:
         one = f"SELECT CAST({column} AS text) FROM {ours}"
@@ -342,15 +455,43 @@ def _build_times(connection: Any, schema: str, witness: str, table: Table
     with connection.begin():
         connection.exec_driver_sql(_TEXT_SETTINGS)
         rows = connection.exec_driver_sql(" UNION ALL ".join(parts)).all()
-    types = dict(zip(table.columns, table.types, strict=True))
+
+    def times(built: str, type_: str) -> list[str]:
+        local = type_ == _DATE or "without" in type_
+        return [t[1] if local else t[0] for t in built_at.get(built, ())]
+
+    def base(type_: str) -> str:
+        return "timestamp" if type_ == _DATE or "without" in type_ else "timestamptz"
+
     found = []
     for column, mine, other in rows:
-        if not mine and not other:
-            continue
-        if types[column] not in _TIMES or len(mine or ()) != 1 or len(other or ()) != 1:
-            return None
-        found.append((column, mine[0]))
-    return tuple(found) or None
+        type_ = types[column]
+        if mine or other:
+            if not _timely(type_) or len(mine or ()) != 1 or len(other or ()) != 1:
+                return None
+            check = text(_BUILT_AT.format(type=type_, base=base(type_)))
+            for built, value in ((schema, mine[0]), (witness, other[0])):
+                with connection.begin():
+                    if not times(built, type_) or not connection.execute(
+                            check, {"value": value, "times": times(built, type_)}).scalar():
+                        return None
+            found.append((column, mine[0]))
+        elif _timely(type_) and times(schema, type_) and times(witness, type_):
+            built = (f"SELECT CAST(CAST(t AS {base(type_)}) AS {type_}) "
+                     "FROM unnest(CAST(:times AS text[])) AS t")
+            with connection.begin():
+                connection.exec_driver_sql(_TEXT_SETTINGS)
+                same = connection.execute(text(
+                    f"SELECT array_agg(DISTINCT CAST({column} AS text)) FROM {ours} "
+                    f"WHERE {column} = ANY ({built}) AND {column} = ANY ("
+                    f"{built.replace(':times', ':witness')})"),
+                    {"times": times(schema, type_),
+                     "witness": times(witness, type_)}).scalar()
+            if same and len(same) > 1:
+                return None
+            if same:
+                found.append((column, same[0]))
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -416,15 +557,20 @@ def _rows_differ(table: str) -> str:
 
 
 def compare_rows(connection: Any, schema: str, witness: str, version_table: str,
-                 ours: Snapshot, theirs: Snapshot) -> tuple[Snapshot, str | None]:
+                 ours: Snapshot, theirs: Snapshot, built_at: BuildTimes
+                 ) -> tuple[Snapshot, str | None]:
     """The reference's snapshot with its build-time columns known, and how the two
-    builds' rows differ otherwise (None: only by the time each was built)."""
+    builds' rows differ otherwise (None: only by the time each was built; ``built_at``:
+    see :func:`_build_times`)."""
     now = {}
     for table in ours.tables:
-        if theirs.digests.get(table.name) != ours.digests[table.name]:
-            found = _build_times(connection, schema, witness, table)
-            if found is None:
-                return ours, _rows_differ(table.name)
+        differ = theirs.digests.get(table.name) != ours.digests[table.name]
+        if not differ and not any(_timely(t) for t in table.types):
+            continue
+        found = _build_times(connection, schema, witness, table, built_at)
+        if found is None:
+            return ours, _rows_differ(table.name)
+        if found:
             now[table.name] = found
     if not now:
         return ours, None
@@ -685,27 +831,76 @@ class Provisioner:
     def _make(self, connection: Any, scripts: ServiceScripts, database: Database,
               heads: Sequence[str], key: str, destination: str) -> Reference | str:
         """Build the reference and its witness, compare them, capture the DDL, record the
-        outcome. A string starting with ``!`` is a failure that is not recorded."""
+        outcome. A string starting with ``!`` is a failure that is not recorded: then
+        neither schema is left behind (nothing would copy from them)."""
+        built = self._names(key)
+        try:
+            made = self._made(connection, scripts, database, heads, key, destination)
+        except BaseException:
+            self._discard(connection, built)
+            raise
+        if isinstance(made, str) and made.startswith("!"):
+            self._discard(connection, built)
+        return made
+
+    def _discard(self, connection: Any, schemas: Sequence[str]) -> None:
+        """Drop schemas a failed build made (best effort: the next build drops what is
+        left, see :meth:`_made`)."""
+        with contextlib.suppress(Exception):
+            connection.rollback()
+        for schema in schemas:
+            with contextlib.suppress(Exception):
+                self._drop(connection, schema)
+
+    def _made(self, connection: Any, scripts: ServiceScripts, database: Database,
+              heads: Sequence[str], key: str, destination: str) -> Reference | str:
         assert self.run_ledger is not None
         ledger = self.run_ledger.ledger
         service = scripts.service
         schema, witness = self._names(key)
+        try:  # before two migrations are spent: without pg_dump nothing can be captured
+            server = int(connection.exec_driver_sql("SHOW server_version_num").scalar()) \
+                // 10000
+            builder = str(connection.exec_driver_sql("SELECT current_user").scalar())
+            connection.rollback()
+            program = find_pg_dump(self.databases, server, purpose='provision = "reference"')
+        except FleetError as exc:
+            return f"!{exc.message}"
+        built_at: BuildTimes = {}
         for built in (schema, witness):
-            failure = self._migrate(scripts, database, built, heads, destination)
+            # What a killed build left (no row records it, its lock is ours): not used,
+            # so that each build is one whole migration whose transactions are seen.
+            if not self._drop(connection, built):
+                return f"!{built} is left from an earlier build and cannot be dropped"
+            built_at[built] = []
+            failure = self._migrate(scripts, database, built, heads, destination,
+                                    built_at[built])
             if failure is not None:
                 return f"!building the reference schema failed: {failure}"
         try:
-            server = int(connection.exec_driver_sql("SHOW server_version_num").scalar()) \
-                // 10000
-            connection.rollback()
-            program = find_pg_dump(self.databases, server, purpose='provision = "reference"')
             pre, post, witness_pre, witness_post = self._dumps(
-                database, program, [(schema, "pre-data"), (schema, "post-data"),
-                                    (witness, "pre-data"), (witness, "post-data")])
-            ours = snapshot(connection, schema, service.version_table)
-            theirs = snapshot(connection, witness, service.version_table)
+                database, program, builder, [(schema, "pre-data"), (schema, "post-data"),
+                                             (witness, "pre-data"), (witness, "post-data")])
         except FleetError as exc:
             return f"!{exc.message}"
+        try:
+            ours = snapshot(connection, schema, service.version_table)
+            theirs = snapshot(connection, witness, service.version_table)
+        except DBAPIError as exc:
+            if drivers.sqlstate(exc) != "42501":
+                raise
+            with contextlib.suppress(Exception):
+                connection.rollback()
+            # Row-level security would hide rows from the user that copies (read with
+            # row_security off, see _TEXT_SETTINGS): a copy would lose them silently.
+            refusal = ("row-level security keeps the user that copies from reading every "
+                       f"row of the reference: {_reason(exc)}")
+            with connection.begin():
+                ledger.record_reference(connection, service.name, key, heads, None, None,
+                                        refusal)
+            self._drop(connection, witness)
+            self._drop(connection, schema)
+            return refusal
         refusal = None
         if ours.extensions:
             refusal = (f"the history installs extension {', '.join(ours.extensions)} into "
@@ -720,7 +915,8 @@ class Provisioner:
                           else differences(ours, theirs))
             if difference is None:
                 ours, difference = compare_rows(connection, schema, witness,
-                                                service.version_table, ours, theirs)
+                                                service.version_table, ours, theirs,
+                                                built_at)
             if difference:
                 refusal = f"building the history twice gave different schemas: {difference}"
         reference = Reference(schema, pre, post, ours.tables, ours.sequences, ours.fingerprint,
@@ -736,8 +932,10 @@ class Provisioner:
         return reference
 
     def _migrate(self, scripts: ServiceScripts, database: Database, schema: str,
-                 heads: Sequence[str], destination: str) -> str | None:
-        """Migrate ``schema`` as a target (the ordinary path); None, or why it failed."""
+                 heads: Sequence[str], destination: str, times: list[tuple[str, str]]
+                 ) -> str | None:
+        """Migrate ``schema`` as a target (the ordinary path); None, or why it failed.
+        ``times``: gets the time of each transaction the migration commits."""
         from alembic_fleet.execution.target_migration import TargetMigrator
 
         service = scripts.service
@@ -747,25 +945,45 @@ class Provisioner:
                               TargetState.MISSING)
         builder = TargetMigrator(self.databases, {service.name: scripts},
                                  {service.name: destination}, self.policy, None)
+
+        def committing(conn: Any) -> None:
+            cursor = conn.connection.dbapi_connection.cursor()
+            try:
+                cursor.execute(_NOW)
+                row = cursor.fetchone()
+                times.append((str(row[0]), str(row[1])))
+            finally:
+                cursor.close()
+
         try:
-            result = builder(Step(status, True))
+            connection = builder._connection(database)
+            event.listen(connection, "commit", committing)
+            try:
+                result = builder(Step(status, True))
+            finally:
+                with contextlib.suppress(Exception):
+                    event.remove(connection, "commit", committing)
+        except Exception as exc:  # e.g. the database is unreachable
+            return _reason(exc)
         finally:
             builder.close()
         return result.error if result.outcome is Outcome.FAILED else None
 
-    def _dumps(self, database: Database, program: str,
+    def _dumps(self, database: Database, program: str, builder: str,
                wanted: Sequence[tuple[str, str]]) -> list[str]:
-        """``pg_dump --section=SECTION --schema=SCHEMA`` of each pair, run at once."""
+        """``pg_dump --section=SECTION --schema=SCHEMA`` of each pair, run at once, with the
+        owners other than ``builder`` (the user that built them) kept (see
+        :func:`other_owners`)."""
 
         def dump(pair: tuple[str, str]) -> str:
             schema, section = pair
             argv, env = pg_dump_command(
                 self.databases, database, program,
-                ["--no-owner", f"--section={section}", "--schema", quote_ident(schema)])
+                [f"--section={section}", "--schema", quote_ident(schema)])
             done = subprocess.run(argv, capture_output=True, text=True, env=env)
             if done.returncode != 0:
                 raise FleetError(f"pg_dump of {schema} failed: {scrub(done.stderr.strip())}")
-            return local_ddl(done.stdout)
+            return other_owners(local_ddl(done.stdout), builder)
 
         with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
             return list(pool.map(dump, wanted))
@@ -852,12 +1070,18 @@ class Provisioner:
         service = scripts.service
         graph = scripts.graph
         name = self._quoted(connection, target.database, target.schema)
+        unwritable = _unwritable(target.schema, name, reference)
+        if unwritable is not None:
+            raise _Mismatch(unwritable)
         source = quote_ident(reference.schema)
         version = f"{quote_ident(target.schema)}.{quote_ident(service.version_table)}"
-        statements = [reference.pre.replace(reference.schema, name)]
+        # Every row of the reference, or an error (see _TEXT_SETTINGS), as pg_restore does.
+        statements = ["SET LOCAL row_security = off;",
+                      reference.pre.replace(reference.schema, name)]
         for table in reference.tables:
+            columns = f" ({', '.join(table.columns)})" if table.columns else ""
             statements.append(
-                f"INSERT INTO {name}.{quote_ident(table.name)} ({', '.join(table.columns)}) "
+                f"INSERT INTO {name}.{quote_ident(table.name)}{columns} "
                 f"OVERRIDING SYSTEM VALUE SELECT {table.selected(reference.schema, name)} "
                 f"FROM {'ONLY ' if table.only else ''}{source}.{quote_ident(table.name)};")
         if reference.sequences:
@@ -865,14 +1089,43 @@ class Provisioner:
                 f"pg_catalog.setval({_literal(f'{name}.{quote_ident(seq)}')}, {value}, "
                 f"{'true' if called else 'false'})"
                 for seq, value, called in reference.sequences) + ";")
-        statements.append(reference.post.replace(reference.schema, name))
-        statements.append(f"INSERT INTO {version} (version_num) VALUES "
-                          + ", ".join(f"({_literal(h)})" for h in sorted(status.head)) + ";")
-        sql = "\n".join(statements)
+        # The post-data DDL in batches: an entry that locks a table of another schema (a
+        # foreign key to a shared table: SHARE ROW EXCLUSIVE, which the application's
+        # writes queue behind) runs alone, after the lock budget has set what is left of
+        # lock_timeout, as each statement of a migration does; the first such lock starts
+        # the budget.
+        batches: list[tuple[str, bool]] = [("\n".join(statements), False)]
+        elsewhere = re.compile(rf"\bREFERENCES\s+(?!{re.escape(name)}\.)")
+        for entry in _entries(reference.post.replace(reference.schema, name)):
+            if elsewhere.search(entry):
+                batches.append((entry, True))
+            elif batches[-1][1]:
+                batches.append((entry, False))
+            else:
+                batches[-1] = (batches[-1][0] + "\n" + entry, False)
+        batches.append((f"INSERT INTO {version} (version_num) VALUES "
+                        + ", ".join(f"({_literal(h)})" for h in sorted(status.head)) + ";",
+                        False))
         with connection.begin():
             cursor = connection.connection.dbapi_connection.cursor()
-            budget.before(cursor, sql)
-            cursor.execute(sql)
+            if reference.tables:
+                # The rows' source first: a lock someone holds on the reference (another
+                # runner dropping it, a VACUUM FULL) is not one a migration of this tenant
+                # would wait for, so the tenant is migrated instead of failed when it lasts.
+                try:
+                    cursor.execute("LOCK TABLE " + ", ".join(
+                        f"{source}.{quote_ident(t.name)}" for t in reference.tables)
+                        + " IN ACCESS SHARE MODE")
+                except Exception as exc:
+                    if drivers.sqlstate(exc) == "55P03":
+                        raise _Mismatch(f"a table of its reference {reference.schema} is "
+                                        "locked by another session for over lock_timeout"
+                                        ) from exc
+                    raise
+            for sql, locks_elsewhere in batches:
+                if locks_elsewhere:
+                    budget.before(cursor, _COMMENTS.sub("", sql))
+                cursor.execute(sql)
             self._verify(connection, target, reference, service.version_table)
             revisions = sorted(graph.ancestors(status.head))
             self.run_ledger.ledger.write_applied_many(
