@@ -619,10 +619,6 @@ def test_the_application_waits_behind_a_copy_no_longer_than_lock_timeout(tmp_pat
     assert waited and waited[0] < 2.7, (waited, out)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tenants.add_tenants runs with RunOptions() whose policy is Policy()'s defaults, not "
-    "policy_for(workspace): the configured lock_timeout, statement_timeout, lock_wait and "
-    "retries are ignored by 'fleet tenants add' (a fix in src/alembic_fleet/tenants.py)"))
 def test_tenants_add_copies_under_the_configured_lock_timeout(tmp_path: Path,
                                                                db_url: str) -> None:
     query(db_url, "CREATE TABLE public.zones (id int PRIMARY KEY)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 from sqlalchemy.exc import DBAPIError
 
@@ -48,7 +48,9 @@ class RunOptions:
 
     jobs: int | None = None
     fail_fast: bool = False
-    policy: Policy = field(default_factory=Policy)
+    policy: Policy | None = None
+    """None: the configuration's (:func:`policy_for`), as every command that migrates
+    without lock or timeout options of its own (``tenants add``, ``up``) must run."""
     command: str = "fleet migrate"
     allow_changed: bool = False
     canary: int = 0
@@ -86,6 +88,8 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     and an outcome whose ``end`` says so.
     """
     options = options or RunOptions()
+    if options.policy is None:
+        options = replace(options, policy=policy_for(workspace))
     started = options.started if options.started is not None else time.monotonic()
     reachable = [i for i, s in enumerate(plan.steps)
                  if s.target.database.key not in plan.unreachable]
