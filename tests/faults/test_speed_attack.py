@@ -158,3 +158,185 @@ def test_what_a_revision_leaves_in_the_session_is_gone_for_the_next_target(
     assert first[3:] == ("postgres", 0, 1, 0, 0, 0), seen
     for schema in ("svc_t1", "svc_t2", "svc_t3"):
         assert version(db_url, schema) == [_head(2)]
+
+
+def _positions(count: int, online: set[int]) -> list[str]:
+    """``count`` revisions building table ``t``; those in ``online`` read the database."""
+    bodies = []
+    for number in range(1, count + 1):
+        if number == 1:
+            body = ('op.create_table("t", sa.Column("id", sa.Integer, primary_key=True))\n'
+                    'op.execute("INSERT INTO t (id) VALUES (1), (2)")\n')
+        else:
+            body = f'op.add_column("t", sa.Column("c{number}", sa.Integer))\n'
+        if number in online:
+            body += (f'rows = op.get_bind().exec_driver_sql("SELECT count(*) FROM t").scalar()\n'
+                     f'op.create_table("seen_{number}", sa.Column("n", sa.Integer))\n'
+                     f'op.execute(f"INSERT INTO seen_{number} (n) VALUES ({{rows}})")\n')
+        bodies.append(body)
+    return bodies
+
+
+LAYOUTS = [{1}, {5}, {1, 2}, {4, 5}, {2, 4}, {1, 3, 5}]
+
+
+@pytest.mark.parametrize("online", LAYOUTS, ids=lambda s: "online-" + "-".join(map(str, sorted(s))))
+@pytest.mark.parametrize("broken", [1, 2, 3, 4, 5])
+def test_a_failure_anywhere_in_a_mixed_plan_names_its_revision_and_rolls_back(
+        tmp_path: Path, db_url: str, online: set[int], broken: int) -> None:
+    bodies = _positions(5, online)
+    bodies[broken - 1] += 'op.execute("SELECT 1/0")\n'
+    project = _project(tmp_path, db_url, bodies, tenants=1)
+    # A schema half way first, so the plan starts from a version row.
+    result = project.fleet("migrate", "--json")
+    target = _targets(result)["svc_t1"]
+    assert target["outcome"] == "failed"
+    assert target["error"].startswith(f"revision {_head(broken)}: "), target["error"]
+    assert "division by zero" in target["error"], target["error"]
+    assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname = 'svc_t1'")
+    assert not query(db_url, "SELECT 1 FROM fleet.applied_revisions")
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg2",
+                                    "postgresql+asyncpg"])
+@pytest.mark.parametrize("online", LAYOUTS, ids=lambda s: "online-" + "-".join(map(str, sorted(s))))
+def test_a_mixed_plan_on_every_driver_builds_what_plain_alembic_builds(
+        tmp_path: Path, db_url: str, online: set[int], scheme: str) -> None:
+    from tests.integration.test_sql_and_alembic import _dump
+
+    url = db_url.replace("postgresql://", scheme + "://", 1)
+    project = _project(tmp_path, db_url, _positions(5, online), tenants=2, url=url)
+    plain = project.alembic("svc", "upgrade", "head", env={"ALEMBIC_SCHEMA": "svc_plain"})
+    assert plain.returncode == 0, plain.stderr
+    middle = project.fleet("migrate", "--json", "--to", _head(3), "--tenant", "t2")
+    assert middle.returncode == 0, middle.stdout + middle.stderr
+    assert version(db_url, "svc_t2") == [_head(3)]
+    result = project.fleet("migrate", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    targets = _targets(result)
+    assert targets["svc_t1"]["via"] == "mixed"
+    reference = _dump(db_url, "svc_plain").replace("svc_plain", "SCHEMA")
+    for schema in ("svc_t1", "svc_t2"):
+        assert version(db_url, schema) == [_head(5)]
+        assert _dump(db_url, schema).replace(schema, "SCHEMA") == reference
+        for number in online:
+            assert query(db_url, f"SELECT n FROM {schema}.seen_{number}") == [(2,)]
+        assert query(db_url, "SELECT revision FROM fleet.applied_revisions "
+                     "WHERE schema_name = %s ORDER BY 1", (schema,)) == [
+            (_head(n),) for n in range(1, 6)]
+        assert query(db_url, "SELECT to_revisions FROM fleet.run_targets "
+                     "WHERE schema_name = %s ORDER BY finished_at DESC LIMIT 1", (schema,)) \
+            == [([_head(5)],)]
+
+
+FANCY_ENV = '''\
+import sqlalchemy as sa
+from alembic import context
+
+from alembic_fleet.env import run_migrations
+
+print("env.py of svc runs")
+metadata = sa.MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s"})
+
+
+def include_object(obj, name, type_, reflected, compare_to):
+    return not name.startswith("tmp_")
+
+
+context.config.set_main_option("fleet_attack", "1")
+run_migrations(target_metadata=metadata, include_object=include_object, compare_type=True)
+'''
+
+
+@pytest.mark.parametrize("online", [{1}, {2}, {3}, {1, 3}], ids=lambda s: "online-" + "-".join(map(str, sorted(s))))
+def test_a_mixed_plan_with_a_baseline_and_a_busy_env_py_builds_what_alembic_builds(
+        tmp_path: Path, db_url: str, online: set[int]) -> None:
+    from tests.integration.test_sql_and_alembic import _dump
+
+    bodies = [
+        'op.add_column("legacy", sa.Column("email", sa.Text))\n'
+        'op.create_unique_constraint(None, "legacy", ["email"])\n',
+        'op.create_table("t", sa.Column("id", sa.Integer), sa.Column("legacy_id", sa.Integer,'
+        ' sa.ForeignKey("legacy.id")), sa.PrimaryKeyConstraint("id"))\n'
+        'op.create_check_constraint("positive", "t", "id > 0")\n',
+        'op.create_index(None, "t", ["legacy_id"])\n'
+        'op.execute("INSERT INTO legacy (id, email) VALUES (7, \'x\')")\n',
+    ]
+    for number in online:
+        bodies[number - 1] += (
+            'n = op.get_bind().exec_driver_sql("SELECT count(*) FROM legacy").scalar()\n'
+            f'op.execute(f"COMMENT ON TABLE legacy IS \'seen {number}: {{n}}\'")\n')
+    project = _project(tmp_path, db_url, bodies, tenants=2, env_py=FANCY_ENV)
+    (project.root / "svc" / "baseline.sql").write_text(
+        "CREATE TABLE legacy (id integer PRIMARY KEY);\nINSERT INTO legacy VALUES (1);\n")
+    toml = project.root / "fleet.toml"
+    toml.write_text(toml.read_text() + 'baseline = "baseline.sql"\n')
+    plain = project.alembic("svc", "upgrade", "head", env={"ALEMBIC_SCHEMA": "svc_plain"})
+    assert plain.returncode == 0, plain.stderr
+    result = project.fleet("migrate", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    targets = _targets(result)
+    assert {t["via"] for t in targets.values()} == {"mixed"}
+    reference = _dump(db_url, "svc_plain").replace("svc_plain", "SCHEMA")
+    for schema in ("svc_t1", "svc_t2"):
+        assert version(db_url, schema) == [_head(3)]
+        assert _dump(db_url, schema).replace(schema, "SCHEMA") == reference
+        assert query(db_url, f"SELECT count(*) FROM {schema}.legacy") == [(2,)]
+
+
+@pytest.mark.parametrize("victim", ["worker", "runner"])
+def test_the_ledger_agrees_after_kills_during_mixed_plans(tmp_path: Path, db_url: str,
+                                                          victim: str) -> None:
+    """Kills at random moments while every target runs a mixed plan (revision 3 reads the
+    database): the ledger agrees with the version tables after each."""
+    import contextlib
+    import os
+    import random
+    import signal
+    import time
+
+    from tests.faults.conftest import HEAD, children, kill_group, shop_project, start_fleet
+    from tests.faults.test_ledger_agreement import _assert_ledger_agrees
+
+    rng = random.Random(f"mixed-{victim}")
+    tenants = 12
+    project = shop_project(tmp_path / "p", db_url, tenants, sleep=0.05)
+    third = project.root / "shop" / "migrations" / "versions" / "8000aaaa0003.py"
+    third.write_text(third.read_text().replace(
+        '    op.execute("SELECT pg_sleep(0.05)")',
+        '    op.get_bind().exec_driver_sql("SELECT pg_sleep(0.05)")'))
+    killed = 0
+    for _trial in range(5):
+        runner = start_fleet(project, "migrate", "--jobs", "2", "--json")
+        time.sleep(rng.uniform(0.4, 2.0))
+        if victim == "runner":
+            kill_group(runner)
+            killed += 1
+        else:
+            deadline = time.monotonic() + 10
+            while not children(runner.pid) and runner.poll() is None and (
+                    time.monotonic() < deadline):
+                time.sleep(0.05)
+            for pid in children(runner.pid)[:1]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+            runner.communicate(timeout=300)
+        _assert_ledger_agrees(db_url, tenants)
+        for i in rng.sample(range(tenants), 3):
+            query(db_url, f"DROP SCHEMA IF EXISTS shop_s{i:03d} CASCADE")
+            if query(db_url, "SELECT to_regclass('fleet.run_targets') IS NOT NULL")[0][0]:
+                query(db_url, "DELETE FROM fleet.applied_revisions WHERE schema_name = %s",
+                      (f"shop_s{i:03d}",))
+                query(db_url, "DELETE FROM fleet.run_targets WHERE schema_name = %s",
+                      (f"shop_s{i:03d}",))
+    assert killed > 0
+    rerun = project.fleet("migrate", "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert {t["via"] for t in json.loads(rerun.stdout)["targets"]
+            if t["outcome"] == "migrated"} <= {"mixed"}
+    assert all(version(db_url, f"shop_s{i:03d}") == [HEAD] for i in range(tenants))
+    _assert_ledger_agrees(db_url, tenants)
