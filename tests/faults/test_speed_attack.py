@@ -177,10 +177,14 @@ def _positions(count: int, online: set[int]) -> list[str]:
     return bodies
 
 
+def _online_id(online: set[int]) -> str:
+    return "online-" + "-".join(map(str, sorted(online)))
+
+
 LAYOUTS = [{1}, {5}, {1, 2}, {4, 5}, {2, 4}, {1, 3, 5}]
 
 
-@pytest.mark.parametrize("online", LAYOUTS, ids=lambda s: "online-" + "-".join(map(str, sorted(s))))
+@pytest.mark.parametrize("online", LAYOUTS, ids=_online_id)
 @pytest.mark.parametrize("broken", [1, 2, 3, 4, 5])
 def test_a_failure_anywhere_in_a_mixed_plan_names_its_revision_and_rolls_back(
         tmp_path: Path, db_url: str, online: set[int], broken: int) -> None:
@@ -199,7 +203,7 @@ def test_a_failure_anywhere_in_a_mixed_plan_names_its_revision_and_rolls_back(
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg2",
                                     "postgresql+asyncpg"])
-@pytest.mark.parametrize("online", LAYOUTS, ids=lambda s: "online-" + "-".join(map(str, sorted(s))))
+@pytest.mark.parametrize("online", LAYOUTS, ids=_online_id)
 def test_a_mixed_plan_on_every_driver_builds_what_plain_alembic_builds(
         tmp_path: Path, db_url: str, online: set[int], scheme: str) -> None:
     from tests.integration.test_sql_and_alembic import _dump
@@ -251,7 +255,7 @@ run_migrations(target_metadata=metadata, include_object=include_object, compare_
 '''
 
 
-@pytest.mark.parametrize("online", [{1}, {2}, {3}, {1, 3}], ids=lambda s: "online-" + "-".join(map(str, sorted(s))))
+@pytest.mark.parametrize("online", [{1}, {2}, {3}, {1, 3}], ids=_online_id)
 def test_a_mixed_plan_with_a_baseline_and_a_busy_env_py_builds_what_alembic_builds(
         tmp_path: Path, db_url: str, online: set[int]) -> None:
     from tests.integration.test_sql_and_alembic import _dump
@@ -340,3 +344,91 @@ def test_the_ledger_agrees_after_kills_during_mixed_plans(tmp_path: Path, db_url
             if t["outcome"] == "migrated"} <= {"mixed"}
     assert all(version(db_url, f"shop_s{i:03d}") == [HEAD] for i in range(tenants))
     _assert_ledger_agrees(db_url, tenants)
+
+
+@pytest.mark.parametrize("env_py", [ENV, ENV.replace(
+    "run_migrations()", "run_migrations(transaction_per_migration=True)")],
+    ids=["one-transaction", "per-migration"])
+def test_downgrade_and_upgrade_again_keep_one_checksum_row_per_applied_revision(
+        tmp_path: Path, db_url: str, env_py: str) -> None:
+    bodies = _positions(4, {3})
+    project = _project(tmp_path, db_url, bodies, tenants=1, env_py=env_py)
+    for index in range(4):  # downgrades that drop what the upgrades made
+        bodies_path = project.root / "svc" / "migrations" / "versions" / \
+            f"9100aaaa{index + 1:04d}_r.py"
+        drop = ('op.drop_table("t")' if index == 0 else
+                f'op.drop_column("t", "c{index + 1}")')
+        if index + 1 == 3:
+            drop = 'op.drop_table("seen_3")\n    ' + drop
+        bodies_path.write_text(bodies_path.read_text().replace(
+            "def downgrade():\n    pass", f"def downgrade():\n    {drop}"))
+
+    def applied() -> list[str]:
+        return [r[0] for r in query(db_url, "SELECT revision FROM fleet.applied_revisions "
+                                    "WHERE schema_name = 'svc_t1' ORDER BY 1")]
+
+    assert project.fleet("migrate", "--json").returncode == 0
+    assert applied() == [_head(n) for n in range(1, 5)]
+    down = project.fleet("downgrade", "svc", "-3", "--tenant", "t1", "--yes", "--json")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert version(db_url, "svc_t1") == [_head(1)]
+    assert applied() == [_head(1)]
+    again = project.fleet("migrate", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert version(db_url, "svc_t1") == [_head(4)]
+    assert applied() == [_head(n) for n in range(1, 5)]
+    down = project.fleet("downgrade", "svc", "base", "--tenant", "t1", "--yes", "--json")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert applied() == []
+
+
+AUTOCOMMIT = [
+    'op.create_table("t", sa.Column("id", sa.Integer, primary_key=True))\n',
+    'with op.get_context().autocommit_block():\n'
+    '    op.execute("CREATE INDEX CONCURRENTLY ix_t_id ON t (id)")\n',
+    'op.add_column("t", sa.Column("c", sa.Integer))\n'
+    'if os.environ.get("ATTACK_FAIL"):\n'
+    '    op.execute("SELECT 1/0")\n'
+    'if os.environ.get("ATTACK_SLEEP"):\n'
+    '    op.execute("SELECT pg_sleep(30)")\n',
+]
+
+
+def _applied(db_url: str, schema: str) -> list[str]:
+    return [r[0] for r in query(db_url, "SELECT revision FROM fleet.applied_revisions "
+                                "WHERE schema_name = %s ORDER BY 1", (schema,))]
+
+
+def test_revisions_committed_by_an_autocommit_block_keep_their_checksum_rows(
+        tmp_path: Path, db_url: str) -> None:
+    """An autocommit_block commits the revisions before it (Alembic commits the
+    transaction first): their checksum rows must be in that commit, not gathered for a
+    final commit that a later failing revision never reaches."""
+    project = _project(tmp_path, db_url, AUTOCOMMIT, tenants=1)
+    result = project.fleet("migrate", "--json", env={"ATTACK_FAIL": "1"})
+    target = _targets(result)["svc_t1"]
+    assert target["outcome"] == "failed" and "division by zero" in target["error"], target
+    assert version(db_url, "svc_t1") == [_head(1)]
+    assert _applied(db_url, "svc_t1") == [_head(1)]
+    again = project.fleet("migrate", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert version(db_url, "svc_t1") == [_head(3)]
+    assert _applied(db_url, "svc_t1") == [_head(1), _head(2), _head(3)]
+
+
+def test_a_runner_killed_after_an_autocommit_block_leaves_the_ledger_agreeing(
+        tmp_path: Path, db_url: str) -> None:
+    import time
+
+    from tests.faults.conftest import kill_group, start_fleet
+
+    project = _project(tmp_path, db_url, AUTOCOMMIT, tenants=1)
+    runner = start_fleet(project, "migrate", "--json", env={"ATTACK_SLEEP": "1"})
+    deadline = time.monotonic() + 60
+    while not query(db_url, "SELECT 1 FROM pg_stat_activity WHERE datname = "
+                    "current_database() AND query LIKE 'SELECT pg_sleep(30)%%'"):
+        assert time.monotonic() < deadline and runner.poll() is None
+        time.sleep(0.1)
+    kill_group(runner)
+    assert version(db_url, "svc_t1") == [_head(1)]
+    assert _applied(db_url, "svc_t1") == [_head(1)]
