@@ -385,7 +385,7 @@ def test_downgrade_and_upgrade_again_keep_one_checksum_row_per_applied_revision(
 AUTOCOMMIT = [
     'op.create_table("t", sa.Column("id", sa.Integer, primary_key=True))\n',
     'with op.get_context().autocommit_block():\n'
-    '    op.execute("CREATE INDEX CONCURRENTLY ix_t_id ON t (id)")\n',
+    '    op.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_t_id ON t (id)")\n',
     'op.add_column("t", sa.Column("c", sa.Integer))\n'
     'if os.environ.get("ATTACK_FAIL"):\n'
     '    op.execute("SELECT 1/0")\n'
