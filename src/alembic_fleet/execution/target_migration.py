@@ -256,11 +256,17 @@ class TargetMigrator:
             budget = LockBudget(self.policy.lock_timeout)
             event.listen(connection, "before_cursor_execute", budget.before_cursor_execute)
             event.listen(connection, "commit", budget.on_commit)
+            if listener is not None:
+                event.listen(connection, "commit", listener.on_commit)
+                event.listen(connection, "rollback", listener.on_rollback)
             try:
                 via = self._migrate(connection, scripts, target, status, listener, budget)
             finally:
                 event.remove(connection, "before_cursor_execute", budget.before_cursor_execute)
                 event.remove(connection, "commit", budget.on_commit)
+                if listener is not None:
+                    event.remove(connection, "commit", listener.on_commit)
+                    event.remove(connection, "rollback", listener.on_rollback)
             # Whatever is still uncommitted now was not committed by the migration (a
             # revision that called commit() left the rest in a new transaction): drop it,
             # then report what the database holds.
