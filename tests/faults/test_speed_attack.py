@@ -432,3 +432,50 @@ def test_a_runner_killed_after_an_autocommit_block_leaves_the_ledger_agreeing(
     kill_group(runner)
     assert version(db_url, "svc_t1") == [_head(1)]
     assert _applied(db_url, "svc_t1") == [_head(1)]
+
+
+def test_two_runners_racing_on_mixed_plans_migrate_each_target_once(
+        tmp_path: Path, db_url: str) -> None:
+    """Each target's lock goes with the one-string session reset: the second runner takes
+    the targets the first is done with at once, never migrates one twice, and the ledger
+    has one checksum row per revision."""
+    from tests.faults.conftest import start_fleet
+
+    bodies = _positions(4, {2})
+    bodies[2] += 'op.execute("SELECT pg_sleep(0.2)")\n'
+    project = _project(tmp_path, db_url, bodies, tenants=8,
+                       extra="lock_wait = 30\n")
+    runners = [start_fleet(project, "migrate", "--json", "--jobs", "2") for _ in range(2)]
+    outs = [runner.communicate(timeout=240) for runner in runners]
+    assert [runner.returncode for runner in runners] == [0, 0], outs
+    outcomes: dict[str, list[str]] = {}
+    for out, _err in outs:
+        for target in json.loads(out)["targets"]:
+            outcomes.setdefault(target["schema"], []).append(target["outcome"])
+    for schema, seen in outcomes.items():
+        assert sorted(seen) == ["migrated", "skipped"], (schema, seen)
+        assert version(db_url, schema) == [_head(4)]
+        assert _applied(db_url, schema) == [_head(n) for n in range(1, 5)]
+        assert query(db_url, f"SELECT n FROM {schema}.seen_2") == [(2,)]
+    assert not query(db_url, "SELECT 1 FROM pg_locks l JOIN pg_database d ON d.oid = "
+                     "l.database WHERE l.locktype = 'advisory' AND d.datname = "
+                     "current_database()")
+
+
+def test_without_a_ledger_a_mixed_plan_reads_where_it_ended(tmp_path: Path,
+                                                              db_url: str) -> None:
+    """With ``ledger = false`` there is no in-transaction read to trust: the version table
+    is read after the commit, and a failed target still reports where it stayed."""
+    bodies = _positions(4, {2})
+    bodies[3] += 'if os.environ.get("ATTACK_FAIL"):\n    op.execute("SELECT 1/0")\n'
+    project = _project(tmp_path, db_url, bodies, tenants=2, extra="ledger = false\n")
+    failed = project.fleet("migrate", "--json", "--tenant", "t1", env={"ATTACK_FAIL": "1"})
+    target = _targets(failed)["svc_t1"]
+    assert target["outcome"] == "failed" and target["error"].startswith(
+        f"revision {_head(4)}: "), target
+    result = project.fleet("migrate", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for target in _targets(result).values():
+        assert target["via"] == "mixed" and target["to"] == [_head(4)], target
+    assert version(db_url, "svc_t1") == version(db_url, "svc_t2") == [_head(4)]
+    assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname = 'fleet'")
