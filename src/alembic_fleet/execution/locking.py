@@ -90,7 +90,12 @@ ASYNCPG_RESET = tuple(statement for statement in RESET if statement != "DEALLOCA
 """The reset for asyncpg, one statement at a time (its prepared statements refuse several in
 one string): it keeps server-side prepared statements of its own in a client cache that
 ``DEALLOCATE ALL`` would leave pointing at nothing (every later statement on the connection
-would fail)."""
+would fail). The statements a revision prepared with SQL ``PREPARE`` go one by one
+(:data:`SQL_PREPARED`): asyncpg's own are prepared through the protocol, never by SQL."""
+
+SQL_PREPARED = "SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql"
+"""The prepared statements a session made with SQL ``PREPARE`` (a revision's, not a
+driver's)."""
 
 
 def reset_and_configure_sql(settings: dict[str, str]) -> str:

@@ -35,6 +35,7 @@ from alembic_fleet.execution.diagnosis import hint_for
 from alembic_fleet.execution.lock_budget import LockBudget
 from alembic_fleet.execution.locking import (
     ASYNCPG_RESET,
+    SQL_PREPARED,
     configure_session,
     lock_key,
     milliseconds,
@@ -46,6 +47,7 @@ from alembic_fleet.execution.locking import (
 from alembic_fleet.execution.provision import VIA, Provisioner
 from alembic_fleet.execution.retry import Backoff, transient_reason
 from alembic_fleet.ledger.target_ledger import RunLedger, TargetLedger
+from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.status import (
     Outcome,
     Step,
@@ -254,11 +256,17 @@ class TargetMigrator:
             budget = LockBudget(self.policy.lock_timeout)
             event.listen(connection, "before_cursor_execute", budget.before_cursor_execute)
             event.listen(connection, "commit", budget.on_commit)
+            if listener is not None:
+                event.listen(connection, "commit", listener.on_commit)
+                event.listen(connection, "rollback", listener.on_rollback)
             try:
                 via = self._migrate(connection, scripts, target, status, listener, budget)
             finally:
                 event.remove(connection, "before_cursor_execute", budget.before_cursor_execute)
                 event.remove(connection, "commit", budget.on_commit)
+                if listener is not None:
+                    event.remove(connection, "commit", listener.on_commit)
+                    event.remove(connection, "rollback", listener.on_rollback)
             # Whatever is still uncommitted now was not committed by the migration (a
             # revision that called commit() left the rest in a new transaction): drop it,
             # then report what the database holds.
@@ -415,6 +423,9 @@ class TargetMigrator:
                     if asynchronous:
                         for statement in ASYNCPG_RESET:
                             cursor.execute(statement)
+                        cursor.execute(SQL_PREPARED)
+                        for (name,) in cursor.fetchall():
+                            cursor.execute(f"DEALLOCATE {quote_ident(name)}")
                     else:
                         cursor.execute(reset_and_configure_sql(session_settings(
                             connection, lock_timeout=self.policy.lock_timeout,

@@ -5,8 +5,10 @@ we. The Alembic gateway calls a :class:`TargetLedger` while the target's transac
 open: each applied (or downgraded) revision as Alembic applies it, and the target's run row
 just before the commit. The revisions' checksum rows are gathered and written in one
 statement with the target's row (one round trip per revision was a fifth of a target's time
-on a long history). The rows therefore commit or roll back with the migration, whatever dies
-when: a committed migration has its rows, a rolled-back one none.
+on a long history), or with whatever commits the transaction earlier (an
+``autocommit_block()``; see :meth:`TargetLedger.on_commit`). The rows therefore commit or
+roll back with the revisions they record, whatever dies when: a committed migration has its
+rows, a rolled-back one none.
 
 Paths that cannot write inside the transaction (a legacy ``env.py`` run as a subprocess,
 ``transaction_per_migration``) write the target row right after the commit: a worker killed
@@ -112,6 +114,19 @@ class TargetLedger:
         self._flush(connection)  # in order: a revision applied, then removed, is gone
         self.run.ledger.forget_applied(connection, self.target.service, self.target.schema,
                                        revision)
+
+    def on_commit(self, connection: Any) -> None:
+        """Registered for the connection's ``commit`` event (SQLAlchemy calls it before the
+        COMMIT is sent): whatever commits the transaction before :meth:`before_commit`
+        (an ``autocommit_block()``, which commits the revisions before it, or a revision's
+        own ``commit()``) commits the checksum rows of the revisions it commits too."""
+        self._flush(connection)
+
+    def on_rollback(self, connection: Any) -> None:
+        """Registered for the connection's ``rollback`` event: the revisions gathered so far
+        were rolled back with their transaction, and their rows must not ride on the next
+        commit of the connection."""
+        self._pending.clear()
 
     def _flush(self, connection: Any) -> None:
         """Write the gathered checksum rows, in the caller's transaction."""
