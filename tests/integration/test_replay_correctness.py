@@ -154,3 +154,34 @@ def test_session_settings_do_not_leak_into_the_next_tenant(tmp_path: Path, db_ur
     assert result.returncode == 0, result.stderr
     assert query(db_url, "SELECT lock, stmt FROM svc_a.seen") == [("0", "0")]
     assert query(db_url, "SELECT lock, stmt FROM svc_b.seen") == [("3s", "1h")]
+
+
+@pytest.mark.parametrize("control", ["ROLLBACK", "commit"])
+def test_a_transaction_ended_by_a_statement_is_not_replayed(tmp_path: Path, db_url: str,
+                                                           control: str) -> None:
+    """A revision whose SQL ends the transaction itself (``op.execute("ROLLBACK")``, a
+    lower-case ``commit``) is not replayed inside the target's one transaction: replayed,
+    a ROLLBACK dropped the DDL before it while the version row, written in the transaction
+    the driver began next, said head, and fleet reported the target migrated. It runs
+    through Alembic; a ROLLBACK fails the target (plain Alembic would record head without
+    the DDL), a COMMIT commits what came before, as under plain Alembic."""
+    ending = _revision("9100aaaa0001", "9100aaaa0000", f'''
+        op.add_column("t", sa.Column("c", sa.Integer))
+        op.add_column("t", sa.Column("d", sa.Integer))
+        op.execute("{control}")
+    ''')
+    project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
+                       tenants='["a"]')
+    assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
+    result = project.fleet("migrate", "--json")
+    target = json.loads(result.stdout)["targets"][0]
+    assert target.get("via") not in ("replay", "mixed"), target
+    if control == "ROLLBACK":
+        assert result.returncode == 1, target
+        assert target["outcome"] == "failed" and "ROLLBACK" in target["error"], target
+        assert version(db_url, "svc_a") == ["9100aaaa0000"]
+        assert _columns(db_url, "svc_a") == {"id"}
+    else:
+        assert result.returncode == 0, target
+        assert version(db_url, "svc_a") == ["9100aaaa0001"]
+        assert _columns(db_url, "svc_a") == {"id", "c", "d"}

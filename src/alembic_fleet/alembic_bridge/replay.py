@@ -83,7 +83,20 @@ def render_upgrade(module: Any, path: str, target_metadata: Any = None
         second = render_statements(module.upgrade, target_metadata)
     except Exception:  # anything offline mode cannot render runs online instead
         return None
-    return first if first == second else None
+    if first != second or any(map(ENDS_TRANSACTION.search, first)):
+        return None
+    return first
+
+
+ENDS_TRANSACTION = re.compile(
+    r"(?im)(?:^|;)\s*(?:COMMIT|ROLLBACK|ABORT|START\s+TRANSACTION|SAVEPOINT|RELEASE"
+    r"|PREPARE\s+TRANSACTION)\b|\A\s*END(?:\s+(?:WORK|TRANSACTION))?\s*;?\s*\Z")
+"""A rendered statement that ends or opens a transaction itself (``op.execute("COMMIT")``,
+in any letter case): replayed inside the target's one transaction, a ``ROLLBACK`` would
+drop the DDL before it while the version row, written in the transaction the driver opens
+next, said head. Such a revision runs through Alembic online, as plain Alembic runs it.
+(A procedure's body that commits matches too: that revision only loses the replay. A
+plpgsql ``BEGIN ... END`` block does not.)"""
 
 
 def _mixable(path: str) -> bool:
@@ -135,7 +148,7 @@ def render_until_error(function: Any, target_metadata: Any = None
     return tuple(buffer.items), None
 
 
-MIXING_BREAKERS = re.compile(r"autocommit_block|\bcommit\s*\(|COMMIT")
+MIXING_BREAKERS = re.compile(r"(?i)autocommit_block|\b(?:commit|rollback)\b")
 """A revision that ends the transaction itself cannot run inside a mixed plan's single
 transaction (Alembic refuses ``autocommit_block`` in a transaction it did not begin)."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -78,6 +79,28 @@ def describe_error(error: BaseException) -> tuple[str, str | None]:
     if detail:
         text += f"; {detail}"
     return scrub(text), None
+
+
+ROLLS_BACK = re.compile(
+    r"(?im)(?:^|;)\s*(?:ROLLBACK|ABORT)\b(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)")
+"""A statement that rolls the whole transaction back (not ``ROLLBACK TO SAVEPOINT``)."""
+
+
+class TransactionRolledBack(Exception):
+    """A revision sent ``ROLLBACK`` itself while its target migrated."""
+
+
+def refuse_rollback(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    """Fail a revision that rolls the target's transaction back with a SQL ``ROLLBACK``
+    (``op.execute("ROLLBACK")``). The driver opens a new transaction for what follows, so
+    the version row would move to head in it while the DDL before the ROLLBACK is gone:
+    plain Alembic records such a schema at head; fleet fails the target instead, and what
+    is left rolls back with it."""
+    if ROLLS_BACK.search(statement):
+        raise TransactionRolledBack(
+            "the revision rolled the transaction back itself (a ROLLBACK statement): what "
+            "it did before would be lost while the version row moved on; remove the "
+            "ROLLBACK (use a SAVEPOINT and ROLLBACK TO SAVEPOINT to undo part of it)")
 
 
 ONE_TRANSACTION = frozenset({"replay", "mixed", VIA})
@@ -255,6 +278,7 @@ class TargetMigrator:
                                                       status.current, started, attempt)
             budget = LockBudget(self.policy.lock_timeout)
             event.listen(connection, "before_cursor_execute", budget.before_cursor_execute)
+            event.listen(connection, "before_cursor_execute", refuse_rollback)
             event.listen(connection, "commit", budget.on_commit)
             if listener is not None:
                 event.listen(connection, "commit", listener.on_commit)
@@ -263,6 +287,7 @@ class TargetMigrator:
                 via = self._migrate(connection, scripts, target, status, listener, budget)
             finally:
                 event.remove(connection, "before_cursor_execute", budget.before_cursor_execute)
+                event.remove(connection, "before_cursor_execute", refuse_rollback)
                 event.remove(connection, "commit", budget.on_commit)
                 if listener is not None:
                     event.remove(connection, "commit", listener.on_commit)
