@@ -210,7 +210,8 @@ def test_a_password_in_the_url_is_never_shown_or_recorded(tmp_path: Path, db_url
     if form == "authority":
         project.env["DATABASE_URI"] = db_url.replace("postgres@", f"postgres:{SECRET}@")
     else:
-        project.env["DATABASE_URI"] = db_url + f"?password={SECRET}"
+        joint = "&" if "?" in db_url else "?"  # the embedded server's URL has ?host=
+        project.env["DATABASE_URI"] = db_url + f"{joint}password={SECRET}"
     outputs = []
     for name in ("a", "b"):
         result = project.fleet("tenants", "add", name, "--json")
@@ -223,15 +224,8 @@ def test_a_password_in_the_url_is_never_shown_or_recorded(tmp_path: Path, db_url
     outputs.append(result.stdout + result.stderr)
     assert "division by zero" in _targets(result)["svc_c"]["note"]
     query(db_url, "DELETE FROM fleet.reference_schemas")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "pg_dump").write_text(
-        "#!/bin/sh\n"
-        "if [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) 99.0'; exit 0; fi\n"
-        "echo \"pg_dump: error: cannot dump: $* $PGPASSWORD\" >&2\nexit 1\n")
-    (bin_dir / "pg_dump").chmod(0o755)
-    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
-    result = project.fleet("tenants", "add", "d", "--json", env={"PATH": path})
+    failing = _fake_pg_dump(tmp_path / "bin", db_url, "cannot dump: $* $PGPASSWORD")
+    result = project.fleet("tenants", "add", "d", "--json", env=failing)
     outputs.append(result.stdout + result.stderr)
     assert result.returncode == 0, outputs[-1]
     assert "pg_dump" in _targets(result)["svc_d"]["note"], outputs[-1]
@@ -244,22 +238,28 @@ def test_a_password_in_the_url_is_never_shown_or_recorded(tmp_path: Path, db_url
         assert not [r for r in rows if SECRET in r[0]], (table, rows)
 
 
-def _failing_pg_dump(tmp_path: Path) -> dict[str, str]:
-    bin_dir = tmp_path / "failing-bin"
+def _fake_pg_dump(bin_dir: Path, db_url: str, error: str) -> dict[str, str]:
+    """A pg_dump first on PATH that fails with ``error``. It reports the server's own major
+    version, so that fleet picks it over any other (the embedded server's included)."""
+    major = int(query(db_url, "SHOW server_version_num")[0][0]) // 10000
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "pg_dump").write_text(
         "#!/bin/sh\n"
-        "if [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) 99.0'; exit 0; fi\n"
-        "echo 'pg_dump: error: out of disk space' >&2\nexit 1\n")
+        f"if [ \"$1\" = --version ]; then echo 'pg_dump (PostgreSQL) {major}.0'; exit 0; fi\n"
+        f"echo \"pg_dump: error: {error}\" >&2\nexit 1\n")
     (bin_dir / "pg_dump").chmod(0o755)
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _failing_pg_dump(tmp_path: Path, db_url: str) -> dict[str, str]:
+    return _fake_pg_dump(tmp_path / "failing-bin", db_url, "out of disk space")
 
 
 def test_a_build_whose_pg_dump_fails_leaves_no_schema(tmp_path: Path, db_url: str) -> None:
     """The two builds are made, then pg_dump fails: the tenant is migrated, nothing is
     recorded (the next run tries again), and the two schemas built for nothing go."""
     project = _project(tmp_path, db_url)
-    target = _add(project, "a", env=_failing_pg_dump(tmp_path))["svc_a"]
+    target = _add(project, "a", env=_failing_pg_dump(tmp_path, db_url))["svc_a"]
     assert target["via"] == "mixed" and "out of disk space" in target["note"], target
     assert _references(db_url) == []
     assert schemas(db_url, "fleet_ref_%") == set()
