@@ -308,3 +308,16 @@ def example(tmp_path: Path, db_url: str, databases: DatabaseFactory) -> Project:
         conn.execute(DDL_LOG)
     env = {"DATABASE_URI": db_url, "INGESTION_DATABASE_URL": ingestion}
     return Project(root, env, db_url, ingestion)
+
+
+@contextlib.contextmanager
+def temporary_role(db_url: str, prefix: str, options: str = "") -> Iterator[str]:
+    """A role of its own, ``CREATE ROLE name options`` (roles are cluster-wide: it is
+    dropped afterwards, with what it owns in ``db_url``'s database)."""
+    role = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    query(db_url, f"CREATE ROLE {role} {options}".strip())
+    try:
+        yield role
+    finally:
+        query(db_url, f"DROP OWNED BY {role} CASCADE")
+        query(db_url, f"DROP ROLE IF EXISTS {role}")

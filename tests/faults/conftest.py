@@ -168,3 +168,21 @@ def children(pid: int) -> list[int]:
             return [int(p) for p in handle.read().split()]
     except OSError:
         return []
+
+
+def kill_runner_or_a_worker(runner: subprocess.Popen[str], victim: str) -> int:
+    """Kill the whole runner (``victim`` starting with ``runner``) or one of its workers,
+    then wait for the runner to end; returns how many processes were killed."""
+    if victim.startswith("runner"):
+        kill_group(runner)
+        return 1
+    killed = 0
+    deadline = time.monotonic() + 10  # a loaded machine may start the pool late
+    while not children(runner.pid) and runner.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in children(runner.pid)[:1]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    runner.communicate(timeout=300)
+    return killed

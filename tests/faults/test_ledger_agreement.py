@@ -8,17 +8,20 @@ committed in a run has that run's target row with the revision it reached.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
-import signal
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import query, version
-from tests.faults.conftest import HEAD, REVISIONS, children, kill_group, shop_project, start_fleet
+from tests.faults.conftest import (
+    HEAD,
+    REVISIONS,
+    kill_runner_or_a_worker,
+    shop_project,
+    start_fleet,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -72,19 +75,7 @@ def test_ledger_agrees_with_version_tables_after_random_kills(tmp_path: Path, db
     for _trial in range(6):
         runner = start_fleet(project, "migrate", "--jobs", "2", "--json")
         time.sleep(rng.uniform(0.4, 2.5))
-        if victim.startswith("runner"):
-            kill_group(runner)
-            killed += 1
-        else:
-            deadline = time.monotonic() + 10  # a loaded machine may start the pool late
-            while not children(runner.pid) and runner.poll() is None and (
-                    time.monotonic() < deadline):
-                time.sleep(0.05)
-            for pid in children(runner.pid)[:1]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                    killed += 1
-            runner.communicate(timeout=300)
+        killed += kill_runner_or_a_worker(runner, victim)
         _assert_ledger_agrees(db_url, tenants)
         if rng.random() < 0.5:  # start some tenants over, as a restore would
             for i in rng.sample(range(tenants), 3):

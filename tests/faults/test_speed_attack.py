@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, query, version
+from tests.conftest import Project, query, temporary_role, version
 
 pytestmark = pytest.mark.slow
 
@@ -120,14 +121,9 @@ SESSION_CHANGES = """
 
 
 @pytest.fixture
-def superuser_role(db_url: str):
-    import uuid
-    name = f"attack2_{uuid.uuid4().hex[:8]}"
-    query(db_url, f"CREATE ROLE {name} SUPERUSER NOLOGIN")
-    try:
-        yield name
-    finally:
-        query(db_url, f"DROP ROLE IF EXISTS {name}")
+def superuser_role(db_url: str) -> Iterator[str]:
+    with temporary_role(db_url, "fleet_test_su", "SUPERUSER NOLOGIN") as role:
+        yield role
 
 
 @pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg2",
@@ -296,13 +292,10 @@ def test_the_ledger_agrees_after_kills_during_mixed_plans(tmp_path: Path, db_url
                                                           victim: str) -> None:
     """Kills at random moments while every target runs a mixed plan (revision 3 reads the
     database): the ledger agrees with the version tables after each."""
-    import contextlib
-    import os
     import random
-    import signal
     import time
 
-    from tests.faults.conftest import HEAD, children, kill_group, shop_project, start_fleet
+    from tests.faults.conftest import HEAD, kill_runner_or_a_worker, shop_project, start_fleet
     from tests.faults.test_ledger_agreement import _assert_ledger_agrees
 
     rng = random.Random(f"mixed-{victim}")
@@ -316,19 +309,7 @@ def test_the_ledger_agrees_after_kills_during_mixed_plans(tmp_path: Path, db_url
     for _trial in range(5):
         runner = start_fleet(project, "migrate", "--jobs", "2", "--json")
         time.sleep(rng.uniform(0.4, 2.0))
-        if victim == "runner":
-            kill_group(runner)
-            killed += 1
-        else:
-            deadline = time.monotonic() + 10
-            while not children(runner.pid) and runner.poll() is None and (
-                    time.monotonic() < deadline):
-                time.sleep(0.05)
-            for pid in children(runner.pid)[:1]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                    killed += 1
-            runner.communicate(timeout=300)
+        killed += kill_runner_or_a_worker(runner, victim)
         _assert_ledger_agrees(db_url, tenants)
         for i in rng.sample(range(tenants), 3):
             query(db_url, f"DROP SCHEMA IF EXISTS shop_s{i:03d} CASCADE")

@@ -24,7 +24,7 @@ import psycopg
 import psycopg.sql
 import pytest
 
-from tests.conftest import Project, query, schemas, script, version
+from tests.conftest import Project, query, schemas, script, temporary_role, version
 from tests.integration.test_provision import (
     HEAD,
     REVISIONS,
@@ -789,13 +789,8 @@ def test_a_pg_dump_too_old_on_path_is_passed_over_for_a_newer_one(tmp_path: Path
 @pytest.fixture
 def other_role(db_url: str) -> Iterator[str]:
     """A role of its own (cluster-wide: dropped after the test, with what it owns here)."""
-    role = f"attack_app_{uuid.uuid4().hex[:8]}"
-    query(db_url, f"CREATE ROLE {role}")
-    try:
+    with temporary_role(db_url, "fleet_test_app") as role:
         yield role
-    finally:
-        query(db_url, f"DROP OWNED BY {role} CASCADE")
-        query(db_url, f"DROP ROLE {role}")
 
 
 def test_objects_a_revision_gives_to_another_owner_keep_it(tmp_path: Path, db_url: str,
