@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import query, version
+from tests.conftest import Project, query, version
 from tests.faults.conftest import (
     HEAD,
     REVISIONS,
@@ -56,6 +56,30 @@ def _assert_ledger_agrees(db_url: str, tenants: int) -> None:
             assert schema not in latest, schema
 
 
+def kill_and_check(project: Project, db_url: str, tenants: int, victim: str,
+                   rng: random.Random, *, trials: int, latest: float, restarts: float) -> int:
+    """``trials`` times: start a migrate, kill the runner or one of its workers up to
+    ``latest`` seconds in, check that the ledger agrees with the version tables, and (with
+    probability ``restarts``) start three tenants over, as a restore would. Returns how many
+    processes were killed."""
+    killed = 0
+    for _trial in range(trials):
+        runner = start_fleet(project, "migrate", "--jobs", "2", "--json")
+        time.sleep(rng.uniform(0.4, latest))
+        killed += kill_runner_or_a_worker(runner, victim)
+        _assert_ledger_agrees(db_url, tenants)
+        if rng.random() < restarts:
+            for i in rng.sample(range(tenants), 3):
+                query(db_url, f"DROP SCHEMA IF EXISTS shop_s{i:03d} CASCADE")
+                if not _ledger_exists(db_url):
+                    continue
+                query(db_url, "DELETE FROM fleet.applied_revisions WHERE schema_name = %s",
+                      (f"shop_s{i:03d}",))
+                query(db_url, "DELETE FROM fleet.run_targets WHERE schema_name = %s",
+                      (f"shop_s{i:03d}",))
+    return killed
+
+
 def version_exists(db_url: str, i: int) -> bool:
     return query(db_url, "SELECT to_regclass(%s) IS NOT NULL",
                  (f"shop_s{i:03d}.alembic_version",))[0][0]
@@ -71,22 +95,8 @@ def test_ledger_agrees_with_version_tables_after_random_kills(tmp_path: Path, db
         (project.root / "shop" / "migrations" / "env.py").write_text(
             "from alembic_fleet.env import run_migrations\n\n"
             "run_migrations(transaction_per_migration=True)\n")
-    killed = 0
-    for _trial in range(6):
-        runner = start_fleet(project, "migrate", "--jobs", "2", "--json")
-        time.sleep(rng.uniform(0.4, 2.5))
-        killed += kill_runner_or_a_worker(runner, victim)
-        _assert_ledger_agrees(db_url, tenants)
-        if rng.random() < 0.5:  # start some tenants over, as a restore would
-            for i in rng.sample(range(tenants), 3):
-                query(db_url, f"DROP SCHEMA IF EXISTS shop_s{i:03d} CASCADE")
-                if not _ledger_exists(db_url):
-                    continue
-                query(db_url, "DELETE FROM fleet.applied_revisions WHERE schema_name = %s",
-                      (f"shop_s{i:03d}",))
-                query(db_url, "DELETE FROM fleet.run_targets WHERE schema_name = %s",
-                      (f"shop_s{i:03d}",))
-    assert killed > 0
+    assert kill_and_check(project, db_url, tenants, victim, rng, trials=6, latest=2.5,
+                          restarts=0.5) > 0
     rerun = project.fleet("migrate", "--json")
     assert rerun.returncode == 0, rerun.stderr
     assert all(version(db_url, f"shop_s{i:03d}") == [HEAD] for i in range(tenants))

@@ -293,10 +293,9 @@ def test_the_ledger_agrees_after_kills_during_mixed_plans(tmp_path: Path, db_url
     """Kills at random moments while every target runs a mixed plan (revision 3 reads the
     database): the ledger agrees with the version tables after each."""
     import random
-    import time
 
-    from tests.faults.conftest import HEAD, kill_runner_or_a_worker, shop_project, start_fleet
-    from tests.faults.test_ledger_agreement import _assert_ledger_agrees
+    from tests.faults.conftest import HEAD, shop_project
+    from tests.faults.test_ledger_agreement import _assert_ledger_agrees, kill_and_check
 
     rng = random.Random(f"mixed-{victim}")
     tenants = 12
@@ -305,20 +304,8 @@ def test_the_ledger_agrees_after_kills_during_mixed_plans(tmp_path: Path, db_url
     third.write_text(third.read_text().replace(
         '    op.execute("SELECT pg_sleep(0.05)")',
         '    op.get_bind().exec_driver_sql("SELECT pg_sleep(0.05)")'))
-    killed = 0
-    for _trial in range(5):
-        runner = start_fleet(project, "migrate", "--jobs", "2", "--json")
-        time.sleep(rng.uniform(0.4, 2.0))
-        killed += kill_runner_or_a_worker(runner, victim)
-        _assert_ledger_agrees(db_url, tenants)
-        for i in rng.sample(range(tenants), 3):
-            query(db_url, f"DROP SCHEMA IF EXISTS shop_s{i:03d} CASCADE")
-            if query(db_url, "SELECT to_regclass('fleet.run_targets') IS NOT NULL")[0][0]:
-                query(db_url, "DELETE FROM fleet.applied_revisions WHERE schema_name = %s",
-                      (f"shop_s{i:03d}",))
-                query(db_url, "DELETE FROM fleet.run_targets WHERE schema_name = %s",
-                      (f"shop_s{i:03d}",))
-    assert killed > 0
+    assert kill_and_check(project, db_url, tenants, victim, rng, trials=5, latest=2.0,
+                          restarts=1.0) > 0
     rerun = project.fleet("migrate", "--json")
     assert rerun.returncode == 0, rerun.stderr
     assert {t["via"] for t in json.loads(rerun.stdout)["targets"]
