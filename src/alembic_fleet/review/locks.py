@@ -211,6 +211,16 @@ class _Statement:
             previous.created or created)
 
 
+_ONE_RELATION: dict[str, tuple[str, str, Lock]] = {
+    "CreateTrigStmt": ("CREATE TRIGGER", "relation", Lock.SHARE_ROW_EXCLUSIVE),
+    "RuleStmt": ("CREATE RULE", "relation", Lock.ACCESS_EXCLUSIVE),
+    "CreatePolicyStmt": ("CREATE POLICY", "table", Lock.ACCESS_EXCLUSIVE),
+    "AlterPolicyStmt": ("ALTER POLICY", "table", Lock.ACCESS_EXCLUSIVE),
+}
+"""Statements that lock one relation and do nothing else a plan shows: the statement's
+kind, the node's attribute naming the relation, the lock."""
+
+
 @dataclass
 class _Analyzer:
     """Walks the statements in order, remembering what they created."""
@@ -250,6 +260,12 @@ class _Analyzer:
     # -- dispatch --------------------------------------------------------------------------
 
     def _statement(self, node: ast.Node) -> _Statement:
+        one = _ONE_RELATION.get(type(node).__name__)
+        if one is not None:
+            kind, attribute, lock = one
+            found = _Statement(kind)
+            found.add(_relation(getattr(node, attribute)), lock)
+            return found
         handler = getattr(self, f"_{type(node).__name__}", None)
         if handler is not None:
             return handler(node)
@@ -337,26 +353,6 @@ class _Analyzer:
                       f"builds {name} from every row while writes wait")
         if node.idxname:
             self._remember(Relation(node.idxname, table.schema, "index"))
-        return found
-
-    def _CreateTrigStmt(self, node: ast.CreateTrigStmt) -> _Statement:
-        found = _Statement("CREATE TRIGGER")
-        found.add(_relation(node.relation), Lock.SHARE_ROW_EXCLUSIVE)
-        return found
-
-    def _RuleStmt(self, node: ast.RuleStmt) -> _Statement:
-        found = _Statement("CREATE RULE")
-        found.add(_relation(node.relation), Lock.ACCESS_EXCLUSIVE)
-        return found
-
-    def _CreatePolicyStmt(self, node: ast.CreatePolicyStmt) -> _Statement:
-        found = _Statement("CREATE POLICY")
-        found.add(_relation(node.table), Lock.ACCESS_EXCLUSIVE)
-        return found
-
-    def _AlterPolicyStmt(self, node: ast.AlterPolicyStmt) -> _Statement:
-        found = _Statement("ALTER POLICY")
-        found.add(_relation(node.table), Lock.ACCESS_EXCLUSIVE)
         return found
 
     def _CreateStatsStmt(self, node: ast.CreateStatsStmt) -> _Statement:
