@@ -125,6 +125,30 @@ def _revisions(p: str) -> list[tuple[str, str, str]]:
     ]
 
 
+def revision_source(message: str, revision: str, previous: str | None, up: str,
+                    down: str) -> str:
+    """A revision file as ``alembic revision`` writes one, ``up`` and ``down`` its bodies."""
+    return textwrap.dedent(f'''\
+        """{message}
+
+        Revision ID: {revision}
+        Revises: {previous or ""}
+        """
+        import sqlalchemy as sa
+        from alembic import op
+        from sqlalchemy.dialects import postgresql  # noqa: F401
+
+        revision = "{revision}"
+        down_revision = {previous!r}
+        branch_labels = None
+        depends_on = None
+
+
+        def upgrade():
+        ''') + textwrap.indent(textwrap.dedent(up).strip(), "    ") + (
+        "\n\n\ndef downgrade():\n    " + down + "\n")
+
+
 def build(root: Path, tenants: int, *, legacy: bool = False) -> Path:
     """Write the platform under ``root`` with ``tenants`` tenants; return its fleet.toml."""
     for name, prefix in SERVICES.items():
@@ -136,21 +160,7 @@ def build(root: Path, tenants: int, *, legacy: bool = False) -> Path:
         previous = None
         for number, (message, up, down) in enumerate(_revisions(prefix), start=1):
             revision = f"{prefix}{number:09d}"
-            body = textwrap.dedent(f'''\
-                """{message}"""
-                import sqlalchemy as sa
-                import sqlalchemy.dialects.postgresql  # noqa: F401
-                from alembic import op
-
-                revision = "{revision}"
-                down_revision = {previous!r}
-                branch_labels = None
-                depends_on = None
-
-
-                def upgrade():
-                ''') + textwrap.indent(textwrap.dedent(up).strip(), "    ") + (
-                "\n\n\ndef downgrade():\n    " + down + "\n")
+            body = revision_source(message, revision, previous, up, down)
             (versions / f"{revision}_{message.replace(' ', '_')}.py").write_text(body)
             previous = revision
     names = ", ".join(f'"t{i:05d}"' for i in range(tenants))

@@ -16,11 +16,15 @@ Deterministic: the same arguments write the same files. Used by bench/mixed.py.
 from __future__ import annotations
 
 import random
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fleet_platform import HELPER_ENV, INI, LEGACY_ENV  # the same env.py files and ini
+from fleet_platform import (  # the same env.py files, ini and revision files
+    HELPER_ENV,
+    INI,
+    LEGACY_ENV,
+    revision_source,
+)
 
 SERVICE = "app"
 SCHEMA = "app_{tenant}"
@@ -309,25 +313,7 @@ def build(root: Path, tenants: int, count: int = 110, *, legacy: bool = False) -
     for number, (message, up, down, needs_bind) in enumerate(revisions(count), start=1):
         online += needs_bind
         revision = f"{ids.getrandbits(48):012x}"
-        body = textwrap.dedent(f'''\
-            """{message}
-
-            Revision ID: {revision}
-            Revises: {previous or ""}
-            """
-            import sqlalchemy as sa
-            from alembic import op
-            from sqlalchemy.dialects import postgresql  # noqa: F401
-
-            revision = "{revision}"
-            down_revision = {previous!r}
-            branch_labels = None
-            depends_on = None
-
-
-            def upgrade():
-            ''') + textwrap.indent(textwrap.dedent(up).strip(), "    ") + (
-            "\n\n\ndef downgrade():\n    " + down + "\n")
+        body = revision_source(message, revision, previous, up, down)
         slug = "".join(c if c.isalnum() else "_" for c in message)[:40]
         (versions / f"{number:03d}_{revision}_{slug}.py").write_text(body)
         previous = revision
