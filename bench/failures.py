@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_platform import SERVICES, build
-from run import BIN, open_server
+from run import BIN, child_env, open_server
 
 from alembic_fleet.model.schedule import Schedule
 
@@ -111,7 +110,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-failures-"))
     server, embedded = open_server(work)
-    env = {k: v for k, v in os.environ.items() if k not in ("TENANTS", "DATABASE_URI")}
+    env = child_env()
     projects = {"succeeding": work / "ok", "failing": work / "fail"}
     build(projects["succeeding"], tenants)
     make_failing(projects["failing"], tenants, args.fail_at)

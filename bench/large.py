@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from run import (
     Timing,
     _psql,
     _record,
+    child_env,
     load_average,
     machine_info,
     open_server,
@@ -248,7 +248,7 @@ def main() -> None:
     jobs = ["--jobs", str(args.jobs)] if args.jobs else []
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-large-"))
     server, embedded = open_server(work)
-    env = {k: v for k, v in os.environ.items() if k not in ("TENANTS", "DATABASE_URI")}
+    env = child_env()
     try:
         machine = machine_info(server)
         print("machine:", machine["summary"], flush=True)

@@ -52,6 +52,7 @@ from run import (
     BIN,
     _psql,
     _record,
+    child_env,
     machine_info,
     open_server,
     summarize,
@@ -133,7 +134,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-mixed-"))
     server, embedded = open_server(work)
-    env = {k: v for k, v in os.environ.items() if k not in ("TENANTS", "DATABASE_URI")}
+    env = child_env()
     try:
         machine = machine_info(server)
         print("machine:", machine["summary"], flush=True)

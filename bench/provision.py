@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -36,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BIN, open_server
+from run import BIN, child_env, open_server
 
 HEADER = """\
 import sqlalchemy as sa
@@ -227,7 +226,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-provision-"))
     server, embedded = open_server(work)
-    base_env = {k: v for k, v in os.environ.items() if k not in ("TENANTS", "DATABASE_URI")}
+    base_env = child_env()
     results = {}
     try:
         for mode in ("reference", "migrate"):

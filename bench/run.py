@@ -116,6 +116,13 @@ def machine_info(server: Server) -> dict:
     return info
 
 
+def child_env() -> dict[str, str]:
+    """This process's environment for the measured commands, without what would point them
+    elsewhere than the projects and servers a benchmark makes (``TENANTS``,
+    ``DATABASE_URI``)."""
+    return {k: v for k, v in os.environ.items() if k not in ("TENANTS", "DATABASE_URI")}
+
+
 def open_server(work: Path) -> tuple[Server, Any]:
     """The server to measure on: ``DATABASE_URI``, else an embedded one in ``work`` (returned
     too, so that the caller stops it)."""
@@ -269,7 +276,7 @@ def measure(n: int, server: Server, work: Path, *, seed_max: int, jobs: int | No
             repeat: int) -> dict:
     """``repeat`` runs of every step at N tenants, each run on fresh databases; the row holds
     every run and, per step, the min and the median."""
-    base_env = {k: v for k, v in os.environ.items() if k not in ("TENANTS", "DATABASE_URI")}
+    base_env = child_env()
     root = work / f"n{n}"
     build(root, n)
     fleet = [str(BIN / "fleet")]
