@@ -270,7 +270,7 @@ def _add_column(table: str, column: ast.ColumnDef) -> Iterator[tuple[str, str]]:
         yield "add-not-null-column-without-default", (
             f"adds NOT NULL column {name} without a default to table {table}"
         )
-    volatile = _volatile_call(default) if default is not None else None
+    volatile = volatile_call(default) if default is not None else None
     if volatile is not None:
         yield _volatile_default(table, name, f"{volatile}()")
     elif serial:
@@ -359,9 +359,9 @@ def _is_null(expr: ast.Node | None) -> bool:
     return isinstance(expr, ast.A_Const) and bool(expr.isnull)
 
 
-def _volatile_call(expr: ast.Node) -> str | None:
+def volatile_call(expr: ast.Node) -> str | None:
     """The name of the first volatile function called anywhere in ``expr``, if any."""
-    for node in _walk(expr):
+    for node in walk(expr):
         if isinstance(node, ast.FuncCall):
             name = node.funcname[-1].sval.lower()
             if name in VOLATILE_FUNCTIONS:
@@ -369,12 +369,15 @@ def _volatile_call(expr: ast.Node) -> str | None:
     return None
 
 
-def _walk(node: object) -> Iterator[ast.Node]:
-    """Every node in the tree under ``node``, itself included."""
+def walk(node: object, skip: object = None) -> Iterator[ast.Node]:
+    """Every node in the tree under ``node``, itself included (``skip`` and what is under
+    it left out)."""
+    if node is skip and skip is not None:
+        return
     if isinstance(node, ast.Node):
         yield node
         for attribute in node.__slots__:
-            yield from _walk(getattr(node, attribute, None))
+            yield from walk(getattr(node, attribute, None), skip)
     elif isinstance(node, (tuple, list)):
         for item in node:
-            yield from _walk(item)
+            yield from walk(item, skip)

@@ -51,7 +51,7 @@ from pglast.enums import (
 from pglast.parser import ParseError
 from pglast.stream import RawStream
 
-from alembic_fleet.check.unsafe import SERIAL_TYPES, VOLATILE_FUNCTIONS
+from alembic_fleet.check.unsafe import SERIAL_TYPES, volatile_call, walk
 from alembic_fleet.model.identifiers import quote_ident as _quote
 
 _PLAIN = re.compile(r"[a-z_][a-z0-9_$]*")
@@ -467,7 +467,7 @@ class _Analyzer:
         if isinstance(default, ast.A_Const) and default.isnull:
             default = None
         type_name = _type_name(column.typeName)
-        volatile = _volatile_call(default) if default is not None else None
+        volatile = volatile_call(default) if default is not None else None
         if volatile is not None:
             found.add(table, Lock.ACCESS_EXCLUSIVE, Work.REWRITE,
                       f"ADD COLUMN {name} with the volatile default {volatile}(): computed "
@@ -844,38 +844,14 @@ def _type_name(type_name: ast.TypeName | None) -> str:
     return type_name.names[-1].sval.lower()
 
 
-def _volatile_call(expr: ast.Node) -> str | None:
-    """The first volatile function called anywhere in ``expr`` (see
-    :data:`~alembic_fleet.check.unsafe.VOLATILE_FUNCTIONS`)."""
-    for node in _walk(expr):
-        if isinstance(node, ast.FuncCall):
-            name = node.funcname[-1].sval.lower()
-            if name in VOLATILE_FUNCTIONS:
-                return name
-    return None
-
-
 def _range_vars(node: object, skip: object = None) -> list[Relation]:
     """The relations a query reads (``RangeVar`` nodes; CTE names excluded), each once."""
     ctes: set[str] = set()
     found: dict[Relation, None] = {}
-    for item in _walk(node, skip):
+    for item in walk(node, skip):
         if isinstance(item, ast.CommonTableExpr) and item.ctename:
             ctes.add(item.ctename)
         elif isinstance(item, ast.RangeVar) and not (
                 item.schemaname is None and item.relname in ctes):
             found[_relation(item)] = None
     return [r for r in found if not (r.schema is None and r.name in ctes)]
-
-
-def _walk(node: object, skip: object = None) -> Iterator[ast.Node]:
-    """Every node under ``node``, itself included (``skip`` and what is under it left out)."""
-    if node is skip and skip is not None:
-        return
-    if isinstance(node, ast.Node):
-        yield node
-        for attribute in node.__slots__:
-            yield from _walk(getattr(node, attribute, None), skip)
-    elif isinstance(node, (tuple, list)):
-        for item in node:
-            yield from _walk(item, skip)
