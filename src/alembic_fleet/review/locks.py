@@ -210,6 +210,12 @@ class _Statement:
             previous.why + tuple(r for r in reasons if r not in previous.why),
             previous.created or created)
 
+    def add_reads(self, node: object, target: Relation, why: str | None = None) -> None:
+        """What the query parts ``node`` read, besides the statement's own ``target``."""
+        for source in _range_vars(node):
+            if source != target:
+                self.add(source, Lock.ACCESS_SHARE, None, why)
+
 
 _ONE_RELATION: dict[str, tuple[str, str, Lock]] = {
     "CreateTrigStmt": ("CREATE TRIGGER", "relation", Lock.SHARE_ROW_EXCLUSIVE),
@@ -618,9 +624,7 @@ class _Analyzer:
         found = _Statement("INSERT")
         target = _relation(node.relation)
         found.add(target, Lock.ROW_EXCLUSIVE)
-        for source in _range_vars(node.selectStmt):
-            if source != target:
-                found.add(source, Lock.ACCESS_SHARE, None, "INSERT ... SELECT reads it")
+        found.add_reads(node.selectStmt, target, "INSERT ... SELECT reads it")
         return found
 
     def _UpdateStmt(self, node: ast.UpdateStmt) -> _Statement:
@@ -637,20 +641,15 @@ class _Analyzer:
             found.add(target, Lock.ROW_EXCLUSIVE, Work.SCAN, f"no WHERE: {everything}")
         else:
             found.add(target, Lock.ROW_EXCLUSIVE, None, "the rows matching WHERE")
-        others = (getattr(node, "fromClause", None), getattr(node, "usingClause", None),
-                  node.whereClause)
-        for source in _range_vars(others):
-            if source != target:
-                found.add(source, Lock.ACCESS_SHARE)
+        found.add_reads((getattr(node, "fromClause", None), getattr(node, "usingClause", None),
+                         node.whereClause), target)
         return found
 
     def _MergeStmt(self, node: ast.MergeStmt) -> _Statement:
         found = _Statement("MERGE")
         target = _relation(node.relation)
         found.add(target, Lock.ROW_EXCLUSIVE)
-        for source in _range_vars(node.sourceRelation):
-            if source != target:
-                found.add(source, Lock.ACCESS_SHARE)
+        found.add_reads(node.sourceRelation, target)
         return found
 
     # Maintenance -------------------------------------------------------------------------
