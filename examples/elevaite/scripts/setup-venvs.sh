@@ -10,7 +10,8 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 service="$here/python_apps/workflow-engine-poc"
 repo="$(cd "$here/../.." && pwd)"
 python="${PYTHON:-$(command -v python3 || command -v python)}"
-if [ ! -x "$service/.venv/bin/python" ]; then
+# Installed when missing, and again when an earlier install stopped half-way.
+if ! "$service/.venv/bin/python" -c "import alembic_fleet" 2>/dev/null; then
     echo "creating $service/.venv (the workflow service's own environment)" >&2
     "$python" -m venv "$service/.venv"
     "$service/.venv/bin/python" -m pip install -q --disable-pip-version-check "$repo[embedded]" "$service"
