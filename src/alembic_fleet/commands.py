@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet import drivers, interpreters
-from alembic_fleet.alembic_bridge import runner, scaffold
+from alembic_fleet.alembic_bridge.failures import RevisionFailed
 from alembic_fleet.catalog.shared import existing_schemas
 from alembic_fleet.catalog.versions import read_one
 from alembic_fleet.config import find_config_file, load_config
@@ -119,6 +119,8 @@ def migrate_sql(workspace: Workspace, plan: Plan) -> list[TargetResult]:
             rendered = interpreters.call(service, "alembic_fleet.remote:upgrade_sql",
                                          service, [request for _, request in wanted])
         else:
+            from alembic_fleet.alembic_bridge import runner  # imports Alembic
+
             rendered = [runner.upgrade_sql(workspace.scripts(name), *request[:-1],
                                            fresh=request[-1]) for _, request in wanted]
         scripts.update(zip((index for index, _ in wanted), rendered, strict=True))
@@ -204,9 +206,11 @@ def downgrade(workspace: Workspace, target: Target, revision: str) -> TargetResu
             if recorder is not None:
                 listener = RunLedger(recorder.ledger, recorder.info.run_id).for_target(
                     target, table, scripts.graph, before.current, started, 1, "downgraded")
+            from alembic_fleet.alembic_bridge import runner  # imports Alembic
+
             try:
                 runner.downgrade(scripts, connection, target.schema, revision, listener)
-            except runner.RevisionFailed as exc:
+            except RevisionFailed as exc:
                 reason, hint = describe_error(exc.error)
                 return TargetResult(target, Outcome.FAILED, before.current, before.current,
                                     error=(f"revision {exc.revision}: " if exc.revision
@@ -385,6 +389,8 @@ def plan(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[s
 def init(config_path: str | None, service: tuple[str, str] | None, schema: str | None
          ) -> list[Path]:
     """Write a fleet.toml (in the working directory), or add a service to the existing one."""
+    from alembic_fleet.alembic_bridge import scaffold  # imports Alembic and tomlkit
+
     if service is None:
         return [scaffold.write_config(Path.cwd())]
     name, folder = service

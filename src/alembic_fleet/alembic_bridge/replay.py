@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alembic.operations import Operations
-from alembic.runtime.migration import MigrationContext
-
 from alembic_fleet.alembic_bridge import baseline as baselines
+from alembic_fleet.alembic_bridge.failures import ReplayFailed
 from alembic_fleet.model.identifiers import quote_ident, search_path_value
 from alembic_fleet.model.targets import Baseline, Service
 
@@ -131,6 +129,9 @@ def render_until_error(function: Any, target_metadata: Any = None
     None, ``inspect()`` fails). What was emitted before such a read is still the revision's
     SQL; what comes after depends on the database and cannot be known offline.
     """
+    from alembic.operations import Operations  # only when something is rendered
+    from alembic.runtime.migration import MigrationContext
+
     buffer = _Statements()
     opts: dict[str, Any] = {"as_sql": True, "output_buffer": buffer, "literal_binds": True}
     if target_metadata is not None:
@@ -335,10 +336,3 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-class ReplayFailed(Exception):
-    """A replayed statement failed; names the revision it belongs to."""
-
-    def __init__(self, revision: str | None, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.revision = revision
-        self.error = error

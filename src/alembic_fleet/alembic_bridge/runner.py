@@ -32,19 +32,10 @@ from alembic_fleet.alembic_bridge.env_helper import (
     ATTR_SCHEMA,
     service_attributes,
 )
-from alembic_fleet.alembic_bridge.replay import ReplayFailed
+from alembic_fleet.alembic_bridge.failures import ReplayFailed, RevisionFailed
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts, make_config
 from alembic_fleet.exceptions import ConfigError, RevisionError
 from alembic_fleet.redact import scrub
-
-
-class RevisionFailed(Exception):
-    """A revision raised while a target was migrating; wraps the original error."""
-
-    def __init__(self, revision: str | None, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.revision = revision
-        self.error = error
 
 
 def upgrade(scripts: ServiceScripts, connection: Any, schema: str, destination: str,

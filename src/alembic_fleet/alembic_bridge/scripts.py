@@ -1,5 +1,8 @@
 """Load each service's Alembic scripts once and expose them as a pure RevisionGraph.
 
+Alembic itself is imported only when something needs it: a graph read before from the same
+files comes from :mod:`.graph_cache`, so commands that run no revision never load it.
+
 Alembic resolves a relative ``script_location`` and ``prepend_sys_path`` against the working
 directory, which is the service folder when people run plain ``alembic`` there. fleet runs
 from anywhere, so both are resolved against the folder of the service's alembic.ini instead.
@@ -15,18 +18,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError, coerce_resource_to_filename, to_tuple
-
+from alembic_fleet.alembic_bridge import graph_cache
 from alembic_fleet.alembic_bridge.replay import SAFE_OPTIONS, Replayer, ReplayPlan
 from alembic_fleet.exceptions import ConfigError, RevisionError
 from alembic_fleet.model.identifiers import unsafe_revision_id
 from alembic_fleet.model.revisions import Revision, RevisionGraph
 from alembic_fleet.model.targets import Service
 from alembic_fleet.redact import scrub
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 
 def _absolute(value: str, base: Path) -> str:
@@ -38,6 +42,8 @@ def _absolute(value: str, base: Path) -> str:
 
 def make_config(service: Service, *, output: io.StringIO | None = None) -> Config:
     """An Alembic Config for ``service`` whose paths do not depend on the working directory."""
+    from alembic.config import Config
+
     ini = service.ini_path
     config = Config(str(ini), output_buffer=output, stdout=output or sys.stderr)
     location = config.get_main_option("script_location")
@@ -67,6 +73,9 @@ class ServiceScripts:
     @property
     def script(self) -> ScriptDirectory:
         if self._script is None:
+            from alembic.script import ScriptDirectory
+            from alembic.util import CommandError
+
             from alembic_fleet.alembic_bridge.runner import isolate_imports
 
             isolate_imports(self, code=False)  # prepend_sys_path goes to this service
@@ -84,7 +93,7 @@ class ServiceScripts:
         Any other env.py is run as plain ``alembic`` subprocesses, one per target, with
         ``ALEMBIC_SCHEMA`` and ``DATABASE_URI`` set (the legacy mode).
         """
-        env_py = Path(self.script.dir) / "env.py"
+        env_py = self.script_dir / "env.py"
         try:
             return "alembic_fleet" in env_py.read_text(encoding="utf-8")
         except OSError:
@@ -152,6 +161,8 @@ class ServiceScripts:
         """The folders Alembic reads revision files from, absolute, in configured order:
         ``version_locations`` (``package:folder`` resources resolved), else
         ``<script_location>/versions``. A folder may not exist yet."""
+        from alembic.util import coerce_resource_to_filename
+
         script = self.script
         if script.version_locations:
             return [Path(coerce_resource_to_filename(location)).absolute()
@@ -165,17 +176,41 @@ class ServiceScripts:
         Revisions are declared in the order Alembic loads the files, so that the graph's
         heads come in the order ``alembic heads`` lists them.
         """
+        service = self.service
+        kept = graph_cache.load(service.ini_path, service.python)
+        if kept is not None:  # the same files as a reading before: no Alembic needed
+            self.__dict__["script_dir"] = kept.script_dir
+            self.__dict__["version_dirs"] = list(kept.version_dirs)
+            return RevisionGraph.from_revisions(kept.revisions)
+        digest = graph_cache.fingerprint(service.ini_path, service.python, self.script_dir,
+                                         self.version_dirs)
+        declared = self._read()
+        for revision in declared:
+            for unsafe in (i for i in (revision.id, *revision.down) if unsafe_revision_id(i)):
+                raise RevisionError(
+                    f"service '{self.service.name}': {_shown(revision.path)}: revision id "
+                    f"{unsafe!r} holds characters Alembic would write into SQL unescaped",
+                    hint="use letters, digits, '_' and '.' only (fleet check: FC108)")
+        ordered = tuple(sorted(declared, key=self._load_order))
+        graph_cache.save(service.ini_path, service.python, digest, graph_cache.Entry(
+            self.script_dir, tuple(self.version_dirs), ordered))
+        return RevisionGraph.from_revisions(ordered)
+
+    def _read(self) -> list[Revision]:
+        """The revisions as Alembic loads them (or the service's own interpreter does)."""
         if self.service.python is not None:  # read by the service's own interpreter
             from alembic_fleet import interpreters
 
-            return RevisionGraph.from_revisions(interpreters.describe(self.service))
+            return list(interpreters.describe(self.service))
+        from alembic.util import CommandError
+
         from alembic_fleet.alembic_bridge.runner import isolate_imports, run_path_setup
 
         isolate_imports(self)  # the service folder first on sys.path, as a cwd would be
         script = self.script
         try:
             try:
-                declared = self._declared(script)
+                return self._declared(script)
             except ImportError:
                 # Plain alembic runs env.py before it loads a revision, so a sys.path.insert
                 # at the top of env.py applies to the revisions' imports: do the same.
@@ -183,23 +218,18 @@ class ServiceScripts:
                     raise
                 self._script = None  # loaded again, with what env.py added to the path
                 script = self.script
-                declared = self._declared(script)
+                return self._declared(script)
         except CommandError as exc:
             raise RevisionError(f"service '{self.service.name}': {exc}",
                                 hint=f"fix the revision files under {script.dir}") from None
         except Exception as exc:  # a revision file that cannot even be imported
             raise self._load_error(exc) from None
-        for revision in declared:
-            for unsafe in (i for i in (revision.id, *revision.down) if unsafe_revision_id(i)):
-                raise RevisionError(
-                    f"service '{self.service.name}': {_shown(revision.path)}: revision id "
-                    f"{unsafe!r} holds characters Alembic would write into SQL unescaped",
-                    hint="use letters, digits, '_' and '.' only (fleet check: FC108)")
-        return RevisionGraph.from_revisions(sorted(declared, key=self._load_order))
 
     @staticmethod
     def _declared(script: ScriptDirectory) -> list[Revision]:
         """Every revision file's declaration, in the order Alembic loads them."""
+        from alembic.util import to_tuple
+
         return [
             Revision(
                 id=sc.revision,
@@ -256,6 +286,8 @@ class ServiceScripts:
 
             return tuple(interpreters.call(self.service, "alembic_fleet.remote:resolve",
                                            self.service, revision))
+        from alembic.util import CommandError
+
         try:
             found = self.script.get_revisions(revision)
         except CommandError as exc:

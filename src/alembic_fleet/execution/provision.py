@@ -58,8 +58,8 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet import __version__, drivers
+from alembic_fleet.alembic_bridge.failures import ReplayFailed
 from alembic_fleet.alembic_bridge.independence import tenant_dependence
-from alembic_fleet.alembic_bridge.replay import ReplayFailed
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.catalog.fingerprints import fingerprints
 from alembic_fleet.databases import Databases

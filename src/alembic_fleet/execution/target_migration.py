@@ -26,8 +26,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet import drivers
-from alembic_fleet.alembic_bridge import runner
-from alembic_fleet.alembic_bridge.replay import ReplayFailed
+from alembic_fleet.alembic_bridge.failures import ReplayFailed, RevisionFailed
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.catalog.versions import read_one
 from alembic_fleet.databases import Databases, libpq_url
@@ -313,7 +312,7 @@ class TargetMigrator:
             return TargetResult(target, Outcome.MIGRATED, status.current, after, via=via,
                                 revisions=tuple(listener.timings) if listener else (),
                                 note=self.provisioner.take_note(target))
-        except (runner.RevisionFailed, ReplayFailed) as exc:
+        except (RevisionFailed, ReplayFailed) as exc:
             failure = self._failure(exc.error, exc.revision)
             failure.hint = failure.hint or hint_for(exc.error, scripts.service,
                                                     target.database.url, not status.current)
@@ -380,6 +379,8 @@ class TargetMigrator:
                            listener=listener, before_statement=budget.before)
             return ("mixed" if plan.mixed else "replay")
         if scripts.uses_helper:
+            from alembic_fleet.alembic_bridge import runner  # imports Alembic
+
             runner.upgrade(scripts, connection, target.schema, destination, listener)
             return "online"
         self._legacy_upgrade(scripts, target.schema, target.database)

@@ -1,0 +1,26 @@
+"""The errors the Alembic gateway raises while a target migrates.
+
+They live apart from the modules that import Alembic, so that the execution code can catch
+them without importing Alembic: a command that migrates nothing (``status``, a ``migrate``
+with nothing pending, a tenant copied from its reference) then never loads it.
+"""
+
+from __future__ import annotations
+
+
+class RevisionFailed(Exception):
+    """A revision raised while a target was migrating; wraps the original error."""
+
+    def __init__(self, revision: str | None, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.revision = revision
+        self.error = error
+
+
+class ReplayFailed(Exception):
+    """A replayed statement failed; names the revision it belongs to."""
+
+    def __init__(self, revision: str | None, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.revision = revision
+        self.error = error
