@@ -158,3 +158,30 @@ def test_an_empty_cache_setting_turns_it_off(tmp_path: Path, db_url: str) -> Non
     assert project.fleet("status", env=off).returncode == 0
     assert _imports(marker) > before  # read through Alembic again
     assert not cache.exists()
+
+
+def test_revisions_run_after_a_kept_graph_import_what_env_py_puts_on_the_path(
+        tmp_path: Path, db_url: str) -> None:
+    """A graph from the cache loaded no revision; the first command that runs one loads
+    them as plain alembic does, after env.py's own ``sys.path.insert``."""
+    project, _marker, _cache = _project(tmp_path, db_url)
+    service = project.root / "svc"
+    (service / "src" / "shapes").mkdir(parents=True)
+    (service / "src" / "shapes" / "__init__.py").write_text("WIDTH = 11\n")
+    (service / "migrations" / "env.py").write_text(
+        "import os\nimport sys\n\n"
+        "sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'src'))\n\n"
+        "from alembic_fleet.env import run_migrations  # noqa: E402\n\nrun_migrations()\n")
+    versions = service / "migrations" / "versions"
+    third = _write(versions, 3, tmp_path / "imported.txt")
+    third.write_text(third.read_text().replace(
+        "from alembic import op", "from shapes import WIDTH\nfrom alembic import op").replace(
+        'sa.Column("id", sa.Integer, primary_key=True)',
+        'sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", sa.String(WIDTH))'))
+    first = project.fleet("migrate", env={"TENANTS": "a"})
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert _status(project)["services"]["svc"]["head"] == ["9c0000000003"]  # kept
+    for args in (("migrate", "--json"), ("check", "--json"), ("migrate", "--sql")):
+        result = project.fleet(*args)
+        assert result.returncode in (0, 3), (args, result.stdout, result.stderr)
+    assert version(db_url, "svc_b") == ["9c0000000003"]

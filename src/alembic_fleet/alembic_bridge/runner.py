@@ -175,9 +175,9 @@ def run_path_setup(scripts: ServiceScripts) -> bool:
     config = make_config(scripts.service, output=io.StringIO())
     config.attributes[ATTR_PROBE] = {}
     with contextlib.suppress(Exception), EnvironmentContext(
-            config, scripts.script, fn=lambda _rev, _ctx: [], as_sql=True,
+            config, scripts.directory, fn=lambda _rev, _ctx: [], as_sql=True,
             destination_rev="base", starting_rev="base"):
-        scripts.script.run_env()
+        scripts.directory.run_env()
     return sys.path != before
 
 

@@ -69,9 +69,11 @@ class ServiceScripts:
 
     service: Service
     _script: ScriptDirectory | None = field(default=None, repr=False)
+    _loaded: bool = field(default=False, repr=False)
 
     @property
-    def script(self) -> ScriptDirectory:
+    def directory(self) -> ScriptDirectory:
+        """The ScriptDirectory as configured; its revision files are not loaded by this."""
         if self._script is None:
             from alembic.script import ScriptDirectory
             from alembic.util import CommandError
@@ -85,6 +87,39 @@ class ServiceScripts:
                 raise ConfigError(str(exc), file=str(self.service.ini_path),
                                   key="script_location") from None
         return self._script
+
+    @property
+    def script(self) -> ScriptDirectory:
+        """The ScriptDirectory with every revision file loaded as plain alembic loads them:
+        when a revision's import fails, after what env.py adds to ``sys.path`` (a graph
+        from :mod:`.graph_cache` loaded none of them; whoever asks for this runs them)."""
+        if self.service.python is None and not self._loaded:
+            self._load_revisions()
+        return self.directory
+
+    def _load_revisions(self) -> None:
+        from alembic.util import CommandError
+
+        from alembic_fleet.alembic_bridge.runner import isolate_imports, run_path_setup
+
+        isolate_imports(self)  # the service folder first on sys.path, as a cwd would be
+        try:
+            try:
+                _ = self.directory.revision_map.heads  # executes every revision file
+            except ImportError:
+                # Plain alembic runs env.py before it loads a revision, so a sys.path.insert
+                # at the top of env.py applies to the revisions' imports: do the same.
+                if not run_path_setup(self):
+                    raise
+                self._script = None  # loaded again, with what env.py added to the path
+                _ = self.directory.revision_map.heads
+        except CommandError as exc:
+            raise RevisionError(f"service '{self.service.name}': {exc}",
+                                hint=f"fix the revision files under {self.script_dir}"
+                                ) from None
+        except Exception as exc:  # a revision file that cannot even be imported
+            raise self._load_error(exc) from None
+        self._loaded = True
 
     @cached_property
     def uses_helper(self) -> bool:
@@ -154,7 +189,7 @@ class ServiceScripts:
     def script_dir(self) -> Path:
         """The service's migrations folder (``script_location``, made absolute), where its
         env.py and script.py.mako live."""
-        return Path(self.script.dir)
+        return Path(self.directory.dir)
 
     @cached_property
     def version_dirs(self) -> list[Path]:
@@ -163,7 +198,7 @@ class ServiceScripts:
         ``<script_location>/versions``. A folder may not exist yet."""
         from alembic.util import coerce_resource_to_filename
 
-        script = self.script
+        script = self.directory
         if script.version_locations:
             return [Path(coerce_resource_to_filename(location)).absolute()
                     for location in script.version_locations]
@@ -204,21 +239,9 @@ class ServiceScripts:
             return list(interpreters.describe(self.service))
         from alembic.util import CommandError
 
-        from alembic_fleet.alembic_bridge.runner import isolate_imports, run_path_setup
-
-        isolate_imports(self)  # the service folder first on sys.path, as a cwd would be
         script = self.script
         try:
-            try:
-                return self._declared(script)
-            except ImportError:
-                # Plain alembic runs env.py before it loads a revision, so a sys.path.insert
-                # at the top of env.py applies to the revisions' imports: do the same.
-                if not run_path_setup(self):
-                    raise
-                self._script = None  # loaded again, with what env.py added to the path
-                script = self.script
-                return self._declared(script)
+            return self._declared(script)
         except CommandError as exc:
             raise RevisionError(f"service '{self.service.name}': {exc}",
                                 hint=f"fix the revision files under {script.dir}") from None
