@@ -52,11 +52,40 @@ def redact_url(url: str) -> str:
     return scrub(url)
 
 
+_AUTHORITY_WITH_PASSWORD = re.compile(r"://[^:/?#@\s]*:[^@/\s]*(?=@)")
+"""What follows the scheme in a match of ``_URL_PASSWORD``."""
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 def mask_urls(text: str) -> str:
     """Hide the password of every URL in ``text`` (and nothing else)."""
-    text = _URL_PASSWORD.sub(lambda m: m.group("head") + (MASK if m.group("pw") else ""), text)
+    if "://" in text:
+        text = _mask_authorities(text)
     return _QUERY_PASSWORD.sub(lambda m: m.group("head") + (MASK if m.group("pw") else ""),
                                text)
+
+
+def _mask_authorities(text: str) -> str:
+    """``_URL_PASSWORD.sub`` with the same result, in time linear in the text: the pattern
+    is tried only where ``://`` is followed by ``user:password@`` (the plain substitution
+    tries it at every letter: half a second on a 30,000-target JSON status)."""
+    pieces = []
+    last = 0
+    after = _AUTHORITY_WITH_PASSWORD.search(text)
+    while after is not None:
+        position = start = after.start()
+        while start > last and text[start - 1] in _SCHEME_CHARS:
+            start -= 1
+        while start < position and text[start] not in _LETTERS:  # a scheme starts with one
+            start += 1
+        found = _URL_PASSWORD.match(text, start) if start < position else None
+        if found is not None:
+            pieces += (text[last:start], found.group("head"), MASK if found.group("pw") else "")
+            last = found.end()
+        after = _AUTHORITY_WITH_PASSWORD.search(text, max(position + 3, last))
+    pieces.append(text[last:])
+    return "".join(pieces)
 
 
 def scrub(text: str) -> str:
