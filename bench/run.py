@@ -119,8 +119,11 @@ def machine_info(server: Server) -> dict:
 def child_env() -> dict[str, str]:
     """This process's environment for the measured commands, without what would point them
     elsewhere than the projects and servers a benchmark makes (``TENANTS``,
-    ``DATABASE_URI``)."""
-    return {k: v for k, v in os.environ.items() if k not in ("TENANTS", "DATABASE_URI")}
+    ``DATABASE_URI``), and without ``PYTHONDONTWRITEBYTECODE``: an installed fleet starts
+    from compiled modules (pip compiles them), so an editable checkout's must be kept too,
+    or every measured start-up would compile ninety modules again."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("TENANTS", "DATABASE_URI", "PYTHONDONTWRITEBYTECODE")}
 
 
 def open_server(work: Path) -> tuple[Server, Any]:
