@@ -761,7 +761,8 @@ class Provisioner:
         if row is None:
             found = self._build(scripts, database, heads, key, destination)
             if found is None:  # being built by another runner: asked again next time
-                return "another runner is building the reference"
+                return ("the reference is being built (by another worker of this run, or "
+                        "another runner)")
         else:
             schema, content, refused = row
             found = refused or Reference.from_row(str(schema), content or {})
