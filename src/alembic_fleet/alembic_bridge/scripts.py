@@ -217,8 +217,7 @@ class ServiceScripts:
             self.__dict__["script_dir"] = kept.script_dir
             self.__dict__["version_dirs"] = list(kept.version_dirs)
             return RevisionGraph.from_revisions(kept.revisions)
-        digest = graph_cache.fingerprint(service.ini_path, service.python, self.script_dir,
-                                         self.version_dirs)
+        digest, folders = self._fingerprint()
         declared = self._read()
         for revision in declared:
             for unsafe in (i for i in (revision.id, *revision.down) if unsafe_revision_id(i)):
@@ -226,10 +225,24 @@ class ServiceScripts:
                     f"service '{self.service.name}': {_shown(revision.path)}: revision id "
                     f"{unsafe!r} holds characters Alembic would write into SQL unescaped",
                     hint="use letters, digits, '_' and '.' only (fleet check: FC108)")
-        ordered = tuple(sorted(declared, key=self._load_order))
-        graph_cache.save(service.ini_path, service.python, digest, graph_cache.Entry(
-            self.script_dir, tuple(self.version_dirs), ordered))
+        ordered = (tuple(declared) if service.python is not None  # ordered there already
+                   else tuple(sorted(declared, key=self._load_order)))
+        if folders is not None:
+            graph_cache.save(service.ini_path, service.python, digest,
+                             graph_cache.Entry(folders[0], folders[1], ordered))
         return RevisionGraph.from_revisions(ordered)
+
+    def _fingerprint(self) -> tuple[str | None, tuple[Path, tuple[Path, ...]] | None]:
+        """The digest of the files a reading is about to use, and their folders; taken
+        before the reading. Folders that cannot be resolved here (a ``package:folder`` of a
+        package only a service's own interpreter has) mean the reading is not kept; when
+        the reading itself fails, it says why."""
+        service = self.service
+        try:
+            folders = (self.script_dir, tuple(self.version_dirs))
+        except Exception:
+            return None, None
+        return graph_cache.fingerprint(service.ini_path, service.python, *folders), folders
 
     def _read(self) -> list[Revision]:
         """The revisions as Alembic loads them (or the service's own interpreter does)."""
