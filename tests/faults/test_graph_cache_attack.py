@@ -1,0 +1,123 @@
+"""Attacks on the revision graph kept between runs (``alembic_bridge.graph_cache``).
+
+The promise: the cache changes nothing but speed. Each test builds a small project, lets
+fleet keep its graph, changes something a plain Alembic reading would see, and checks that
+the installed ``fleet`` reports what it reports with the cache turned off
+(``FLEET_CACHE_DIR=""``), against a real PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import py_compile
+from pathlib import Path
+
+from tests.conftest import Project
+from tests.integration.test_graph_cache import _project, _write
+
+OFF = {"FLEET_CACHE_DIR": ""}
+
+
+def _status(project: Project, **kwargs: object) -> dict:
+    result = project.fleet("status", "--json", **kwargs)  # type: ignore[arg-type]
+    assert result.returncode in (0, 3), result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return json.loads(result.stdout)
+
+
+def _head(project: Project, **kwargs: object) -> list[str]:
+    return _status(project, **kwargs)["services"]["svc"]["head"]
+
+
+def _ini(project: Project, text: str) -> None:
+    (project.root / "svc" / "alembic.ini").write_text("[alembic]\n" + text)
+
+
+def test_a_relative_script_location_through_a_switched_link_is_read_again(
+        tmp_path: Path, db_url: str) -> None:
+    """``script_location = migrations`` (the form older ``alembic init`` wrote) where
+    ``migrations`` is a link switched from one release's folder to the next: plain alembic
+    reads the new release; the kept graph named the old folder, still there, unchanged."""
+    project, marker, _cache = _project(tmp_path, db_url)
+    service = project.root / "svc"
+    os.rename(service / "migrations", service / "release-1")
+    (service / "release-2").mkdir()
+    (service / "release-2" / "env.py").write_text((service / "release-1" / "env.py").read_text())
+    (service / "release-2" / "versions").mkdir()
+    for number in (1, 2, 3):
+        _write(service / "release-2" / "versions", number, marker)
+    os.symlink("release-1", service / "migrations")
+    _ini(project, "script_location = migrations\n")
+    assert _head(project) == ["9c0000000002"]
+
+    os.unlink(service / "migrations")
+    os.symlink("release-2", service / "migrations")
+    assert _head(project, env=OFF) == ["9c0000000003"]
+    assert _head(project) == ["9c0000000003"]
+
+
+def test_relative_version_locations_follow_the_working_directory_as_without_cache(
+        tmp_path: Path, db_url: str) -> None:
+    """Alembic reads a relative ``version_locations`` from the working directory: a graph
+    kept by a run elsewhere must not answer for a run from the service folder."""
+    project, _marker, _cache = _project(tmp_path, db_url)
+    _ini(project, "script_location = %(here)s/migrations\n"
+                  "version_locations = migrations/versions\n")
+    service = project.root / "svc"
+    first = _head(project)  # from the project folder
+    assert _head(project, cwd=service, env=OFF) == ["9c0000000002"]
+    assert first == []
+    assert _head(project, cwd=service) == ["9c0000000002"]
+    assert _head(project) == first
+
+
+def test_a_project_below_a_folder_whose_name_is_not_utf8_is_read(tmp_path: Path,
+                                                                 db_url: str) -> None:
+    """A folder name that is not UTF-8 (an old archive, another locale): fleet works with
+    the cache off, and must work with it on (it crashed: 'surrogates not allowed')."""
+    odd = tmp_path / os.fsdecode(b"caf\xe9")
+    odd.mkdir()
+    project, _marker, cache = _project(odd, db_url)
+    for _ in range(2):
+        result = project.fleet("status", "--json")
+        assert result.returncode in (0, 3), result.stdout + result.stderr
+        assert json.loads(result.stdout)["services"]["svc"]["head"] == ["9c0000000002"]
+    assert _head(project, env=OFF) == ["9c0000000002"]
+    assert len(list((cache / "graphs").glob("*.json"))) == 1  # and it is kept
+
+
+def test_sourceless_spelled_in_capitals_is_never_cached(tmp_path: Path, db_url: str) -> None:
+    """Alembic's option names ignore case: ``Sourceless = true`` loads revisions shipped as
+    ``__pycache__`` files only, which the cache does not look at."""
+    project, marker, _cache = _project(tmp_path, db_url)
+    _ini(project, "script_location = %(here)s/migrations\nSourceless = true\n")
+    assert _head(project) == ["9c0000000002"]
+
+    versions = project.root / "svc" / "migrations" / "versions"
+    third = _write(versions, 3, marker)
+    compiled = importlib.util.cache_from_source(str(third))
+    py_compile.compile(str(third), cfile=compiled, doraise=True)
+    third.unlink()  # shipped compiled only
+    assert _head(project, env=OFF) == ["9c0000000003"]
+    assert _head(project) == ["9c0000000003"]
+
+
+def test_a_revision_id_read_from_another_module_is_not_kept(tmp_path: Path,
+                                                            db_url: str) -> None:
+    """A revision whose ``down_revision`` comes from a module of the service: changing that
+    module changes the graph plain Alembic reads, without touching a version file."""
+    project, marker, _cache = _project(tmp_path, db_url)
+    service = project.root / "svc"
+    _ini(project, "script_location = %(here)s/migrations\nprepend_sys_path = .\n")
+    (service / "chain.py").write_text("PARENT = '9c0000000002'\n")
+    third = _write(service / "migrations" / "versions", 3, marker)
+    third.write_text(third.read_text().replace(
+        "down_revision = '9c0000000002'", "from chain import PARENT\ndown_revision = PARENT"))
+    assert _head(project) == ["9c0000000003"]
+
+    (service / "chain.py").write_text("PARENT = '9c0000000001'\n")  # a branch now
+    expected = sorted(_head(project, env=OFF))
+    assert expected == ["9c0000000002", "9c0000000003"]
+    assert sorted(_head(project)) == expected
