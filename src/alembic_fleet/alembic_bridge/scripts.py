@@ -217,8 +217,9 @@ class ServiceScripts:
             self.__dict__["script_dir"] = kept.script_dir
             self.__dict__["version_dirs"] = list(kept.version_dirs)
             return RevisionGraph.from_revisions(kept.revisions)
+        checks = self._cache_checks()
         digest = graph_cache.fingerprint(service.ini_path, service.python, self.script_dir,
-                                         self.version_dirs)
+                                         self.version_dirs, checks)
         declared = self._read()
         for revision in declared:
             for unsafe in (i for i in (revision.id, *revision.down) if unsafe_revision_id(i)):
@@ -227,9 +228,20 @@ class ServiceScripts:
                     f"{unsafe!r} holds characters Alembic would write into SQL unescaped",
                     hint="use letters, digits, '_' and '.' only (fleet check: FC108)")
         ordered = tuple(sorted(declared, key=self._load_order))
+        if not graph_cache.declared_in_files(ordered):
+            digest = None  # a revision's ids come from elsewhere than its file's bytes
         graph_cache.save(service.ini_path, service.python, digest, graph_cache.Entry(
-            self.script_dir, tuple(self.version_dirs), ordered))
+            self.script_dir, tuple(self.version_dirs), ordered, checks or ()))
         return RevisionGraph.from_revisions(ordered)
+
+    def _cache_checks(self) -> tuple[tuple[str, ...], ...] | None:
+        """What besides the files decided which folders this reading used (see
+        :func:`.graph_cache.checks_for`), from the locations as the alembic.ini writes them."""
+        from alembic.config import Config
+
+        written = Config(str(self.service.ini_path)).get_main_option("script_location") or ""
+        return graph_cache.checks_for(self.service.ini_path, written, self.script_dir,
+                                      self.directory.version_locations)
 
     def _read(self) -> list[Revision]:
         """The revisions as Alembic loads them (or the service's own interpreter does)."""
