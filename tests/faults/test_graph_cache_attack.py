@@ -121,3 +121,26 @@ def test_a_revision_id_read_from_another_module_is_not_kept(tmp_path: Path,
     expected = sorted(_head(project, env=OFF))
     assert expected == ["9c0000000002", "9c0000000003"]
     assert sorted(_head(project)) == expected
+
+
+def test_a_package_version_location_follows_the_package_found_now(tmp_path: Path,
+                                                                   db_url: str) -> None:
+    """``version_locations = releases:versions``: the package is found through the path
+    (here ``PYTHONPATH``, as an editable install switched to another checkout would): the
+    kept graph named the first checkout's folder, still there, unchanged."""
+    project, marker, _cache = _project(tmp_path, db_url)
+    checkouts = []
+    for count in (2, 3):
+        checkout = tmp_path / f"checkout-{count}"
+        versions = checkout / "releases" / "versions"
+        versions.mkdir(parents=True)
+        (checkout / "releases" / "__init__.py").write_text("")
+        for number in range(1, count + 1):
+            _write(versions, number, marker)
+        checkouts.append(str(checkout))
+    _ini(project, "script_location = %(here)s/migrations\nversion_locations = releases:versions\n")
+    assert _head(project, env={"PYTHONPATH": checkouts[0]}) == ["9c0000000002"]
+
+    now = {"PYTHONPATH": checkouts[1]}
+    assert _head(project, env={**now, **OFF}) == ["9c0000000003"]
+    assert _head(project, env=now) == ["9c0000000003"]
