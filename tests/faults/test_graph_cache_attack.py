@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import py_compile
+import shutil
 from pathlib import Path
 
 from tests.conftest import Project
@@ -144,3 +145,44 @@ def test_a_package_version_location_follows_the_package_found_now(tmp_path: Path
     now = {"PYTHONPATH": checkouts[1]}
     assert _head(project, env={**now, **OFF}) == ["9c0000000003"]
     assert _head(project, env=now) == ["9c0000000003"]
+
+
+def _alembic_in(venv_python: Path, *, recursive: bool) -> None:
+    """An Alembic installed in a service's own environment (its site-packages, as pip
+    puts it there); ``recursive=False``: as Alembic before 1.10 read version folders, not
+    looking into subfolders whatever ``recursive_version_locations`` says."""
+    import alembic
+
+    purelib = next(venv_python.parent.parent.glob("lib/python*/site-packages"))
+    target = purelib / "alembic"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(Path(alembic.__file__).parent, target,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    if not recursive:
+        base = target / "script" / "base.py"
+        text = base.read_text()
+        old = "if not scriptdir.recursive_version_locations:\n                break"
+        assert old in text
+        base.write_text(text.replace(old, "if True:\n                break"))
+
+
+def test_an_alembic_upgraded_in_a_service_interpreter_is_seen(tmp_path: Path,
+                                                              db_url: str) -> None:
+    """A service with its own environment reads its graph there: upgrading the Alembic of
+    that environment (to one that reads subfolders) changes the graph, and fleet must see
+    it as it sees an upgrade of its own Alembic."""
+    from tests.integration.test_real_projects import _own_venv
+
+    project, marker, _cache = _project(tmp_path, db_url)
+    service = project.root / "svc"
+    python = _own_venv(service, "unused_mod", "1")  # used by default: svc/.venv
+    _alembic_in(python, recursive=False)
+    _ini(project, "script_location = %(here)s/migrations\n"
+                  "recursive_version_locations = true\n")
+    (service / "migrations" / "versions" / "later").mkdir()
+    _write(service / "migrations" / "versions" / "later", 3, marker)
+    assert _head(project) == ["9c0000000002"]  # that Alembic does not look into 'later'
+
+    _alembic_in(python, recursive=True)  # pip install -U alembic in the service's venv
+    assert _head(project, env=OFF) == ["9c0000000003"]
+    assert _head(project) == ["9c0000000003"]
