@@ -156,9 +156,11 @@ def _alembic_in(venv_python: Path, *, recursive: bool) -> None:
     purelib = next(venv_python.parent.parent.glob("lib/python*/site-packages"))
     target = purelib / "alembic"
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(Path(alembic.__file__).parent, target,
+    shutil.copytree(Path(alembic.__file__).parent, target, copy_function=shutil.copy,
                     ignore=shutil.ignore_patterns("__pycache__"))
     if not recursive:
+        init = target / "__init__.py"
+        init.write_text(init.read_text().replace(f'"{alembic.__version__}"', '"1.9.4"'))
         base = target / "script" / "base.py"
         text = base.read_text()
         old = "if not scriptdir.recursive_version_locations:\n                break"
@@ -186,3 +188,6 @@ def test_an_alembic_upgraded_in_a_service_interpreter_is_seen(tmp_path: Path,
     _alembic_in(python, recursive=True)  # pip install -U alembic in the service's venv
     assert _head(project, env=OFF) == ["9c0000000003"]
     assert _head(project) == ["9c0000000003"]
+    executed = len(marker.read_text().splitlines())
+    assert _head(project) == ["9c0000000003"]
+    assert len(marker.read_text().splitlines()) == executed  # still kept, for the same

@@ -9,8 +9,9 @@ bytes it was read from:
 
 * the ``alembic.ini`` and the ``env.py``,
 * every file under the version folders, by name and content (``__pycache__`` aside),
-* fleet's version, the installed Alembic (its file's path, size and time), and the
-  interpreter that read them for a service with its own ``python``,
+* fleet's version, the installed Alembic (its file's path, size and time), and for a
+  service with its own ``python`` the Alembic that interpreter finds (asked of it: one
+  start of the interpreter, Alembic not imported; one that cannot say is never cached),
 * what else decided which folders were read (:attr:`Entry.checks`): the working directory
   for a relative ``version_locations`` (Alembic reads those from there), and where a
   relative ``script_location`` led through links (fleet resolves it once; a link switched
@@ -38,6 +39,8 @@ import hashlib
 import importlib.util
 import json
 import os
+import signal
+import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,8 +81,9 @@ def folder() -> Path | None:
     return Path(base, "alembic-fleet")
 
 
-def load(ini: Path, python: Sequence[str] | None) -> Entry | None:
-    """The entry for this service, if one was kept and its files are unchanged."""
+def load(ini: Path, python: Sequence[str] | None, folder: Path | None = None) -> Entry | None:
+    """The entry for this service, if one was kept and its files are unchanged (``folder``:
+    the service's, where its own interpreter starts)."""
     path = _entry_path(ini, python)
     if path is None:
         return None
@@ -101,13 +105,15 @@ def load(ini: Path, python: Sequence[str] | None) -> Entry | None:
         return None
     if not all(_holds(check) for check in entry.checks):
         return None
-    digest = fingerprint(ini, python, entry.script_dir, entry.version_dirs, entry.checks)
+    digest = fingerprint(ini, python, entry.script_dir, entry.version_dirs, entry.checks,
+                         folder)
     return entry if digest is not None and digest == data.get("digest") else None
 
 
 def fingerprint(ini: Path, python: Sequence[str] | None, script_dir: Path,
                 version_dirs: Sequence[Path],
-                checks: Sequence[Sequence[str]] | None = ()) -> str | None:
+                checks: Sequence[Sequence[str]] | None = (),
+                folder: Path | None = None) -> str | None:
     """The digest of everything a reading depends on; None when it must not be cached
     (``checks`` None: the reading depends on something else, see :func:`checks_for`)."""
     if checks is None:
@@ -131,9 +137,10 @@ def fingerprint(ini: Path, python: Sequence[str] | None, script_dir: Path,
         add("check", *check)
     add(*(python or ("-",)))
     if python:
-        with contextlib.suppress(OSError):
-            stat = os.stat(python[0])
-            add(stat.st_size, stat.st_mtime_ns)
+        stamp = interpreter_stamp(python, folder or ini.parent)
+        if stamp is None:
+            return None
+        add(stamp)
     try:
         add(script_dir.joinpath("env.py").read_bytes())
     except OSError:
@@ -294,6 +301,50 @@ def _entry_path(ini: Path, python: Sequence[str] | None) -> Path | None:
         return None
     name = hashlib.sha256(_bytes("\0".join([str(ini), *(python or ())]))).hexdigest()[:32]
     return base / "graphs" / f"{name}.json"
+
+
+PROBE = ("import importlib.metadata, importlib.util, os, sys\n"
+         "try:\n    version = importlib.metadata.version('alembic')\n"
+         "except Exception:\n    version = None\n"
+         "spec = importlib.util.find_spec('alembic')\n"
+         "origin = spec.origin if spec is not None else None\n"
+         "stat = os.stat(origin) if origin else None\n"
+         "print(repr((sys.version, sys.prefix, version, origin, stat and stat.st_size, "
+         "stat and stat.st_mtime_ns)))\n")
+"""What a service's own interpreter tells of itself: which Alembic it would read with."""
+
+_stamps: dict[tuple[tuple[str, ...], str], str | None] = {}
+
+
+def interpreter_stamp(python: Sequence[str], folder: Path) -> str | None:
+    """Which Alembic a service's own interpreter finds (its environment is not fleet's: an
+    upgrade there changes how the history is read), asked of it once per process; None
+    when it cannot say (it fails, or does not answer within its start timeout)."""
+    key = (tuple(python), str(folder))
+    if key not in _stamps:
+        from alembic_fleet.interpreters import _environment, start_timeout
+
+        stamp = None
+        try:
+            process = subprocess.Popen([*python, "-c", PROBE], cwd=folder, env=_environment(),
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError:
+            process = None
+        if process is not None:
+            try:
+                out, _ = process.communicate(timeout=start_timeout())
+                if process.returncode == 0 and out.strip():
+                    stamp = out.decode("utf-8", "replace")
+            except subprocess.TimeoutExpired:
+                pass
+            finally:
+                if process.returncode is None:  # what it started goes too (a wrapper's)
+                    with contextlib.suppress(OSError):
+                        os.killpg(process.pid, signal.SIGKILL)
+                    process.communicate()
+        _stamps[key] = stamp
+    return _stamps[key]
 
 
 def _alembic_stamp() -> str:

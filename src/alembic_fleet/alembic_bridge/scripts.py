@@ -212,14 +212,14 @@ class ServiceScripts:
         heads come in the order ``alembic heads`` lists them.
         """
         service = self.service
-        kept = graph_cache.load(service.ini_path, service.python)
+        kept = graph_cache.load(service.ini_path, service.python, service.path)
         if kept is not None:  # the same files as a reading before: no Alembic needed
             self.__dict__["script_dir"] = kept.script_dir
             self.__dict__["version_dirs"] = list(kept.version_dirs)
             return RevisionGraph.from_revisions(kept.revisions)
         checks = self._cache_checks()
         digest = graph_cache.fingerprint(service.ini_path, service.python, self.script_dir,
-                                         self.version_dirs, checks)
+                                         self.version_dirs, checks, service.path)
         declared = self._read()
         for revision in declared:
             for unsafe in (i for i in (revision.id, *revision.down) if unsafe_revision_id(i)):
