@@ -13,9 +13,13 @@ import json
 import os
 import py_compile
 import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
-from tests.conftest import Project
+import pytest
+
+from tests.conftest import Project, script
 from tests.integration.test_graph_cache import _project, _write
 
 OFF = {"FLEET_CACHE_DIR": ""}
@@ -191,3 +195,42 @@ def test_an_alembic_upgraded_in_a_service_interpreter_is_seen(tmp_path: Path,
     executed = len(marker.read_text().splitlines())
     assert _head(project) == ["9c0000000003"]
     assert len(marker.read_text().splitlines()) == executed  # still kept, for the same
+
+
+def _free_uid() -> int:
+    import pwd
+
+    for uid in range(23456, 23556):
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+    pytest.skip("no free user id")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to run fleet as a user without a home")
+def test_no_home_writes_no_cache_into_the_working_directory(db_url: str) -> None:
+    """Run as a user id without a passwd entry and without ``HOME`` (``env -i``, a cron
+    job, a container started with an arbitrary id): ``~`` cannot be expanded, and fleet
+    wrote ``./~/.cache/alembic-fleet/`` into the project it was run in."""
+    top = Path(tempfile.mkdtemp(prefix="fleet-nohome-"))  # pytest's folders are private
+    try:
+        top.chmod(0o777)  # the revisions append to a file there
+        project, _marker, _cache = _project(top, db_url)
+        project.root.chmod(0o777)  # a project the user may write to
+        for env_name in ("FLEET_CACHE_DIR", "XDG_CACHE_HOME", "HOME"):
+            project.env.pop(env_name, None)
+        before = sorted(p.name for p in project.root.iterdir())
+        uid = _free_uid()
+        environment = {k: v for k, v in os.environ.items()
+                       if k not in ("HOME", "XDG_CACHE_HOME", "FLEET_CACHE_DIR")}
+        result = subprocess.run(
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+             script("fleet"), "status", "--json"], cwd=project.root,
+            env={**environment, **project.env}, capture_output=True, text=True, timeout=300)
+        assert result.returncode in (0, 3), result.stdout + result.stderr
+        assert json.loads(result.stdout)["services"]["svc"]["head"] == ["9c0000000002"]
+        assert sorted(p.name for p in project.root.iterdir()) == before
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
