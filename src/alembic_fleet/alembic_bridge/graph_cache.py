@@ -27,8 +27,9 @@ environment variable), Alembic's ``sourceless`` option (revisions read from
 installed packages).
 
 The files live in ``$FLEET_CACHE_DIR``, else ``$XDG_CACHE_HOME/alembic-fleet``, else
-``~/.cache/alembic-fleet``; one per service folder. A folder that cannot be written (a
-read-only container) only means no cache: nothing fails because of it.
+``~/.cache/alembic-fleet`` (no cache when there is no home to expand); one per service
+folder. A folder that cannot be written (a read-only container) only means no cache:
+nothing fails because of it.
 """
 
 from __future__ import annotations
@@ -77,7 +78,12 @@ def folder() -> Path | None:
     configured = os.environ.get("FLEET_CACHE_DIR")
     if configured is not None:
         return Path(configured) if configured.strip() else None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        home = os.path.expanduser("~")
+        if not os.path.isabs(home):  # no HOME and no passwd entry: "~" stays "~"
+            return None  # not a folder named "~" wherever fleet runs
+        base = os.path.join(home, ".cache")
     return Path(base, "alembic-fleet")
 
 
