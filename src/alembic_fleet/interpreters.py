@@ -73,7 +73,7 @@ def shown(command: tuple[str, ...]) -> str:
     return " ".join(command)
 
 
-def _environment() -> dict[str, str]:
+def child_environment() -> dict[str, str]:
     """The child's environment: fleet's, without what points at fleet's own virtualenv,
     with the embedded databases' URLs fleet resolved (the service's environment need not
     hold the embedded PostgreSQL package)."""
@@ -105,7 +105,7 @@ def run_command(service: Any, config_file: Any, command: str, *args: Any, **kwar
 
 def resolve_embedded(databases: Any, in_use: Any) -> None:
     """Start the embedded server for the databases ``in_use`` that live on it, here, so
-    that a delegated command's interpreter gets their URLs (see :func:`_environment`)."""
+    that a delegated command's interpreter gets their URLs (see :func:`child_environment`)."""
     for database in in_use:
         if database.is_embedded:
             databases.url(database)
@@ -233,7 +233,7 @@ def _launch(service: Any, mode: str, lifeline: Lifeline) -> tuple[ServiceWorker,
     command = [*service.python, "-m", "alembic_fleet.remote", mode, __version__,
                str(theirs.fileno()), str(lifeline.read)]
     try:
-        popen = subprocess.Popen(command, cwd=service.path, env=_environment(),
+        popen = subprocess.Popen(command, cwd=service.path, env=child_environment(),
                                  pass_fds=(theirs.fileno(), lifeline.read),
                                  stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(),
                                  start_new_session=True)

@@ -15,7 +15,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -212,12 +212,12 @@ class ServiceScripts:
         heads come in the order ``alembic heads`` lists them.
         """
         service = self.service
-        kept = graph_cache.load(service.ini_path, service.python)
+        kept = graph_cache.load(service.ini_path, service.python, service.path)
         if kept is not None:  # the same files as a reading before: no Alembic needed
             self.__dict__["script_dir"] = kept.script_dir
             self.__dict__["version_dirs"] = list(kept.version_dirs)
             return RevisionGraph.from_revisions(kept.revisions)
-        digest, folders = self._fingerprint()
+        digest, entry = self._fingerprint()
         declared = self._read()
         for revision in declared:
             for unsafe in (i for i in (revision.id, *revision.down) if unsafe_revision_id(i)):
@@ -227,22 +227,35 @@ class ServiceScripts:
                     hint="use letters, digits, '_' and '.' only (fleet check: FC108)")
         ordered = (tuple(declared) if service.python is not None  # ordered there already
                    else tuple(sorted(declared, key=self._load_order)))
-        if folders is not None:
+        # Kept only when each revision's ids are literals of its own file's bytes.
+        if entry is not None and graph_cache.declared_in_files(ordered):
             graph_cache.save(service.ini_path, service.python, digest,
-                             graph_cache.Entry(folders[0], folders[1], ordered))
+                             replace(entry, revisions=ordered))
         return RevisionGraph.from_revisions(ordered)
 
-    def _fingerprint(self) -> tuple[str | None, tuple[Path, tuple[Path, ...]] | None]:
-        """The digest of the files a reading is about to use, and their folders; taken
-        before the reading. Folders that cannot be resolved here (a ``package:folder`` of a
-        package only a service's own interpreter has) mean the reading is not kept; when
-        the reading itself fails, it says why."""
+    def _fingerprint(self) -> tuple[str | None, graph_cache.Entry | None]:
+        """The digest of what a reading is about to use, taken before it, and the entry it
+        would be kept as (its revisions still to come). Folders that cannot be resolved
+        here (a ``package:folder`` of a package only a service's own interpreter has) mean
+        the reading is not kept; when the reading itself fails, it says why."""
         service = self.service
         try:
             folders = (self.script_dir, tuple(self.version_dirs))
+            checks = self._cache_checks()
         except Exception:
             return None, None
-        return graph_cache.fingerprint(service.ini_path, service.python, *folders), folders
+        digest = graph_cache.fingerprint(service.ini_path, service.python, *folders, checks,
+                                         service.path)
+        return digest, graph_cache.Entry(*folders, (), checks or ())
+
+    def _cache_checks(self) -> tuple[tuple[str, ...], ...] | None:
+        """What besides the files decided which folders this reading used (see
+        :func:`.graph_cache.checks_for`), from the locations as the alembic.ini writes them."""
+        from alembic.config import Config
+
+        written = Config(str(self.service.ini_path)).get_main_option("script_location") or ""
+        return graph_cache.checks_for(self.service.ini_path, written, self.script_dir,
+                                      self.directory.version_locations)
 
     def _read(self) -> list[Revision]:
         """The revisions as Alembic loads them (or the service's own interpreter does)."""
