@@ -264,6 +264,47 @@ def test_a_changed_view_is_seen(db_url: str, conn: Connection) -> None:
     assert "WHERE" not in by_kind["missing"]
 
 
+def test_a_few_schemas_are_found_through_pg_depend_as_a_scan_finds_them(
+    db_url: str, conn: Connection
+) -> None:
+    """Up to FEW_SCHEMAS schemas, relations and types are found through pg_depend (what
+    DROP SCHEMA CASCADE follows) instead of a scan of the whole pg_class: the lines must be
+    the same, including for objects moved into the schema afterwards and partitions."""
+    from alembic_fleet.catalog import fingerprints as module
+
+    build(db_url, "auth_default", DASHED)
+    s = quoted(DASHED)
+    query(db_url, f"""
+        CREATE SCHEMA elsewhere;
+        CREATE TABLE {s}.events (id bigint, at date NOT NULL) PARTITION BY RANGE (at);
+        CREATE TABLE {s}.events_2026 PARTITION OF {s}.events
+            FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+        CREATE INDEX ix_events_at ON {s}.events (at);
+        CREATE SEQUENCE {s}.standalone START 7;
+        CREATE TYPE elsewhere.colour AS ENUM ('red', 'blue');
+        ALTER TYPE elsewhere.colour SET SCHEMA {s};
+        CREATE TABLE elsewhere.moved (id int PRIMARY KEY, c {s}.colour);
+        ALTER TABLE elsewhere.moved SET SCHEMA {s};
+        CREATE VIEW elsewhere.moved_view AS SELECT 1 AS one;
+        ALTER VIEW elsewhere.moved_view SET SCHEMA {s};
+        CREATE TABLE elsewhere.stays (id int);
+    """)
+    scan = module._describe_sql(module._BY_SCAN)
+    for schema in ("auth_default", DASHED, "elsewhere", "nope"):
+        params = {"schemas": [schema], "exclude": list(VERSION_TABLE)}
+        by_scan = frozenset(conn.execute(scan, params).scalars())
+        assert describe(conn, schema, exclude_tables=VERSION_TABLE) == by_scan, schema
+    lines = describe(conn, DASHED, exclude_tables=VERSION_TABLE)
+    assert {"partitioned table events", "table events_2026", "table moved",
+            "sequence standalone", "enum colour: 'red', 'blue'"} <= lines
+    assert [line for line in lines if line.startswith("view moved_view")]
+    assert not [line for line in lines if "stays" in line]
+    few = fingerprints(conn, ["auth_default", DASHED], exclude_tables=VERSION_TABLE)
+    padding = [f"absent_{i}" for i in range(module.FEW_SCHEMAS)]
+    many = fingerprints(conn, ["auth_default", DASHED, *padding], exclude_tables=VERSION_TABLE)
+    assert few == many and len(few) == 2
+
+
 def test_difference_orders_by_line_and_labels_both_sides() -> None:
     reference = frozenset({"table a", "column a.x text default 'new'::text", "index i: X"})
     actual = frozenset({"table a", "column a.x text default 'open'::text", "table b"})

@@ -64,7 +64,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Sequence
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 
 
 def _literal(value: str) -> str:
@@ -95,7 +95,7 @@ _VIEWDEF = _strip(
 )
 """A view's definition on one line (whitespace collapsed), for readable differences."""
 
-_LINES = f"""
+_LINES_TEMPLATE = f"""
 ns AS (
     SELECT n.oid, n.nspname, quote_ident(n.nspname) || '.' AS p
     FROM pg_catalog.pg_namespace AS n
@@ -103,8 +103,7 @@ ns AS (
 ),
 rel AS (
     SELECT c.oid, c.relname, c.relkind, ns.nspname, ns.p
-    FROM pg_catalog.pg_class AS c
-    JOIN ns ON ns.oid = c.relnamespace
+    FROM {{relations}}
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S')
       AND c.relname <> ALL(CAST(:exclude AS text[]))
 ),
@@ -169,8 +168,7 @@ lines (nspname, line) AS (
                SELECT string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)
                FROM pg_catalog.pg_enum AS e
                WHERE e.enumtypid = t.oid), '')
-    FROM ns AS r
-    JOIN pg_catalog.pg_type AS t ON t.typnamespace = r.oid
+    FROM {{types}}
     WHERE t.typtype::text = 'e'
 )
 """
@@ -194,11 +192,50 @@ functions cost 3 to 15 microseconds a call and dominate):
   chosen.
 """
 
-_DESCRIBE = text(f"WITH {_LINES} SELECT line FROM lines")
+_BY_SCAN = {
+    "relations": "pg_catalog.pg_class AS c JOIN ns ON ns.oid = c.relnamespace",
+    "types": "ns AS r JOIN pg_catalog.pg_type AS t ON t.typnamespace = r.oid",
+}
+"""Many schemas: one pass over ``pg_class`` and ``pg_type`` (neither has an index on the
+schema alone) finds every wanted schema's relations and types at once."""
 
-_FINGERPRINTS = text(
-    f"""
-    WITH {_LINES}
+_DEPENDENTS = """(
+        SELECT DISTINCT d.objid FROM pg_catalog.pg_depend AS d
+        WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+          AND d.refobjid = {ns}.oid AND d.refobjsubid = 0
+          AND d.classid = 'pg_catalog.{catalog}'::pg_catalog.regclass)"""
+
+_BY_DEPENDENCY = {
+    "relations": "ns CROSS JOIN LATERAL " + _DEPENDENTS.format(ns="ns", catalog="pg_class")
+                 + " AS m JOIN pg_catalog.pg_class AS c"
+                 " ON c.oid = m.objid AND c.relnamespace = ns.oid",
+    "types": "ns AS r CROSS JOIN LATERAL " + _DEPENDENTS.format(ns="r", catalog="pg_type")
+             + " AS m JOIN pg_catalog.pg_type AS t ON t.oid = m.objid AND t.typnamespace = r.oid",
+}
+"""A few schemas: their relations and types through ``pg_depend``'s index on what objects
+depend on (every table, view, sequence and enum type records its schema there: that is
+how ``DROP SCHEMA ... CASCADE`` finds them). A scan of ``pg_class`` costs what the whole
+database holds, 60 ms at 60,000 relations and growing with every tenant, for each new
+tenant's check; this costs what the schema holds. Indexes, columns and constraints are
+reached from the relations by indexed keys in both forms."""
+
+FEW_SCHEMAS = 20
+"""Up to this many wanted schemas, :data:`_BY_DEPENDENCY`; more, :data:`_BY_SCAN`."""
+
+
+def _lines(sources: dict[str, str]) -> str:
+    return _LINES_TEMPLATE.replace("{relations}", sources["relations"]).replace(
+        "{types}", sources["types"])
+
+
+def _describe_sql(sources: dict[str, str]) -> TextClause:
+    return text(f"WITH {_lines(sources)} SELECT line FROM lines")
+
+
+def _fingerprints_sql(sources: dict[str, str]) -> TextClause:
+    return text(
+        f"""
+    WITH {_lines(sources)}
     SELECT ns.nspname, md5(coalesce(f.joined, ''))
     FROM ns
     LEFT JOIN (
@@ -209,10 +246,15 @@ _FINGERPRINTS = text(
         GROUP BY l.nspname
     ) AS f ON f.nspname = ns.nspname
     """
-)
+    )
+
+
+_DESCRIBE = _describe_sql(_BY_DEPENDENCY)
+_FINGERPRINTS = {True: _fingerprints_sql(_BY_DEPENDENCY), False: _fingerprints_sql(_BY_SCAN)}
 """md5 of the sorted lines, per schema, computed in the database: one row of 32 characters per
 schema crosses the wire instead of its whole description. The ``LEFT JOIN`` keeps an existing
-but empty schema (md5 of the empty text, like ``describe`` giving an empty set)."""
+but empty schema (md5 of the empty text, like ``describe`` giving an empty set). Keyed by
+whether few schemas are wanted."""
 
 
 def describe(
@@ -242,7 +284,8 @@ def fingerprints(
     if not wanted:
         return {}
     rows = connection.execute(
-        _FINGERPRINTS, {"schemas": wanted, "exclude": sorted(exclude_tables)}
+        _FINGERPRINTS[len(wanted) <= FEW_SCHEMAS],
+        {"schemas": wanted, "exclude": sorted(exclude_tables)},
     ).all()
     return {schema: digest for schema, digest in rows}
 
