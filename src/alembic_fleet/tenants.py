@@ -20,7 +20,7 @@ from alembic_fleet.catalog.versions import read_versions
 from alembic_fleet.config.tenant_sources import (
     check_forgettable,
     forget_tenant,
-    record_tenant,
+    record_tenants,
 )
 from alembic_fleet.databases import display
 from alembic_fleet.exceptions import FleetError, UsageError
@@ -93,12 +93,12 @@ def add_tenants(workspace: Workspace, names: Sequence[str], *, migrate: bool = T
     if config.tenants_from_env:
         warnings.append("TENANTS is set: the tenants were recorded in the configuration, but "
                         "this shell's TENANTS list still decides what other commands see")
-    recorded = {}
-    for name in names:
-        if name in config.tenants and not config.tenants_from_env:
-            recorded[name] = "already configured"
-        else:
-            recorded[name] = record_tenant(config, name, workspace.databases.connect)
+    recorded = {name: "already configured" for name in names
+                if name in config.tenants and not config.tenants_from_env}
+    new = [name for name in names if name not in recorded]
+    if new:  # one edit of the tenant source for them all
+        where = record_tenants(config, new, workspace.databases.connect)
+        recorded = {name: recorded.get(name, where) for name in names}
     outcome = None
     if migrate:
         per_tenant = [s.name for s in config.services.values() if s.per_tenant]

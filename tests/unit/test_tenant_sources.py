@@ -370,6 +370,28 @@ def test_record_in_a_list_keeps_comments_and_is_idempotent(tmp_path: Path) -> No
         """).strip() + "\n" + SERVICES)
 
 
+def test_many_names_are_recorded_in_one_edit_in_order_once(tmp_path: Path) -> None:
+    """``tenants add a b c``: one read and one write of the source for all of them; names
+    already there and repeated names are written once, in the order given."""
+    from alembic_fleet.config.tenant_sources import record_tenants
+
+    path = project(tmp_path, 'tenants = ["default"]  # keep me')
+    assert record_tenants(parse_config(path, {}), ["b", "a", "default", "b", "c"]) == \
+        "fleet.toml"
+    assert parse_config(path, {}).tenants == ("default", "b", "a", "c")
+    assert "# keep me" in path.read_text(encoding="utf-8")
+    (tmp_path / "tables").mkdir()
+    tables = project(tmp_path / "tables", "[tenants.default]\n")
+    record_tenants(parse_config(tables, {}), ["x", "y"])
+    assert parse_config(tables, {}).tenants == ("default", "x", "y")
+    listed = tmp_path / "listed"
+    listed.mkdir()
+    names = project(listed, 'tenants = { file = "tenants.txt" }')
+    (listed / "tenants.txt").write_text("# ours\ndefault\n", encoding="utf-8")
+    record_tenants(parse_config(names, {}), ["p", "default", "q"])
+    assert (listed / "tenants.txt").read_text(encoding="utf-8") == "# ours\ndefault\np\nq\n"
+
+
 def test_forget_from_a_list(tmp_path: Path) -> None:
     path = project(tmp_path, 'tenants = ["default", "toshiba", "acme"]  # keep me')
     forget_tenant(parse_config(path, {}), "toshiba")

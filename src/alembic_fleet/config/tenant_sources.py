@@ -20,7 +20,7 @@ import contextlib
 import os
 import tempfile
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +75,17 @@ def record_tenant(config: FleetConfig, name: str, connect: Connect | None = None
     ``connect`` is needed only for a registry query. Recording a tenant already there
     changes nothing.
     """
-    _check_name(config, name)
-    _change(config, name, connect, add=True)
+    return record_tenants(config, [name], connect)
+
+
+def record_tenants(config: FleetConfig, names: Sequence[str], connect: Connect | None = None
+                   ) -> str:
+    """Add each of ``names``, as :func:`record_tenant` does, in one edit of a file source:
+    one read, one write and one read-back for them all (a thousand-name fleet.toml is
+    parsed once, not once per new tenant)."""
+    for name in names:
+        _check_name(config, name)
+    _change(config, list(dict.fromkeys(names)), connect, add=True)
     return _where(config)
 
 
@@ -87,7 +96,7 @@ def forget_tenant(config: FleetConfig, name: str, connect: Connect | None = None
     Forgetting a tenant that is not recorded changes nothing.
     """
     validate_tenant(name)
-    _change(config, name, connect, add=False)
+    _change(config, [name], connect, add=False)
     return _where(config)
 
 
@@ -108,15 +117,17 @@ def check_forgettable(config: FleetConfig, name: str) -> None:
 # --- one change per kind of source --------------------------------------------------------
 
 
-def _change(config: FleetConfig, name: str, connect: Connect | None, *, add: bool) -> bool:
-    """Apply the change; True when something was written."""
+def _change(config: FleetConfig, names: Sequence[str], connect: Connect | None, *,
+            add: bool) -> bool:
+    """Apply the change for every name; True when something was written."""
     source = config.tenant_source
     if source.kind == "query":
-        return _change_registry(config, name, connect, add=add)
+        changed = [_change_registry(config, name, connect, add=add) for name in names]
+        return any(changed)
     if source.kind == "file":
         assert source.path is not None
-        return _change_file(source.path, name, add=add)
-    return _change_config_file(config, source.path or config.file, name, add=add)
+        return _change_file(source.path, names, add=add)
+    return _change_config_file(config, source.path or config.file, names, add=add)
 
 
 def _change_registry(config: FleetConfig, name: str, connect: Connect | None, *,
@@ -152,21 +163,25 @@ def _change_registry(config: FleetConfig, name: str, connect: Connect | None, *,
     return True
 
 
-def _change_file(path: Path, name: str, *, add: bool) -> bool:
-    """Append a line, or drop every line naming ``name`` (comments elsewhere are kept)."""
+def _change_file(path: Path, names: Sequence[str], *, add: bool) -> bool:
+    """Append a line per name, or drop every line naming one (comments elsewhere are kept)."""
     with _editing(path):
-        return _read_back(path, name, _change_file_locked(path, name, add=add), add,
+        return _read_back(path, names, _change_file_locked(path, names, add=add), add,
                           _file_names)
 
 
-def _read_back(path: Path, name: str, changed: bool, add: bool,
-               names: Callable[[Path], set[str]]) -> bool:
+def _read_back(path: Path, names: Sequence[str], changed: bool, add: bool,
+               listed: Callable[[Path], set[str]]) -> bool:
     """After a write: the file must say what fleet wrote, or the write is an error (never
     a success reported for a name that is not there)."""
-    if changed and (name in names(path)) != add:
-        raise FleetError(f"{path} was changed by someone else while fleet wrote it: "
-                         f"{name!r} is {'missing' if add else 'still there'}",
-                         hint="run the command again")
+    if changed:
+        now = listed(path)
+        wrong = [name for name in names if (name in now) != add]
+        if wrong:
+            raise FleetError(f"{path} was changed by someone else while fleet wrote it: "
+                             f"{', '.join(map(repr, wrong))} "
+                             f"{'missing' if add else 'still there'}",
+                             hint="run the command again")
     return changed
 
 
@@ -175,23 +190,27 @@ def _file_names(path: Path) -> set[str]:
     return {e for e in map(tenant_file_entry, text.splitlines()) if e}
 
 
-def _change_file_locked(path: Path, name: str, *, add: bool) -> bool:
+def _change_file_locked(path: Path, names: Sequence[str], *, add: bool) -> bool:
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     lines = text.splitlines(keepends=True)
-    matching = {i for i, line in enumerate(lines) if tenant_file_entry(line) == name}
+    wanted = set(names)
+    present = {tenant_file_entry(line) for line in lines} & wanted
     if add:
-        if matching:
+        new = [name for name in names if name not in present]
+        if not new:
             return False
-        text = (text if not text or text.endswith("\n") else text + "\n") + name + "\n"
+        text = (text if not text or text.endswith("\n") else text + "\n") + "".join(
+            f"{name}\n" for name in new)
     else:
-        if not matching:
+        if not present:
             return False
-        text = "".join(line for i, line in enumerate(lines) if i not in matching)
+        text = "".join(line for line in lines if tenant_file_entry(line) not in wanted)
     _write_atomically(path, text)
     return True
 
 
-def _change_config_file(config: FleetConfig, path: Path, name: str, *, add: bool) -> bool:
+def _change_config_file(config: FleetConfig, path: Path, names: Sequence[str], *,
+                        add: bool) -> bool:
     """Edit ``tenants`` in fleet.toml or ``[tool.fleet]``, keeping comments and layout.
 
     Read, change and write happen under an exclusive lock of the file's folder, so that
@@ -200,8 +219,9 @@ def _change_config_file(config: FleetConfig, path: Path, name: str, *, add: bool
     success.
     """
     with _editing(path):
-        return _read_back(path, name, _change_config_file_locked(config, path, name, add=add),
-                          add, _listed)
+        return _read_back(path, names,
+                          _change_config_file_locked(config, path, names, add=add), add,
+                          _listed)
 
 
 def _listed(path: Path) -> set[str]:
@@ -215,37 +235,41 @@ def _listed(path: Path) -> set[str]:
     return set(value) if isinstance(value, dict) else set()
 
 
-def _change_config_file_locked(config: FleetConfig, path: Path, name: str, *, add: bool
-                               ) -> bool:
+def _change_config_file_locked(config: FleetConfig, path: Path, names: Sequence[str], *,
+                               add: bool) -> bool:
     import tomlkit
     from tomlkit.items import Array, InlineTable
 
     original = path.read_text(encoding="utf-8")
     doc = tomlkit.parse(original)
     container: Any = doc["tool"]["fleet"] if path.name == PYPROJECT else doc
-    value = container.get("tenants")
-    if value is None:
-        if not add:
-            return False
-        container["tenants"] = [name]
-    elif isinstance(value, Array):
-        if not _change_array(config, value, name, add=add):
-            return False
-    else:  # [tenants.NAME] tables (the loader accepted nothing else for a list source)
-        if (name in value) == add:
-            return False
-        if not add:
-            del value[name]
-        elif isinstance(value, InlineTable) or any(
-                isinstance(v, InlineTable) for v in value.values()):
-            value[name] = tomlkit.inline_table()
-        else:
-            table = tomlkit.table()
-            if "\n\n[" in original:  # the file separates its tables by a blank line
-                table.add(tomlkit.nl())
-            value[name] = table
-    _write_atomically(path, tomlkit.dumps(doc).rstrip("\n") + "\n")
-    return True
+    changed = False
+    for name in names:
+        value = container.get("tenants")
+        if value is None:
+            if not add:
+                continue
+            container["tenants"] = [name]
+        elif isinstance(value, Array):
+            if not _change_array(config, value, name, add=add):
+                continue
+        else:  # [tenants.NAME] tables (the loader accepted nothing else for a list source)
+            if (name in value) == add:
+                continue
+            if not add:
+                del value[name]
+            elif isinstance(value, InlineTable) or any(
+                    isinstance(v, InlineTable) for v in value.values()):
+                value[name] = tomlkit.inline_table()
+            else:
+                table = tomlkit.table()
+                if "\n\n[" in original:  # the file separates its tables by a blank line
+                    table.add(tomlkit.nl())
+                value[name] = table
+        changed = True
+    if changed:
+        _write_atomically(path, tomlkit.dumps(doc).rstrip("\n") + "\n")
+    return changed
 
 
 def _change_array(config: FleetConfig, array: Any, name: str, *, add: bool) -> bool:
