@@ -176,3 +176,19 @@ def test_masking_urls_finds_what_the_plain_pattern_finds() -> None:
         assert redact._mask_authorities(text) == plain(text), repr(text)
     big = '{"database": "postgresql://app:s3cret@db:5432/platform", "x": "y"}\n' * 3000
     assert redact.mask_urls(big) == plain(big) and "s3cret" not in redact.mask_urls(big)
+
+
+@pytest.mark.parametrize("text", [
+    "\u212a://app:s3cret@db/p",          # KELVIN SIGN: a letter for the case-blind pattern
+    "see x\u017f://app:s3cret@db/p",     # LATIN SMALL LETTER LONG S before '://'
+    "\u0130\u0131://app:s3cret@db/p",    # dotted capital I, dotless small i
+    "\u212a1+://app:s3cret@db/p",
+])
+def test_masking_urls_hides_what_the_plain_pattern_hides_beyond_ascii(text: str) -> None:
+    """The pattern is case-insensitive, so ``[a-z]`` also matches the four non-ASCII
+    letters whose case folds into ASCII: a scheme made of them is still a URL to it, and
+    the linear search must hide that password too."""
+    plain = redact._URL_PASSWORD.sub(
+        lambda m: m.group("head") + (MASK if m.group("pw") else ""), text)
+    assert "s3cret" not in plain
+    assert redact.mask_urls(text) == plain

@@ -392,6 +392,18 @@ def test_many_names_are_recorded_in_one_edit_in_order_once(tmp_path: Path) -> No
     assert (listed / "tenants.txt").read_text(encoding="utf-8") == "# ours\ndefault\np\nq\n"
 
 
+def test_many_names_with_one_already_recorded_through_a_variable(tmp_path: Path) -> None:
+    """``record_tenants`` does for each name what ``record_tenant`` does: a name that a
+    ``${VAR}`` entry stands for counts as recorded, and the other names are written without
+    an error claiming that someone else changed the file."""
+    from alembic_fleet.config.tenant_sources import record_tenants
+
+    path = project(tmp_path, 'tenants = ["${FIRST}", "b"]')
+    assert record_tenants(parse_config(path, {"FIRST": "a"}), ["a", "c"]) == "fleet.toml"
+    assert 'tenants = ["${FIRST}", "b", "c"]' in path.read_text(encoding="utf-8")
+    assert parse_config(path, {"FIRST": "a"}).tenants == ("a", "b", "c")
+
+
 def test_forget_from_a_list(tmp_path: Path) -> None:
     path = project(tmp_path, 'tenants = ["default", "toshiba", "acme"]  # keep me')
     forget_tenant(parse_config(path, {}), "toshiba")
