@@ -56,6 +56,21 @@ _AUTHORITY_WITH_PASSWORD = re.compile(r"://[^:/?#@\s]*:[^@/\s]*(?=@)")
 """What follows the scheme in a match of ``_URL_PASSWORD``."""
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
 _LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_SCHEME_CHAR = re.compile(r"[a-z0-9+.-]", re.I)
+_LETTER = re.compile(r"[a-z]", re.I)
+"""The scheme's characters as ``_URL_PASSWORD`` reads them: case-insensitive, so ``[a-z]``
+also takes the non-ASCII letters whose case folds into ASCII (KELVIN SIGN, long s, dotted
+and dotless i). The ASCII sets answer for ASCII; the pattern itself for anything else."""
+
+
+def _folded_scheme_char(char: str) -> bool:
+    """A non-ASCII character that the pattern's scheme takes."""
+    return not char.isascii() and bool(_SCHEME_CHAR.match(char))
+
+
+def _folded_letter(char: str) -> bool:
+    """A non-ASCII character that the pattern takes for a scheme's first letter."""
+    return not char.isascii() and bool(_LETTER.match(char))
 
 
 def mask_urls(text: str) -> str:
@@ -75,9 +90,11 @@ def _mask_authorities(text: str) -> str:
     after = _AUTHORITY_WITH_PASSWORD.search(text)
     while after is not None:
         position = start = after.start()
-        while start > last and text[start - 1] in _SCHEME_CHARS:
+        while start > last and (text[start - 1] in _SCHEME_CHARS
+                                or _folded_scheme_char(text[start - 1])):
             start -= 1
-        while start < position and text[start] not in _LETTERS:  # a scheme starts with one
+        while start < position and not (text[start] in _LETTERS  # a scheme starts with one
+                                        or _folded_letter(text[start])):
             start += 1
         found = _URL_PASSWORD.match(text, start) if start < position else None
         if found is not None:
