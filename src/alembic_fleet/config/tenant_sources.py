@@ -166,23 +166,24 @@ def _change_registry(config: FleetConfig, name: str, connect: Connect | None, *,
 def _change_file(path: Path, names: Sequence[str], *, add: bool) -> bool:
     """Append a line per name, or drop every line naming one (comments elsewhere are kept)."""
     with _editing(path):
-        return _read_back(path, names, _change_file_locked(path, names, add=add), add,
-                          _file_names)
+        return _read_back(path, _change_file_locked(path, names, add=add), add, _file_names)
 
 
-def _read_back(path: Path, names: Sequence[str], changed: bool, add: bool,
+def _read_back(path: Path, written: Sequence[str], add: bool,
                listed: Callable[[Path], set[str]]) -> bool:
-    """After a write: the file must say what fleet wrote, or the write is an error (never
-    a success reported for a name that is not there)."""
-    if changed:
+    """After a write: the file must say what fleet wrote for each name in ``written``, or
+    the write is an error (never a success reported for a name that is not there). Names
+    left alone (already there, or standing for a ``${VAR}`` entry) are not what was written.
+    True when something was written."""
+    if written:
         now = listed(path)
-        wrong = [name for name in names if (name in now) != add]
+        wrong = [name for name in written if (name in now) != add]
         if wrong:
             raise FleetError(f"{path} was changed by someone else while fleet wrote it: "
                              f"{', '.join(map(repr, wrong))} "
                              f"{'missing' if add else 'still there'}",
                              hint="run the command again")
-    return changed
+    return bool(written)
 
 
 def _file_names(path: Path) -> set[str]:
@@ -190,23 +191,25 @@ def _file_names(path: Path) -> set[str]:
     return {e for e in map(tenant_file_entry, text.splitlines()) if e}
 
 
-def _change_file_locked(path: Path, names: Sequence[str], *, add: bool) -> bool:
+def _change_file_locked(path: Path, names: Sequence[str], *, add: bool) -> list[str]:
+    """The names written (appended, or whose lines were dropped)."""
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     lines = text.splitlines(keepends=True)
     wanted = set(names)
     present = {tenant_file_entry(line) for line in lines} & wanted
     if add:
-        new = [name for name in names if name not in present]
-        if not new:
-            return False
+        written = [name for name in names if name not in present]
+        if not written:
+            return []
         text = (text if not text or text.endswith("\n") else text + "\n") + "".join(
-            f"{name}\n" for name in new)
+            f"{name}\n" for name in written)
     else:
-        if not present:
-            return False
+        written = [name for name in names if name in present]
+        if not written:
+            return []
         text = "".join(line for line in lines if tenant_file_entry(line) not in wanted)
     _write_atomically(path, text)
-    return True
+    return written
 
 
 def _change_config_file(config: FleetConfig, path: Path, names: Sequence[str], *,
@@ -219,9 +222,8 @@ def _change_config_file(config: FleetConfig, path: Path, names: Sequence[str], *
     success.
     """
     with _editing(path):
-        return _read_back(path, names,
-                          _change_config_file_locked(config, path, names, add=add), add,
-                          _listed)
+        return _read_back(path, _change_config_file_locked(config, path, names, add=add),
+                          add, _listed)
 
 
 def _listed(path: Path) -> set[str]:
@@ -236,14 +238,15 @@ def _listed(path: Path) -> set[str]:
 
 
 def _change_config_file_locked(config: FleetConfig, path: Path, names: Sequence[str], *,
-                               add: bool) -> bool:
+                               add: bool) -> list[str]:
+    """The names written (added to, or removed from, ``tenants``)."""
     import tomlkit
     from tomlkit.items import Array, InlineTable
 
     original = path.read_text(encoding="utf-8")
     doc = tomlkit.parse(original)
     container: Any = doc["tool"]["fleet"] if path.name == PYPROJECT else doc
-    changed = False
+    written = []
     for name in names:
         value = container.get("tenants")
         if value is None:
@@ -266,10 +269,10 @@ def _change_config_file_locked(config: FleetConfig, path: Path, names: Sequence[
                 if "\n\n[" in original:  # the file separates its tables by a blank line
                     table.add(tomlkit.nl())
                 value[name] = table
-        changed = True
-    if changed:
+        written.append(name)
+    if written:
         _write_atomically(path, tomlkit.dumps(doc).rstrip("\n") + "\n")
-    return changed
+    return written
 
 
 def _change_array(config: FleetConfig, array: Any, name: str, *, add: bool) -> bool:
