@@ -10,39 +10,47 @@ import gc
 
 # Start-up: importing the commands (SQLAlchemy, psycopg, Rich, fleet) makes some 90,000
 # objects and no garbage, and the collector would walk them over and over while they are
-# made: collection stays off until they are all there (a fifth of the import time), and
-# then they are frozen (never walked again, by a run's collections nor at exit).
+# made: collection stays off until they are all there (a fifth of the import time), and is
+# on again however the import ends (a failed import must not leave a caller without it).
+# They are frozen (never walked again) only when the process is fleet's: see main(). Frozen
+# here, they would take along every object of a program that imports this module, which
+# then could never be collected again (nor their finalizers run).
 _COLLECTING = gc.isenabled()
 gc.disable()
+try:
+    import itertools
+    import signal
+    import sys
+    from collections.abc import Sequence
 
-import itertools  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
+    import click
 
-import click  # noqa: E402
-
-from alembic_fleet.cli import (  # noqa: E402, F401 (commands)
-    checking,
-    devloop,
-    migrating,
-    planning,
-    tenants,
-)
-from alembic_fleet.cli.app import cli  # noqa: E402
-from alembic_fleet.exceptions import FleetError, Terminated  # noqa: E402
-from alembic_fleet.exit_codes import ExitCode, exit_code  # noqa: E402
-from alembic_fleet.reporting import Reporter  # noqa: E402
-
-gc.freeze()
-if _COLLECTING:
-    gc.enable()
+    from alembic_fleet.cli import (  # noqa: F401 (commands)
+        checking,
+        devloop,
+        migrating,
+        planning,
+        tenants,
+    )
+    from alembic_fleet.cli.app import cli
+    from alembic_fleet.exceptions import FleetError, Terminated
+    from alembic_fleet.exit_codes import ExitCode, exit_code
+    from alembic_fleet.reporting import Reporter
+finally:
+    if _COLLECTING:
+        gc.enable()
 
 __all__ = ["cli", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``fleet`` command; returns (and exits with) the exit code."""
+    """Entry point of the ``fleet`` command; returns (and exits with) the exit code.
+
+    Without ``argv`` the process is the command's (console script, ``python -m``): what the
+    imports made is frozen first, so the run's collections never walk it again.
+    """
+    if argv is None:
+        gc.freeze()
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in args or "--format=json" in args or any(
         pair == ("--format", "json") for pair in itertools.pairwise(args))
