@@ -14,7 +14,7 @@ import pytest
 from alembic_fleet.config import TenantQuery, TenantSource
 from alembic_fleet.config.loader import parse_config, priority_order
 from alembic_fleet.config.tenant_sources import forget_tenant, record_tenant
-from alembic_fleet.exceptions import ConfigError, InvalidTenantError, UsageError
+from alembic_fleet.exceptions import ConfigError, FleetError, InvalidTenantError, UsageError
 from alembic_fleet.exit_codes import exit_code
 from alembic_fleet.model.schedule import execution_order
 from alembic_fleet.model.status import Step
@@ -402,6 +402,17 @@ def test_many_names_with_one_already_recorded_through_a_variable(tmp_path: Path)
     assert record_tenants(parse_config(path, {"FIRST": "a"}), ["a", "c"]) == "fleet.toml"
     assert 'tenants = ["${FIRST}", "b", "c"]' in path.read_text(encoding="utf-8")
     assert parse_config(path, {"FIRST": "a"}).tenants == ("a", "b", "c")
+
+
+def test_a_read_only_configuration_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = project(tmp_path, 'tenants = ["default"]')
+    before = path.read_text(encoding="utf-8")
+    path.chmod(0o444)
+    with pytest.raises(FleetError, match="read-only"):
+        record_tenant(parse_config(path, {}), "acme")
+    assert path.read_text(encoding="utf-8") == before
+    assert oct(path.stat().st_mode & 0o777) == oct(0o444)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_forget_from_a_list(tmp_path: Path) -> None:

@@ -353,7 +353,13 @@ def _editing(path: Path) -> Iterator[None]:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` in one step: an interrupted write never leaves half a file."""
+    """Replace ``path`` in one step: an interrupted write never leaves half a file.
+
+    A file nobody may write (no write bit in its mode) is refused, not replaced: the rename
+    would only need the folder to be writable, and such a file says it is not to change."""
+    if path.exists() and not path.stat().st_mode & 0o222:
+        raise UsageError(f"{path} is read-only: fleet does not change it",
+                         hint="make it writable (chmod u+w), or record the tenant yourself")
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
