@@ -100,6 +100,19 @@ THROWAWAY_SERVER = (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def graph_cache_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The commands the tests run keep their revision graphs in a folder of this session
+    (each test's project is a new path: a developer's ~/.cache would collect thousands of
+    entries), unless FLEET_CACHE_DIR is set already."""
+    if "FLEET_CACHE_DIR" in os.environ:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FLEET_CACHE_DIR", str(tmp_path_factory.mktemp("graph-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def server_url() -> Iterator[str]:
     """A superuser URL of the test server (its maintenance database).

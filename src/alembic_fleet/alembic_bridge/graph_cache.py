@@ -181,6 +181,36 @@ def save(ini: Path, python: Sequence[str] | None, digest: str | None, entry: Ent
         except OSError:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
+        _prune(path.parent, keep=path)
+
+
+KEPT_DAYS = 30
+KEPT_ENTRIES = 500
+"""Entries not written for this long, and the oldest beyond this many, go when an entry is
+written: projects in temporary checkouts (CI, tests) would otherwise leave one each, for
+ever. An entry in use that goes is only a slower next run."""
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Drop entries (and leftover temporary files) older than :data:`KEPT_DAYS`, then the
+    oldest beyond :data:`KEPT_ENTRIES`; never fails."""
+    import time
+
+    try:
+        found = []
+        with os.scandir(folder) as entries:
+            for item in entries:
+                if item.name.endswith((".json", ".tmp")) and item.path != str(keep):
+                    with contextlib.suppress(OSError):
+                        found.append((item.stat(follow_symlinks=False).st_mtime, item.path))
+    except OSError:
+        return
+    found.sort(reverse=True)
+    limit = time.time() - KEPT_DAYS * 86400
+    for index, (written, name) in enumerate(found):
+        if written < limit or index >= KEPT_ENTRIES - 1:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
 
 
 def checks_for(ini: Path, script_location: str, script_dir: Path,
