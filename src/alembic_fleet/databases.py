@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from alembic_fleet import drivers
-from alembic_fleet.embedded import EmbeddedServer
+from alembic_fleet.embedded import SCRATCH_STARTED, EmbeddedServer, hold_lease
 from alembic_fleet.exceptions import DatabaseUnavailableError
 from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.targets import Database
@@ -91,6 +91,10 @@ class Databases:
 
     embedded_dir: Path
     _engines: dict[str, Engine] = field(default_factory=dict)
+    borrowed: int = 0
+    """How many check scratch leases this command holds (see
+    :func:`~alembic_fleet.check.scratch_layer.scratch_server`): while one is held, the
+    embedded server is used the way a check does, and stays the check's to stop."""
 
     @property
     def embedded(self) -> EmbeddedServer:
@@ -105,10 +109,13 @@ class Databases:
         if name in handed:  # a service's interpreter: fleet started the server already
             return sqlalchemy_url(handed[name])
         server = self.embedded
+        hold_lease(self.embedded_dir)  # no check stops the server while this command runs
         admin = sqlalchemy_url(server.url("postgres"))
         if name != "postgres":
             _ensure_database(admin, name)
         url = server.url(name)
+        if not self.borrowed:  # used outside a check: the server is the user's now
+            (self.embedded_dir / SCRATCH_STARTED).unlink(missing_ok=True)
         _embedded_urls[name] = url
         return sqlalchemy_url(url)
 

@@ -16,16 +16,52 @@ import subprocess
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic_fleet.exceptions import EmbeddedServerError
 
 PGDATA = "pgdata"
 SCRATCH_LEASE = "scratch.lease"
 SCRATCH_STARTED = "scratch.started"
-"""Beside the data folder: the lock every running ``fleet check`` holds shared on the
-server, and the marker of a server a check started (the last check to finish stops it;
-a user who asks for the server, ``fleet db start``/``db url``, takes it over)."""
+"""Beside the data folder: the lock every running command that uses the server holds
+shared on it (:func:`hold_lease`), and the marker of a server a check started (the last
+check to finish stops it; any other command that uses the server takes it over)."""
 SUPERUSER = "postgres"
+SCRATCH_DATABASE = "fleet_scratch"
+"""The database ``fleet check`` uses on the embedded server."""
+
+_leases: dict[Path, Any] = {}
+
+
+def hold_lease(state_dir: Path) -> Any:
+    """This process's shared lease on the embedded server of ``state_dir``: taken once
+    (waiting while a finishing check stops the server), held until the process ends or
+    :func:`drop_lease`. Every command that uses the server holds it, so that no check stops
+    the server under it."""
+    key = state_dir.absolute()
+    handle = _leases.get(key)
+    if handle is None:
+        path = state_dir / SCRATCH_LEASE
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+b")  # noqa: SIM115 - held for the process's lifetime
+        except OSError as exc:
+            raise EmbeddedServerError(
+                f"cannot open the embedded server's lease {path}: {exc.strerror or exc}",
+                hint=f"it must be a writable file; delete it and make {state_dir} writable",
+            ) from None
+        with contextlib.suppress(ImportError):
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_SH)
+        _leases[key] = handle
+    return handle
+
+
+def drop_lease(state_dir: Path) -> Any | None:
+    """This process's lease handle of ``state_dir``, forgotten (still locked: the caller
+    releases and closes it); None when the process held none."""
+    return _leases.pop(state_dir.absolute(), None)
 
 
 def _package():

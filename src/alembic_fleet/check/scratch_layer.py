@@ -30,7 +30,7 @@ from alembic_fleet.catalog.shared import shared_relations
 from alembic_fleet.check.report import CheckedService, CheckReport
 from alembic_fleet.check.revision_files import try_read_revision_file
 from alembic_fleet.databases import Databases, handed_urls
-from alembic_fleet.embedded import SCRATCH_LEASE, SCRATCH_STARTED
+from alembic_fleet.embedded import SCRATCH_DATABASE, SCRATCH_STARTED, drop_lease, hold_lease
 from alembic_fleet.exceptions import BaselineError, FleetError, UsageError
 from alembic_fleet.model.findings import Finding, finding
 from alembic_fleet.model.identifiers import quote_ident
@@ -38,8 +38,7 @@ from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.targets import Database
 from alembic_fleet.redact import scrub
 
-SCRATCH_DATABASE = "fleet_scratch"
-"""The database ``fleet check`` uses on the embedded server."""
+__all__ = ["SCRATCH_DATABASE", "scratch_connection", "scratch_server"]
 
 
 @contextlib.contextmanager
@@ -66,38 +65,36 @@ def scratch_server(databases: Databases, url: str | None) -> Iterator[None]:
     Several checks may run at once in one project folder (a developer's and a pre-commit
     hook's): each holds a shared lease on the folder's server for its whole run, and the
     last one to finish stops the server, when a check started it (a marker file says so);
-    a server the user started (``fleet db start``, ``fleet up``) is left running. A check
-    killed with SIGKILL loses its lease with its process; the next check to finish stops
-    what it left running.
+    a server the user started (``fleet db start``, ``fleet up``) is left running. Every
+    other command that uses the server holds the same lease while it runs and takes the
+    server over (removes the marker: see :meth:`Databases.url`), so no check stops it
+    under them or after them. A check killed with SIGKILL loses its lease with its
+    process; the next check to finish stops what it left running.
     """
     if url is not None:
         yield
         return
     folder = databases.embedded_dir
-    folder.mkdir(parents=True, exist_ok=True)
     marker = folder / SCRATCH_STARTED
-    with open(folder / SCRATCH_LEASE, "a+b") as lease:
-        _share(lease)  # waits while a finishing check stops the server
-        try:
-            if not _embedded_running(databases):
-                marker.touch()
-            databases.url(Database(embedded_name=SCRATCH_DATABASE))
-            yield
-        finally:
-            _release(lease)
-            if _alone(lease) and marker.exists():
-                try:
-                    databases.stop_embedded()
-                finally:
-                    marker.unlink(missing_ok=True)
-
-
-def _share(handle: Any) -> None:
-    """A shared lock on ``handle``, waiting for an exclusive holder (none on Windows)."""
-    with contextlib.suppress(ImportError):
-        import fcntl
-
-        fcntl.flock(handle, fcntl.LOCK_SH)
+    outermost = not databases.borrowed
+    databases.borrowed += 1
+    try:
+        hold_lease(folder)  # waits while a finishing check stops the server
+        if outermost and not _embedded_running(databases):
+            marker.touch()
+        databases.url(Database(embedded_name=SCRATCH_DATABASE))
+        yield
+    finally:
+        databases.borrowed -= 1
+        lease = drop_lease(folder) if outermost else None
+        if lease is not None:
+            with lease:
+                _release(lease)
+                if _alone(lease) and marker.exists():
+                    try:
+                        databases.stop_embedded()
+                    finally:
+                        marker.unlink(missing_ok=True)
 
 
 def _release(handle: Any) -> None:
