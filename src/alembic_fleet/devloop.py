@@ -14,7 +14,7 @@ from pathlib import Path
 from alembic_fleet.commands import wait_for_databases
 from alembic_fleet.config.exports import database_variables
 from alembic_fleet.databases import display, libpq_url
-from alembic_fleet.embedded import SCRATCH_STARTED, EmbeddedServer
+from alembic_fleet.embedded import EmbeddedServer
 from alembic_fleet.exceptions import DatabaseUnavailableError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
 from alembic_fleet.execution.run import RunOptions, execute
@@ -92,9 +92,7 @@ def embedded_url(workspace: Workspace, database: str | None = None) -> str:
     names = [s.database.embedded_name for s in workspace.config.services.values()
              if s.database.is_embedded]
     name = database or names[0] or "postgres"
-    workspace.databases.url(Database(embedded_name=name))
-    # Asked for by the user: the server is theirs now, even if a running check started it.
-    (workspace.databases.embedded_dir / SCRATCH_STARTED).unlink(missing_ok=True)
+    workspace.databases.url(Database(embedded_name=name))  # the user's now (see there)
     return server.url(name)
 
 

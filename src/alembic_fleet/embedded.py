@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,29 @@ def hold_lease(state_dir: Path) -> Any:
     return handle
 
 
-def drop_lease(state_dir: Path) -> Any | None:
-    """This process's lease handle of ``state_dir``, forgotten (still locked: the caller
-    releases and closes it); None when the process held none."""
-    return _leases.pop(state_dir.absolute(), None)
+@contextlib.contextmanager
+def last_lease(state_dir: Path) -> Iterator[bool]:
+    """Give back this process's lease; the block gets True when no other process holds
+    one (an exclusive lock taken at once, held until the block ends, so that a command
+    arriving meanwhile waits in :func:`hold_lease`), False otherwise or when this process
+    held none. Without ``fcntl`` (Windows) nothing is locked: always True."""
+    handle = _leases.pop(state_dir.absolute(), None)
+    if handle is None:
+        yield False
+        return
+    with handle:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on POSIX
+            yield True
+            return
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def _package():

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -30,7 +29,7 @@ from alembic_fleet.catalog.shared import shared_relations
 from alembic_fleet.check.report import CheckedService, CheckReport
 from alembic_fleet.check.revision_files import try_read_revision_file
 from alembic_fleet.databases import Databases, handed_urls
-from alembic_fleet.embedded import SCRATCH_DATABASE, SCRATCH_STARTED, drop_lease, hold_lease
+from alembic_fleet.embedded import SCRATCH_DATABASE, SCRATCH_STARTED, hold_lease, last_lease
 from alembic_fleet.exceptions import BaselineError, FleetError, UsageError
 from alembic_fleet.model.findings import Finding, finding
 from alembic_fleet.model.identifiers import quote_ident
@@ -86,36 +85,13 @@ def scratch_server(databases: Databases, url: str | None) -> Iterator[None]:
         yield
     finally:
         databases.borrowed -= 1
-        lease = drop_lease(folder) if outermost else None
-        if lease is not None:
-            with lease:
-                _release(lease)
-                if _alone(lease) and marker.exists():
+        if outermost:
+            with last_lease(folder) as alone:
+                if alone and marker.exists():
                     try:
                         databases.stop_embedded()
                     finally:
                         marker.unlink(missing_ok=True)
-
-
-def _release(handle: Any) -> None:
-    with contextlib.suppress(ImportError):
-        import fcntl
-
-        fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _alone(handle: Any) -> bool:
-    """Whether no other process holds a lock on ``handle`` (an exclusive one taken at once;
-    without ``fcntl``, True: a check then stops what it started)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not on POSIX
-        return True
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
 
 
 def _embedded_running(databases: Databases) -> bool:
