@@ -10,7 +10,6 @@ in :mod:`alembic_fleet.tenants`.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -25,7 +24,6 @@ from alembic_fleet.catalog.shared import existing_schemas
 from alembic_fleet.catalog.versions import read_one
 from alembic_fleet.config import find_config_file, load_config
 from alembic_fleet.config.loader import SERVICE_NAME
-from alembic_fleet.databases import display
 from alembic_fleet.exceptions import (
     DatabaseUnavailableError,
     FleetError,
@@ -56,6 +54,7 @@ from alembic_fleet.model.status import (
 )
 from alembic_fleet.model.targets import Target
 from alembic_fleet.planning import make_plan
+from alembic_fleet.redact import display
 from alembic_fleet.shared_schemas import shared_schema_warnings
 from alembic_fleet.workspace import Workspace
 
@@ -404,11 +403,3 @@ def init(config_path: str | None, service: tuple[str, str] | None, schema: str |
     load_config(config_file)  # the result must be a valid configuration
     return written
 
-
-def chdir(directory: str | None) -> None:
-    """``-C DIR``: run as if started in DIR."""
-    if directory:
-        path = Path(directory)
-        if not path.is_dir():
-            raise UsageError(f"-C {directory}: no such directory")
-        os.chdir(path)

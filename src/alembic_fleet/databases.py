@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
@@ -22,7 +21,7 @@ from alembic_fleet.embedded import SCRATCH_STARTED, EmbeddedServer, hold_lease
 from alembic_fleet.exceptions import DatabaseUnavailableError
 from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.targets import Database
-from alembic_fleet.redact import redact_url, register_secret, scrub
+from alembic_fleet.redact import display, register_secret, scrub
 
 DRIVER = "postgresql+psycopg"
 
@@ -59,18 +58,6 @@ def handed_urls() -> dict[str, str]:
 def libpq_url(url: URL) -> str:
     """A URL that psql, pg_dump and applications understand (no SQLAlchemy driver suffix)."""
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@lru_cache(maxsize=256)
-def display(database: Database) -> str:
-    """How a database is shown to users: the URL with its password masked (cached: every
-    target of a status line shows it)."""
-    if database.url is None:
-        return f"embedded:///{database.embedded_name}"
-    # As written, password masked (in the userinfo and as ?password=). SQLAlchemy's
-    # render_as_string(hide_password=True) would also re-encode the query (a socket path
-    # 'host=/tmp/x' becomes 'host=%2Ftmp%2Fx'), showing a URL the user never wrote.
-    return redact_url(database.url)
 
 
 def explain_connection_error(exc: BaseException, where: str) -> DatabaseUnavailableError:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from alembic_fleet.commands import wait_for_databases
 from alembic_fleet.config.exports import database_variables
-from alembic_fleet.databases import display, libpq_url
+from alembic_fleet.databases import libpq_url
 from alembic_fleet.embedded import EmbeddedServer
 from alembic_fleet.exceptions import DatabaseUnavailableError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
@@ -24,6 +24,7 @@ from alembic_fleet.model.outcome import RunOutcome
 from alembic_fleet.model.plan import Plan
 from alembic_fleet.model.targets import Database, Target
 from alembic_fleet.planning import make_plan
+from alembic_fleet.redact import display
 from alembic_fleet.workspace import Workspace
 
 

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.catalog.versions import read_versions
-from alembic_fleet.databases import display
 from alembic_fleet.exceptions import DatabaseUnavailableError, FleetError
 from alembic_fleet.ledger import Ledger
 from alembic_fleet.model.status import TargetState, TargetStatus, classify
 from alembic_fleet.model.targets import Database, Target
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import display, scrub
 from alembic_fleet.workspace import Workspace
 
 

@@ -15,7 +15,12 @@ Two tools, used where text is made rather than over everything printed:
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from alembic_fleet.model.targets import Database
 
 MASK = "***"
 _secrets: set[str] = set()
@@ -50,6 +55,19 @@ def redact_url(url: str) -> str:
     for match in _QUERY_PASSWORD.finditer(url):
         register_secret(match.group("pw"))
     return scrub(url)
+
+
+@lru_cache(maxsize=256)
+def display(database: Database) -> str:
+    """How a database is shown to users: the URL with its password masked (cached: every
+    target of a status line shows it). Here, not beside the engines, so that what prints
+    a database does not import SQLAlchemy."""
+    if database.url is None:
+        return f"embedded:///{database.embedded_name}"
+    # As written, password masked (in the userinfo and as ?password=). SQLAlchemy's
+    # render_as_string(hide_password=True) would also re-encode the query (a socket path
+    # 'host=/tmp/x' becomes 'host=%2Ftmp%2Fx'), showing a URL the user never wrote.
+    return redact_url(database.url)
 
 
 _AUTHORITY_WITH_PASSWORD = re.compile(r"://[^:/?#@\s]*:[^@/\s]*(?=@)")

@@ -30,9 +30,9 @@ from pathlib import Path
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.catalog.shared import shared_relations
-from alembic_fleet.databases import display
 from alembic_fleet.exceptions import FleetError
 from alembic_fleet.model.targets import Database, Target
+from alembic_fleet.redact import display
 from alembic_fleet.workspace import Workspace
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")

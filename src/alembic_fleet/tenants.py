@@ -22,7 +22,6 @@ from alembic_fleet.config.tenant_sources import (
     forget_tenant,
     record_tenants,
 )
-from alembic_fleet.databases import display
 from alembic_fleet.exceptions import FleetError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
 from alembic_fleet.execution.locking import lock_key, try_lock, unlock
@@ -35,7 +34,7 @@ from alembic_fleet.model.status import TargetState, TargetStatus
 from alembic_fleet.model.targets import Database, Target, targets_for
 from alembic_fleet.pg_tools import find_pg_dump, pg_dump_command
 from alembic_fleet.planning import make_plan
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import display, scrub
 from alembic_fleet.workspace import Workspace
 
 

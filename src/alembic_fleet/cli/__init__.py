@@ -18,7 +18,9 @@ import gc
 _COLLECTING = gc.isenabled()
 gc.disable()
 try:
+    import importlib
     import itertools
+    import os
     import signal
     import sys
     from collections.abc import Sequence
@@ -32,13 +34,18 @@ try:
         planning,
         tenants,
     )
-    from alembic_fleet.cli.app import cli
+    from alembic_fleet.cli.app import cli, make_reporter
     from alembic_fleet.exceptions import FleetError, Terminated
     from alembic_fleet.exit_codes import ExitCode, exit_code
-    from alembic_fleet.reporting import Reporter
 finally:
     if _COLLECTING:
         gc.enable()
+
+COMMAND_MODULES = ("alembic_fleet.commands", "alembic_fleet.reporting.console",
+                   "alembic_fleet.execution.run", "alembic_fleet.planning")
+"""What a command (not ``--help``, ``--version`` or a shell completion) imports: SQLAlchemy,
+Rich and most of fleet, two thirds of the start-up. The command modules of this package
+import them only inside the commands; :func:`main` loads them first, collection off."""
 
 __all__ = ["cli", "main"]
 
@@ -49,13 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     Without ``argv`` the process is the command's (console script, ``python -m``): what the
     imports made is frozen first, so the run's collections never walk it again.
     """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not _help_only(args):
+        _load(COMMAND_MODULES)
     if argv is None:
         gc.freeze()
-    args = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in args or "--format=json" in args or any(
         pair == ("--format", "json") for pair in itertools.pairwise(args))
     debug = "--debug" in args
-    reporter = Reporter(json_mode=as_json)
+    reporter = _LazyReporter(as_json)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         result = cli.main(args=args, prog_name="fleet", standalone_mode=False)
@@ -88,6 +97,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         gc.freeze()  # again by the interpreter's last collections (a tenth of a second)
         sys.exit(code)
     return code
+
+
+def _help_only(args: Sequence[str]) -> bool:
+    """Whether the command line only asks for help, the version or a shell completion
+    (which need none of :data:`COMMAND_MODULES`); what follows ``--`` is another
+    program's."""
+    own = args[:args.index("--")] if "--" in args else args
+    return (not own or any(a in ("-h", "--help", "--version") for a in own)
+            or any(name.startswith("_FLEET_COMPLETE") for name in os.environ))
+
+
+def _load(modules: Sequence[str]) -> None:
+    """Import ``modules`` with the collector off (see the imports at the top)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for module in modules:
+            importlib.import_module(module)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+class _LazyReporter:
+    """The reporter of :func:`main`'s errors, made when one is reported."""
+
+    def __init__(self, as_json: bool) -> None:
+        self._as_json = as_json
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(make_reporter(json_mode=self._as_json), name)
 
 
 def _terminate(_signum: int, _frame: object) -> None:

@@ -13,15 +13,19 @@ import os
 import sys
 import time
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from alembic_fleet import __version__, commands
+from alembic_fleet import __version__
 from alembic_fleet.config.table_reader import MAX_SECONDS
 from alembic_fleet.exceptions import Aborted, UsageError
 from alembic_fleet.model.shard import Shard, parse_shard
 from alembic_fleet.reporting import streams
-from alembic_fleet.workspace import Workspace
+
+if TYPE_CHECKING:
+    from alembic_fleet.reporting.console import Reporter
+    from alembic_fleet.workspace import Workspace
 
 STARTED = time.monotonic()
 """When this process started running fleet: a deadline counts from here."""
@@ -36,6 +40,22 @@ shard_option = click.option(
     "--shard", "shard", metavar="I/K|auto",
     help="Only this process's share of the targets: shard I of K by a stable hash of the "
     "tenant; 'auto' reads JOB_COMPLETION_INDEX and JOB_COMPLETION_COUNT (Indexed Job).")
+
+def facade() -> ModuleType:
+    """The façade (:mod:`alembic_fleet.commands`), imported when a command runs: it brings
+    SQLAlchemy and most of fleet, which ``--help``, ``--version`` and shell completion do
+    not need (see :func:`alembic_fleet.cli.main`, which loads it beforehand for a real
+    command)."""
+    from alembic_fleet import commands
+
+    return commands
+
+def make_reporter(**options: Any) -> Reporter:
+    """A :class:`~alembic_fleet.reporting.console.Reporter` (Rich is imported on first use,
+    as the façade is)."""
+    from alembic_fleet.reporting.console import Reporter
+
+    return Reporter(**options)
 
 def tenants_module() -> ModuleType:
     """The tenants module, imported only by the tenant commands (it loads tomlkit and the
@@ -64,6 +84,8 @@ class Invocation:
         """The command's workspace: opened on first use, closed when the command ends."""
         if self._workspace is None:
             root = click.get_current_context().find_root()
+            from alembic_fleet.workspace import Workspace
+
             self._workspace = root.with_resource(Workspace.open(self.config))
         return self._workspace
 
@@ -95,7 +117,10 @@ def cli(ctx: click.Context, directory: str | None, config: str | None, debug: bo
     """Run Alembic migrations for every service and every tenant schema at once."""
     if config:
         config = os.path.abspath(config)
-    commands.chdir(directory)
+    if directory:  # -C DIR: run as if started in DIR
+        if not os.path.isdir(directory):
+            raise UsageError(f"-C {directory}: no such directory")
+        os.chdir(directory)
     ctx.obj = Invocation(config)
 
 class Seconds(click.ParamType):

@@ -6,11 +6,9 @@ from collections.abc import Sequence
 
 import click
 
-from alembic_fleet import commands
-from alembic_fleet.cli.app import Invocation, cli, json_option, tenant_option
+from alembic_fleet.cli.app import Invocation, cli, facade, json_option, make_reporter, tenant_option
 from alembic_fleet.exceptions import UsageError
 from alembic_fleet.exit_codes import exit_code
-from alembic_fleet.reporting import Reporter
 
 
 @cli.command()
@@ -60,10 +58,10 @@ def check(invocation: Invocation, services: Sequence[str], database: bool, tenan
     if all_revisions and since:
         raise UsageError("--all and --since cannot be used together",
                          hint="--since REF lints the revisions added since REF, --all every one")
-    reporter = Reporter(json_mode=as_json or output_format == "json")
+    reporter = make_reporter(json_mode=as_json or output_format == "json")
     options = CheckOptions(scratch=not no_scratch, scratch_url=scratch_url, database=database,
                            since=since, all_revisions=all_revisions)
-    report = commands.check(invocation.workspace(), services, tenants, options=options)
+    report = facade().check(invocation.workspace(), services, tenants, options=options)
     reporter.check(report, output_format="json" if as_json else output_format)
     return exit_code(report)
 
@@ -86,7 +84,7 @@ def revision(invocation: Invocation, service: str, message: str, autogenerate: b
 
     Exit codes: 0 created, no problems; 3 created, with problems to look at; 2 bad input.
     """
-    files, report = commands.revision(invocation.workspace(), service, message,
+    files, report = facade().revision(invocation.workspace(), service, message,
                                       autogenerate=autogenerate, scratch_url=scratch_url)
-    Reporter(json_mode=as_json).revision([str(f) for f in files], report)
+    make_reporter(json_mode=as_json).revision([str(f) for f in files], report)
     return exit_code(report)

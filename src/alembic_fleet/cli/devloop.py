@@ -5,23 +5,27 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from alembic_fleet import commands
 from alembic_fleet.cli.app import (
     Invocation,
     cli,
     confirm,
     devloop_module,
+    facade,
     json_option,
+    make_reporter,
     skip_migrations_option,
     wait_option,
 )
 from alembic_fleet.exceptions import Aborted, UsageError
 from alembic_fleet.exit_codes import ExitCode, exit_code
-from alembic_fleet.reporting import Reporter, streams
+from alembic_fleet.reporting import streams
+
+if TYPE_CHECKING:
+    from alembic_fleet.reporting.console import Reporter
 
 
 @cli.command()
@@ -37,9 +41,9 @@ def up(invocation: Invocation, skip_migrations: bool, wait_for_db: float, as_jso
 
     Exit codes: 0 ready; 1 a migration failed; 2 database unreachable or bad configuration.
     """
-    progress = Reporter(json_mode=as_json, out=sys.stderr)
+    progress = make_reporter(json_mode=as_json, out=sys.stderr)
     result = _up(invocation, skip_migrations, wait_for_db, progress)
-    Reporter(json_mode=as_json).up(result, skipped=skip_migrations)
+    make_reporter(json_mode=as_json).up(result, skipped=skip_migrations)
     return _up_exit_code(result)
 
 def _up(invocation: Invocation, skip_migrations: bool, wait_for_db: float, progress: Reporter
@@ -66,7 +70,7 @@ def run(invocation: Invocation, skip_migrations: bool, wait_for_db: float,
     Use '--' before COMMAND: fleet run -- uvicorn app:app. COMMAND replaces fleet (same
     process, same signals), so its exit code is fleet's. Nothing runs when a migration fails.
     """
-    reporter = Reporter(out=sys.stderr)
+    reporter = make_reporter(out=sys.stderr)
     result = _up(invocation, skip_migrations, wait_for_db, reporter)
     reporter.up(result, skipped=skip_migrations, exports=False)
     code = _up_exit_code(result)
@@ -91,8 +95,8 @@ def run(invocation: Invocation, skip_migrations: bool, wait_for_db: float,
 @click.pass_obj
 def init(invocation: Invocation, service: tuple[str, str] | None, schema: str | None) -> int:
     """Write a fleet.toml here, or add a service with its Alembic folder."""
-    reporter = Reporter()
-    written = commands.init(invocation.config, service, schema)
+    reporter = make_reporter()
+    written = facade().init(invocation.config, service, schema)
     for path in written:
         reporter.line(f"wrote {path}")
     if service:
@@ -109,7 +113,7 @@ def db() -> None:
 @click.pass_obj
 def db_url(invocation: Invocation, database: str | None) -> int:
     """Print the embedded server's URL (starting it if needed)."""
-    Reporter().line(devloop_module().embedded_url(invocation.workspace(), database))
+    make_reporter().line(devloop_module().embedded_url(invocation.workspace(), database))
     return ExitCode.OK
 
 @db.command("start")
@@ -117,7 +121,7 @@ def db_url(invocation: Invocation, database: str | None) -> int:
 def db_start(invocation: Invocation) -> int:
     """Start the embedded server (data under .fleet/ next to the configuration)."""
     url = devloop_module().embedded_url(invocation.workspace())
-    Reporter().line(f"embedded PostgreSQL running: {url}")
+    make_reporter().line(f"embedded PostgreSQL running: {url}")
     return ExitCode.OK
 
 @db.command("stop")
@@ -125,7 +129,7 @@ def db_start(invocation: Invocation) -> int:
 def db_stop(invocation: Invocation) -> int:
     """Stop the embedded server (its data is kept)."""
     stopped = devloop_module().embedded_server(invocation.workspace()).stop()
-    Reporter().line("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was "
+    make_reporter().line("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was "
                     "not running")
     return ExitCode.OK
 
@@ -159,7 +163,7 @@ def reset(invocation: Invocation, yes: bool, force: bool, confirm_name: str | No
     """
     workspace = invocation.workspace()
     devloop = devloop_module()
-    reporter = Reporter()
+    reporter = make_reporter()
     if workspace.config.uses_embedded and not force:
         server_dir = devloop.embedded_dir(workspace)
         confirm(f"Delete the embedded PostgreSQL and all its data in {server_dir}?", yes)

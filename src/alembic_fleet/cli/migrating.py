@@ -6,14 +6,15 @@ from collections.abc import Sequence
 
 import click
 
-from alembic_fleet import commands
 from alembic_fleet.cli.app import (
     STARTED,
     Invocation,
     cli,
     command_line,
     confirm,
+    facade,
     json_option,
+    make_reporter,
     seconds,
     shard_from,
     shard_option,
@@ -21,11 +22,8 @@ from alembic_fleet.cli.app import (
 )
 from alembic_fleet.cli.telemetry import RunTelemetry, telemetry_options
 from alembic_fleet.exceptions import UsageError
-from alembic_fleet.execution.run import RunOptions, execute, policy_for
 from alembic_fleet.exit_codes import ExitCode, exit_code
 from alembic_fleet.model.budget import parse_duration, parse_max_failures
-from alembic_fleet.planning import make_plan
-from alembic_fleet.reporting import Reporter
 
 
 @cli.command()
@@ -88,17 +86,20 @@ def migrate(invocation: Invocation, services: Sequence[str], tenants: Sequence[s
     configuration or database unreachable (nothing executed); 4 stopped at its deadline
     (rerun resumes); 130 interrupted; 143 terminated.
     """
+    from alembic_fleet.execution.run import RunOptions, execute, policy_for
+    from alembic_fleet.planning import make_plan
+
     budget = rollout_options(canary, canary_tenants, max_failures, deadline)
-    reporter = Reporter(json_mode=as_json)
+    reporter = make_reporter(json_mode=as_json)
     share = shard_from(shard)
     workspace = invocation.workspace()
     if wait_for_db is not None:
-        commands.require_databases(workspace, wait_for_db)
+        facade().require_databases(workspace, wait_for_db)
     plan = make_plan(workspace, services, tenants, to, share)
     if share is not None:
         reporter.note(f"shard {share}: {len(plan.steps)} target(s) of this shard")
     if sql:
-        reporter.sql(commands.migrate_sql(workspace, plan))
+        reporter.sql(facade().migrate_sql(workspace, plan))
         return ExitCode.OK
     if dry_run:
         reporter.plan(plan)
@@ -146,8 +147,8 @@ def status(invocation: Invocation, services: Sequence[str], tenants: Sequence[st
 
     Exit codes: 0 every target at head; 3 some target behind, missing, ahead or failed.
     """
-    inventory = commands.status(invocation.workspace(), services, tenants, shard=shard_from(shard))
-    Reporter(json_mode=as_json).status(inventory)
+    inventory = facade().status(invocation.workspace(), services, tenants, shard=shard_from(shard))
+    make_reporter(json_mode=as_json).status(inventory)
     return exit_code(inventory)
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -164,11 +165,11 @@ def downgrade(invocation: Invocation, service: str, revision: str, tenant: str |
     Exit codes: 0 done; 1 failed or declined.
     """
     workspace = invocation.workspace()
-    target = commands.downgrade_target(workspace, service, tenant)
+    target = facade().downgrade_target(workspace, service, tenant)
     confirm(f"Downgrade {target.label} to {revision}? Data in dropped tables and "
              "columns is lost.", yes)
-    result = commands.downgrade(workspace, target, revision)
-    Reporter(json_mode=as_json).downgrade(result)
+    result = facade().downgrade(workspace, target, revision)
+    make_reporter(json_mode=as_json).downgrade(result)
     return ExitCode.FAILED if result.error else ExitCode.OK
 
 @cli.command()
@@ -177,8 +178,8 @@ def downgrade(invocation: Invocation, service: str, revision: str, tenant: str |
 @click.pass_obj
 def history(invocation: Invocation, service: str, as_json: bool) -> int:
     """List a service's revisions, newest first (reads the scripts only)."""
-    graph = commands.history(invocation.workspace(), service)
-    Reporter(json_mode=as_json).history(service, graph)
+    graph = facade().history(invocation.workspace(), service)
+    make_reporter(json_mode=as_json).history(service, graph)
     return ExitCode.OK
 
 @cli.command()
@@ -187,7 +188,7 @@ def history(invocation: Invocation, service: str, as_json: bool) -> int:
 @click.pass_obj
 def heads(invocation: Invocation, services: Sequence[str], as_json: bool) -> int:
     """Show each service's head revision(s) (reads the scripts only)."""
-    Reporter(json_mode=as_json).heads(commands.heads(invocation.workspace(), services))
+    make_reporter(json_mode=as_json).heads(facade().heads(invocation.workspace(), services))
     return ExitCode.OK
 
 @cli.command()
@@ -198,15 +199,15 @@ def heads(invocation: Invocation, services: Sequence[str], as_json: bool) -> int
 @click.pass_obj
 def log(invocation: Invocation, limit: int, run_id: str | None, as_json: bool) -> int:
     """Show recent runs from the ledger (who, where, when, what they did)."""
-    reporter = Reporter(json_mode=as_json)
+    reporter = make_reporter(json_mode=as_json)
     workspace = invocation.workspace()
     if run_id:
-        rows = commands.run_details(workspace, run_id)
+        rows = facade().run_details(workspace, run_id)
         if not rows:
             raise UsageError(f"no run {run_id!r} in the ledger", hint="see 'fleet log'")
         reporter.run_details(run_id, rows)
     else:
-        reporter.runs(commands.log(workspace, limit))
+        reporter.runs(facade().log(workspace, limit))
     return ExitCode.OK
 
 @cli.command()
@@ -228,11 +229,11 @@ def wait(invocation: Invocation, timeout: float, revisions: Sequence[str],
     """
     import time
 
-    gates = commands.parse_revision_gates(revisions)
+    gates = facade().parse_revision_gates(revisions)
     started = time.monotonic()
     workspace = invocation.workspace()
-    commands.require_databases(workspace, timeout)
-    reporter = Reporter(json_mode=as_json)
+    facade().require_databases(workspace, timeout)
+    reporter = make_reporter(json_mode=as_json)
     if not gates:
         if as_json:
             reporter.json({"ready": True})
@@ -240,6 +241,6 @@ def wait(invocation: Invocation, timeout: float, revisions: Sequence[str],
             reporter.line("all databases accept connections")
         return ExitCode.OK
     left = max(0.0, timeout - (time.monotonic() - started))
-    short = commands.wait_for_revisions(workspace, gates, left)
+    short = facade().wait_for_revisions(workspace, gates, left)
     reporter.revision_gate(gates, short)
     return ExitCode.NOT_UP_TO_DATE if short else ExitCode.OK

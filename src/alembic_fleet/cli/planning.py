@@ -6,10 +6,8 @@ from collections.abc import Sequence
 
 import click
 
-from alembic_fleet import commands
-from alembic_fleet.cli.app import Invocation, cli, json_option, tenant_option
+from alembic_fleet.cli.app import Invocation, cli, facade, json_option, make_reporter, tenant_option
 from alembic_fleet.exit_codes import ExitCode
-from alembic_fleet.reporting import Reporter
 
 
 @cli.command()
@@ -37,7 +35,7 @@ def plan(invocation: Invocation, services: Sequence[str], tenants: Sequence[str]
     Exit codes: 0 planned (also when nothing is pending); 1 some database could not be read
     (the plan leaves its targets out); 2 usage, configuration, or no database reachable.
     """
-    report = commands.plan(invocation.workspace(), services, tenants, jobs=jobs)
-    Reporter(json_mode=as_json).review_plan(
+    report = facade().plan(invocation.workspace(), services, tenants, jobs=jobs)
+    make_reporter(json_mode=as_json).review_plan(
         report, output_format="json" if as_json else output_format)
     return ExitCode.FAILED if report.unreachable else ExitCode.OK

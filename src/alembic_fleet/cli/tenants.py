@@ -8,11 +8,16 @@ from pathlib import Path
 
 import click
 
-from alembic_fleet.cli.app import Invocation, cli, json_option, tenants_module
+from alembic_fleet.cli.app import (
+    Invocation,
+    cli,
+    json_option,
+    make_reporter,
+    tenants_module,
+)
 from alembic_fleet.cli.telemetry import RunTelemetry, telemetry_options
 from alembic_fleet.exceptions import Aborted, UsageError
 from alembic_fleet.exit_codes import ExitCode, exit_code
-from alembic_fleet.reporting import Reporter
 
 
 @cli.group()
@@ -29,7 +34,7 @@ def tenants_list(invocation: Invocation, as_json: bool) -> int:
     is not configured), with each target's state.
     """
     rows = tenants_module().list_tenants(invocation.workspace())
-    Reporter(json_mode=as_json).tenants(rows)
+    make_reporter(json_mode=as_json).tenants(rows)
     return ExitCode.OK
 
 @tenants.command("add")
@@ -47,7 +52,7 @@ def tenants_add(invocation: Invocation, names: Sequence[str], no_migrate: bool, 
 
     Exit codes: 0 added; 1 a migration failed; 2 invalid name or configuration.
     """
-    reporter = Reporter(json_mode=as_json)
+    reporter = make_reporter(json_mode=as_json)
     result = tenants_module().add_tenants(invocation.workspace(), names, migrate=not no_migrate,
                                     jobs=jobs, on_event=telemetry.sink(reporter.event))
     reporter.tenants_added(result)
@@ -87,5 +92,5 @@ def tenants_remove(invocation: Invocation, name: str, yes: bool, dump: str | Non
         if typed != name:
             raise Aborted("not confirmed: nothing was dropped")
     result = tenants.remove_tenant(workspace, name, dump=Path(dump) if dump else None)
-    Reporter(json_mode=as_json).tenants_removed(name, result)
+    make_reporter(json_mode=as_json).tenants_removed(name, result)
     return ExitCode.OK

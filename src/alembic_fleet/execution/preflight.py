@@ -17,13 +17,12 @@ from collections.abc import Sequence
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet import drivers
-from alembic_fleet.databases import display
 from alembic_fleet.exceptions import ChangedRevisionError, UsageError
 from alembic_fleet.execution.locking import check_session_pooling
 from alembic_fleet.ledger.checksums import applied_drift
 from alembic_fleet.model.status import Step
 from alembic_fleet.model.targets import Database
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import display, scrub
 from alembic_fleet.workspace import Workspace
 
 

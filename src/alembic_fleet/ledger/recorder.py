@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from alembic_fleet.databases import Databases, display
+from alembic_fleet.databases import Databases
 from alembic_fleet.drivers import sqlstate
 from alembic_fleet.exceptions import LedgerError
 from alembic_fleet.ledger.store import Ledger, RunInfo
 from alembic_fleet.model.status import Step
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import display, scrub
 
 
 @dataclass

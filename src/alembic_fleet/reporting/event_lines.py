@@ -28,7 +28,6 @@ import sys
 import time
 from typing import Any, TextIO
 
-from alembic_fleet.databases import display
 from alembic_fleet.execution.events import (
     Event,
     RunStarted,
@@ -39,7 +38,7 @@ from alembic_fleet.execution.events import (
 )
 from alembic_fleet.model.status import Outcome
 from alembic_fleet.model.targets import Target
-from alembic_fleet.redact import mask_urls, scrub
+from alembic_fleet.redact import display, mask_urls, scrub
 
 
 def _target(target: Target) -> dict[str, Any]:

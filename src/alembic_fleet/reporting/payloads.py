@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from alembic_fleet.databases import display
 from alembic_fleet.model.findings import Finding
 from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.status import (
@@ -17,6 +16,7 @@ from alembic_fleet.model.status import (
     state_after,
 )
 from alembic_fleet.model.targets import Target
+from alembic_fleet.redact import display
 
 if TYPE_CHECKING:  # the check machinery loads only for fleet check
     from alembic_fleet.check.gate import CheckReport

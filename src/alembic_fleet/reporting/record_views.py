@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from alembic_fleet.databases import display
 from alembic_fleet.model.revisions import RevisionGraph
+from alembic_fleet.redact import display
 from alembic_fleet.reporting import payloads
 from alembic_fleet.reporting.base import (
     ReporterBase,

@@ -17,7 +17,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from alembic_fleet.databases import display
 from alembic_fleet.execution.events import Event, RunStarted, TargetFinished, TargetStarted
 from alembic_fleet.model.outcome import STOPPED_BY_BUDGET
 from alembic_fleet.model.status import (
@@ -25,7 +24,7 @@ from alembic_fleet.model.status import (
     TargetResult,
     TargetStatus,
 )
-from alembic_fleet.redact import mask_urls, scrub
+from alembic_fleet.redact import display, mask_urls, scrub
 from alembic_fleet.reporting import payloads
 from alembic_fleet.reporting.base import (
     STATE_STYLE,

@@ -24,7 +24,6 @@ from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.catalog.relation_sizes import relation_sizes
 from alembic_fleet.check.file_layer import unsafe_findings
-from alembic_fleet.databases import display
 from alembic_fleet.exceptions import DatabaseUnavailableError
 from alembic_fleet.inventory import read_inventory
 from alembic_fleet.ledger import Ledger
@@ -32,7 +31,7 @@ from alembic_fleet.model.findings import Finding
 from alembic_fleet.model.status import TargetState, plan_step
 from alembic_fleet.model.targets import Database, Target
 from alembic_fleet.planning import destinations
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import display, scrub
 from alembic_fleet.review.render import render_pending
 from alembic_fleet.review.report import (
     CopySize,
