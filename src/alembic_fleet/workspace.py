@@ -12,6 +12,7 @@ deciding what to do is :mod:`alembic_fleet.planning`, doing it is
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -95,11 +96,8 @@ class Workspace:
         for tenant in tenants:
             validate_tenant(tenant)
             if tenant not in config.tenants:
-                raise UsageError(
-                    f"tenant {tenant!r} is not configured",
-                    hint="add it to 'tenants' in the configuration, or set "
-                    f"TENANTS=\"{' '.join((*config.tenants, tenant))}\"",
-                )
+                raise UsageError(f"tenant {tenant!r} is not configured",
+                                 hint=_unknown_tenant_hint(config, tenant))
         if tenants:
             chosen = [s for s in chosen if s.per_tenant or s.name in services]
         wanted = list(dict.fromkeys(tenants)) or list(config.tenants)
@@ -115,3 +113,14 @@ class Workspace:
                 if tenant in config.tenants:
                     found.setdefault(database.key, database)
         return list(found.values())
+
+
+def _unknown_tenant_hint(config: FleetConfig, tenant: str) -> str:
+    """What to do about a tenant that is not configured: the near name of a typo, and the
+    command that adds it (never the whole list: a fleet has thousands)."""
+    near = difflib.get_close_matches(tenant, config.tenants, n=1, cutoff=0.8)
+    guess = f"did you mean {near[0]!r}? " if near else ""
+    if config.tenants_from_env:
+        return (f"{guess}TENANTS decides the tenants in this shell: add it there, or unset "
+                f"TENANTS and run 'fleet tenants add {tenant}'")
+    return f"{guess}run 'fleet tenants add {tenant}' to record it and create its schemas"

@@ -36,6 +36,19 @@ def test_hostile_tenant_option_is_refused(example: Project) -> None:
     _no_change(example)
 
 
+def test_an_unknown_tenant_names_the_command_that_adds_it(example: Project) -> None:
+    # The hint used to spell out TENANTS="..." with every configured tenant: thousands of
+    # names in one line. It names the lifecycle command, and the near spelling of a typo.
+    tenants = " ".join(f"t{i:04d}" for i in range(2000))
+    result = example.fleet("status", "--tenant", "toshibaa", env={"TENANTS": tenants + " toshiba"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "tenant 'toshibaa' is not configured" in result.stderr
+    assert "fleet tenants add toshibaa" in result.stderr
+    assert "did you mean 'toshiba'?" in result.stderr
+    assert "t1999" not in result.stderr and len(result.stderr) < 600, result.stderr
+    _no_change(example)
+
+
 @pytest.mark.slow
 def test_broken_config_names_file_and_key(example: Project) -> None:
     config = example.root / "fleet.toml"
