@@ -185,3 +185,56 @@ def test_a_transaction_ended_by_a_statement_is_not_replayed(tmp_path: Path, db_u
         assert result.returncode == 0, target
         assert version(db_url, "svc_a") == ["9100aaaa0001"]
         assert _columns(db_url, "svc_a") == {"id", "c", "d"}
+
+
+ROLLING_BACK = {
+    "connection": "op.get_bind().rollback()",
+    "orm session": "from sqlalchemy.orm import Session\n"
+                   "session = Session(bind=op.get_bind())\n"
+                   "session.execute(sa.text('SELECT 1'))\n"
+                   "session.rollback()",
+}
+
+
+@pytest.mark.parametrize("how", sorted(ROLLING_BACK))
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh", "at base"])
+@pytest.mark.parametrize("per_revision", [False, True], ids=["one transaction",
+                                                             "transaction_per_migration"])
+def test_a_transaction_rolled_back_from_python_fails_the_target_by_name(
+        tmp_path: Path, db_url: str, how: str, fresh: bool, per_revision: bool) -> None:
+    """A revision that rolls the target's transaction back from Python (the connection's
+    ``rollback()``, an ORM session's) loses what came before it, while Alembic goes on in a
+    transaction the driver begins next. Fleet failed such a target, but with a misleading
+    reason ("This transaction is inactive", "ended the transaction itself (commit())", or a
+    missing version table with a hint about baselines), and with one transaction per
+    revision committed the version row past a revision whose first half was gone. It names
+    the revision and the rollback, and the schema keeps the revision it had (with one
+    transaction per revision: the one before)."""
+    ending = _revision("9100aaaa0001", "9100aaaa0000", f'''
+        op.add_column("t", sa.Column("c", sa.Integer))
+{textwrap.indent(ROLLING_BACK[how], "        ")}
+        op.add_column("t", sa.Column("d", sa.Integer))
+    ''')
+    after = _revision("9100aaaa0002", "9100aaaa0001", '''
+        with op.get_context().autocommit_block():
+            op.execute("SELECT 1")
+        op.add_column("t", sa.Column("e", sa.Integer))
+    ''')
+    env_py = ("from alembic_fleet.env import run_migrations\n\n"
+              "run_migrations(transaction_per_migration=True)\n") if per_revision else None
+    project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending, "after.py": after},
+                       tenants='["a"]', env_py=env_py)
+    if not fresh:
+        assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
+    result = project.fleet("migrate", "--json")
+    target = json.loads(result.stdout)["targets"][0]
+    assert result.returncode == 1, target
+    assert target["outcome"] == "failed", target
+    assert "9100aaaa0001" in target["error"] and "rollback()" in target["error"], target
+    if fresh and not per_revision:
+        assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname = 'svc_a'")
+    else:
+        assert version(db_url, "svc_a") == ["9100aaaa0000"]
+        assert _columns(db_url, "svc_a") == {"id"}
+    status = json.loads(project.fleet("status", "--json").stdout)["targets"][0]
+    assert status["current"] == ([] if fresh and not per_revision else ["9100aaaa0000"])

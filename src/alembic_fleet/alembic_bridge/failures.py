@@ -24,3 +24,8 @@ class ReplayFailed(Exception):
         super().__init__(str(error))
         self.revision = revision
         self.error = error
+
+
+class TransactionRolledBack(Exception):
+    """A revision rolled the target's transaction back itself: with a ``ROLLBACK``
+    statement, or from Python (the connection's or an ORM session's ``rollback()``)."""

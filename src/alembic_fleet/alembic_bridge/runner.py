@@ -22,6 +22,7 @@ from typing import Any
 from alembic.runtime.environment import EnvironmentContext
 from alembic.util import CommandError
 from alembic.util.pyfiles import load_python_file
+from sqlalchemy import event
 
 from alembic_fleet.alembic_bridge.env_helper import (
     ATTR_APPLIED,
@@ -32,7 +33,11 @@ from alembic_fleet.alembic_bridge.env_helper import (
     ATTR_SCHEMA,
     service_attributes,
 )
-from alembic_fleet.alembic_bridge.failures import ReplayFailed, RevisionFailed
+from alembic_fleet.alembic_bridge.failures import (
+    ReplayFailed,
+    RevisionFailed,
+    TransactionRolledBack,
+)
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts, make_config
 from alembic_fleet.exceptions import ConfigError, RevisionError
 from alembic_fleet.redact import scrub
@@ -104,12 +109,17 @@ def _online(
             _fresh_module(step.revision)
         return planned
 
+    watch = _RollbackWatch(planned)
+    event.listen(connection, "rollback", watch)
+    event.listen(connection, "before_cursor_execute", watch.refuse)
     try:
         _run_env(scripts, steps, connection=connection, schema=schema, destination=destination,
                  applied=applied, listener=listener, drive=drive)
     except RevisionError:
         raise
     except Exception as exc:
+        if watch.revision is not None:  # what failed next only followed from the rollback
+            raise RevisionFailed(watch.revision, watch.error()) from exc
         if isinstance(exc, ReplayFailed):  # a replayed statement: it names its revision
             raise
         done = len(applied) - before[0]
@@ -117,6 +127,54 @@ def _online(
         script_of = getattr(failing, "revision", None)  # RevisionStep -> its Script
         revision = getattr(script_of, "revision", None)
         raise RevisionFailed(revision, exc) from exc
+    finally:
+        event.remove(connection, "rollback", watch)
+        event.remove(connection, "before_cursor_execute", watch.refuse)
+    if watch.revision is not None:
+        raise RevisionFailed(watch.revision, watch.error())
+
+
+class _RollbackWatch:
+    """Listens to the target connection's ``rollback`` event while Alembic runs: a rollback
+    called while a frame of a planned revision's file is on the stack (the connection's
+    ``rollback()``, an ORM session's, even in the revision's own ``except``) is the
+    revision's. It rolls back what came before while Alembic goes on in the transaction the
+    driver begins next, so the version row would move on without that work (and, with
+    ``transaction_per_migration``, commit so): every statement after it is refused, the
+    version row's update included, and the target fails naming the revision. Rollbacks
+    from Alembic or fleet after an error (no revision frame left on the stack) are not the
+    revision's. The event itself is only recorded: raising in it would leave the driver's
+    transaction open behind SQLAlchemy's back."""
+
+    def __init__(self, planned: list[Any]) -> None:
+        self.planned = planned
+        self.revision: str | None = None
+
+    def __call__(self, _connection: Any) -> None:
+        if self.revision is not None:
+            return
+        files = {getattr(step.revision, "path", None): getattr(step.revision, "revision", None)
+                 for step in self.planned}
+        files.pop(None, None)
+        frame = sys._getframe(1)
+        while frame is not None:
+            revision = files.get(frame.f_code.co_filename)
+            if revision is not None:
+                self.revision = revision
+                return
+            frame = frame.f_back
+
+    def refuse(self, *_args: Any) -> None:
+        """``before_cursor_execute``: nothing runs after the revision's rollback."""
+        if self.revision is not None:
+            raise self.error()
+
+    def error(self) -> TransactionRolledBack:
+        return TransactionRolledBack(
+            "the revision rolled the transaction back itself (rollback() from Python): what "
+            "it and the revisions before it did in that transaction would be lost while the "
+            "version row moved on; remove the rollback() (to undo part of a revision, use "
+            "op.get_bind().begin_nested() and roll the savepoint back)")
 
 
 def _fresh_module(script: Any) -> None:

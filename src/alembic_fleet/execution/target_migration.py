@@ -26,7 +26,11 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet import drivers
-from alembic_fleet.alembic_bridge.failures import ReplayFailed, RevisionFailed
+from alembic_fleet.alembic_bridge.failures import (
+    ReplayFailed,
+    RevisionFailed,
+    TransactionRolledBack,
+)
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.catalog.versions import read_one
 from alembic_fleet.databases import Databases, libpq_url
@@ -83,10 +87,6 @@ def describe_error(error: BaseException) -> tuple[str, str | None]:
 ROLLS_BACK = re.compile(
     r"(?im)(?:^|;)\s*(?:ROLLBACK|ABORT)\b(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)")
 """A statement that rolls the whole transaction back (not ``ROLLBACK TO SAVEPOINT``)."""
-
-
-class TransactionRolledBack(Exception):
-    """A revision sent ``ROLLBACK`` itself while its target migrated."""
 
 
 def refuse_rollback(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
