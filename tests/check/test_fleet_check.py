@@ -193,6 +193,77 @@ def test_downgrade_that_does_not_undo_its_upgrade(shop: Project) -> None:
     assert finding["file"].endswith("aa0000000004_add_stock.py")
 
 
+IRREVERSIBLE = {
+    "pass, missing-downgrade": ("pass", "missing-downgrade"),
+    "raise, missing-downgrade": ('raise NotImplementedError("prices stay")', "missing-downgrade"),
+    "no undo, downgrade-roundtrip": ('op.execute("SELECT 1")', "downgrade-roundtrip"),
+    "no undo, FC302": ('op.execute("SELECT 1")', "FC302"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(IRREVERSIBLE))
+def test_an_irreversible_revision_accepted_in_its_file_ends_the_round_trip_there(
+        shop: Project, case: str) -> None:
+    # A revision that cannot be undone (an enum value added, data dropped), accepted in its
+    # file as FC201's hint says, failed every check afterwards: the round trip (over the
+    # whole history, on every pull request) reported FC302 whatever the file said.
+    body, rule = IRREVERSIBLE[case]
+    path = versions(shop) / "aa0000000002_add_price.py"
+    text = path.read_text().replace('    op.drop_column("items", "price")', f"    {body}")
+    path.write_text(f"# fleet: allow {rule}: prices are never removed\n" + text)
+    code, payload = check(shop)
+    assert code == 0, payload
+    assert codes(payload, failing_only=True) == []
+    [round_trip] = [f for f in payload["findings"] if f["code"] == "FC302"]
+    assert round_trip["accepted"] == "prices are never removed"
+    assert round_trip["revision"] == "aa0000000002"
+    # The revisions after it still go down and up again: a broken one above is found.
+    write_revision(versions(shop), "aa0000000004_add_stock.py", revision_file(
+        "aa0000000004", "aa0000000003",
+        'op.add_column("items", sa.Column("stock", sa.Integer()))\n'
+        'op.create_table("audit", sa.Column("id", sa.Integer(), primary_key=True))',
+        'op.drop_column("items", "stock")'))
+    models = shop.root / "shop_service" / "shop" / "models.py"
+    models.write_text(models.read_text() + "    stock = sa.Column(sa.Integer)\n\n\n"
+                      "class Audit(Base):\n    __tablename__ = 'audit'\n"
+                      "    id = sa.Column(sa.Integer, primary_key=True)\n")
+    code, payload = check(shop)
+    assert code == 3
+    failing = [f for f in payload["findings"] if f["code"] == "FC302" and not f["accepted"]]
+    assert [f["revision"] for f in failing] == ["aa0000000004"], payload
+
+
+@pytest.mark.slow
+def test_an_allow_comment_added_to_an_applied_revision_is_no_change(shop: Project) -> None:
+    # Accepting a finding of an applied revision means editing its file: a comment that only
+    # accepts a finding is not a change of what was applied (any other edit still is).
+    assert shop.fleet("migrate").returncode == 0
+    path = versions(shop) / "aa0000000002_add_price.py"
+    original = path.read_text()
+    lines = original.splitlines(keepends=True)
+    [at] = [i for i, line in enumerate(lines) if "op.add_column(" in line]
+    lines[at] = lines[at].rstrip("\n") + "  # fleet: allow FC302: kept\n"
+    path.write_text("# fleet: allow missing-downgrade: prices are never removed\n"
+                    + "".join(lines))
+    _, payload = check(shop, "--database", "--no-scratch")
+    assert "FC401" not in codes(payload), payload
+    result = shop.fleet("migrate")
+    assert result.returncode == 0, result.stderr
+    accepted = path.read_text()
+    path.write_text(accepted.replace("sa.Numeric(10, 2)", "sa.Numeric(12, 2)"))
+    assert "FC401" in codes(check(shop, "--database", "--no-scratch")[1])
+    # Recorded with the comment, compared without it: removing it again is no change either.
+    path.write_text(original)
+    write_revision(versions(shop), "aa0000000004_add_stock.py", revision_file(
+        "aa0000000004", "aa0000000003",
+        'op.add_column("items", sa.Column("stock", sa.Integer()))',
+        'op.drop_column("items", "stock")'))
+    assert shop.fleet("migrate").returncode == 0
+    path.write_text(accepted)
+    assert "FC401" not in codes(check(shop, "--database", "--no-scratch")[1])
+
+
 @pytest.mark.slow
 def test_unsafe_operation_in_a_new_revision_and_its_acceptance(shop: Project) -> None:
     path = write_revision(versions(shop), "aa0000000004_drop_price.py", revision_file(

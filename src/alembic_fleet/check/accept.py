@@ -51,6 +51,39 @@ def acceptances(source: str) -> dict[str, Acceptance]:
     return accepted
 
 
+def without_acceptances(data: bytes) -> bytes:
+    """A revision file's bytes without its ``# fleet: allow`` comments (the comment, the
+    blanks before it, and a line it leaves empty): what the ledger's checksum covers, so
+    that accepting a finding of an applied revision is not a change of what was applied.
+    Only real comments count (a string that looks like one stays), and a file Python cannot
+    tokenize is taken as it is."""
+    try:
+        tokens = list(tokenize.tokenize(io.BytesIO(data).readline))
+    except (tokenize.TokenError, SyntaxError, UnicodeDecodeError):
+        return data
+    encoding = tokens[0].string if tokens and tokens[0].type == tokenize.ENCODING else "utf-8"
+    cuts = {token.start[0]: token.start[1] for token in tokens
+            if token.type == tokenize.COMMENT and _is_acceptance(token.string)}
+    if not cuts:
+        return data
+    lines = data.decode(encoding).splitlines(keepends=True)
+    kept = []
+    for number, line in enumerate(lines, start=1):
+        column = cuts.get(number)
+        if column is None:
+            kept.append(line)
+            continue
+        code = line[:column].rstrip()
+        if code:
+            kept.append(code + line[len(line.rstrip("\r\n")):])
+    return "".join(kept).encode(encoding)
+
+
+def _is_acceptance(comment: str) -> bool:
+    match = _ALLOW_COMMENT.match(comment.strip())
+    return match is not None and bool(match.group("reason").strip())
+
+
 def _comments(source: str) -> Iterator[tuple[int, str]]:
     """``(line, text)`` of each comment; a file Python cannot tokenize is read line by line."""
     try:

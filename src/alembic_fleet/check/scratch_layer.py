@@ -18,6 +18,7 @@ reference schemas) and by ``fleet revision`` (to autogenerate against head).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 
@@ -26,6 +27,7 @@ from sqlalchemy.engine import Connection
 from alembic_fleet.alembic_bridge import runner, scratch
 from alembic_fleet.catalog.fingerprints import describe, difference
 from alembic_fleet.catalog.shared import shared_relations
+from alembic_fleet.check.accept import acceptances
 from alembic_fleet.check.report import CheckedService, CheckReport
 from alembic_fleet.check.revision_files import try_read_revision_file
 from alembic_fleet.databases import Databases, handed_urls
@@ -199,10 +201,35 @@ def _model_drift(subject: CheckedService, connection: Connection, schema: str,
 def _round_trip(subject: CheckedService, connection: Connection, schema: str, graph: RevisionGraph,
                 steps: Sequence[str], shapes: dict[str | None, frozenset[str]],
                 report: CheckReport) -> None:
-    """Downgrade one revision at a time to base, then upgrade again, comparing shapes."""
+    """Downgrade one revision at a time to base, then upgrade again, comparing shapes.
+
+    A revision whose file accepts ``missing-downgrade`` or ``downgrade-roundtrip`` (FC201's
+    own advice for what cannot be undone) is where the way down ends: it is not downgraded
+    (an accepted FC302 says so), and the revisions after it go down and up again. Without
+    that, one irreversible revision failed every check of the project from then on."""
     table = subject.service.version_table
     linear = steps != ["heads"]
+    irreversible = _irreversible(graph)
+    if not linear and irreversible:
+        for revision, reason in irreversible.items():
+            report.findings.append(_at(graph, revision, finding(
+                "downgrade-roundtrip", subject.name,
+                f"revision {revision}: not downgraded (accepted in its file as irreversible): "
+                "the history branches, so no round trip ran", accepted=reason),
+                downgrade=True))
+        report.skip(subject.name, "downgrade round trip", "a revision of a branched history "
+                    "is accepted as irreversible")
+        return
+    again = list(steps)
     for revision in reversed(steps):
+        if revision in irreversible:
+            report.findings.append(_at(graph, revision, finding(
+                "downgrade-roundtrip", subject.name,
+                f"revision {revision}: not downgraded (accepted in its file as irreversible): "
+                "the round trip covers the revisions after it",
+                accepted=irreversible[revision]), downgrade=True))
+            again = list(steps[steps.index(revision) + 1:])
+            break
         parent = (graph.parents(revision) or (None,))[0] if linear else None
         try:
             runner.downgrade(subject.scripts, connection, schema, parent or "base")
@@ -220,7 +247,7 @@ def _round_trip(subject: CheckedService, connection: Connection, schema: str, gr
                 f"{parent or 'base'}", details=difference(shapes[parent], shape)),
                 downgrade=True))
             return
-    for revision in steps:
+    for revision in again:
         shape = _upgrade_step(subject, connection, schema, revision, report,
                               code="downgrade-roundtrip", what="upgrade() fails after downgrade()")
         if shape is None:
@@ -249,6 +276,19 @@ def _upgrade_step(subject: CheckedService, connection: Connection, schema: str, 
     return _shape(connection, schema, subject.service.version_table)
 
 
+def _irreversible(graph: RevisionGraph) -> dict[str, str]:
+    """Revision -> the reason its file gives for accepting that it cannot be undone
+    (``# fleet: allow missing-downgrade: ...`` or ``downgrade-roundtrip``)."""
+    found = {}
+    for revision in graph.revisions.values():
+        parsed = try_read_revision_file(revision.path)
+        accepted = acceptances(parsed.source) if parsed else {}
+        reason = accepted.get("downgrade-roundtrip") or accepted.get("missing-downgrade")
+        if reason is not None:
+            found[revision.id] = reason.reason
+    return found
+
+
 def _at(graph: RevisionGraph, revision: str, item: Finding, *, downgrade: bool = False
         ) -> Finding:
     """``item`` pointed at the revision's file and its upgrade() or downgrade() line."""
@@ -257,5 +297,4 @@ def _at(graph: RevisionGraph, revision: str, item: Finding, *, downgrade: bool =
         return item
     parsed = try_read_revision_file(known.path)
     line = None if parsed is None else parsed.downgrade_line if downgrade else parsed.upgrade_line
-    return Finding(item.code, item.service, item.message, file=known.path, line=line,
-                   revision=revision, details=item.details)
+    return dataclasses.replace(item, file=known.path, line=line, revision=revision)

@@ -15,13 +15,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from alembic_fleet.check.accept import without_acceptances
 from alembic_fleet.ledger.store import Ledger
 from alembic_fleet.model.revisions import RevisionGraph
 
 
 def checksum(path: str) -> str:
-    """The SHA-256 of a revision file, as the ledger records it."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """The SHA-256 of a revision file, as the ledger records it: without its
+    ``# fleet: allow`` comments (see :func:`~alembic_fleet.check.accept.without_acceptances`;
+    the same bytes, so the same digest, for a file that has none)."""
+    return hashlib.sha256(without_acceptances(Path(path).read_bytes())).hexdigest()
+
+
+def matches(path: str, recorded: str) -> bool:
+    """Whether the file is still the one recorded: by :func:`checksum`, or by the digest of
+    all its bytes, which rows written before comments were set aside hold."""
+    return recorded in (checksum(path), hashlib.sha256(Path(path).read_bytes()).hexdigest())
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,7 @@ def applied_drift(connection: Any, ledger_schema: str, service: str, graph: Revi
             continue
         if known.path not in files:
             files[known.path] = checksum(known.path)
-        if files[known.path] != record.checksum:
+        if files[known.path] != record.checksum and not matches(known.path, record.checksum):
             found.append(AppliedDrift(service, record.revision, "changed", record.schemas,
                                       record.example_schema, record.last_applied,
                                       record.checksum, files[known.path], known.path))
