@@ -181,8 +181,8 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
     present = existing_schemas(workspace, targets)
     configured = name in workspace.config.tenants
     if not present and not configured:
-        raise UsageError(f"{name!r} is not a configured tenant and has no orphan schema",
-                         hint="see 'fleet tenants list'")
+        _refuse_others(workspace, name)
+        return RemoveResult([], [], "")  # nothing to remove: a rerun does nothing, as add's
     if configured:
         check_forgettable(workspace.config, name)
     dumps = _dump(workspace, present, dump) if dump is not None and present else []
@@ -216,6 +216,22 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
                 if (database.key, target.schema) in existing:
                     dropped.append(f"{display(database)} {target.schema}")
     return RemoveResult(dropped, dumps, forgotten)
+
+
+def _refuse_others(workspace: Workspace, name: str) -> None:
+    """For a name that is not configured and has no orphan: refuse when a schema its
+    templates render exists all the same (``public`` under a bare ``{tenant}`` template,
+    the ledger, a schema fleet did not make): it is somebody else's, and saying "nothing to
+    remove" would hide that the name was not the tenant meant."""
+    config = workspace.resolve_tenants()
+    rendered = targets_for([s for s in config.services.values() if s.per_tenant], [name],
+                           config.tenant_databases)
+    others = existing_schemas(workspace, rendered)
+    if others:
+        raise UsageError(
+            f"{name!r} is not a configured tenant, and {', '.join(t.schema for t in others)} "
+            "is not a schema fleet made for it: nothing was dropped",
+            hint="see 'fleet tenants list'")
 
 
 def _dump(workspace: Workspace, targets: Sequence[Target], path: Path) -> list[str]:

@@ -72,12 +72,13 @@ def tenants_remove(invocation: Invocation, name: str, yes: bool, dump: str | Non
     Only the schemas rendered for NAME from the services' templates are dropped; no other
     tenant's schema is touched. Single-schema services are not affected.
 
-    Exit codes: 0 removed; 1 declined or pg_dump failed (nothing dropped); 2 bad input.
+    Exit codes: 0 removed (also when there was nothing to remove); 1 declined or pg_dump
+    failed (nothing dropped); 2 bad input, or a schema of that name is not the tenant's.
     """
     workspace = invocation.workspace()
     tenants = tenants_module()
     present = tenants.existing_schemas(workspace, tenants.tenant_targets(workspace, name))
-    if not yes:
+    if not yes and (present or name in workspace.config.tenants):  # else: nothing to drop
         listed = ", ".join(t.schema for t in present) or "no schema"
         try:
             typed = click.prompt(f"This drops {listed} for tenant {name!r}. "

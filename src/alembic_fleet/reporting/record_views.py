@@ -64,7 +64,8 @@ class RecordViews(ReporterBase):
         if result.forgotten:
             self.line(f"{name}: removed from {result.forgotten}")
         if not result.dropped:
-            self.line(f"{name}: no schema to drop")
+            self.line(f"{name}: no schema to drop" if result.forgotten else
+                      f"{name}: not a configured tenant, no schema of it: nothing to remove")
 
     # -- ledger ----------------------------------------------------------------------------
     def runs(self, runs: Sequence[tuple[str, Any]]) -> None:
