@@ -213,7 +213,9 @@ def downgrade(workspace: Workspace, target: Target, revision: str) -> TargetResu
                 reason, hint = describe_error(exc.error)
                 return TargetResult(target, Outcome.FAILED, before.current, before.current,
                                     error=(f"revision {exc.revision}: " if exc.revision
-                                           else "") + reason, hint=hint)
+                                           else "") + reason
+                                    + (f" ({exc.location})" if exc.location else ""),
+                                    hint=hint)
             finally:
                 connection.rollback()
                 unlock(connection, key)

@@ -238,3 +238,25 @@ def test_a_transaction_rolled_back_from_python_fails_the_target_by_name(
         assert _columns(db_url, "svc_a") == {"id"}
     status = json.loads(project.fleet("status", "--json").stdout)["targets"][0]
     assert status["current"] == ([] if fresh and not per_revision else ["9100aaaa0000"])
+
+
+@pytest.mark.parametrize("body, raised, at_line", [
+    ('x = 1\nraise RuntimeError("boom")', "RuntimeError: boom", True),
+    # Replayed (no Python ran for it): the file, not the line.
+    ('op.execute("SELECT no_such_function()")', "UndefinedFunction", False),
+], ids=["python", "replayed sql"])
+def test_a_failing_revision_names_its_file_and_line(tmp_path: Path, db_url: str, body: str,
+                                                    raised: str, at_line: bool) -> None:
+    """A revision that raises says where: plain Alembic prints the traceback; fleet said
+    only 'revision X: RuntimeError: boom', in the output, the JSON and the ledger alike."""
+    failing = _revision("9100aaaa0001", "9100aaaa0000", body)
+    project = _project(tmp_path, db_url, {"base.py": BASE, "fail.py": failing},
+                       tenants='["a"]')
+    line = failing.splitlines().index("    " + body.splitlines()[-1]) + 1
+    result = project.fleet("migrate", "--json")
+    target = json.loads(result.stdout)["targets"][0]
+    assert result.returncode == 1 and target["outcome"] == "failed", target
+    assert raised in target["error"], target
+    where = "migrations/versions/fail.py" + (f", line {line}, in upgrade" if at_line else "")
+    assert target["error"].endswith(f"({where})"), target
+    assert where in project.fleet("migrate").stdout

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 
 class RevisionFailed(Exception):
-    """A revision raised while a target was migrating; wraps the original error."""
+    """A revision raised while a target was migrating; wraps the original error.
 
-    def __init__(self, revision: str | None, error: BaseException) -> None:
+    ``location`` is where in the revision's file it was raised (``versions/x.py, line 12,
+    in upgrade``), when a frame of that file was on the way: plain Alembic shows the whole
+    traceback, and without the line a ``RuntimeError: boom`` names nothing to fix."""
+
+    def __init__(self, revision: str | None, error: BaseException,
+                 location: str | None = None) -> None:
         super().__init__(str(error))
         self.revision = revision
         self.error = error
+        self.location = location
 
 
 class ReplayFailed(Exception):

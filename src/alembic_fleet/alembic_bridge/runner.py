@@ -126,12 +126,31 @@ def _online(
         failing = planned[done] if done < len(planned) else None
         script_of = getattr(failing, "revision", None)  # RevisionStep -> its Script
         revision = getattr(script_of, "revision", None)
-        raise RevisionFailed(revision, exc) from exc
+        raise RevisionFailed(revision, exc, _location(exc, planned, scripts.service.path)
+                             ) from exc
     finally:
         event.remove(connection, "rollback", watch)
         event.remove(connection, "before_cursor_execute", watch.refuse)
     if watch.revision is not None:
         raise RevisionFailed(watch.revision, watch.error())
+
+
+def _location(error: BaseException, planned: list[Any], root: Path) -> str | None:
+    """Where in a planned revision's file ``error`` was raised: the innermost frame of such
+    a file in its traceback (a statement's error passes through the ``op`` call that ran
+    it), as ``path, line N, in function`` with the path relative to the service folder."""
+    files = {getattr(step.revision, "path", None) for step in planned} - {None}
+    found = None
+    trace = error.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code.co_filename in files:
+            found = trace
+        trace = trace.tb_next
+    if found is None:
+        return None
+    path = Path(found.tb_frame.f_code.co_filename)
+    shown = path.relative_to(root) if path.is_relative_to(root) else path
+    return f"{shown}, line {found.tb_lineno}, in {found.tb_frame.f_code.co_name}"
 
 
 class _RollbackWatch:

@@ -89,6 +89,17 @@ ROLLS_BACK = re.compile(
 """A statement that rolls the whole transaction back (not ``ROLLBACK TO SAVEPOINT``)."""
 
 
+def _file_of(scripts: ServiceScripts, revision: str | None) -> str | None:
+    """A revision's file relative to its service folder (a replayed statement failed: its
+    line is not known, its file is)."""
+    known = scripts.graph.revisions.get(revision) if revision else None
+    if known is None or not known.path:
+        return None
+    path = Path(known.path)
+    root = scripts.service.path
+    return str(path.relative_to(root) if path.is_relative_to(root) else path)
+
+
 def refuse_rollback(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
     """Fail a revision that rolls the target's transaction back with a SQL ``ROLLBACK``
     (``op.execute("ROLLBACK")``). The driver opens a new transaction for what follows, so
@@ -313,7 +324,9 @@ class TargetMigrator:
                                 revisions=tuple(listener.timings) if listener else (),
                                 note=self.provisioner.take_note(target))
         except (RevisionFailed, ReplayFailed) as exc:
-            failure = self._failure(exc.error, exc.revision)
+            failure = self._failure(exc.error, exc.revision,
+                                    getattr(exc, "location", None)
+                                    or _file_of(scripts, exc.revision))
             failure.hint = failure.hint or hint_for(exc.error, scripts.service,
                                                     target.database.url, not status.current)
             raise failure from None
@@ -386,8 +399,11 @@ class TargetMigrator:
         self._legacy_upgrade(scripts, target.schema, target.database)
         return "subprocess"
 
-    def _failure(self, error: BaseException, revision: str | None) -> _Failed:
+    def _failure(self, error: BaseException, revision: str | None,
+                 location: str | None = None) -> _Failed:
         reason, hint = describe_error(error)
+        if location:
+            reason = f"{reason} ({location})"
         transient = transient_reason(error)
         if transient == "lock timeout":
             hint = (f"a table was locked by another session for over "
