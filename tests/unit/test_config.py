@@ -373,7 +373,8 @@ def test_path_without_alembic_ini(tmp_path: Path) -> None:
     assert_names(err, path, "services.auth.path")
     assert "alembic.ini" in str(err)
     assert "does not exist" in str(err)
-    assert err.hint and "fleet init --service auth" in err.hint
+    # 'fleet init --service auth ...' refuses a service already in the file: not the way.
+    assert err.hint and "point path at the folder" in err.hint
 
 
 def test_path_that_does_not_exist(tmp_path: Path) -> None:
@@ -765,3 +766,54 @@ def test_load_config_reads_environ_not_os_environ(tmp_path: Path,
     monkeypatch.setenv("TENANTS", "from_os")
     cfg = load_config(tenant_project(tmp_path), environ={})
     assert cfg.tenants == ("default", "toshiba")
+
+
+# --- values from the environment where a user would expect them --------------------------
+
+
+def test_python_is_interpolated(tmp_path: Path) -> None:
+    # python = "${AUTH_PYTHON:-fleet}" lets CI or an image without uv switch a service's
+    # interpreter off; it was taken literally (".../${AUTH_PYTHON:-fleet} does not exist").
+    folder = make_service(tmp_path, "svc")
+    (folder / "bin").mkdir()
+    (folder / "bin" / "py").write_text("")
+    path = write_fleet(tmp_path, """
+        [services.svc]
+        path = "svc"
+        python = "${SVC_PYTHON:-fleet}"
+
+        [services.other]
+        path = "svc"
+        schema = "other"
+        python = ["${UV:-uv}", "run", "--project", "${PROJECT:-.}", "python"]
+    """)
+    assert parse_config(path, {}).services["svc"].python is None
+    chosen = parse_config(path, {"SVC_PYTHON": "bin/py"}).services["svc"].python
+    assert chosen == (str((folder / "bin" / "py").absolute()),)
+    assert parse_config(path, {"SVC_PYTHON": ""}).services["svc"].python is None  # default
+    assert parse_config(path, {"PROJECT": "app"}).services["other"].python == (
+        "uv", "run", "--project", "app", "python")
+    err = config_error(path, {"SVC_PYTHON": "nowhere/py"})
+    assert_names(err, path, "services.svc.python")
+    assert "nowhere/py" in str(err)
+
+
+def test_a_bad_url_from_a_variable_names_the_variable(tmp_path: Path) -> None:
+    path = write_fleet(tmp_path, """
+        database = "${DATABASE_URI}"
+        [services.svc]
+        path = "svc"
+    """, services=("svc",))
+    err = config_error(path, {"DATABASE_URI": "postgres//bad"})
+    assert_names(err, path, "database")
+    assert "${DATABASE_URI}" in str(err)
+
+
+def test_a_missing_service_folder_points_at_its_path(tmp_path: Path) -> None:
+    path = write_fleet(tmp_path, """
+        [services.workflow]
+        path = "services/workflw"
+    """)
+    err = config_error(path)
+    assert_names(err, path, "services.workflow.path")
+    assert "a typo" in (err.hint or "") and "fleet init" not in (err.hint or "")

@@ -127,14 +127,16 @@ class TableReader:
                 key=key, expected="postgresql://USER:PASSWORD@HOST/DB",
                 hint="e.g. python -c 'import urllib.parse,sys; "
                 "print(urllib.parse.quote(sys.argv[1], safe=\"\"))' 'p@ss' gives p%40ss")
+        # The value is never shown (it may hold a password); the variables it came from are.
+        source = "".join(f" (from {ref})" for ref in _references(value))
         try:
             url = make_url(text)
         except (ArgumentError, ValueError):
-            raise ConfigError("is not a database URL", file=self.file, key=key,
+            raise ConfigError("is not a database URL" + source, file=self.file, key=key,
                               expected="postgresql://USER:PASSWORD@HOST:PORT/DATABASE") from None
         if drivers.for_scheme(url.drivername) is None:
-            raise ConfigError(drivers.unsupported(url.drivername), file=self.file, key=key,
-                              expected=drivers.SUPPORTED)
+            raise ConfigError(drivers.unsupported(url.drivername) + source, file=self.file,
+                              key=key, expected=drivers.SUPPORTED)
         for secret in (url.password, url.query.get("password")):
             if secret:
                 self.secrets.append(str(secret))
@@ -157,7 +159,10 @@ class TableReader:
         if not (folder / ini).is_file():
             raise ConfigError(f"{folder / ini} does not exist", file=self.file,
                               key=f"{key}.path", expected="a folder holding " + ini,
-                              hint=f"create it with 'fleet init --service {name} PATH'")
+                              hint=(f"point path at the folder that holds the service's {ini} "
+                                    "(or set alembic_ini), or run 'alembic init migrations' "
+                                    "there" if folder.is_dir() else
+                                    f"check path under [{key}] (a typo?)"))
         schema = self.string(table.get("schema", "public"), f"{key}.schema")
         validate_schema_template(schema, file=self.file, key=f"{key}.schema")
         database = self.database(table.get("database"), f"{key}.database", inherit=default_db)
@@ -185,6 +190,10 @@ class TableReader:
     def python(self, value: Any, folder: Path, key: str) -> tuple[str, ...] | None:
         """The interpreter a service's code runs in (see :mod:`alembic_fleet.interpreters`):
         None for fleet's own, else the command that starts it."""
+        if isinstance(value, str):  # ${VAR} as in every other string; empty: the default
+            value = self.string(value, key) or None
+        elif isinstance(value, list) and all(isinstance(part, str) for part in value):
+            value = [self.string(part, f"{key}[{i}]") for i, part in enumerate(value)]
         if value is None:
             found = interpreters.default_for(folder)
             if found is not None and not found.exists():
@@ -487,3 +496,9 @@ class TableReader:
                                   expected="a whole number; higher runs earlier (default 0)")
             result[tenant] = TenantAttributes(database, priority)
         return result
+
+
+def _references(value: Any) -> list[str]:
+    """The ``${VAR}`` references a configured string holds, as written."""
+    return re.findall(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}", value) \
+        if isinstance(value, str) else []
