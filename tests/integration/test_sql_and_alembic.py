@@ -92,6 +92,19 @@ def test_plain_alembic_in_a_service_folder(example: Project) -> None:
     status = example.fleet("status", "auth", "--json")
     assert '"state": "at_head"' in status.stdout and '"state": "missing"' in status.stdout
 
+    # A typo in -x tenant= is refused, as fleet's --tenant refuses it: it created the
+    # schemas of a tenant nobody configured, an orphan for fleet afterwards.
+    typo = example.alembic(auth, "-x", "tenant=toshibaa", "upgrade", "head")
+    assert typo.returncode != 0
+    assert "'toshibaa' is not configured" in typo.stdout + typo.stderr
+    assert "fleet tenants add toshibaa" in typo.stdout + typo.stderr
+    assert "Traceback" not in typo.stdout + typo.stderr
+    assert "auth_toshibaa" not in schemas(example.db_url, "auth_%")
+    # A schema named outright is the user's choice; one of no configured tenant is said.
+    named = example.alembic(auth, "upgrade", "head", env={"ALEMBIC_SCHEMA": "auth_typo"})
+    assert named.returncode == 0, named.stderr
+    assert "auth_typo is the schema of tenant 'typo', which is not configured" in named.stderr
+
     # A per-tenant service without a schema: a clear error, nothing created.
     missing = example.alembic(auth, "upgrade", "head")
     assert missing.returncode != 0

@@ -24,13 +24,19 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic_fleet.alembic_bridge import baseline as baselines
 from alembic_fleet.exceptions import ConfigError, FleetError, UsageError
-from alembic_fleet.model.identifiers import quote_ident, search_path_value, shared_schema_problem
+from alembic_fleet.model.identifiers import (
+    quote_ident,
+    search_path_value,
+    shared_schema_problem,
+    split_schema,
+)
 from alembic_fleet.model.targets import Baseline, Service
 
 ATTR_CONNECTION = "connection"
@@ -295,9 +301,18 @@ def _schema_from_command_line(context: Any) -> str:
         if service is None:
             raise UsageError("-x tenant=NAME needs a fleet.toml that lists this service",
                              hint="use -x schema=NAME or ALEMBIC_SCHEMA instead")
-        return service.schema_for(x_args["tenant"])
+        tenant = x_args["tenant"]
+        known = _known_tenants(context)
+        if known is not None and tenant not in known:  # a typo must not create schemas
+            raise UsageError(
+                f"tenant {tenant!r} is not configured",
+                hint=f"run 'fleet tenants add {tenant}' to record it, or name the schema "
+                f"outright: -x schema={service.schema_for(tenant)}")
+        return service.schema_for(tenant)
     if os.environ.get("ALEMBIC_SCHEMA"):
-        return os.environ["ALEMBIC_SCHEMA"]
+        schema = os.environ["ALEMBIC_SCHEMA"]
+        _warn_unconfigured(context, service, schema)
+        return schema
     if service is not None and not service.per_tenant:
         return service.schema
     raise UsageError(
@@ -305,6 +320,29 @@ def _schema_from_command_line(context: Any) -> str:
         hint="run e.g. 'ALEMBIC_SCHEMA=auth_default alembic upgrade head', "
         "'alembic -x tenant=default upgrade head', or use 'fleet migrate'",
     )
+
+
+def _known_tenants(context: Any) -> frozenset[str] | None:
+    """The configured tenants, when the configuration lists them (a registry query is not
+    run from here: None)."""
+    config = _fleet_config(context)
+    if config is None or (config.tenant_source.kind == "query" and not config.tenants_from_env):
+        return None
+    return frozenset(config.tenants)
+
+
+def _warn_unconfigured(context: Any, service: Any, schema: str) -> None:
+    """A schema named outright (``ALEMBIC_SCHEMA``) is the user's choice; one that the
+    service's template makes for a tenant that is not configured is said, since fleet will
+    take it for an orphan."""
+    if service is None or not service.per_tenant:
+        return
+    tenant = split_schema(service.schema, schema)
+    known = _known_tenants(context)
+    if tenant and known is not None and tenant not in known:
+        print(f"warning: {schema} is the schema of tenant {tenant!r}, which is not "
+              f"configured: fleet will list it as an orphan ('fleet tenants add {tenant}' "
+              "records it)", file=sys.stderr)
 
 
 def _shared_context(context: Any) -> SharedContext:
