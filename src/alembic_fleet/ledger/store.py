@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy import text
 
 from alembic_fleet.model.identifiers import quote_ident
+from alembic_fleet.redact import mask_urls, scrub
 
 DEFAULT_SCHEMA = "fleet"
 
@@ -56,7 +57,10 @@ class RunInfo:
             user = getpass.getuser()
         except (KeyError, OSError):
             user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
-        return cls(str(uuid.uuid4()), user, socket.gethostname(), os.getpid(), command)
+        # As typed, but never a password: a --metrics-push URL may carry one, and the
+        # ledger outlives every terminal it was shown on masked.
+        return cls(str(uuid.uuid4()), user, socket.gethostname(), os.getpid(),
+                   scrub(mask_urls(command)))
 
 
 @dataclass(frozen=True)
