@@ -133,3 +133,18 @@ def test_invalid_revision(example: Project) -> None:
     assert result.returncode == 2
     assert "ffffffffffff" in result.stderr
     _no_change(example)
+
+
+def test_a_lock_timeout_of_zero_is_refused(example: Project) -> None:
+    # PostgreSQL reads lock_timeout = 0 as "no limit": fleet's DDL then waited behind an
+    # application's lock as long as it was held, and the application's queries queued
+    # behind the DDL, the very outage the lock timeout exists to prevent.
+    result = example.fleet("migrate", "--lock-timeout", "0")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--lock-timeout" in result.stderr and "no limit" in result.stderr
+    toml = example.root / "fleet.toml"
+    toml.write_text("lock_timeout = 0\n" + toml.read_text())
+    result = example.fleet("migrate")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "lock_timeout" in result.stderr and "no limit" in result.stderr
+    _no_change(example)

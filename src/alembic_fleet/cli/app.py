@@ -125,9 +125,13 @@ def cli(ctx: click.Context, directory: str | None, config: str | None, debug: bo
 
 class Seconds(click.ParamType):
     """A number of seconds from 0 to a week: NaN, infinities and huge values are usage
-    errors (exit 2), not internal errors later."""
+    errors (exit 2), not internal errors later. ``positive``: 0 is refused too (for
+    ``--lock-timeout``, where PostgreSQL reads 0 as no limit)."""
 
     name = "seconds"
+
+    def __init__(self, *, positive: bool = False) -> None:
+        self.positive = positive
 
     def convert(self, value: object, param: click.Parameter | None,
                 ctx: click.Context | None) -> float:
@@ -137,10 +141,15 @@ class Seconds(click.ParamType):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         if not 0 <= number <= MAX_SECONDS:
             self.fail(f"{value!r} is not between 0 and {MAX_SECONDS} seconds", param, ctx)
+        if self.positive and number == 0:
+            self.fail("0 would mean no limit to PostgreSQL (DDL waiting behind the "
+                      "application's locks as long as they are held): give more than 0, "
+                      "e.g. 0.5", param, ctx)
         return number
 
 
 seconds = Seconds()
+positive_seconds = Seconds(positive=True)
 
 def command_line() -> str:
     return " ".join(["fleet", *sys.argv[1:]])[:500]

@@ -15,6 +15,7 @@ from alembic_fleet.cli.app import (
     facade,
     json_option,
     make_reporter,
+    positive_seconds,
     seconds,
     shard_from,
     shard_option,
@@ -38,7 +39,7 @@ from alembic_fleet.model.budget import parse_duration, parse_max_failures
 @click.option("--sql", is_flag=True, help="Print the SQL each target would run; execute nothing.")
 @click.option("--lock-wait", type=seconds, metavar="S",
               help="Wait this long for another runner's lock on a target (default 60).")
-@click.option("--lock-timeout", type=seconds, metavar="S",
+@click.option("--lock-timeout", type=positive_seconds, metavar="S",
               help="Give up a DDL statement waiting this long for a table lock, and retry "
               "(default 5).")
 @click.option("--statement-timeout", type=seconds, metavar="S",

@@ -162,7 +162,7 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
     return FleetConfig(
         path, services, tenants, from_env, tuple(reader.secrets), jobs, priority,
         lock_wait=reader.seconds(data.get("lock_wait", 60), "lock_wait"),
-        lock_timeout=reader.seconds(data.get("lock_timeout", 5), "lock_timeout"),
+        lock_timeout=reader.seconds(data.get("lock_timeout", 5), "lock_timeout", positive=True),
         statement_timeout=reader.seconds(data.get("statement_timeout", 3600),
                                          "statement_timeout"),
         retries=reader.count(data.get("retries", 3), "retries"),

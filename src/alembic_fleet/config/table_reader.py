@@ -321,11 +321,18 @@ class TableReader:
                               expected="a whole number of worker processes, 1 or more")
         return value
 
-    def seconds(self, value: Any, key: str) -> float:
+    def seconds(self, value: Any, key: str, *, positive: bool = False) -> float:
+        """A number of seconds; ``positive``: 0 is refused too (a ``lock_timeout`` of 0 is
+        PostgreSQL's "no limit", the opposite of what it reads as)."""
         if (isinstance(value, bool) or not isinstance(value, int | float)
                 or not 0 <= value <= MAX_SECONDS):  # NaN fails this comparison too
             raise ConfigError(f"invalid value {value!r}", file=self.file, key=key,
                               expected=f"a number of seconds from 0 to {MAX_SECONDS}")
+        if positive and value == 0:
+            raise ConfigError("0 would mean no limit to PostgreSQL (DDL waiting behind the "
+                              "application's locks as long as they are held)", file=self.file,
+                              key=key, expected=f"a number of seconds above 0, up to "
+                              f"{MAX_SECONDS} (e.g. 0.5)")
         return float(value)
 
     def count(self, value: Any, key: str) -> int:
