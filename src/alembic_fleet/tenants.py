@@ -11,16 +11,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic_fleet.catalog.versions import read_versions
+from alembic_fleet.config.loader import parse_config
 from alembic_fleet.config.tenant_sources import (
     check_forgettable,
     forget_tenant,
     record_tenants,
+    resolve_query,
 )
 from alembic_fleet.exceptions import FleetError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
@@ -114,6 +117,7 @@ class RemoveResult:
     dropped: list[str]
     dumps: list[str]
     forgotten: str
+    warnings: list[str] = field(default_factory=list)
 
 
 def tenant_targets(workspace: Workspace, name: str) -> list[Target]:
@@ -179,7 +183,11 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
     """
     targets = tenant_targets(workspace, name)
     present = existing_schemas(workspace, targets)
-    configured = name in workspace.config.tenants
+    configured = name in workspace.config.tenants or _recorded_under_env(workspace, name)
+    warnings = []
+    if workspace.config.tenants_from_env:
+        warnings.append("TENANTS is set: the tenant was removed from the configuration, but "
+                        "this shell's TENANTS list still decides what other commands see")
     if not present and not configured:
         _refuse_others(workspace, name)
         return RemoveResult([], [], "")  # nothing to remove: a rerun does nothing, as add's
@@ -215,7 +223,21 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
                     unlock(connection, key)
                 if (database.key, target.schema) in existing:
                     dropped.append(f"{display(database)} {target.schema}")
-    return RemoveResult(dropped, dumps, forgotten)
+    return RemoveResult(dropped, dumps, forgotten, warnings)
+
+
+def _recorded_under_env(workspace: Workspace, name: str) -> bool:
+    """With ``TENANTS`` set, whether the lasting tenant source (which ``tenants add`` wrote)
+    records ``name`` all the same: then removing it must forget it there too, or its
+    schemas go while it stays configured, and the next run makes them again, empty."""
+    config = workspace.config
+    if not config.tenants_from_env:
+        return False
+    environ = {k: v for k, v in os.environ.items() if k != "TENANTS"}
+    lasting = parse_config(config.file, environ)
+    if lasting.tenant_query is not None:
+        return name in resolve_query(lasting.tenant_query, workspace.databases.connect)
+    return name in lasting.tenants
 
 
 def _refuse_others(workspace: Workspace, name: str) -> None:

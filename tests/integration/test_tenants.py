@@ -175,3 +175,18 @@ def test_concurrent_adds_all_land_in_the_file(example: Project) -> None:
     text = _toml(example).read_text()
     missing = [n for n in names if f'"{n}"' not in text]
     assert missing == []
+
+
+def test_remove_with_tenants_set_forgets_the_recorded_tenant(example: Project) -> None:
+    # With TENANTS naming others, a tenant recorded in fleet.toml looked like an orphan to
+    # 'tenants remove': its schemas were dropped and it stayed in fleet.toml, so the next
+    # 'fleet migrate' made it again, empty ("never a configured tenant whose data is gone").
+    assert example.fleet("migrate").returncode == 0
+    assert "toshiba" in _toml(example).read_text()
+    result = example.fleet("tenants", "remove", "toshiba", "--yes",
+                           env={"TENANTS": "default iopex"})
+    assert result.returncode == 0, result.stderr
+    assert "toshiba" not in _toml(example).read_text()
+    assert not schemas(example.db_url, "%toshiba")
+    assert "TENANTS" in result.stderr  # as 'tenants add' says: this shell's list still rules
+    assert '"toshiba"' not in example.fleet("status", "--json").stdout

@@ -53,6 +53,8 @@ class RecordViews(ReporterBase):
             self.migrate(outcome)
 
     def tenants_removed(self, name: str, result: RemoveResult) -> None:
+        for warning in result.warnings:
+            self.note(f"warning: {warning}")
         if self.json_mode:
             self.json({"tenant": name, "dropped": result.dropped, "dumps": result.dumps,
                        "forgotten": result.forgotten or None})
