@@ -215,13 +215,18 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
                         hint=f"run 'fleet tenants remove {name}' again when it is done")
                 try:
                     with connection.begin():
+                        # Under the lock: a run may have made the schema since it was looked
+                        # for (it is dropped all the same, and said).
+                        there = connection.exec_driver_sql(
+                            "SELECT to_regnamespace(%(s)s) IS NOT NULL",
+                            {"s": quote_ident(target.schema)}).scalar()
                         connection.exec_driver_sql(
                             f"DROP SCHEMA IF EXISTS {quote_ident(target.schema)} CASCADE")
                         if ledger is not None:
                             ledger.record_removal(connection, target.service, target.schema)
                 finally:
                     unlock(connection, key)
-                if (database.key, target.schema) in existing:
+                if there or (database.key, target.schema) in existing:
                     dropped.append(f"{display(database)} {target.schema}")
     return RemoveResult(dropped, dumps, forgotten, warnings)
 

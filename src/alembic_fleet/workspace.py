@@ -13,6 +13,7 @@ deciding what to do is :mod:`alembic_fleet.planning`, doing it is
 from __future__ import annotations
 
 import difflib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,10 @@ class Workspace:
     databases: Databases
     _scripts: dict[str, ServiceScripts] = field(default_factory=dict, repr=False)
     _tenants_resolved: bool = field(default=False, repr=False)
+    tenants_read_at: float = field(default_factory=time.monotonic)
+    """When the tenant list this command works from was read (``time.monotonic()``): the
+    configuration's, or the registry query's. A tenant removed after it is one this
+    command must not create again (see :meth:`RunLedger.read_before`)."""
 
     @classmethod
     def open(cls, config_path: str | None = None) -> Workspace:
@@ -80,6 +85,7 @@ class Workspace:
         tenants come from one (and ``TENANTS`` does not override it)."""
         query = self.config.tenant_query
         if query is not None and not self.config.tenants_from_env and not self._tenants_resolved:
+            self.tenants_read_at = time.monotonic()
             self.config = self.config.with_tenants(resolve_query(query, self.databases.connect))
             self._tenants_resolved = True
         return self.config

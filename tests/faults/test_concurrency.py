@@ -79,3 +79,33 @@ def test_sigkill_at_random_moments_leaves_consistent_schemas(tmp_path: Path, db_
         assert version(db_url, f"shop_s{i:03d}") == [HEAD]
     _check_consistent(db_url, tenants)
     wait_no_advisory_locks(db_url)
+
+
+@pytest.mark.parametrize("how", ["tenants add", "migrate"])
+def test_a_tenant_removed_while_a_run_plans_is_not_made_again(tmp_path: Path, db_url: str,
+                                                              how: str) -> None:
+    """'fleet tenants remove' between the moment a run read the tenants and the moment its
+    run began was not seen by that run: it created the tenant's schemas after the removal
+    (an orphan, the tenant gone from fleet.toml, both commands reporting success). The
+    removal is compared with when the run read its tenant list."""
+    project = shop_project(tmp_path / "p", db_url, 1)
+    first = project.root / "shop" / "migrations" / "versions" / "8000aaaa0001.py"
+    # Reading the revisions takes 4 s: a run that loads them plans slowly.
+    first.write_text("import time\ntime.sleep(4)\n" + first.read_text())
+    env = {"FLEET_CACHE_DIR": ""}
+    if how == "migrate":
+        assert project.fleet("tenants", "add", "x", "--no-migrate", env=env).returncode == 0
+        runner = start_fleet(project, "migrate", "--json", env=env)
+    else:
+        runner = start_fleet(project, "tenants", "add", "x", "--json", env=env)
+    time.sleep(2.5)  # the runner has read its tenants and is reading the revisions
+    removed = project.fleet("tenants", "remove", "x", "--yes", env=env)
+    assert removed.returncode == 0, removed.stderr
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 0, err + out
+    assert '"x"' not in (project.root / "fleet.toml").read_text()
+    assert query(db_url, "SELECT nspname FROM pg_namespace WHERE nspname = 'shop_x'") == []
+    payload = json.loads(out)
+    targets = (payload.get("migration") or payload)["targets"]
+    [mine] = [t for t in targets if t["schema"] == "shop_x"]
+    assert mine["outcome"] == "skipped" and "removed" in mine["note"], mine

@@ -79,6 +79,13 @@ def policy_for(workspace: Workspace, **overrides: float | int | None) -> Policy:
                   retries=int(values["retries"]))
 
 
+READ_MARGIN = 0.05
+"""Seconds added to the time between reading the tenants and starting the run row. That
+time is measured after the row's insert, so it already reaches back past the reading;
+the margin only covers the two clocks' ticks. Small, since a tenant removed and added
+again within it would be taken as removed by the add (created by the next run)."""
+
+
 def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
             on_event: EventSink = ignore) -> RunOutcome:
     """Run ``plan``; targets that need no upgrade are reported skipped.
@@ -112,7 +119,9 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
             warnings += refuse_changed_revisions(workspace, steps)
         warnings += shared_schema_warnings(workspace, [s.target for s in steps if s.upgrade])
     recorder = _recorder(workspace, steps, options) if runnable else None
-    run_ledger = RunLedger(recorder.ledger, recorder.info.run_id) if recorder else None
+    run_ledger = (RunLedger(recorder.ledger, recorder.info.run_id,
+                            time.monotonic() - workspace.tenants_read_at + READ_MARGIN)
+                  if recorder else None)
     budget = Budget(options.max_failures, options.max_failure_percent,
                     None if options.deadline is None else started + options.deadline,
                     _typical_seconds(workspace, steps) if options.deadline else {})

@@ -341,15 +341,16 @@ class TargetMigrator:
 
     def _removed(self, connection: Any, step: Step) -> bool:
         """Whether the target's schema was removed while this run went on: it existed when
-        the run was planned, or ``fleet tenants remove`` recorded it since the run began
-        (read in the caller's transaction)."""
+        the run was planned, or ``fleet tenants remove`` recorded it since the run read its
+        tenants (read in the caller's transaction)."""
         if step.status.state not in (TargetState.MISSING, TargetState.FAILED) and (
                 step.status.current):
             return True
         if self.run_ledger is None:
             return False
         return self.run_ledger.ledger.removed_since_run(
-            connection, self.run_ledger.run_id, step.target.service, step.target.schema)
+            connection, self.run_ledger.run_id, step.target.service, step.target.schema,
+            self.run_ledger.read_before)
 
     def _already_there(self, connection: Any, step: Step, status: TargetStatus,
                        attempt: int) -> TargetResult:

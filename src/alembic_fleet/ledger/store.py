@@ -339,16 +339,19 @@ class Ledger:
                     removed_at = clock_timestamp()"""),
             {"service": service, "schema": schema})
 
-    def removed_since_run(self, connection: Any, run_id: str, service: str, schema: str
-                          ) -> bool:
-        """Whether the schema was removed after run ``run_id`` started (in the caller's
-        transaction)."""
+    def removed_since_run(self, connection: Any, run_id: str, service: str, schema: str,
+                          before: float = 0.0) -> bool:
+        """Whether the schema was removed after run ``run_id`` read its tenants: after its
+        row's start less ``before`` seconds (in the caller's transaction). A removal between
+        the reading and the row is one the run's plan did not see."""
         return bool(connection.execute(
             text(f"""SELECT EXISTS (SELECT 1 FROM {quote_ident(self.schema)}.removed_schemas r
                     JOIN {quote_ident(self.schema)}.runs u ON u.run_id = :id
                     WHERE r.service = :service AND r.schema_name = :schema
-                      AND r.removed_at > u.started_at)"""),
-            {"id": run_id, "service": service, "schema": schema}).scalar())
+                      AND r.removed_at > u.started_at
+                                         - make_interval(secs => CAST(:before AS float8)))"""),
+            {"id": run_id, "service": service, "schema": schema,
+             "before": before}).scalar())
 
     def typical_seconds(self, connection: Any, services: list[str]) -> dict[str, float]:
         """Per service: the median seconds of its last 200 migrated targets (what a time

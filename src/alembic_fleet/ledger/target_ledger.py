@@ -37,6 +37,9 @@ class RunLedger:
 
     ledger: Ledger
     run_id: str
+    read_before: float = 0.0
+    """How many seconds before its run row began the run read its tenant list (plus a
+    margin): a removal recorded since then is one the run's plan may not have seen."""
     _checksums: dict[str, str] = field(default_factory=dict)
 
     def checksum(self, path: str) -> str:
