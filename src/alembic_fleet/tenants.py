@@ -197,7 +197,6 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
     forgotten = (forget_tenant(workspace.config, name, workspace.databases.connect)
                  if configured else "")
     dropped = []
-    existing = {(t.database.key, t.schema) for t in present}
     config = workspace.config
     # A configured tenant's schemas that do not exist yet are recorded as removed too: a
     # 'fleet migrate' that started before must not create them after this.
@@ -226,7 +225,7 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
                             ledger.record_removal(connection, target.service, target.schema)
                 finally:
                     unlock(connection, key)
-                if there or (database.key, target.schema) in existing:
+                if there:
                     dropped.append(f"{display(database)} {target.schema}")
     return RemoveResult(dropped, dumps, forgotten, warnings)
 
