@@ -260,3 +260,25 @@ def test_a_failing_revision_names_its_file_and_line(tmp_path: Path, db_url: str,
     where = "migrations/versions/fail.py" + (f", line {line}, in upgrade" if at_line else "")
     assert target["error"].endswith(f"({where})"), target
     assert where in project.fleet("migrate").stdout
+
+
+def test_a_failure_after_revisions_committed_one_by_one_reports_where_the_target_is(
+        tmp_path: Path, db_url: str) -> None:
+    """With one transaction per revision, the revisions before a failing one stay
+    committed: the report said the target was still where it started ('to': [], and
+    'r2 -> r2' on the rerun), the ledger's row too."""
+    second = _revision("9100aaaa0001", "9100aaaa0000",
+                       'op.create_table("u", sa.Column("id", sa.Integer, primary_key=True))')
+    failing = _revision("9100aaaa0002", "9100aaaa0001", 'op.execute("SELECT 1/0")')
+    env_py = ("from alembic_fleet.env import run_migrations\n\n"
+              "run_migrations(transaction_per_migration=True)\n")
+    project = _project(tmp_path, db_url, {"base.py": BASE, "second.py": second,
+                                          "fail.py": failing}, tenants='["a"]', env_py=env_py)
+    result = project.fleet("migrate", "--json")
+    target = json.loads(result.stdout)["targets"][0]
+    assert result.returncode == 1 and target["outcome"] == "failed", target
+    assert version(db_url, "svc_a") == ["9100aaaa0001"]
+    assert target["from"] == [] and target["to"] == ["9100aaaa0001"], target
+    [(recorded,)] = query(db_url, "SELECT to_revisions FROM fleet.run_targets "
+                          "WHERE schema_name = 'svc_a'")
+    assert list(recorded) == ["9100aaaa0001"], recorded

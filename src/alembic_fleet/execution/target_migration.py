@@ -241,7 +241,7 @@ class TargetMigrator:
             try:
                 connection = self._connection(step.target.database)
                 self.run_ledger.failed(connection, step.target, step.status.current, seconds,
-                                       message, attempts)
+                                       message, attempts, reached)
             except Exception:  # e.g. the server is down: the failure is still reported
                 self._recover(step.target.database)
         return result
@@ -267,6 +267,7 @@ class TargetMigrator:
         except DBAPIError as exc:
             raise self._failure(exc, None) from None
         touched = False
+        budget: LockBudget | None = None
         try:
             try:  # one transaction for both reads
                 status = self._reread(connection, step, table)
@@ -329,6 +330,10 @@ class TargetMigrator:
                                     or _file_of(scripts, exc.revision))
             failure.hint = failure.hint or hint_for(exc.error, scripts.service,
                                                     target.database.url, not status.current)
+            if budget is not None and budget.commits:  # revisions committed one by one
+                with contextlib.suppress(Exception):  # stay where they left the target
+                    connection.rollback()
+                    failure.reached = read_one(connection, target.schema, table) or ()
             raise failure from None
         except (DBAPIError, FleetError, LegacyFailed) as exc:
             raise self._failure(exc, None) from None

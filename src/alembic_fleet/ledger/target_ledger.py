@@ -54,10 +54,13 @@ class RunLedger:
                             outcome)
 
     def failed(self, connection: Any, target: Target, from_revs: tuple[str, ...],
-               seconds: float, error: str, attempts: int) -> None:
-        """A failed target's row, in its own transaction after the rollback."""
+               seconds: float, error: str, attempts: int,
+               reached: tuple[str, ...] | None = None) -> None:
+        """A failed target's row, in its own transaction after the rollback; ``reached``:
+        where the target stands when revisions committed before the failure."""
         record = TargetRecord(target.service, target.tenant, target.schema, from_revs,
-                              from_revs, seconds, "failed", scrub(error), max(1, attempts))
+                              from_revs if reached is None else reached, seconds, "failed",
+                              scrub(error), max(1, attempts))
         with connection.begin():
             self.ledger.write_target(connection, self.run_id, record)
 
