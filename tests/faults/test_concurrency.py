@@ -109,3 +109,38 @@ def test_a_tenant_removed_while_a_run_plans_is_not_made_again(tmp_path: Path, db
     targets = (payload.get("migration") or payload)["targets"]
     [mine] = [t for t in targets if t["schema"] == "shop_x"]
     assert mine["outcome"] == "skipped" and "removed" in mine["note"], mine
+
+
+def test_a_target_killed_between_revisions_committed_one_by_one_is_not_recorded_migrated(
+        tmp_path: Path, db_url: str) -> None:
+    """With one transaction per revision, the target's ledger row rides on each revision's
+    commit: a runner killed between two revisions left it 'migrated' (to the revision it
+    had reached), and its run counted it as migrated. Short of its destination it is
+    'running' until the last revision commits."""
+    project = shop_project(tmp_path / "p", db_url, 1)
+    (project.root / "shop" / "migrations" / "env.py").write_text(
+        "from alembic_fleet.env import run_migrations\n\n"
+        "run_migrations(transaction_per_migration=True)\n")
+    last = project.root / "shop" / "migrations" / "versions" / "8000aaaa0004.py"
+    quick = last.read_text()
+    last.write_text(quick.replace("def upgrade():\n",
+                                  "def upgrade():\n    op.execute('SELECT pg_sleep(30)')\n"))
+    runner = start_fleet(project, "migrate")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = query(db_url, "SELECT to_revisions FROM fleet.run_targets") if query(
+            db_url, "SELECT to_regclass('fleet.run_targets')")[0][0] else []
+        if rows and list(rows[0][0]) == ["8000aaaa0003"]:
+            break
+        time.sleep(0.1)
+    else:
+        kill_group(runner)
+        raise AssertionError("the third revision never committed")
+    kill_group(runner)
+    runner.wait(timeout=30)
+    assert version(db_url, "shop_s000") == ["8000aaaa0003"]
+    [(outcome, reached)] = query(db_url, "SELECT outcome, to_revisions FROM fleet.run_targets")
+    assert outcome == "running" and list(reached) == ["8000aaaa0003"], outcome
+    last.write_text(quick)  # never applied: no change of an applied revision
+    assert project.fleet("migrate").returncode == 0  # and a rerun finishes it
+    assert version(db_url, "shop_s000") == [HEAD]

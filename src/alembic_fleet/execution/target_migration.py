@@ -286,7 +286,8 @@ class TargetMigrator:
             listener = None
             if self.run_ledger is not None:
                 listener = self.run_ledger.for_target(target, table, scripts.graph,
-                                                      status.current, started, attempt)
+                                                      status.current, started, attempt,
+                                                      heads=status.head)
             budget = LockBudget(self.policy.lock_timeout)
             event.listen(connection, "before_cursor_execute", budget.before_cursor_execute)
             event.listen(connection, "before_cursor_execute", refuse_rollback)

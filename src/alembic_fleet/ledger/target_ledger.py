@@ -49,9 +49,10 @@ class RunLedger:
 
     def for_target(self, target: Target, version_table: str, graph: RevisionGraph,
                    from_revs: tuple[str, ...], started: float, attempts: int,
-                   outcome: str = "migrated") -> TargetLedger:
+                   outcome: str = "migrated", heads: tuple[str, ...] | None = None
+                   ) -> TargetLedger:
         return TargetLedger(self, target, version_table, graph, from_revs, started, attempts,
-                            outcome)
+                            outcome, heads)
 
     def failed(self, connection: Any, target: Target, from_revs: tuple[str, ...],
                seconds: float, error: str, attempts: int,
@@ -77,6 +78,9 @@ class TargetLedger:
     started: float
     attempts: int
     outcome: str = "migrated"
+    heads: tuple[str, ...] | None = None
+    """Where the target is going: a row written short of it, when each revision commits on
+    its own, says ``running`` (a runner killed between two revisions did not migrate it)."""
     wrote_target: bool = False
     versions: tuple[str, ...] | None = None
     """The version table as the transaction that wrote the target's row left it."""
@@ -148,9 +152,12 @@ class TargetLedger:
         self._flush(connection)
         now = read_in_transaction(connection, self.target.schema, self.version_table)
         self.versions = now
+        outcome = self.outcome
+        if self.each_revision and self.heads is not None and sorted(now) != sorted(self.heads):
+            outcome = "running"
         record = TargetRecord(self.target.service, self.target.tenant, self.target.schema,
                               self.from_revs, now, time.perf_counter() - self.started,
-                              self.outcome, None, max(1, self.attempts))
+                              outcome, None, max(1, self.attempts))
         self.run.ledger.write_target(connection, self.run.run_id, record)
         self.wrote_target = True
 
