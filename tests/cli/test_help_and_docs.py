@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+
 import click
 import pytest
+import yaml
 
 from alembic_fleet.cli import cli, main
 from tests.conftest import REPO, run
@@ -69,3 +73,36 @@ def test_a_command_still_loads_what_it_needs_first(tmp_path) -> None:
     assert result.returncode == 2 and "no fleet.toml" in result.stderr, result.stderr[-2000:]
     # Loaded up front (with the collector off), before the command found no configuration.
     assert {"sqlalchemy", "rich", "alembic_fleet.ledger"} <= _imported(result.stderr)
+
+
+def _install_commands() -> list[str]:
+    """Every ``pip install ...`` command (up to a backtick, a comment or the next command)
+    and every pre-commit ``additional_dependencies`` in the docs, the examples and the hooks."""
+    files = [REPO / "README.md", REPO / ".pre-commit-hooks.yaml", *REPO.glob("docs/*.md"),
+             *REPO.glob("examples/**/*.md"), *REPO.glob("examples/**/.github/workflows/*.yml")]
+    found = []
+    for path in files:
+        for line in path.read_text().splitlines():
+            commands = re.findall(r"pip install[^`#;&|\n]*", line)
+            if "additional_dependencies" in line:
+                commands.append(line.strip())
+            found += [f"{path.relative_to(REPO)}: {command}" for command in commands]
+    return found
+
+
+def test_install_instructions_do_not_expect_alembic_fleet_on_pypi() -> None:
+    # alembic-fleet is not on PyPI: 'pip install "alembic-fleet[embedded]"' installs nothing.
+    # Every instruction installs it from a path, a Git URL or a wheel ('NAME @ URL').
+    commands = _install_commands()
+    assert any("alembic-fleet[embedded] @ git+https://" in command for command in commands)
+    by_name = re.compile(r"(?<![\w/.-])alembic-fleet(\[[\w,]+\])?(?!\S* @ )(?![\w/.-])")
+    assert [command for command in commands if by_name.search(command)] == []
+
+
+def test_the_full_pre_commit_hook_adds_the_embedded_extra() -> None:
+    # pre-commit installs the hook's repository (alembic-fleet itself); an extra's packages
+    # are listed by name, as pyproject.toml has them.
+    hooks = {h["id"]: h for h in yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert hooks["fleet-check-full"]["additional_dependencies"] == project[
+        "optional-dependencies"]["embedded"]
