@@ -192,7 +192,7 @@ def heads(invocation: Invocation, services: Sequence[str], as_json: bool) -> int
     return ExitCode.OK
 
 @cli.command()
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
               help="How many runs to show.")
 @click.option("--run", "run_id", metavar="ID", help="Show the targets of one run (id prefix).")
 @json_option
