@@ -86,3 +86,39 @@ def test_a_missing_driver_names_how_to_install_the_extra(example: Project, tmp_p
     assert result.returncode == 2, result.stdout + result.stderr
     assert "alembic-fleet[psycopg2]" in result.stderr
     assert f"pip install {install.requirement('psycopg2')}" in result.stderr
+
+
+WORKFLOW_VERSIONS = "python_apps/workflow-engine-poc/alembic/versions"
+ENUM_NEVER_CREATED = '''"""add status"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "b26c9e0a7b96"
+down_revision = "b25b8d3f6a85"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.add_column("workflows", sa.Column("status", sa.Enum("draft", "live",
+                                                           name="workflow_status")))
+
+
+def downgrade():
+    op.drop_column("workflows", "status")
+'''
+
+
+def test_a_type_the_revision_never_created_is_named_before_extensions(example: Project
+                                                                       ) -> None:
+    # Alembic's add_column does not create an enum's type (nor does a type declared with
+    # create_type=False): the hint says so first; an extension's type is the other cause.
+    (example.root / WORKFLOW_VERSIONS / "b26c9e0a7b96_add_status.py").write_text(
+        ENUM_NEVER_CREATED)
+    result = example.fleet("migrate", "workflow", "--tenant", "default", "--json")
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = next(t for t in json.loads(result.stdout)["targets"] if t["outcome"] == "failed")
+    assert 'type "workflow_status" does not exist' in failed["error"]
+    hint = failed["hint"]
+    assert "workflow_status" in hint and "create_type=False" in hint
+    assert hint.index("create") < hint.index("extension") < hint.index("search_path"), hint
