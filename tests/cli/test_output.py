@@ -32,3 +32,25 @@ def test_log_of_an_unknown_run_is_an_error(example: Project) -> None:
     assert example.fleet("migrate").returncode == 0
     result = example.fleet("log", "--run", "zzz")
     assert result.returncode == 2 and "no run 'zzz'" in result.stderr
+
+
+def test_counts_of_one_are_singular(example: Project) -> None:
+    # 'checked ingestion (1 checks)', '1 errors': a count printed with a fixed plural.
+    versions = example.root / "python_apps/ingestion-service/migrations/versions"
+    original = versions / "c33c0e2b4a73_backfill_token_counts_add_language.py"
+    (versions / "c33c0e2b4a73_copy.py").write_text(original.read_text())  # FC101: one error
+    check = example.fleet("check", "ingestion", "--no-scratch")
+    assert check.returncode == 3, check.stdout + check.stderr
+    assert "checked ingestion (1 check)" in check.stdout + check.stderr
+    assert "1 error, 0 warnings, 0 accepted" in check.stdout
+
+
+def test_max_failures_counts_one_failed_target_as_one(example: Project) -> None:
+    from tests.cli.test_hints import ENUM_NEVER_CREATED, WORKFLOW_VERSIONS
+
+    (example.root / WORKFLOW_VERSIONS / "b26c9e0a7b96_add_status.py").write_text(
+        ENUM_NEVER_CREATED)
+    result = example.fleet("migrate", "workflow", "--jobs", "1", "--max-failures", "0")
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert "1 target failed, more than the 0 allowed" in out, out
