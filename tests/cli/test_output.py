@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -54,3 +55,38 @@ def test_max_failures_counts_one_failed_target_as_one(example: Project) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     out = result.stdout + result.stderr
     assert "1 target failed, more than the 0 allowed" in out, out
+
+
+def test_a_target_that_needed_several_attempts_says_so(tmp_path, db_url: str) -> None:
+    # A held table lock makes shop_s001's first attempt time out; the lock is released once
+    # that lock wait was cancelled, so a retry migrates it. The piped line says how many
+    # attempts it took (it said '(0.01s)', the attempts only in 'fleet log --run').
+    import threading
+
+    import psycopg
+
+    from tests.faults.conftest import HEAD, shop_project
+    from tests.faults.test_locks_and_faults import _release_after_first_lock_timeout
+
+    project = shop_project(tmp_path / "p", db_url, 3)
+    assert project.fleet("migrate", "--to", "8000aaaa0001").returncode == 0
+    blocker = psycopg.connect(db_url)
+    blocker.execute("LOCK TABLE shop_s001.items IN ACCESS SHARE MODE")
+    stop = threading.Event()
+    releaser = threading.Thread(target=_release_after_first_lock_timeout,
+                                args=(blocker, db_url, stop), daemon=True)
+    releaser.start()
+    try:
+        result = project.fleet("migrate", "--lock-timeout", "1", "--retries", "5",
+                               "--jobs", "1")
+    finally:
+        stop.set()
+        releaser.join()
+        blocker.close()
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {line.split()[1]: line for line in result.stdout.splitlines()
+             if line.startswith("migrated")}
+    assert set(lines) == {"shop/shop_s000", "shop/shop_s001", "shop/shop_s002"}, result.stdout
+    assert re.search(rf"8000aaaa0001 -> {HEAD}  \(\d+\.\d\ds, after \d+ attempts\)$",
+                     lines["shop/shop_s001"]), lines
+    assert "attempt" not in lines["shop/shop_s000"] + lines["shop/shop_s002"]
