@@ -109,6 +109,7 @@ def downgrade():
 '''
 
 
+@pytest.mark.slow
 def test_a_type_the_revision_never_created_is_named_before_extensions(example: Project
                                                                        ) -> None:
     # Alembic's add_column does not create an enum's type (nor does a type declared with
