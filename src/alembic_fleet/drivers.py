@@ -99,11 +99,14 @@ def require(driver: Driver, where: str) -> None:
         try:
             importlib.import_module(module)
         except ImportError as exc:
+            from alembic_fleet import install
+
             raise ConfigError(
                 f"{where} uses the {driver.name} driver, which cannot be imported here "
                 f"({type(exc).__name__}: {exc})",
-                hint=f"pip install 'alembic-fleet[{driver.extra}]' (or add {driver.modules[0]} "
-                "to the environment fleet runs in)") from None
+                hint=f"install the extra alembic-fleet[{driver.extra}] where fleet came "
+                f"from: pip install {install.requirement(driver.extra)} (or add "
+                f"{driver.modules[0]} to the environment fleet runs in)") from None
 
 
 def sqlstate(error: BaseException) -> str | None:

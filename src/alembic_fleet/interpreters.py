@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection, Pipe, wait
 from pathlib import Path
 from typing import Any
 
-from alembic_fleet import __version__
+from alembic_fleet import __version__, install
 from alembic_fleet.exceptions import ConfigError, FleetError
 from alembic_fleet.redact import scrub, secrets
 from alembic_fleet.remote import MISMATCH
@@ -154,8 +154,8 @@ def _cannot_start(service: Any, reason: str) -> FleetError:
     return ConfigError(
         f"service '{service.name}': cannot run its interpreter ({shown(service.python)}): "
         f"{scrub(reason)}",
-        hint=f"install alembic-fleet=={__version__} and the service's packages there (its "
-        "env.py imports the helper), point the service's 'python' key at the right "
+        hint=f"install {install.pinned('there')} and the service's packages (its env.py "
+        "imports the helper); or point the service's 'python' key at the right "
         "interpreter, or set python = \"fleet\" to use fleet's own")
 
 
@@ -262,7 +262,7 @@ def _launch(service: Any, mode: str, lifeline: Lifeline) -> tuple[ServiceWorker,
             raise ConfigError(f"service '{service.name}': its interpreter "
                               f"({shown(service.python)}) runs another alembic-fleet "
                               f"version than this one ({__version__}); its message is above",
-                              hint=f"install alembic-fleet=={__version__} there")
+                              hint=f"install {install.pinned('there')}")
         how = (f"it said nothing within {timeout:g}s (FLEET_INTERPRETER_TIMEOUT)"
                if process.exitcode in (None, -signal.SIGKILL) and not ready
                else f"it exited with code {process.exitcode}; its error is above")

@@ -72,7 +72,8 @@ def check(invocation: Invocation, services: Sequence[str], database: bool, tenan
               help="Compare the models with a scratch schema at head and write the "
               "operations (no shared database needed).")
 @click.option("--scratch-url", metavar="URL", envvar="FLEET_SCRATCH_DATABASE_URL",
-              help="Scratch database for --autogenerate (default: the embedded PostgreSQL).")
+              help="Scratch database for --autogenerate (default: the embedded "
+              "PostgreSQL). Env: FLEET_SCRATCH_DATABASE_URL.")
 @json_option
 @click.pass_obj
 def revision(invocation: Invocation, service: str, message: str, autogenerate: bool,

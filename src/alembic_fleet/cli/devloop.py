@@ -160,6 +160,10 @@ def reset(invocation: Invocation, yes: bool, force: bool, confirm_name: str | No
     Refuses any other database. With --force, drops every configured schema of every
     service and tenant (and the ledger) in the configured databases, after you type the
     database name.
+
+    Exit codes: 0 deleted (or nothing to delete); 1 declined, or the typed name does not
+    match; 2 a configuration with database URLs and no --force, or no terminal to confirm
+    at (pass --yes, or --confirm DATABASE with --force).
     """
     workspace = invocation.workspace()
     devloop = devloop_module()

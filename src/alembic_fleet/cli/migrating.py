@@ -146,7 +146,9 @@ def status(invocation: Invocation, services: Sequence[str], tenants: Sequence[st
     Schemas a service's template matches whose tenant is not configured are listed with
     the state 'orphan' (without --tenant); they do not change the exit code.
 
-    Exit codes: 0 every target at head; 3 some target behind, missing, ahead or failed.
+    Exit codes: 0 every target at head; 3 some target behind, missing, ahead, failed or
+    unreachable (its database could not be read); 2 usage or configuration error, scripts
+    that cannot be loaded, or no database reachable.
     """
     inventory = facade().status(invocation.workspace(), services, tenants, shard=shard_from(shard))
     make_reporter(json_mode=as_json).status(inventory)
@@ -163,7 +165,10 @@ def downgrade(invocation: Invocation, service: str, revision: str, tenant: str |
               as_json: bool) -> int:
     """Step one target down to REVISION (an id, 'base' or '-N', e.g. -1).
 
-    Exit codes: 0 done; 1 failed or declined.
+    Asks first; without a terminal to ask at, --yes is needed.
+
+    Exit codes: 0 done; 1 the downgrade failed, or declined; 2 bad input, or no terminal
+    to confirm at and no --yes.
     """
     workspace = invocation.workspace()
     target = facade().downgrade_target(workspace, service, tenant)
@@ -193,7 +198,7 @@ def heads(invocation: Invocation, services: Sequence[str], as_json: bool) -> int
     return ExitCode.OK
 
 @cli.command()
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
               help="How many runs to show.")
 @click.option("--run", "run_id", metavar="ID", help="Show the targets of one run (id prefix).")
 @json_option

@@ -50,7 +50,8 @@ def tenants_add(invocation: Invocation, names: Sequence[str], no_migrate: bool, 
     """Record tenants where the configured tenant source lives, then create and migrate
     their schemas for every per-tenant service. Adding an existing tenant changes nothing.
 
-    Exit codes: 0 added; 1 a migration failed; 2 invalid name or configuration.
+    Exit codes: 0 added; 1 a migration failed; 2 invalid name or configuration, or no
+    database reachable.
     """
     reporter = make_reporter(json_mode=as_json)
     result = tenants_module().add_tenants(invocation.workspace(), names, migrate=not no_migrate,
@@ -73,7 +74,8 @@ def tenants_remove(invocation: Invocation, name: str, yes: bool, dump: str | Non
     tenant's schema is touched. Single-schema services are not affected.
 
     Exit codes: 0 removed (also when there was nothing to remove); 1 declined or pg_dump
-    failed (nothing dropped); 2 bad input, or a schema of that name is not the tenant's.
+    failed (nothing dropped); 2 bad input, a schema of that name that is not the tenant's,
+    or no terminal to type the name at and no --yes.
     """
     workspace = invocation.workspace()
     tenants = tenants_module()

@@ -8,11 +8,16 @@ error says what broke, not why; these hints name the configuration that fixes it
 
 from __future__ import annotations
 
+import re
+
 from alembic_fleet import drivers
 from alembic_fleet.model.targets import Service
 
 _PLACEHOLDER = "are allowed as placeholders"
 """psycopg 3 refusing ``%I`` (or any ``%x``) in SQL it parses for parameters."""
+_UNDEFINED_TYPE = re.compile(r'type "([^"]+)" does not exist')
+"""PostgreSQL's message for a type it cannot find (42704): a never-created enum, or an
+extension's type off the search path."""
 
 
 def hint_for(error: BaseException, service: Service, database_url: str | None,
@@ -34,9 +39,17 @@ def hint_for(error: BaseException, service: Service, database_url: str | None,
     if code in ("42704", "42883") and any(word in text for word in (
             "operator class", "type", "function", "operator")):
         where = ", ".join(service.search_path) or "none"
-        return ("an extension's type, function or operator class is not on the search "
-                f"path (shared schemas: {where}): list the schema it is installed in, e.g. "
-                'search_path = ["public"] or ["extensions"]')
+        on_path = (f"not on the search path (shared schemas: {where}): list the schema it "
+                   'is installed in, e.g. search_path = ["public"] or ["extensions"]')
+        missing_type = _UNDEFINED_TYPE.search(text) if code == "42704" else None
+        if missing_type is None:
+            return f"an extension's type, function or operator class is {on_path}"
+        return (f"the revision may use the type {missing_type.group(1)!r} without creating "
+                "it (an enum created in another revision or service, or declared with "
+                "create_type=False, or an sa.Enum column added with op.add_column, which "
+                "creates no type): create it first in this revision, with sa.Enum(..., "
+                "name=...).create(op.get_bind(), checkfirst=True) or CREATE TYPE. If it is "
+                f"an extension's type, the extension's schema is {on_path}")
     if code == "42P01" and from_base and service.baseline is None:
         return ("the history may start from tables its project creates before the first "
                 "revision (metadata.create_all() and stamp): give the service a baseline "

@@ -26,6 +26,7 @@ from alembic_fleet.model.budget import Budget
 from alembic_fleet.model.outcome import RunEnd
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
+from alembic_fleet.wording import counted
 
 Work = Callable[[Step, int], TargetResult]
 """Migrates a step's target; the int is how many attempts were made before."""
@@ -196,9 +197,10 @@ class RunProgress:
                 self.stop(RunEnd.CANARY, f"stopped: {result.target.label} of the canary "
                           "wave failed")
             elif self.budget.failures_exceeded(self._failed, self._runnable):
-                self.stop(RunEnd.MAX_FAILURES, f"stopped: {self._failed} targets failed, "
-                          f"more than the {self.budget.failure_limit(self._runnable)} "
-                          "allowed (--max-failures)")
+                self.stop(RunEnd.MAX_FAILURES,
+                          f"stopped: {counted(self._failed, 'target')} failed, more than "
+                          f"the {self.budget.failure_limit(self._runnable)} allowed "
+                          "(--max-failures)")
         if failed and self.fail_fast:
             self.stopped = True
         if index in self._canary_left:

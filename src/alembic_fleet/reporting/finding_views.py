@@ -12,6 +12,7 @@ from alembic_fleet.reporting.base import (
     github_annotation,
     relative_path,
 )
+from alembic_fleet.wording import counted
 
 if TYPE_CHECKING:  # commands imports heavy modules; the reporter only needs the type
     from alembic_fleet.check.gate import CheckReport
@@ -50,9 +51,11 @@ class FindingViews(ReporterBase):
             for reason in skipped:
                 self.note(f"{service}: skipped {reason}")
         self._scope(report)
-        checked = ", ".join(f"{s} ({len(c)} checks)" for s, c in report.checks.items())
+        checked = ", ".join(f"{s} ({counted(len(c), 'check')})"
+                            for s, c in report.checks.items())
         self.note(f"checked {checked}")
-        self.line(f"{summary['errors']} errors, {summary['warnings']} warnings, "
+        self.line(f"{counted(summary['errors'], 'error')}, "
+                  f"{counted(summary['warnings'], 'warning')}, "
                   f"{summary['accepted']} accepted" if report.findings else "no problems found",
                   style="bold red" if report.failed else "green")
 
@@ -68,9 +71,9 @@ class FindingViews(ReporterBase):
             count = sum(len(report.scope[s].revisions) for s in services)
             total = sum(report.scope[s].total for s in services)
             prefix = f"{', '.join(services)}: " if len(groups) > 1 else ""
-            some = f"{count} revision{'' if count == 1 else 's'}"
+            some = counted(count, "revision")
             if mode == "all":
-                text = f"checking all {total} revisions"
+                text = f"checking all {counted(total, 'revision')}"
             elif mode == "branch":
                 text = (f"checking {some} new since {base} (merge-base {merge_base[:7]}); "
                         f"--all checks all {total}")

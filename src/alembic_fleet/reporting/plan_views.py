@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from alembic_fleet.redact import mask_urls
 from alembic_fleet.reporting.base import ReporterBase, relative_path
 from alembic_fleet.reporting.payloads import finding_payload
+from alembic_fleet.wording import counted
 
 if TYPE_CHECKING:  # the review machinery (pglast) loads only for fleet plan
     from alembic_fleet.review.locks import Effect
@@ -441,7 +442,7 @@ def _count(number: int, noun: str) -> str:
 
 
 def _rows(rows: int | None) -> str:
-    return "? rows (not analysed yet)" if rows is None else f"~{rows:,} rows"
+    return "? rows (not analysed yet)" if rows is None else f"~{counted(rows, 'row')}"
 
 
 def _bytes(size: int) -> str:

@@ -176,7 +176,7 @@ class RunViews(ReporterBase):
         text = (f"{result.outcome.value:<8} {result.target.label}  "
                 f"{revs_text(result.from_revs)} -> {revs_text(result.to_revs)}")
         if result.outcome is Outcome.MIGRATED:
-            text += f"  ({result.seconds:.2f}s)"
+            text += f"  ({result.seconds:.2f}s{_attempts(result)})"
         if result.error:
             text += f"  error: {result.error}"
         return text
@@ -223,7 +223,8 @@ class RunViews(ReporterBase):
         if migrated and self.rich and len(migrated) <= self.MAX_TABLE_ROWS:
             self._table(["service", "tenant", "schema", "from", "to", "seconds"],
                         [(r.target.service, r.target.tenant or "-", r.target.schema,
-                          revs_text(r.from_revs), revs_text(r.to_revs), f"{r.seconds:.2f}")
+                          revs_text(r.from_revs), revs_text(r.to_revs),
+                          f"{r.seconds:.2f}{_attempts(r)}")
                          for r in migrated])
         for result in failed:
             tenant = f" (tenant {result.target.tenant})" if result.target.tenant else ""
@@ -300,3 +301,9 @@ class RunViews(ReporterBase):
             return
         self.line(f"downgraded {result.target.label}: {revs_text(result.from_revs)} -> "
                   f"{revs_text(result.to_revs)}", style="green")
+
+
+def _attempts(result: TargetResult) -> str:
+    """``, after 3 attempts`` for a target that needed more than one (lock timeouts, a lost
+    connection), else nothing."""
+    return f", after {result.attempts} attempts" if result.attempts > 1 else ""
