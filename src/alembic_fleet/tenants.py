@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from alembic_fleet.catalog.versions import read_versions
@@ -28,7 +28,7 @@ from alembic_fleet.config.tenant_sources import (
 from alembic_fleet.exceptions import FleetError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
 from alembic_fleet.execution.locking import lock_key, try_lock, unlock
-from alembic_fleet.execution.run import RunOptions, execute
+from alembic_fleet.execution.run import RunOptions, execute, preflight
 from alembic_fleet.inventory import read_inventory
 from alembic_fleet.ledger import Ledger
 from alembic_fleet.model.identifiers import quote_ident, validate_tenant
@@ -98,15 +98,16 @@ def add_tenants(workspace: Workspace, names: Sequence[str], *, migrate: bool = T
     recorded = {name: "already configured" for name in names
                 if name in config.tenants and not config.tenants_from_env}
     new = [name for name in names if name not in recorded]
+    options = RunOptions(jobs=jobs, command="fleet tenants add")
+    plan = None
+    if migrate:  # planned and checked first: a refusal (exit 2) must leave nothing recorded
+        per_tenant = [s.name for s in config.services.values() if s.per_tenant]
+        plan = make_plan(workspace, per_tenant, names)
+        options = replace(options, checked=preflight(workspace, plan, options))
     if new:  # one edit of the tenant source for them all
         where = record_tenants(config, new, workspace.databases.connect)
         recorded = {name: recorded.get(name, where) for name in names}
-    outcome = None
-    if migrate:
-        per_tenant = [s.name for s in config.services.values() if s.per_tenant]
-        plan = make_plan(workspace, per_tenant, names)
-        outcome = execute(workspace, plan, RunOptions(jobs=jobs, command="fleet tenants add"),
-                          on_event)
+    outcome = None if plan is None else execute(workspace, plan, options, on_event)
     return AddResult(recorded, outcome, warnings)
 
 

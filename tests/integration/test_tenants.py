@@ -190,3 +190,21 @@ def test_remove_with_tenants_set_forgets_the_recorded_tenant(example: Project) -
     assert not schemas(example.db_url, "%toshiba")
     assert "TENANTS" in result.stderr  # as 'tenants add' says: this shell's list still rules
     assert '"toshiba"' not in example.fleet("status", "--json").stdout
+
+
+def test_add_refused_before_anything_runs_records_nothing(example: Project) -> None:
+    # 'tenants add' recorded the tenant in fleet.toml, then refused to migrate (exit 2,
+    # "nothing was executed"): an applied revision edited since, or no database reachable.
+    assert example.fleet("migrate").returncode == 0
+    before = _toml(example).read_text()
+    revision = next((example.root / "python_apps" / "auth_api").rglob("a15f8c0e3d96*.py"))
+    revision.write_text(revision.read_text() + "\n# edited after it was applied\n")
+    changed = example.fleet("tenants", "add", "newco")
+    assert changed.returncode == 2, changed.stderr
+    assert "changed after it was applied" in changed.stderr
+    assert _toml(example).read_text() == before
+    down = example.fleet("tenants", "add", "newco",
+                         env={"DATABASE_URI": "postgresql://postgres@127.0.0.1:1/nowhere"})
+    assert down.returncode == 2, down.stderr
+    assert _toml(example).read_text() == before
+    assert not schemas(example.db_url, "%newco")

@@ -64,6 +64,8 @@ class RunOptions:
     started: float | None = None
     """When the command started (``time.monotonic()``): the deadline counts from there,
     waiting for the databases and planning included (default: when the run starts)."""
+    checked: tuple[str, ...] | None = None
+    """The warnings of :func:`preflight`, when the caller ran it already (not again)."""
 
 
 def policy_for(workspace: Workspace, **overrides: float | int | None) -> Policy:
@@ -84,6 +86,32 @@ READ_MARGIN = 0.05
 time is measured after the row's insert, so it already reaches back past the reading;
 the margin only covers the two clocks' ticks. Small, since a tenant removed and added
 again within it would be taken as removed by the add (created by the next run)."""
+
+
+def preflight(workspace: Workspace, plan: Plan, options: RunOptions | None = None
+              ) -> tuple[str, ...]:
+    """The checks :func:`execute` makes before anything runs, on their own: for a command
+    that must know the run will start before it changes anything else (``tenants add``
+    records its tenants only then). Raises as :func:`execute` would; returns the warnings,
+    to be handed to it as ``RunOptions.checked``."""
+    options = options or RunOptions()
+    reachable = [s for s in plan.steps if s.target.database.key not in plan.unreachable]
+    if plan.unreachable and not reachable:
+        raise DatabaseUnavailableError(next(iter(plan.unreachable.values())))
+    return tuple(_preflight(workspace, reachable, options))
+
+
+def _preflight(workspace: Workspace, steps: list[Step], options: RunOptions) -> list[str]:
+    if not any(s.upgrade for s in steps):
+        return []
+    warnings: list[str] = []
+    check_drivers(workspace, steps)
+    refuse_legacy_shared_context(workspace, steps)
+    check_direct_sessions(workspace, steps)
+    if workspace.config.ledger and not options.allow_changed:
+        warnings += refuse_changed_revisions(workspace, steps)
+    warnings += shared_schema_warnings(workspace, [s.target for s in steps if s.upgrade])
+    return warnings
 
 
 def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
@@ -111,13 +139,8 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
                         {local[i]: {local[w] for w in ws} for i, ws in plan.waits.items()})
     runnable = sum(1 for s in steps if s.upgrade)
     warnings: list[str] = [note] if note else []
-    if runnable:
-        check_drivers(workspace, steps)
-        refuse_legacy_shared_context(workspace, steps)
-        check_direct_sessions(workspace, steps)
-        if workspace.config.ledger and not options.allow_changed:
-            warnings += refuse_changed_revisions(workspace, steps)
-        warnings += shared_schema_warnings(workspace, [s.target for s in steps if s.upgrade])
+    warnings += (list(options.checked) if options.checked is not None
+                 else _preflight(workspace, steps, options))
     recorder = _recorder(workspace, steps, options) if runnable else None
     run_ledger = (RunLedger(recorder.ledger, recorder.info.run_id,
                             time.monotonic() - workspace.tenants_read_at + READ_MARGIN)
