@@ -144,3 +144,25 @@ def test_a_target_killed_between_revisions_committed_one_by_one_is_not_recorded_
     last.write_text(quick)  # never applied: no change of an applied revision
     assert project.fleet("migrate").returncode == 0  # and a rerun finishes it
     assert version(db_url, "shop_s000") == [HEAD]
+
+
+def test_a_killed_run_counts_what_it_migrated_in_the_log(tmp_path: Path, db_url: str) -> None:
+    """A run killed (SIGKILL, or a second signal during the graceful stop) never closes its
+    run row: 'fleet log' said 'migrated 0, interrupted' while 'fleet log --run ID' listed
+    the targets it had migrated. An unclosed run is counted from its target rows."""
+    project = shop_project(tmp_path / "p", db_url, 8, sleep=0.4)
+    runner = start_fleet(project, "migrate", "--jobs", "1")
+    deadline = time.monotonic() + 60
+    done = 0
+    while time.monotonic() < deadline and done < 2:
+        if query(db_url, "SELECT to_regclass('fleet.run_targets')")[0][0]:
+            done = query(db_url, "SELECT count(*) FROM fleet.run_targets "
+                         "WHERE outcome = 'migrated'")[0][0]
+        time.sleep(0.05)
+    kill_group(runner)
+    runner.wait(timeout=30)
+    migrated = query(db_url, "SELECT count(*) FROM fleet.run_targets "
+                     "WHERE outcome = 'migrated'")[0][0]
+    assert migrated >= 2
+    [run] = json.loads(project.fleet("log", "--json").stdout)["runs"]
+    assert run["outcome"] == "interrupted" and run["migrated"] == migrated, run

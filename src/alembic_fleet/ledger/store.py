@@ -410,11 +410,21 @@ class Ledger:
         if not self.exists(connection):
             return []
         self._bounded(connection)
+        # A run that never closed its row (killed, or stopped by a second signal) is
+        # counted from its target rows, as closing it would have counted them.
+        s = quote_ident(self.schema)
         rows = connection.execute(
-            text(f"""SELECT run_id::text, started_at, finished_at, os_user, host, command,
-                        migrated, failed, outcome
-                    FROM {quote_ident(self.schema)}.runs
-                    ORDER BY started_at DESC LIMIT :n"""),
+            text(f"""SELECT r.run_id::text, r.started_at, r.finished_at, r.os_user, r.host,
+                        r.command, coalesce(c.migrated, r.migrated),
+                        coalesce(c.failed, r.failed), r.outcome
+                    FROM {s}.runs AS r
+                    LEFT JOIN LATERAL (
+                        SELECT count(*) FILTER (WHERE t.outcome IN ('migrated', 'downgraded'))
+                                   AS migrated,
+                               count(*) FILTER (WHERE t.outcome = 'failed') AS failed
+                        FROM {s}.run_targets AS t WHERE t.run_id = r.run_id) AS c
+                      ON r.finished_at IS NULL
+                    ORDER BY r.started_at DESC LIMIT :n"""),
             {"n": limit},
         ).all()
         connection.rollback()
