@@ -8,6 +8,7 @@ ledger agrees with the version tables. Needs root (to mount) and a server on thi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -80,3 +81,35 @@ def test_a_full_disk_fails_targets_cleanly_and_keeps_the_ledger(tiny_database, t
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert all(version(url, f"shop_s{i:03d}") == [HEAD] for i in range(tenants))
     _assert_ledger_agrees(url, tenants)
+
+
+def test_a_full_disk_while_recording_a_tenant_is_said_and_changes_nothing(
+        tmp_path: Path, db_url: str) -> None:
+    """fleet.toml on a full filesystem: 'tenants add' said "internal error ... this is a
+    bug"; it says the disk is full, and the file is as it was."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mount = Path(f"/tmp/fleet-full-{uuid.uuid4().hex[:8]}")
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        mount.rmdir()
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        project = shop_project(mount / "p", db_url, 1)
+        before = (project.root / "fleet.toml").read_text()
+        filler = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(filler, b"x" * 4096)
+        os.close(filler)
+        result = project.fleet("tenants", "add", "x", "--no-migrate",
+                               env={"FLEET_CACHE_DIR": ""})
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "No space left on device" in result.stderr, result.stderr
+        assert "bug" not in result.stderr and "Traceback" not in result.stderr
+        assert (project.root / "fleet.toml").read_text() == before
+        assert not list(project.root.glob(".fleet.toml.*.tmp"))
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        shutil.rmtree(mount, ignore_errors=True)

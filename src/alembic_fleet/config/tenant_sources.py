@@ -360,13 +360,20 @@ def _write_atomically(path: Path, text: str) -> None:
     if path.exists() and not path.stat().st_mode & 0o222:
         raise UsageError(f"{path} is read-only: fleet does not change it",
                          hint="make it writable (chmod u+w), or record the tenant yourself")
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = None
     try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
         if path.exists():
             os.chmod(temporary, path.stat().st_mode & 0o7777)
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except BaseException as exc:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a folder that may not be written
+            raise FleetError(f"cannot write {path}: {exc.strerror or exc}; it is unchanged",
+                             hint="make room (or make the folder writable) and run the "
+                             "command again") from None
         raise
