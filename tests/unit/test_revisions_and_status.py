@@ -515,7 +515,8 @@ def test_plan_step_never_downgrades(linear: RevisionGraph, current: tuple[str, .
                                     destination: tuple[str, ...] | None) -> None:
     step = plan_step(classify(TARGET, current, linear, destination))
     assert step.upgrade is False
-    assert "fleet downgrade" in step.reason
+    # Past --to: downgrade is the way; a revision the scripts do not know: deploy them.
+    assert ("fleet downgrade" if destination else "do not know") in step.reason
 
 
 def test_plan_step_missing_with_nothing_to_apply() -> None:
@@ -569,3 +570,14 @@ def test_state_after_skipped_keeps_the_state(linear: RevisionGraph, current: tup
     before = classify(TARGET, current, linear)
     assert state_after(result(Outcome.SKIPPED, current, current), before) == (
         state, before.pending)
+
+
+def test_a_revision_the_scripts_do_not_know_is_not_called_past_the_wanted_one(
+        linear: RevisionGraph) -> None:
+    # 'already past the wanted revision (use fleet downgrade)': downgrade cannot find it.
+    unknown = plan_step(classify(TARGET, ("c", "zzz"), linear))
+    assert not unknown.upgrade
+    assert "zzz" in unknown.reason and "do not know" in unknown.reason
+    assert "downgrade" not in unknown.reason
+    past = plan_step(classify(TARGET, ("c",), linear, destination=("a",)))
+    assert "already past the wanted revision" in past.reason

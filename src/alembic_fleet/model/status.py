@@ -43,6 +43,8 @@ class TargetStatus:
     head: tuple[str, ...]
     pending: int
     state: TargetState
+    unknown: tuple[str, ...] = ()
+    """Revisions of ``current`` the scripts do not know (what makes such a target ahead)."""
 
 
 def classify(
@@ -56,8 +58,9 @@ def classify(
     wanted = destination if destination is not None else graph.heads
     if current is None:
         return TargetStatus(target, (), wanted, graph.pending((), wanted), TargetState.MISSING)
-    if any(not graph.knows(rev) for rev in current):
-        return TargetStatus(target, current, wanted, 0, TargetState.AHEAD)
+    unknown = tuple(rev for rev in current if not graph.knows(rev))
+    if unknown:
+        return TargetStatus(target, current, wanted, 0, TargetState.AHEAD, unknown)
     pending = graph.pending(current, wanted)
     if pending == 0 and not graph.is_past(current, wanted):
         state = TargetState.AT_HEAD
@@ -86,6 +89,10 @@ def plan_step(status: TargetStatus) -> Step:
     if status.state in (TargetState.BEHIND, TargetState.MISSING, TargetState.FAILED) and (
             status.pending > 0):
         return Step(status, True, f"{status.pending} revision(s) pending")
+    if status.unknown:
+        return Step(status, False, f"its version table holds {', '.join(status.unknown)}, "
+                    "which these scripts do not know (a newer release's or another branch's "
+                    "revision): deploy the scripts that have it")
     if status.state is TargetState.AHEAD:
         return Step(status, False, "already past the wanted revision (use 'fleet downgrade')")
     if status.state is TargetState.UNREACHABLE:
