@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import time
 from pathlib import Path
 
@@ -166,3 +168,36 @@ def test_a_killed_run_counts_what_it_migrated_in_the_log(tmp_path: Path, db_url:
     assert migrated >= 2
     [run] = json.loads(project.fleet("log", "--json").stdout)["runs"]
     assert run["outcome"] == "interrupted" and run["migrated"] == migrated, run
+
+
+def test_a_worker_killed_between_revisions_committed_one_by_one_is_failed_where_it_is(
+        tmp_path: Path, db_url: str) -> None:
+    """The parent settles a dead worker's target from its ledger row: with one transaction
+    per revision, a row short of the destination (now 'running') is a target stopped part
+    way, reported failed where it stands, never migrated nor left unsaid."""
+    from tests.faults.conftest import children
+
+    project = shop_project(tmp_path / "p", db_url, 2)
+    (project.root / "shop" / "migrations" / "env.py").write_text(
+        "from alembic_fleet.env import run_migrations\n\n"
+        "run_migrations(transaction_per_migration=True)\n")
+    last = project.root / "shop" / "migrations" / "versions" / "8000aaaa0004.py"
+    last.write_text(last.read_text().replace(
+        "def upgrade():\n", "def upgrade():\n    op.execute('SELECT pg_sleep(30)')\n"))
+    runner = start_fleet(project, "migrate", "--jobs", "2", "--json")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if query(db_url, "SELECT to_regclass('fleet.run_targets')")[0][0] and query(
+                db_url, "SELECT count(*) FROM fleet.run_targets "
+                "WHERE to_revisions = ARRAY['8000aaaa0003']")[0][0] == 2:
+            break
+        time.sleep(0.1)
+    for pid in children(runner.pid):  # both workers, each inside its last revision
+        os.kill(pid, signal.SIGKILL)
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 1, err
+    for target in json.loads(out)["targets"]:
+        assert target["outcome"] == "failed", target
+        assert target["to"] == ["8000aaaa0003"], target
+        assert "8000aaaa0003 committed" in target["error"], target
+        assert version(db_url, target["schema"]) == ["8000aaaa0003"]

@@ -284,7 +284,8 @@ def _settler(workspace: Workspace, run_ledger: RunLedger, policy: Policy
                                                    target.service, target.schema)
             finally:
                 unlock(connection, key)
-        if row is None or row[0] != "migrated":
+        # 'running': revisions committed one by one, short of the destination.
+        if row is None or row[0] not in ("migrated", "running"):
             return None
         if workspace.graph(target.service).pending(row[1], step.status.head):
             # One transaction per revision: some committed, the rest did not run.
