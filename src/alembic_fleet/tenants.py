@@ -213,6 +213,11 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
                     raise FleetError(
                         f"{target.label} is being migrated by another runner: not dropped",
                         hint=f"run 'fleet tenants remove {name}' again when it is done")
+                if not configured and _in_source(workspace, name):
+                    unlock(connection, key)
+                    warnings.append(f"{name!r} was added meanwhile (fleet tenants add): "
+                                    f"{target.schema} was kept")
+                    continue
                 try:
                     with connection.begin():
                         # Under the lock: a run may have made the schema since it was looked
@@ -235,9 +240,14 @@ def _recorded_under_env(workspace: Workspace, name: str) -> bool:
     """With ``TENANTS`` set, whether the lasting tenant source (which ``tenants add`` wrote)
     records ``name`` all the same: then removing it must forget it there too, or its
     schemas go while it stays configured, and the next run makes them again, empty."""
+    return workspace.config.tenants_from_env and _in_source(workspace, name)
+
+
+def _in_source(workspace: Workspace, name: str) -> bool:
+    """Whether the lasting tenant source records ``name`` now (read again): an orphan's
+    schema is dropped under its lock only if no ``tenants add`` recorded the name since
+    this command read its configuration (that add's tenant would lose its new schema)."""
     config = workspace.config
-    if not config.tenants_from_env:
-        return False
     environ = {k: v for k, v in os.environ.items() if k != "TENANTS"}
     lasting = parse_config(config.file, environ)
     if lasting.tenant_query is not None:

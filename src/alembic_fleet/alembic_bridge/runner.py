@@ -163,7 +163,9 @@ class _RollbackWatch:
     version row's update included, and the target fails naming the revision. Rollbacks
     from Alembic or fleet after an error (no revision frame left on the stack) are not the
     revision's. The event itself is only recorded: raising in it would leave the driver's
-    transaction open behind SQLAlchemy's back."""
+    transaction open behind SQLAlchemy's back. (A transaction ended without SQLAlchemy
+    knowing is the execution's :class:`~alembic_fleet.execution.target_migration.
+    TransactionGuard`'s to see.)"""
 
     def __init__(self, planned: list[Any]) -> None:
         self.planned = planned

@@ -113,6 +113,73 @@ def refuse_rollback(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> No
             "ROLLBACK (use a SAVEPOINT and ROLLBACK TO SAVEPOINT to undo part of it)")
 
 
+class TransactionGuard:
+    """Sees a target's transaction ended behind SQLAlchemy's back: the driver connection's
+    own ``rollback()`` or ``commit()`` (``op.get_bind().connection.dbapi_connection``), or
+    a ``ROLLBACK`` statement :data:`ROLLS_BACK` does not match (after a comment). No event
+    says so; Alembic goes on in the transaction the driver begins next, with the version
+    row moving on while what came before is gone, and the rolled-back ``SET search_path``
+    sent what followed into ``public``.
+
+    The driver knows: once a statement ran in the transaction SQLAlchemy has open, the
+    driver's stays open until SQLAlchemy ends it (its ``commit``/``rollback`` events). A
+    driver that then reports no open transaction before the next statement (psycopg and
+    psycopg2, outside autocommit; another driver is not asked) had it ended, and that
+    statement is refused. A ``COMMIT`` statement commits what came before, as under plain
+    Alembic (see :data:`COMMITS`). Registered before any other listener of the statement:
+    the lock budget's ``SET LOCAL`` would open a new driver transaction first."""
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def listen(self, connection: Any) -> None:
+        event.listen(connection, "before_cursor_execute", self.refuse)
+        event.listen(connection, "after_cursor_execute", self.ran)
+        event.listen(connection, "commit", self.ended)
+        event.listen(connection, "rollback", self.ended)
+
+    def remove(self, connection: Any) -> None:
+        event.remove(connection, "before_cursor_execute", self.refuse)
+        event.remove(connection, "after_cursor_execute", self.ran)
+        event.remove(connection, "commit", self.ended)
+        event.remove(connection, "rollback", self.ended)
+
+    def ended(self, _connection: Any) -> None:
+        self.open = False
+
+    def ran(self, connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.open = not _autocommit(connection) and not COMMITS.match(statement)
+
+    def refuse(self, connection: Any, *_args: Any) -> None:
+        if self.open and _driver_idle(connection):
+            self.open = False
+            raise TransactionRolledBack(
+                "the transaction was ended behind the migration's back (the driver "
+                "connection's rollback() or commit(), or a ROLLBACK statement): what came "
+                "before was rolled back, or committed apart from the version row (then "
+                "compare the schema with its version row before running again); use the "
+                "connection op.get_bind() gives, and a SAVEPOINT to undo part of a revision")
+
+
+COMMITS = re.compile(r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:COMMIT|END)\b"
+                     r"(?!\s+AND\s+CHAIN)", re.IGNORECASE | re.DOTALL)
+"""A statement that commits the transaction (comments before it allowed)."""
+
+
+def _autocommit(connection: Any) -> bool:
+    return bool(getattr(connection.connection.dbapi_connection, "autocommit", False))
+
+
+def _driver_idle(connection: Any) -> bool:
+    """Whether the driver says no transaction is open (psycopg and psycopg2 report it as
+    ``info.transaction_status``, 0 for idle; another driver: never)."""
+    raw = connection.connection.dbapi_connection
+    if getattr(raw, "autocommit", False):
+        return False
+    status = getattr(getattr(raw, "info", None), "transaction_status", None)
+    return status is not None and int(status) == 0
+
+
 ONE_TRANSACTION = frozenset({"replay", "mixed", VIA})
 """Ways a target migrates in exactly one transaction, whose ledger row read the version
 table just before its commit: what that read found is what the database holds after it."""
@@ -289,6 +356,8 @@ class TargetMigrator:
                                                       status.current, started, attempt,
                                                       heads=status.head)
             budget = LockBudget(self.policy.lock_timeout)
+            guard = TransactionGuard()  # first: the budget's SET LOCAL would open a new one
+            guard.listen(connection)
             event.listen(connection, "before_cursor_execute", budget.before_cursor_execute)
             event.listen(connection, "before_cursor_execute", refuse_rollback)
             event.listen(connection, "commit", budget.on_commit)
@@ -298,6 +367,7 @@ class TargetMigrator:
             try:
                 via = self._migrate(connection, scripts, target, status, listener, budget)
             finally:
+                guard.remove(connection)
                 event.remove(connection, "before_cursor_execute", budget.before_cursor_execute)
                 event.remove(connection, "before_cursor_execute", refuse_rollback)
                 event.remove(connection, "commit", budget.on_commit)
