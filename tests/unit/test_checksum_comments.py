@@ -58,3 +58,21 @@ def test_an_encoding_cookie_and_an_untokenizable_file(tmp_path: Path) -> None:
     assert without_acceptances(latin) == b"# -*- coding: latin-1 -*-\nx = '\xe9'\n"
     broken = b"def f(:\n  # fleet: allow FC302: x\n"
     assert without_acceptances(broken) == broken
+
+
+@pytest.mark.parametrize("breaker", ["\x0c", "\x0b", "\x1c", "\x1d", "\x1e", "\x85",
+                                     "\u2028", "\u2029"])
+def test_a_character_str_splitlines_breaks_at_hides_no_edit(tmp_path: Path,
+                                                             breaker: str) -> None:
+    # str.splitlines() breaks lines where Python's tokenizer does not: the cut fell on the
+    # line above an indented allow comment, and an edit of that line went unseen.
+    head = f"{breaker}\nfrom alembic import op\n\n\ndef upgrade():\n"
+    tail = "    # fleet: allow missing-downgrade: one way\n"
+    before = head + '    op.execute("create table t1 (id int)")\n' + tail
+    after = head + '    op.execute("create table t1 (id int, extra text)")\n' + tail
+    (tmp_path / "a.py").write_bytes(before.encode())
+    (tmp_path / "b.py").write_bytes(after.encode())
+    assert checksum(str(tmp_path / "a.py")) != checksum(str(tmp_path / "b.py"))
+    # and the comment alone still goes: the same file without it has the same digest
+    (tmp_path / "c.py").write_bytes(before.replace(tail, "").encode())
+    assert checksum(str(tmp_path / "a.py")) == checksum(str(tmp_path / "c.py"))

@@ -66,17 +66,22 @@ def without_acceptances(data: bytes) -> bytes:
             if token.type == tokenize.COMMENT and _is_acceptance(token.string)}
     if not cuts:
         return data
-    lines = data.decode(encoding).splitlines(keepends=True)
+    # Lines as the tokenizer numbers them: ended by "\n" only (str.splitlines() also breaks
+    # at form feeds and other characters, and the cut fell on another line).
+    lines = data.decode(encoding).split("\n")
     kept = []
     for number, line in enumerate(lines, start=1):
         column = cuts.get(number)
         if column is None:
             kept.append(line)
             continue
-        code = line[:column].rstrip()
-        if code:
-            kept.append(code + line[len(line.rstrip("\r\n")):])
-    return "".join(kept).encode(encoding)
+        code = line[:column].rstrip(" \t")
+        ending = "\r" if line.endswith("\r") else ""
+        if code.strip():
+            kept.append(code + ending)
+        elif number == len(lines):  # the last line, without "\n": what ends the one before
+            kept.append("")
+    return "\n".join(kept).encode(encoding)
 
 
 def _is_acceptance(comment: str) -> bool:
