@@ -91,11 +91,12 @@ def test_check_format_json_errors_are_json_and_masked(example: Project) -> None:
         assert spelling not in result.stdout + result.stderr
 
 
-def test_a_password_on_the_command_line_is_not_recorded_in_the_ledger(example: Project
-                                                                       ) -> None:
+@pytest.mark.parametrize("pushed", ["http://admin:s3cr3tPW@127.0.0.1:9/",
+                                    "admin:s3cr3tPW@127.0.0.1:9"])  # no scheme: host:port
+def test_a_password_on_the_command_line_is_not_recorded_in_the_ledger(example: Project,
+                                                                       pushed: str) -> None:
     # The run's command line went into fleet.runs as typed: a --metrics-push URL with its
     # password (fleet log masked it when printing, the row kept it).
-    pushed = "http://admin:s3cr3tPW@127.0.0.1:9/"
     result = example.fleet("migrate", "--metrics-push", pushed, "--tenant", "default")
     assert result.returncode in (0, 1), result.stderr
     from tests.conftest import query
@@ -103,3 +104,4 @@ def test_a_password_on_the_command_line_is_not_recorded_in_the_ledger(example: P
     rows = query(example.db_url, "SELECT command FROM fleet.runs")
     assert rows and all("s3cr3tPW" not in command for (command,) in rows), rows
     assert any("admin:***@127.0.0.1" in command for (command,) in rows), rows
+    assert "s3cr3tPW" not in example.fleet("log").stdout

@@ -142,13 +142,25 @@ class RunMetrics:
         return self._prom.generate_latest(self.registry).decode()
 
 
-def _authenticated(url: str, prom: Any) -> tuple[str, Any]:
-    """The URL without its user information, and the handler that sends it."""
+def push_credentials(url: str) -> tuple[str, str] | None:
+    """The user and password of a Pushgateway URL (``http://u:p@host`` or ``u:p@host:port``),
+    the password registered as a secret at once: the command line that holds it is recorded
+    in the ledger before anything is pushed."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.username is None:
-        return url, prom.exposition.default_handler
-    user, password = unquote(parts.username), unquote(parts.password or "")
+        return None
+    password = unquote(parts.password or "")
     register_secret(password)
+    return unquote(parts.username), password
+
+
+def _authenticated(url: str, prom: Any) -> tuple[str, Any]:
+    """The URL without its user information, and the handler that sends it."""
+    credentials = push_credentials(url)
+    if credentials is None:
+        return url, prom.exposition.default_handler
+    user, password = credentials
+    parts = urlsplit(url if "://" in url else f"http://{url}")
     netloc = parts.hostname or ""
     if ":" in netloc:  # an IPv6 address
         netloc = f"[{netloc}]"

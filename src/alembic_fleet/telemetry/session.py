@@ -83,6 +83,12 @@ class TelemetrySettings:
     shard: Shard | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
+    def __post_init__(self) -> None:
+        if self.metrics_push:  # its password is a secret from now on (see push_credentials)
+            from alembic_fleet.telemetry.metrics import push_credentials
+
+            push_credentials(self.metrics_push)
+
     @property
     def metrics(self) -> bool:
         return bool(self.metrics_push or self.metrics_file)
