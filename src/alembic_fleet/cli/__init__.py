@@ -57,16 +57,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     imports made is frozen first, so the run's collections never walk it again.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if not _help_only(args):
-        _load(COMMAND_MODULES)
-    if argv is None:
-        gc.freeze()
-    as_json = "--json" in args or "--format=json" in args or any(
-        pair == ("--format", "json") for pair in itertools.pairwise(args))
-    debug = "--debug" in args
+    own = args[:args.index("--")] if "--" in args else args  # the rest is another program's
+    as_json = "--json" in own or "--format=json" in own or any(
+        pair == ("--format", "json") for pair in itertools.pairwise(own))
+    debug = "--debug" in own
     reporter = _LazyReporter(as_json)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        # Inside the try: a Ctrl-C or SIGTERM while the command modules load is reported
+        # (130, 143) as any other, not a traceback.
+        if not _help_only(args):
+            _load(COMMAND_MODULES)
+        if argv is None:
+            gc.freeze()
         result = cli.main(args=args, prog_name="fleet", standalone_mode=False)
         code = int(result) if isinstance(result, int) else ExitCode.OK
     except click.exceptions.Exit as exc:
