@@ -156,6 +156,8 @@ def test_a_locked_table_is_sized_as_unknown_not_waited_for(tmp_path: Path, db_ur
     toml = project.root / "fleet.toml"
     toml.write_text("lock_timeout = 60\n" + toml.read_text())
     assert project.fleet("migrate", "--to", "8000aaaa0001").returncode == 0
+    for tenant in range(3):
+        query(db_url, f"ANALYZE shop_s{tenant:03d}.items")
     # s001: a migration of the application in progress, holding its table.
     holder = psycopg.connect(db_url)
     holder.execute("LOCK TABLE shop_s001.items IN ACCESS EXCLUSIVE MODE")
@@ -215,5 +217,7 @@ def test_a_locked_table_is_sized_as_unknown_not_waited_for(tmp_path: Path, db_ur
         waiter.close()
     # Once the locks are gone, every copy has its size again.
     payload = json.loads(project.fleet("plan", "--format", "json").stdout)
-    effect = payload["services"][0]["revisions"][1]["statements"][0]["locks"][0]
+    add_price = next(r for r in payload["services"][0]["revisions"]
+                     if r["revision"] == "8000aaaa0002")
+    effect = add_price["statements"][0]["locks"][0]
     assert effect["largest"]["bytes"] > 0 and not payload["warnings"]
