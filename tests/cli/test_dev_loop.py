@@ -125,6 +125,20 @@ def test_reset_force_empties_public_only_when_told_and_remakes_it_as_postgresql_
     assert (schemas(example.db_url), tables(example.ingestion_url, "public"),
             ddl_count(example.db_url), ddl_count(example.ingestion_url)) == before
 
+    both = example.fleet("reset", "--force", "--include-public", "--keep-public",
+                         "--confirm", names)
+    assert both.returncode == 2 and "contradict" in both.stderr
+    assert schemas(example.db_url) == before[0]
+
+    # --keep-public: everything else goes, public stays as it is (ingestion at its revision).
+    kept = example.fleet("reset", "--force", "--keep-public", "--confirm", names)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert f"kept {example.ingestion_url} public (ingestion)" in kept.stdout
+    assert tables(example.ingestion_url, "public") == before[1]
+    assert not schemas(example.db_url, "auth_%")
+    assert version(example.ingestion_url, "public") == ["c34d3f5c6b84"]
+    assert example.fleet("migrate").returncode == 0
+
     fresh = query(databases.create("fleet_fresh"), PUBLIC_ROW)
     done = example.fleet("reset", "--force", "--include-public", "--confirm", names)
     assert done.returncode == 0, done.stdout + done.stderr
