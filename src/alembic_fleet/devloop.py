@@ -3,13 +3,14 @@
 ``fleet up`` makes the databases ready (the embedded server started, configured servers
 waited for), migrates only when something is pending, and returns the URLs each service
 reads. ``fleet reset`` deletes the embedded server's data and never touches another
-database unless forced.
+database unless forced; even forced, it empties ``public`` only when told to.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic_fleet.commands import wait_for_databases
 from alembic_fleet.config.exports import database_variables
@@ -117,8 +118,106 @@ def database_names(workspace: Workspace) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
-def drop_all_schemas(workspace: Workspace) -> list[str]:
-    """Drop every configured target schema (``public`` is recreated empty) and the ledger."""
+PUBLIC = "public"
+
+_PUBLIC_CONTENTS = """
+SELECT kind, name FROM (
+  SELECT CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
+                        WHEN 'f' THEN 'foreign table' ELSE 'table' END AS kind,
+         c.relname AS name, c.oid AS oid, 'pg_class'::regclass AS catalog
+  FROM pg_catalog.pg_class c
+  WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  UNION ALL
+  SELECT 'type', t.typname, t.oid, 'pg_type'::regclass
+  FROM pg_catalog.pg_type t
+  WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'd', 'r', 'm')
+  UNION ALL
+  SELECT 'function', p.proname, p.oid, 'pg_proc'::regclass
+  FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+) AS found
+WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = found.catalog
+                  AND d.objid = found.oid AND d.deptype = 'e')
+UNION ALL
+SELECT 'extension', e.extname FROM pg_catalog.pg_extension e
+WHERE e.extnamespace = 'public'::regnamespace
+ORDER BY 1, 2
+"""
+"""What ``public`` holds, as a person would list it: relations, types, functions (those of an
+extension counted as the extension). Implicit objects (row types, indexes, sequences of
+serial columns) go with their table."""
+
+SHOWN = 10
+"""Names listed per kind of object; more are counted."""
+
+
+def public_users(workspace: Workspace) -> dict[str, tuple[Database, list[str]]]:
+    """Database key -> (database, the services whose schema there is ``public``)."""
+    found: dict[str, tuple[Database, list[str]]] = {}
+    for target in workspace.select():
+        if target.schema == PUBLIC:
+            services = found.setdefault(target.database.key, (target.database, []))[1]
+            if target.service not in services:
+                services.append(target.service)
+    return found
+
+
+def kept_public(workspace: Workspace) -> list[str]:
+    """What ``reset --force --keep-public`` left: each database's ``public`` and its services."""
+    return [f"{display(database)} public ({', '.join(services)})"
+            for database, services in public_users(workspace).values()]
+
+
+def refuse_public(workspace: Workspace) -> None:
+    """Refuse ``reset --force`` where a service keeps its tables in ``public``.
+
+    ``public`` is shared: other applications, extensions and people put objects there, and
+    nothing in the catalog says which ones the service's migrations made (a history that
+    reads the database cannot even be rendered offline to find out). Dropping the schema
+    would take them all, so the user must choose, having seen what is there: everything in
+    it goes (``--include-public``) or it stays as it is (``--keep-public``).
+    """
+    users = public_users(workspace)
+    if not users:
+        return
+    parts = []
+    for database, services in users.values():
+        with workspace.databases.connect(database) as connection:
+            rows = connection.exec_driver_sql(_PUBLIC_CONTENTS).all()
+            connection.rollback()
+        parts.append(f"{', '.join(services)} in {display(database)}, whose public holds "
+                     + (_contents(rows) if rows else "nothing"))
+    raise UsageError(
+        "fleet reset --force would drop everything in schema public, not only what the "
+        "migrations made (fleet cannot tell them apart), for: " + "; ".join(parts),
+        hint="add --include-public to drop everything in public (made again as PostgreSQL "
+        "makes it in a new database), or --keep-public to leave public as it is (to empty "
+        "it of the service's own objects, run 'fleet downgrade SERVICE base' first)")
+
+
+def _contents(rows: list) -> str:
+    by_kind: dict[str, list[str]] = {}
+    for kind, name in rows:
+        by_kind.setdefault(kind, []).append(name)
+    return "; ".join(
+        f"{len(names)} {kind}{'' if len(names) == 1 else 's'} ("
+        + ", ".join(names[:SHOWN]) + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN
+                                      else "") + ")"
+        for kind, names in by_kind.items())
+
+
+def drop_all_schemas(workspace: Workspace, *, public: str = "refuse") -> list[str]:
+    """Drop every configured target schema and the ledger (with fleet's reference schemas).
+
+    Where a service keeps its tables in ``public``: ``public="refuse"`` refuses before
+    anything is dropped (:func:`refuse_public`), ``"include"`` drops it with everything in
+    it and makes it again as PostgreSQL makes it (:func:`_remake_public`), ``"keep"``
+    leaves it as it is (those targets stay at their revision). The ``public`` of a
+    database where no service keeps its tables is never touched.
+    """
+    if public not in ("refuse", "include", "keep"):
+        raise ValueError(f"public={public!r}")
+    if public == "refuse":
+        refuse_public(workspace)
     dropped: list[str] = []
     by_database: dict[str, list[Target]] = {}
     for target in workspace.select():
@@ -126,6 +225,8 @@ def drop_all_schemas(workspace: Workspace) -> list[str]:
     for group in by_database.values():
         database = group[0].database
         schemas = sorted({t.schema for t in group} | {workspace.config.ledger_schema})
+        if public == "keep":
+            schemas = [s for s in schemas if s != PUBLIC]
         with workspace.databases.connect(database) as connection, connection.begin():
             # fleet's reference schemas (provision = "reference") go with the ledger.
             prefix = reference_prefix(workspace.config.ledger_schema)
@@ -136,7 +237,29 @@ def drop_all_schemas(workspace: Workspace) -> list[str]:
                               if is_reference_schema(n, workspace.config.ledger_schema))
             for schema in schemas:
                 connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
-                if schema == "public":
-                    connection.exec_driver_sql("CREATE SCHEMA public")
+                if schema == PUBLIC:
+                    _remake_public(connection)
                 dropped.append(f"{display(database)} {schema}")
     return dropped
+
+
+def _remake_public(connection: Any) -> None:
+    """``public`` as ``initdb`` makes it, hence as a new database has it.
+
+    PostgreSQL 15 and later: owned by ``pg_database_owner`` (whoever owns the database),
+    ``USAGE`` for everyone, ``CREATE`` only for the owner. Before 15: owned by the bootstrap
+    superuser, ``USAGE`` and ``CREATE`` for everyone. A plain ``CREATE SCHEMA public`` would
+    belong to the role running the reset, with no grant at all: the application's roles
+    could no longer even see their tables.
+    """
+    public = quote_ident(PUBLIC)
+    connection.exec_driver_sql(f"CREATE SCHEMA {public}")
+    connection.exec_driver_sql(f"COMMENT ON SCHEMA {public} IS 'standard public schema'")
+    if (connection.dialect.server_version_info or (0,)) >= (15,):
+        connection.exec_driver_sql(f"ALTER SCHEMA {public} OWNER TO pg_database_owner")
+        connection.exec_driver_sql(f"GRANT USAGE ON SCHEMA {public} TO PUBLIC")
+        return
+    bootstrap = connection.exec_driver_sql(
+        "SELECT rolname FROM pg_catalog.pg_roles WHERE oid = 10").scalar_one()
+    connection.exec_driver_sql(f"ALTER SCHEMA {public} OWNER TO {quote_ident(bootstrap)}")
+    connection.exec_driver_sql(f"GRANT USAGE, CREATE ON SCHEMA {public} TO PUBLIC")

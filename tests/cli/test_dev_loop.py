@@ -8,7 +8,18 @@ import shutil
 import psycopg
 import pytest
 
-from tests.conftest import Project, copy_example, ddl_count, private_tmp, run, version
+from tests.conftest import (
+    DatabaseFactory,
+    Project,
+    copy_example,
+    ddl_count,
+    private_tmp,
+    query,
+    run,
+    schemas,
+    tables,
+    version,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -85,3 +96,57 @@ def test_a_failed_migration_does_not_start_the_command(example: Project) -> None
     assert result.returncode == 1
     assert "started" not in result.stdout
     assert "FAILED auth/auth_default" in result.stderr
+
+
+PUBLIC_ROW = ("SELECT nspowner::regrole::text, nspacl::text, "
+              "obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = 'public'")
+
+
+def test_reset_force_empties_public_only_when_told_and_remakes_it_as_postgresql_does(
+        example: Project, databases: DatabaseFactory) -> None:
+    """ingestion keeps its tables in public, next to what others put there: fleet cannot
+    tell its own objects from the rest, so reset --force refuses before dropping anything
+    until --include-public says everything in public goes; public is then made again as
+    PostgreSQL makes it in a new database. public of a database no service uses as its
+    schema is never touched."""
+    assert example.fleet("migrate").returncode == 0
+    query(example.ingestion_url, "CREATE TABLE public.precious (id int)")
+    main, ingestion = (psycopg.conninfo.conninfo_to_dict(u)["dbname"]
+                       for u in (example.db_url, example.ingestion_url))
+    names = f"{main},{ingestion}"
+    before = (schemas(example.db_url), tables(example.ingestion_url, "public"),
+              ddl_count(example.db_url), ddl_count(example.ingestion_url))
+    assert "precious" in before[1] and "alembic_version" in before[1]
+
+    refused = example.fleet("reset", "--force", "--confirm", names)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "public" in refused.stderr and "--include-public" in refused.stderr
+    assert "precious" in refused.stderr and "ingestion" in refused.stderr
+    assert (schemas(example.db_url), tables(example.ingestion_url, "public"),
+            ddl_count(example.db_url), ddl_count(example.ingestion_url)) == before
+
+    both = example.fleet("reset", "--force", "--include-public", "--keep-public",
+                         "--confirm", names)
+    assert both.returncode == 2 and "contradict" in both.stderr
+    assert schemas(example.db_url) == before[0]
+
+    # --keep-public: everything else goes, public stays as it is (ingestion at its revision).
+    kept = example.fleet("reset", "--force", "--keep-public", "--confirm", names)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert f"kept {example.ingestion_url} public (ingestion)" in kept.stdout
+    assert tables(example.ingestion_url, "public") == before[1]
+    assert not schemas(example.db_url, "auth_%")
+    assert version(example.ingestion_url, "public") == ["c34d3f5c6b84"]
+    assert example.fleet("migrate").returncode == 0
+
+    fresh = query(databases.create("fleet_fresh"), PUBLIC_ROW)
+    done = example.fleet("reset", "--force", "--include-public", "--confirm", names)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert tables(example.ingestion_url, "public") == set()
+    assert query(example.ingestion_url, PUBLIC_ROW) == fresh
+    # The main database's public holds no service: kept with what is in it.
+    assert tables(example.db_url, "public") == {"fleet_test_ddl_log"}
+    assert not schemas(example.db_url, "auth_%") and not schemas(example.db_url, "fleet")
+    again = example.fleet("migrate")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert version(example.ingestion_url, "public") == ["c34d3f5c6b84"]

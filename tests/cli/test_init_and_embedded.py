@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, copy_example, private_tmp, run, schemas, version
+from alembic_fleet.embedded import EmbeddedServer
+from tests.conftest import (
+    Project,
+    copy_example,
+    private_tmp,
+    run,
+    schemas,
+    tables,
+    version,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -129,5 +138,98 @@ def test_embedded_server_lifecycle() -> None:
         assert reset.returncode == 0
         assert not (root / ".fleet" / "pgdata").exists()
     finally:
+        run(["fleet", "db", "stop"], cwd=root, env={})
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _first_line(path: Path) -> str:
+    try:
+        return path.read_text().split("\n", 1)[0]
+    except OSError:
+        return ""
+
+
+KILL_POINTS = {
+    # The data folder made, initdb not done with it: PG_VERSION may or may not be there.
+    "folder made": lambda data: data.exists(),
+    # initdb's single-user backend at work: its postmaster.pid holds a negative pid.
+    "initdb": lambda data: _first_line(data / "postmaster.pid").startswith("-"),
+    # The server itself starting under pg_ctl -w.
+    "server starting": lambda data: _first_line(data / "postmaster.pid").isdigit(),
+}
+
+
+@pytest.mark.skipif(os.environ.get("FLEET_SKIP_EMBEDDED") == "1",
+                    reason="FLEET_SKIP_EMBEDDED=1")
+def test_a_command_killed_during_the_first_start_does_not_break_the_next() -> None:
+    """SIGKILL of a command (its whole process group, as a closed terminal or a killed pod)
+    while the embedded server is being created: the next command recovers by itself (a
+    half-made data folder with nothing running in it is made again; a stale lock file of a
+    dead server is not fatal), never while a process may still use the data."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.faults.conftest import start_fleet
+
+    folder = private_tmp("fleet-test-embedded-kill-")
+    root = folder / "elevaite"
+    copy_example(root)
+    data = root / ".fleet" / "pgdata"
+    project = Project(root, {}, "", "")
+    holder: subprocess.Popen[bytes] | None = None
+    try:
+        for point, reached in KILL_POINTS.items():
+            assert run(["fleet", "reset", "--yes"], cwd=root, env={}).returncode == 0
+            runner = start_fleet(project, "status")
+            deadline = time.monotonic() + 20
+            while not reached(data):
+                assert runner.poll() is None, f"{point}: the command ended before the kill"
+                assert time.monotonic() < deadline, f"{point}: never reached"
+                time.sleep(0.002)
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.communicate(timeout=30)
+            if point == "initdb":
+                # A process still works in the half-made data folder (as a backend of a
+                # server whose postmaster was killed would): nothing is deleted, the
+                # command names it.
+                holder = subprocess.Popen(["sleep", "60"], cwd=data)
+                before = sorted(p.name for p in data.iterdir())
+                refused = run(["fleet", "status"], cwd=root, env={})
+                assert refused.returncode == 1, refused.stdout + refused.stderr
+                assert f"sleep (pid {holder.pid})" in refused.stderr
+                assert f"kill {holder.pid}" in refused.stderr
+                assert sorted(p.name for p in data.iterdir()) == before
+                holder.kill()
+                holder.wait()
+                holder = None
+            status = run(["fleet", "status"], cwd=root, env={})
+            assert status.returncode == 3, f"{point}: {status.stdout}{status.stderr}"
+            assert "did not start" not in status.stderr
+
+        # A complete data folder with data in it, and a stale postmaster.pid of a killed
+        # single-user backend: the data is kept, the server starts.
+        kept = run(["fleet", "db", "psql", "-c", "CREATE TABLE public.kept (i int)"], cwd=root,
+                   env={})
+        assert kept.returncode == 0, kept.stderr
+        assert run(["fleet", "db", "stop"], cwd=root, env={}).returncode == 0
+        owner = data.stat().st_uid
+        single = subprocess.Popen(
+            [str(EmbeddedServer(root / ".fleet").bin_path() / "postgres"), "--single",
+             "-D", str(data), "postgres"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, user=owner if owner != os.getuid() else None)
+        deadline = time.monotonic() + 20
+        while not KILL_POINTS["initdb"](data):
+            assert single.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        single.kill()
+        single.wait()
+        status = run(["fleet", "status"], cwd=root, env={})
+        assert status.returncode == 3, status.stdout + status.stderr
+        url = run(["fleet", "db", "url", "--database", "postgres"], cwd=root, env={})
+        assert tables(url.stdout.strip(), "public") == {"kept"}
+    finally:
+        if holder is not None:
+            holder.kill()
         run(["fleet", "db", "stop"], cwd=root, env={})
         shutil.rmtree(folder, ignore_errors=True)

@@ -144,3 +144,80 @@ def test_a_downgraded_revision_may_be_fixed_and_reapplied(tmp_path: Path, db_url
     runs = query(db_url, "SELECT command, outcome FROM fleet.runs ORDER BY started_at")
     assert [c for c, _ in runs if c.startswith("fleet downgrade")] == [
         "fleet downgrade shop/shop_s000 -1", "fleet downgrade shop/shop_s001 -1"]
+
+
+def test_a_locked_table_is_sized_as_unknown_not_waited_for(tmp_path: Path, db_url: str
+                                                           ) -> None:
+    """fleet plan reads the size of every table a pending statement locks; a table another
+    session holds (or waits for) in ACCESS EXCLUSIVE mode cannot be sized without queueing
+    behind it. The plan answers at once, with that copy's size unknown and a warning."""
+    project = shop_project(tmp_path / "p", db_url, 3)
+    # A long lock_timeout: answering in less time proves the plan never waited on the lock.
+    toml = project.root / "fleet.toml"
+    toml.write_text("lock_timeout = 60\n" + toml.read_text())
+    assert project.fleet("migrate", "--to", "8000aaaa0001").returncode == 0
+    for tenant in range(3):
+        query(db_url, f"ANALYZE shop_s{tenant:03d}.items")
+    # s001: a migration of the application in progress, holding its table.
+    holder = psycopg.connect(db_url)
+    holder.execute("LOCK TABLE shop_s001.items IN ACCESS EXCLUSIVE MODE")
+    # s002: a reader holds the table and an ALTER waits behind it; a new reader would queue
+    # behind the ALTER.
+    reader = psycopg.connect(db_url)
+    reader.execute("SELECT count(*) FROM shop_s002.items")
+    waiter = psycopg.connect(db_url, autocommit=True)
+    waiter_pid = waiter.info.backend_pid
+    blocked = threading.Thread(target=lambda: waiter.execute(
+        "ALTER TABLE shop_s002.items ADD COLUMN blocked integer"), daemon=True)
+    blocked.start()
+    done = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        started = time.monotonic()
+        outcome["plan"] = project.fleet("plan", "--format", "json")
+        outcome["seconds"] = time.monotonic() - started
+        outcome["text"] = project.fleet("plan")
+        done.set()
+
+    try:
+        deadline = time.monotonic() + 30
+        while not query(db_url, "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted",
+                        (waiter_pid,))[0][0]:
+            assert time.monotonic() < deadline, "the ALTER never queued"
+            time.sleep(0.05)
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert done.wait(50), "fleet plan waited on a locked table"
+        assert outcome["seconds"] < 30
+        plan = outcome["plan"]
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        payload = json.loads(plan.stdout)
+        (service,) = payload["services"]
+        add_price = next(r for r in service["revisions"] if r["revision"] == "8000aaaa0002")
+        (effect,) = add_price["statements"][0]["locks"]
+        assert effect["relation"] == "items" and effect["copies"] == 3
+        # The largest copy may be a locked one: unknown, not a guess from the others.
+        assert effect["largest"]["bytes"] is None
+        assert effect["largest"]["schema"] in ("shop_s001", "shop_s002")
+        assert effect["largest"]["rows"] == 50  # reltuples: the catalog, no lock needed
+        locked = [w for w in payload["warnings"] if "size" in w]
+        assert len(locked) == 1, payload["warnings"]
+        assert "shop_s001.items" in locked[0] and "shop_s002.items" in locked[0]
+        assert "shop_s000" not in locked[0] and "locked" in locked[0]
+        text = outcome["text"]
+        assert text.returncode == 0, text.stderr
+        assert "size unknown" in text.stdout and "shop_s001.items" in text.stderr
+    finally:
+        holder.rollback()
+        holder.close()
+        reader.rollback()
+        reader.close()
+        blocked.join(30)
+        waiter.close()
+    # Once the locks are gone, every copy has its size again.
+    payload = json.loads(project.fleet("plan", "--format", "json").stdout)
+    add_price = next(r for r in payload["services"][0]["revisions"]
+                     if r["revision"] == "8000aaaa0002")
+    effect = add_price["statements"][0]["locks"][0]
+    assert effect["largest"]["bytes"] > 0 and not payload["warnings"]

@@ -153,18 +153,37 @@ def db_psql(invocation: Invocation, database: str | None, psql_args: Sequence[st
               "configured schema there (needs the database name typed, or --confirm).")
 @click.option("--confirm", "confirm_name", metavar="DATABASE",
               help="With --force and no terminal: the database name, as typed confirmation.")
+@click.option("--include-public", is_flag=True,
+              help="With --force, where a service keeps its tables in schema public: drop "
+              "everything in public (not only what its migrations made), then make public "
+              "again as PostgreSQL makes it.")
+@click.option("--keep-public", is_flag=True,
+              help="With --force: leave schema public as it is (a service keeping its tables "
+              "there stays at its revision).")
 @click.pass_obj
-def reset(invocation: Invocation, yes: bool, force: bool, confirm_name: str | None) -> int:
+def reset(invocation: Invocation, yes: bool, force: bool, confirm_name: str | None,
+          include_public: bool, keep_public: bool) -> int:
     """Delete ALL data of the embedded PostgreSQL (development only).
 
     Refuses any other database. With --force, drops every configured schema of every
     service and tenant (and the ledger) in the configured databases, after you type the
-    database name.
+    database name. Schema public is shared with whatever else lives there: where a service
+    keeps its tables in it, --force refuses (listing what public holds) unless
+    --include-public says everything in it goes (public is then made again as in a new
+    database: PostgreSQL 15+, owner pg_database_owner, USAGE for everyone) or
+    --keep-public leaves it as it is.
 
     Exit codes: 0 deleted (or nothing to delete); 1 declined, or the typed name does not
-    match; 2 a configuration with database URLs and no --force, or no terminal to confirm
-    at (pass --yes, or --confirm DATABASE with --force).
+    match; 2 a configuration with database URLs and no --force, public holding a service's
+    tables without --include-public or --keep-public, or no terminal to confirm at (pass
+    --yes, or --confirm DATABASE with --force).
     """
+    if include_public and keep_public:
+        raise UsageError("--include-public and --keep-public contradict each other",
+                         hint="choose one; nothing was changed")
+    if (include_public or keep_public) and not force:
+        raise UsageError(f"{'--include-public' if include_public else '--keep-public'} "
+                         "goes with --force", hint="nothing was changed")
     workspace = invocation.workspace()
     devloop = devloop_module()
     reporter = make_reporter()
@@ -180,19 +199,27 @@ def reset(invocation: Invocation, yes: bool, force: bool, confirm_name: str | No
             "database URLs",
             hint="to drop every configured schema there, run 'fleet reset --force' and type "
             "the database name")
+    public = "include" if include_public else "keep" if keep_public else "refuse"
+    if public == "refuse":  # before asking anything: nothing will be dropped
+        devloop.refuse_public(workspace)
     names = devloop.database_names(workspace)
     expected = ",".join(names)
     if confirm_name is None:
         if not sys.stdin or not sys.stdin.isatty():
             raise UsageError("--force needs the database name typed at a terminal",
                              hint=f"or pass --confirm {expected}")
+        what = (" and everything in schema public"
+                if public == "include" and devloop.public_users(workspace) else "")
         confirm_name = click.prompt(
-            f"This drops every configured schema in {expected}. Type the database name "
-            "to confirm", default="", show_default=False)
+            f"This drops every configured schema{what} in {expected}. Type the database "
+            "name to confirm", default="", show_default=False)
     if confirm_name != expected:
         raise Aborted("the typed name does not match; nothing was changed")
-    dropped = devloop.drop_all_schemas(workspace)
+    dropped = devloop.drop_all_schemas(workspace, public=public)
     for schema in dropped:
         reporter.line(f"dropped {schema}")
+    if public == "keep":
+        for schema in devloop.kept_public(workspace):
+            reporter.line(f"kept {schema}")
     reporter.line(f"{len(dropped)} schema(s) dropped")
     return ExitCode.OK

@@ -445,7 +445,9 @@ def _rows(rows: int | None) -> str:
     return "? rows (not analysed yet)" if rows is None else f"~{counted(rows, 'row')}"
 
 
-def _bytes(size: int) -> str:
+def _bytes(size: int | None) -> str:
+    if size is None:
+        return "size unknown (locked)"
     value = float(size)
     for unit in ("bytes", "kB", "MB", "GB", "TB"):
         if value < 1024 or unit == "TB":

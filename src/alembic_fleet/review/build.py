@@ -7,7 +7,9 @@
    analysed in the order each group runs them (:mod:`.locks`); ``fleet check``'s
    unsafe-operation rules on the same SQL;
 3. one catalog query per database for the size of every relation a statement locks, in
-   every schema that will run it (:mod:`alembic_fleet.catalog.relation_sizes`);
+   every schema that will run it (:mod:`alembic_fleet.catalog.relation_sizes`); a copy
+   another session holds in ACCESS EXCLUSIVE mode is not waited for: its size is unknown,
+   and a warning names it;
 4. one ledger query per database for the recent seconds per target of each service.
 
 Nothing is written and no revision runs; the scratch database of ``fleet check`` is not
@@ -143,7 +145,8 @@ def _sizes(workspace: Workspace, pending: Sequence[_Pending], warnings: list[str
     for key, (database, schemas, names) in wanted.items():
         try:
             with workspace.databases.connect(database) as connection:
-                found = relation_sizes(connection, schemas, names)
+                found = relation_sizes(connection, schemas, names,
+                                       lock_timeout=workspace.config.lock_timeout)
                 connection.rollback()
         except (DBAPIError, DatabaseUnavailableError) as exc:
             warnings.append(f"cannot read the sizes of tables in {display(database)}: "
@@ -151,7 +154,26 @@ def _sizes(workspace: Workspace, pending: Sequence[_Pending], warnings: list[str
             continue
         for (schema, name), size in found.items():
             sizes[(key, schema, name)] = CopySize(schema, size.rows, size.bytes)
+        locked = sorted(f"{schema}.{name}" for (schema, name), size in found.items()
+                        if size.locked)
+        if locked:
+            warnings.append(_locked_warning(display(database), locked))
     return sizes
+
+
+LOCKED_SHOWN = 10
+"""Locked relations named in the warning; more are counted (a migration of the application
+holding every tenant's copy would otherwise make a warning of thousands of names)."""
+
+
+def _locked_warning(database: str, locked: Sequence[str]) -> str:
+    """The copies whose size was not read: another session holds or awaits them in ACCESS
+    EXCLUSIVE mode, and reading their size would wait until it commits."""
+    names = ", ".join(locked[:LOCKED_SHOWN]) + (
+        f" and {len(locked) - LOCKED_SHOWN} more" if len(locked) > LOCKED_SHOWN else "")
+    count = f"{len(locked)} relation{'' if len(locked) == 1 else 's'}"
+    return (f"size of {count} in {database} unknown: locked by another session (ACCESS "
+            f"EXCLUSIVE, held or awaited), not waited for: {names}")
 
 
 def _samples(workspace: Workspace, pending: Sequence[_Pending], warnings: list[str]

@@ -49,12 +49,15 @@ class CopySize:
     rows: int | None
     """``pg_class.reltuples``: an estimate kept by VACUUM and ANALYZE; None when the
     relation was never analysed."""
-    bytes: int
-    """``pg_total_relation_size``: the table with its indexes and TOAST."""
+    bytes: int | None
+    """``pg_total_relation_size``: the table with its indexes and TOAST; None: unknown
+    (another session held the relation in ACCESS EXCLUSIVE mode, the plan did not wait)."""
 
     @property
-    def key(self) -> tuple[int, int]:
-        return (self.bytes, self.rows or 0)
+    def key(self) -> tuple[bool, int, int]:
+        """Order of size. A copy of unknown size counts as the largest: it may be, and
+        the plan must not present a smaller known copy as the worst case."""
+        return (self.bytes is None, self.bytes or 0, self.rows or 0)
 
 
 @dataclass(frozen=True)
