@@ -71,7 +71,7 @@ def test_tenants_remove_without_a_terminal_needs_yes_exit_2(example: Project) ->
 
 
 def test_reset_force_without_a_terminal_needs_confirm_exit_2(example: Project) -> None:
-    result = example.fleet("reset", "--force", input="")
+    result = example.fleet("reset", "--force", "--keep-public", input="")
     assert result.returncode == ExitCode.USAGE, result.stdout + result.stderr
     assert "--confirm" in result.stderr
     codes = _exit_codes(_help("reset"))
