@@ -13,12 +13,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import NullPool
 
 from alembic_fleet import drivers
 from alembic_fleet.embedded import SCRATCH_STARTED, EmbeddedServer, hold_lease
-from alembic_fleet.exceptions import DatabaseUnavailableError
+from alembic_fleet.exceptions import DatabaseUnavailableError, UsageError
 from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.targets import Database
 from alembic_fleet.redact import display, register_secret, scrub
@@ -151,9 +151,14 @@ class Databases:
 
         ``for_migrations``: on the service's own driver (see :meth:`migration_engine`).
         """
-        engine = self.migration_engine(database) if for_migrations else self.engine(database)
         try:
+            engine = (self.migration_engine(database) if for_migrations
+                      else self.engine(database))
             return engine.connect()
+        except ArgumentError as exc:  # a URL SQLAlchemy parses only now (?port=x)
+            raise UsageError(f"the URL of {display(database)} is not valid: {scrub(str(exc))}",
+                             hint="fix it in DATABASE_URI or 'database' in fleet.toml; "
+                             "nothing was executed") from None
         except DBAPIError as exc:
             raise explain_connection_error(exc, display(database)) from None
         except OSError as exc:  # asyncpg raises the socket's own error
