@@ -104,6 +104,10 @@ def test_plain_alembic_in_a_service_folder(example: Project) -> None:
     named = example.alembic(auth, "upgrade", "head", env={"ALEMBIC_SCHEMA": "auth_typo"})
     assert named.returncode == 0, named.stderr
     assert "auth_typo is the schema of tenant 'typo', which is not configured" in named.stderr
+    named = example.alembic(auth, "-x", "schema=auth_typo2", "upgrade", "head")
+    assert named.returncode == 0, named.stderr
+    assert "auth_typo2 is the schema of tenant 'typo2', which is not configured" in (
+        named.stderr)
 
     # A per-tenant service without a schema: a clear error, nothing created.
     missing = example.alembic(auth, "upgrade", "head")

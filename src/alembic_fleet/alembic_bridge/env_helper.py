@@ -294,9 +294,10 @@ def _run_offline(context: Any, schema: str, kwargs: dict[str, Any],
 def _schema_from_command_line(context: Any) -> str:
     """Schema for plain ``alembic``: -x schema / -x tenant / ALEMBIC_SCHEMA / single schema."""
     x_args = context.get_x_argument(as_dictionary=True)
-    if x_args.get("schema"):
-        return x_args["schema"]
     service = _fleet_service(context)
+    if x_args.get("schema"):
+        _warn_unconfigured(context, service, x_args["schema"])
+        return x_args["schema"]
     if x_args.get("tenant"):
         if service is None:
             raise UsageError("-x tenant=NAME needs a fleet.toml that lists this service",
