@@ -292,3 +292,13 @@ def test_a_failure_after_revisions_committed_one_by_one_reports_where_the_target
     [(recorded,)] = query(db_url, "SELECT to_revisions FROM fleet.run_targets "
                           "WHERE schema_name = 'svc_a'")
     assert list(recorded) == ["9100aaaa0001"], recorded
+
+
+def test_an_error_raised_in_env_py_names_its_line(tmp_path: Path, db_url: str) -> None:
+    env_py = ("from alembic_fleet.env import run_migrations\n\n"
+              "raise KeyError('envboom')\nrun_migrations()\n")
+    project = _project(tmp_path, db_url, {"base.py": BASE}, tenants='["a"]', env_py=env_py)
+    result = project.fleet("migrate", "--json")
+    target = json.loads(result.stdout)["targets"][0]
+    assert result.returncode == 1 and target["outcome"] == "failed", target
+    assert target["error"].endswith("(migrations/env.py, line 3, in <module>)"), target

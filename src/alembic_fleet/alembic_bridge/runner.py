@@ -126,8 +126,8 @@ def _online(
         failing = planned[done] if done < len(planned) else None
         script_of = getattr(failing, "revision", None)  # RevisionStep -> its Script
         revision = getattr(script_of, "revision", None)
-        raise RevisionFailed(revision, exc, _location(exc, planned, scripts.service.path)
-                             ) from exc
+        raise RevisionFailed(revision, exc, _location(
+            exc, planned, scripts.service.path, scripts.script_dir / "env.py")) from exc
     finally:
         event.remove(connection, "rollback", watch)
         event.remove(connection, "before_cursor_execute", watch.refuse)
@@ -135,11 +135,14 @@ def _online(
         raise RevisionFailed(watch.revision, watch.error())
 
 
-def _location(error: BaseException, planned: list[Any], root: Path) -> str | None:
-    """Where in a planned revision's file ``error`` was raised: the innermost frame of such
-    a file in its traceback (a statement's error passes through the ``op`` call that ran
-    it), as ``path, line N, in function`` with the path relative to the service folder."""
+def _location(error: BaseException, planned: list[Any], root: Path, env_py: Path
+              ) -> str | None:
+    """Where in a planned revision's file (or the env.py) ``error`` was raised: the
+    innermost frame of such a file in its traceback (a statement's error passes through
+    the ``op`` call that ran it), as ``path, line N, in function`` with the path relative
+    to the service folder."""
     files = {getattr(step.revision, "path", None) for step in planned} - {None}
+    files |= {str(env_py), os.path.realpath(env_py)}
     found = None
     trace = error.__traceback__
     while trace is not None:
