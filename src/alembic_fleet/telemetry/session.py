@@ -44,8 +44,10 @@ def require(module: str, extra: str, asked_by: str, *, package: str | None = Non
     try:
         return importlib.import_module(module)
     except ImportError:
+        from alembic_fleet.install import requirement  # not on PyPI: how this one came
+
         install = (f"pip install '{package}'" if package
-                   else f"pip install 'alembic-fleet[{extra}]'")
+                   else f"pip install {requirement(extra)}")
         raise UsageError(
             f"{asked_by} needs the optional dependency {package or module.split('.')[0]!r}, "
             "which is not installed",
