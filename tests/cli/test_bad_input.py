@@ -153,7 +153,8 @@ def test_a_lock_timeout_of_zero_is_refused(example: Project) -> None:
 def test_a_url_sqlalchemy_rejects_only_when_connecting_is_bad_input(example: Project) -> None:
     # '?port=x' passes the configuration's URL check and failed at connect time as an
     # internal error ("this is a bug"), exit 1.
-    url = example.db_url.replace("postgres@", "postgres:pw4567@", 1) + "?port=x"
+    url = example.db_url.replace("postgres@", "postgres:pw4567@", 1)
+    url += ("&" if "?" in url else "?") + "port=x"
     result = example.fleet("status", env={"DATABASE_URI": url})
     assert result.returncode == 2, result.stdout + result.stderr
     assert "is not valid" in result.stderr and "internal error" not in result.stderr
