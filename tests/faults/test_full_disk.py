@@ -27,18 +27,24 @@ from tests.faults.test_ledger_agreement import _assert_ledger_agrees
 pytestmark = pytest.mark.slow
 
 
+def _tmpfs(prefix: str, size: str) -> Path:
+    """A new folder with a tmpfs of ``size`` mounted on it (skips without root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root")
+    mount = Path(f"/tmp/{prefix}-{uuid.uuid4().hex[:8]}")
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        mount.rmdir()
+        pytest.skip("cannot mount a tmpfs here")
+    return mount
+
+
 @pytest.fixture
 def tiny_database():
     """A database in a tablespace on a 6 MB tmpfs, on a private embedded server: a full
     tablespace makes the server's checkpoints fail, which must not disturb other tests."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small filesystem needs root")
-    mount = Path(f"/tmp/fleet-tiny-{uuid.uuid4().hex[:8]}")
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6M", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        mount.rmdir()
-        pytest.skip("cannot mount a tmpfs here")
+    mount = _tmpfs("fleet-tiny", "6M")
     folder = private_tmp("fleet-test-disk-")
     server = EmbeddedServer(folder / ".fleet")
     try:
@@ -87,14 +93,7 @@ def test_a_full_disk_while_recording_a_tenant_is_said_and_changes_nothing(
         tmp_path: Path, db_url: str) -> None:
     """fleet.toml on a full filesystem: 'tenants add' said "internal error ... this is a
     bug"; it says the disk is full, and the file is as it was."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small filesystem needs root")
-    mount = Path(f"/tmp/fleet-full-{uuid.uuid4().hex[:8]}")
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
-        mount.rmdir()
-        pytest.skip("cannot mount a tmpfs here")
+    mount = _tmpfs("fleet-full", "1M")
     try:
         project = shop_project(mount / "p", db_url, 1)
         before = (project.root / "fleet.toml").read_text()
