@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Inside the try: a Ctrl-C or SIGTERM while the command modules load is reported
         # (130, 143) as any other, not a traceback.
-        if not _help_only(args):
+        if not _help_only(own):
             _load(COMMAND_MODULES)
         if argv is None:
             gc.freeze()
@@ -102,11 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _help_only(args: Sequence[str]) -> bool:
-    """Whether the command line only asks for help, the version or a shell completion
-    (which need none of :data:`COMMAND_MODULES`); what follows ``--`` is another
-    program's."""
-    own = args[:args.index("--")] if "--" in args else args
+def _help_only(own: Sequence[str]) -> bool:
+    """Whether fleet's own arguments (those before ``--``) only ask for help, the version or
+    a shell completion, which need none of :data:`COMMAND_MODULES`."""
     return (not own or any(a in ("-h", "--help", "--version") for a in own)
             or any(name.startswith("_FLEET_COMPLETE") for name in os.environ))
 

@@ -40,8 +40,6 @@ class LockBudget:
         self.seconds = seconds
         self._started: float | None = None
         self._in_force: float | None = None
-        self.commits = 0
-        """COMMITs during the attempt: after a failure, what they committed stays."""
 
     def before(self, cursor: Any, statement: str) -> None:
         """Called before each statement of the target, with a DB-API cursor."""
@@ -62,7 +60,6 @@ class LockBudget:
         revision): the locks are released, so the budget starts afresh."""
         self._started = None
         self._in_force = None
-        self.commits += 1
 
     # SQLAlchemy's connection events, for the online path.
     def before_cursor_execute(self, conn: Any, cursor: Any, statement: str, *_args: Any

@@ -95,10 +95,16 @@ def preflight(workspace: Workspace, plan: Plan, options: RunOptions | None = Non
     records its tenants only then). Raises as :func:`execute` would; returns the warnings,
     to be handed to it as ``RunOptions.checked``."""
     options = options or RunOptions()
-    reachable = [s for s in plan.steps if s.target.database.key not in plan.unreachable]
+    return tuple(_preflight(workspace, [plan.steps[i] for i in _reachable(plan)], options))
+
+
+def _reachable(plan: Plan) -> list[int]:
+    """The indices of the steps whose database could be read; none at all is an error."""
+    reachable = [i for i, s in enumerate(plan.steps)
+                 if s.target.database.key not in plan.unreachable]
     if plan.unreachable and not reachable:
         raise DatabaseUnavailableError(next(iter(plan.unreachable.values())))
-    return tuple(_preflight(workspace, reachable, options))
+    return reachable
 
 
 def _preflight(workspace: Workspace, steps: list[Step], options: RunOptions) -> list[str]:
@@ -126,10 +132,7 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     if options.policy is None:
         options = replace(options, policy=policy_for(workspace))
     started = options.started if options.started is not None else time.monotonic()
-    reachable = [i for i, s in enumerate(plan.steps)
-                 if s.target.database.key not in plan.unreachable]
-    if plan.unreachable and not reachable:
-        raise DatabaseUnavailableError(next(iter(plan.unreachable.values())))
+    reachable = _reachable(plan)
     steps = [plan.steps[i] for i in reachable]
     local = {index: position for position, index in enumerate(reachable)}
     order = [local[i] for i in plan.order if i in local]

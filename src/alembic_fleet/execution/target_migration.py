@@ -131,18 +131,25 @@ class TransactionGuard:
 
     def __init__(self) -> None:
         self.open = False
+        self.commits = 0
+        """COMMITs SQLAlchemy sent during the attempt (revisions committed one by one):
+        after a failure, what they committed stays."""
 
     def listen(self, connection: Any) -> None:
         event.listen(connection, "before_cursor_execute", self.refuse)
         event.listen(connection, "after_cursor_execute", self.ran)
-        event.listen(connection, "commit", self.ended)
+        event.listen(connection, "commit", self.committed)
         event.listen(connection, "rollback", self.ended)
 
     def remove(self, connection: Any) -> None:
         event.remove(connection, "before_cursor_execute", self.refuse)
         event.remove(connection, "after_cursor_execute", self.ran)
-        event.remove(connection, "commit", self.ended)
+        event.remove(connection, "commit", self.committed)
         event.remove(connection, "rollback", self.ended)
+
+    def committed(self, connection: Any) -> None:
+        self.commits += 1
+        self.ended(connection)
 
     def ended(self, _connection: Any) -> None:
         self.open = False
@@ -172,7 +179,9 @@ def _autocommit(connection: Any) -> bool:
 
 def _driver_idle(connection: Any) -> bool:
     """Whether the driver says no transaction is open (psycopg and psycopg2 report it as
-    ``info.transaction_status``, 0 for idle; another driver: never)."""
+    ``info.transaction_status``, 0 for idle; another driver: never). Never in autocommit:
+    Alembic's ``autocommit_block()`` commits and switches to it without a ``commit`` event,
+    so the statement before the block leaves :attr:`TransactionGuard.open` set."""
     raw = connection.connection.dbapi_connection
     if getattr(raw, "autocommit", False):
         return False
@@ -334,7 +343,7 @@ class TargetMigrator:
         except DBAPIError as exc:
             raise self._failure(exc, None) from None
         touched = False
-        budget: LockBudget | None = None
+        guard: TransactionGuard | None = None
         try:
             try:  # one transaction for both reads
                 status = self._reread(connection, step, table)
@@ -401,7 +410,7 @@ class TargetMigrator:
                                     or _file_of(scripts, exc.revision))
             failure.hint = failure.hint or hint_for(exc.error, scripts.service,
                                                     target.database.url, not status.current)
-            if budget is not None and budget.commits:  # revisions committed one by one
+            if guard is not None and guard.commits:  # revisions committed one by one
                 with contextlib.suppress(Exception):  # stay where they left the target
                     connection.rollback()
                     failure.reached = read_one(connection, target.schema, table) or ()
