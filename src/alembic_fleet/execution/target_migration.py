@@ -131,6 +131,9 @@ class TransactionGuard:
 
     def __init__(self) -> None:
         self.open = False
+        self.disarmed = False
+        """A COMMIT statement ran: from then on the transaction is the revision's, as under
+        plain Alembic (psycopg2 then runs what follows in the server's autocommit)."""
         self.commits = 0
         """COMMITs SQLAlchemy sent during the attempt (revisions committed one by one):
         after a failure, what they committed stays."""
@@ -155,10 +158,11 @@ class TransactionGuard:
         self.open = False
 
     def ran(self, connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.open = not _autocommit(connection) and not COMMITS.match(statement)
+        self.disarmed = self.disarmed or bool(COMMITS.search(statement))
+        self.open = not _autocommit(connection)
 
     def refuse(self, connection: Any, *_args: Any) -> None:
-        if self.open and _driver_idle(connection):
+        if self.open and not self.disarmed and _driver_idle(connection):
             self.open = False
             raise TransactionRolledBack(
                 "the transaction was ended behind the migration's back (the driver "
@@ -168,9 +172,10 @@ class TransactionGuard:
                 "connection op.get_bind() gives, and a SAVEPOINT to undo part of a revision")
 
 
-COMMITS = re.compile(r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:COMMIT|END)\b"
+COMMITS = re.compile(r"(?:^|;)\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:COMMIT|END)\b"
                      r"(?!\s+AND\s+CHAIN)", re.IGNORECASE | re.DOTALL)
-"""A statement that commits the transaction (comments before it allowed)."""
+"""A statement that commits the transaction, anywhere in a multi-statement string
+(comments before it allowed)."""
 
 
 def _autocommit(connection: Any) -> bool:
