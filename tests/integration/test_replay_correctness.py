@@ -157,8 +157,9 @@ def test_session_settings_do_not_leak_into_the_next_tenant(tmp_path: Path, db_ur
 
 
 @pytest.mark.parametrize("control", ["ROLLBACK", "commit", "SELECT 1; COMMIT"])
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_a_transaction_ended_by_a_statement_is_not_replayed(tmp_path: Path, db_url: str,
-                                                           control: str) -> None:
+                                                           control: str, driver: str) -> None:
     """A revision whose SQL ends the transaction itself (``op.execute("ROLLBACK")``, a
     lower-case ``commit``) is not replayed inside the target's one transaction: replayed,
     a ROLLBACK dropped the DDL before it while the version row, written in the transaction
@@ -172,6 +173,9 @@ def test_a_transaction_ended_by_a_statement_is_not_replayed(tmp_path: Path, db_u
     ''')
     project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
                        tenants='["a"]')
+    # psycopg2 keeps no state of its own: after the COMMIT the server runs what follows in
+    # autocommit, which the transaction guard must not take for a transaction ended.
+    project.env["DATABASE_URI"] = f"postgresql+{driver}" + db_url[db_url.index("://"):]
     assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
     result = project.fleet("migrate", "--json")
     target = json.loads(result.stdout)["targets"][0]
@@ -237,8 +241,9 @@ def test_a_transaction_rolled_back_from_python_fails_the_target_by_name(
     assert result.returncode == 1, target
     assert target["outcome"] == "failed", target
     assert "9100aaaa0001" in target["error"], target
-    assert ("rollback()" if how in ("connection", "orm session") else "ended") in (
-        target["error"]), target
+    expected = {"connection": "rollback()", "orm session": "rollback()",
+                "commented statement": "a ROLLBACK statement"}.get(how, "ended")
+    assert expected in target["error"], target
     assert not query(db_url, "SELECT 1 FROM pg_tables WHERE schemaname = 'public' "
                      "AND tablename = 't'")  # nothing went to public
     if how == "driver commit":  # committed: it stays, as with commit() (the error says so)
@@ -250,6 +255,51 @@ def test_a_transaction_rolled_back_from_python_fails_the_target_by_name(
         assert _columns(db_url, "svc_a") == {"id"}
     status = json.loads(project.fleet("status", "--json").stdout)["targets"][0]
     assert status["current"] == ([] if fresh and not per_revision else ["9100aaaa0000"])
+
+
+ENDED_AND_BEGUN = {
+    # The transaction ends and a new one begins before SQLAlchemy's next statement, so the
+    # driver is never seen idle: only the transaction's identity tells.
+    "driver rollback, raw cursor": "raw = op.get_bind().connection.dbapi_connection\n"
+                                   "raw.rollback()\n"
+                                   "raw.cursor().execute('SELECT 1')",
+    "rollback and chain": 'op.execute("/* x */ ROLLBACK AND CHAIN")',
+    "abort and chain": 'op.execute("/**/ABORT AND CHAIN")',
+    "rollback then begin": 'op.execute("SELECT 1; /* x */ ROLLBACK; BEGIN")',
+    "driver rollback": "op.get_bind().connection.dbapi_connection.rollback()",
+}
+
+
+@pytest.mark.parametrize("how", sorted(ENDED_AND_BEGUN))
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg"])
+def test_a_transaction_ended_and_begun_again_fails_the_target(
+        tmp_path: Path, db_url: str, how: str, driver: str) -> None:
+    """Ending the target's transaction and beginning the next one before the next
+    statement (a raw cursor after the driver's rollback, ``ROLLBACK AND CHAIN`` behind a
+    comment, ``ROLLBACK; BEGIN`` in one string, any driver-level rollback under asyncpg)
+    went unseen: the target was reported migrated with the DDL before it gone and what
+    followed created in ``public``. The target fails; nothing is left in ``public``."""
+    if driver == "psycopg2" and how == "rollback then begin":
+        pytest.skip("psycopg2 sends the string as one query, as psycopg does: one case is enough")
+    ending = _revision("9100aaaa0001", "9100aaaa0000", f'''
+        op.add_column("t", sa.Column("c", sa.Integer))
+{textwrap.indent(ENDED_AND_BEGUN[how], "        ")}
+        op.create_table("later", sa.Column("id", sa.Integer))
+    ''')
+    project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
+                       tenants='["a"]')
+    project.env["DATABASE_URI"] = f"postgresql+{driver}" + db_url[db_url.index("://"):]
+    assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
+    result = project.fleet("migrate", "--json")
+    target = json.loads(result.stdout)["targets"][0]
+    assert result.returncode == 1, target
+    assert target["outcome"] == "failed" and "9100aaaa0001" in target["error"], target
+    assert version(db_url, "svc_a") == ["9100aaaa0000"]
+    assert _columns(db_url, "svc_a") == {"id"}
+    assert not query(db_url, "SELECT schemaname FROM pg_tables WHERE tablename = 'later'")
+    ledger = query(db_url, "SELECT outcome FROM fleet.run_targets WHERE schema_name = 'svc_a' "
+                   "ORDER BY finished_at DESC LIMIT 1")
+    assert ledger and ledger[0][0] == "failed", ledger
 
 
 @pytest.mark.parametrize("body, raised, at_line", [

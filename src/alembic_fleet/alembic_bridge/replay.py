@@ -27,6 +27,7 @@ from typing import Any
 from alembic_fleet.alembic_bridge import baseline as baselines
 from alembic_fleet.alembic_bridge.failures import ReplayFailed
 from alembic_fleet.model.identifiers import quote_ident, search_path_value
+from alembic_fleet.model.sql_text import skeleton
 from alembic_fleet.model.targets import Baseline, Service
 
 DYNAMIC = re.compile(
@@ -81,20 +82,20 @@ def render_upgrade(module: Any, path: str, target_metadata: Any = None
         second = render_statements(module.upgrade, target_metadata)
     except Exception:  # anything offline mode cannot render runs online instead
         return None
-    if first != second or any(map(ENDS_TRANSACTION.search, first)):
+    if first != second or any(ENDS_TRANSACTION.search(skeleton(sql)) for sql in first):
         return None
     return first
 
 
 ENDS_TRANSACTION = re.compile(
-    r"(?im)(?:^|;)\s*(?:COMMIT|ROLLBACK|ABORT|START\s+TRANSACTION|SAVEPOINT|RELEASE"
-    r"|PREPARE\s+TRANSACTION)\b|\A\s*END(?:\s+(?:WORK|TRANSACTION))?\s*;?\s*\Z")
-"""A rendered statement that ends or opens a transaction itself (``op.execute("COMMIT")``,
-in any letter case): replayed inside the target's one transaction, a ``ROLLBACK`` would
-drop the DDL before it while the version row, written in the transaction the driver opens
-next, said head. Such a revision runs through Alembic online, as plain Alembic runs it.
-(A procedure's body that commits matches too: that revision only loses the replay. A
-plpgsql ``BEGIN ... END`` block does not.)"""
+    r"(?i)(?:\A|;)\s*(?:COMMIT|END|ROLLBACK|ABORT|START\s+TRANSACTION|SAVEPOINT|RELEASE"
+    r"|PREPARE\s+TRANSACTION)\b")
+"""A rendered statement (its :func:`.skeleton`: comments and literals out) that ends or
+opens a transaction itself (``op.execute("COMMIT")``, in any letter case): replayed inside
+the target's one transaction, a ``ROLLBACK`` would drop the DDL before it while the version
+row, written in the transaction the driver opens next, said head. Such a revision runs
+through Alembic online, as plain Alembic runs it. (A procedure's body between dollar quotes
+is not read.)"""
 
 
 def _mixable(path: str) -> bool:
@@ -310,7 +311,12 @@ class Replayer:
                         cursor.execute(statement)
                 except Exception as exc:
                     raise ReplayFailed(revision, exc) from exc
-            self._move_version(cursor, schema, version, current, last)
+            try:  # the statement hook may find the transaction no longer the one begun
+                self._move_version(cursor, schema, version, current, last, before_statement)
+            except ReplayFailed:
+                raise
+            except Exception as exc:
+                raise ReplayFailed(last, exc) from exc
             current = last
             if listener is not None:
                 for revision, _ in group:
@@ -318,14 +324,20 @@ class Replayer:
 
     @staticmethod
     def _move_version(cursor: Any, schema: str, version: str, current: str | None,
-                      new: str) -> None:
-        """The version row from ``current`` (None: an empty table) to ``new``."""
+                      new: str, before_statement: Any = None) -> None:
+        """The version row from ``current`` (None: an empty table) to ``new``, each
+        statement through ``before_statement`` as the replayed ones are."""
+        def execute(statement: str) -> None:
+            if before_statement is not None:
+                before_statement(cursor, statement)
+            cursor.execute(statement)
+
         if current is None:
-            cursor.execute(f"DELETE FROM {version}")
-            cursor.execute(f"INSERT INTO {version} (version_num) VALUES ({_literal(new)})")
+            execute(f"DELETE FROM {version}")
+            execute(f"INSERT INTO {version} (version_num) VALUES ({_literal(new)})")
             return
-        cursor.execute(f"UPDATE {version} SET version_num = {_literal(new)}"
-                       f" WHERE version_num = {_literal(current)}")
+        execute(f"UPDATE {version} SET version_num = {_literal(new)}"
+                f" WHERE version_num = {_literal(current)}")
         if cursor.rowcount != 1:
             raise ReplayFailed(None, RuntimeError(
                 f"{schema} is no longer at {current}: another runner changed it"))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import subprocess
 import sys
 import time
@@ -29,7 +28,6 @@ from alembic_fleet import drivers
 from alembic_fleet.alembic_bridge.failures import (
     ReplayFailed,
     RevisionFailed,
-    TransactionRolledBack,
 )
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.catalog.versions import read_one
@@ -50,6 +48,7 @@ from alembic_fleet.execution.locking import (
 )
 from alembic_fleet.execution.provision import VIA, Provisioner
 from alembic_fleet.execution.retry import Backoff, transient_reason
+from alembic_fleet.execution.transaction_guard import TransactionGuard, refuse_rollback
 from alembic_fleet.ledger.target_ledger import RunLedger, TargetLedger
 from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.status import (
@@ -84,11 +83,6 @@ def describe_error(error: BaseException) -> tuple[str, str | None]:
     return scrub(text), None
 
 
-ROLLS_BACK = re.compile(
-    r"(?im)(?:^|;)\s*(?:ROLLBACK|ABORT)\b(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)")
-"""A statement that rolls the whole transaction back (not ``ROLLBACK TO SAVEPOINT``)."""
-
-
 def _file_of(scripts: ServiceScripts, revision: str | None) -> str | None:
     """A revision's file relative to its service folder (a replayed statement failed: its
     line is not known, its file is)."""
@@ -98,100 +92,6 @@ def _file_of(scripts: ServiceScripts, revision: str | None) -> str | None:
     path = Path(known.path)
     root = scripts.service.path
     return str(path.relative_to(root) if path.is_relative_to(root) else path)
-
-
-def refuse_rollback(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-    """Fail a revision that rolls the target's transaction back with a SQL ``ROLLBACK``
-    (``op.execute("ROLLBACK")``). The driver opens a new transaction for what follows, so
-    the version row would move to head in it while the DDL before the ROLLBACK is gone:
-    plain Alembic records such a schema at head; fleet fails the target instead, and what
-    is left rolls back with it."""
-    if ROLLS_BACK.search(statement):
-        raise TransactionRolledBack(
-            "the revision rolled the transaction back itself (a ROLLBACK statement): what "
-            "it did before would be lost while the version row moved on; remove the "
-            "ROLLBACK (use a SAVEPOINT and ROLLBACK TO SAVEPOINT to undo part of it)")
-
-
-class TransactionGuard:
-    """Sees a target's transaction ended behind SQLAlchemy's back: the driver connection's
-    own ``rollback()`` or ``commit()`` (``op.get_bind().connection.dbapi_connection``), or
-    a ``ROLLBACK`` statement :data:`ROLLS_BACK` does not match (after a comment). No event
-    says so; Alembic goes on in the transaction the driver begins next, with the version
-    row moving on while what came before is gone, and the rolled-back ``SET search_path``
-    sent what followed into ``public``.
-
-    The driver knows: once a statement ran in the transaction SQLAlchemy has open, the
-    driver's stays open until SQLAlchemy ends it (its ``commit``/``rollback`` events). A
-    driver that then reports no open transaction before the next statement (psycopg and
-    psycopg2, outside autocommit; another driver is not asked) had it ended, and that
-    statement is refused. A ``COMMIT`` statement commits what came before, as under plain
-    Alembic (see :data:`COMMITS`). Registered before any other listener of the statement:
-    the lock budget's ``SET LOCAL`` would open a new driver transaction first."""
-
-    def __init__(self) -> None:
-        self.open = False
-        self.disarmed = False
-        """A COMMIT statement ran: from then on the transaction is the revision's, as under
-        plain Alembic (psycopg2 then runs what follows in the server's autocommit)."""
-        self.commits = 0
-        """COMMITs SQLAlchemy sent during the attempt (revisions committed one by one):
-        after a failure, what they committed stays."""
-
-    def listen(self, connection: Any) -> None:
-        event.listen(connection, "before_cursor_execute", self.refuse)
-        event.listen(connection, "after_cursor_execute", self.ran)
-        event.listen(connection, "commit", self.committed)
-        event.listen(connection, "rollback", self.ended)
-
-    def remove(self, connection: Any) -> None:
-        event.remove(connection, "before_cursor_execute", self.refuse)
-        event.remove(connection, "after_cursor_execute", self.ran)
-        event.remove(connection, "commit", self.committed)
-        event.remove(connection, "rollback", self.ended)
-
-    def committed(self, connection: Any) -> None:
-        self.commits += 1
-        self.ended(connection)
-
-    def ended(self, _connection: Any) -> None:
-        self.open = False
-
-    def ran(self, connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.disarmed = self.disarmed or bool(COMMITS.search(statement))
-        self.open = not _autocommit(connection)
-
-    def refuse(self, connection: Any, *_args: Any) -> None:
-        if self.open and not self.disarmed and _driver_idle(connection):
-            self.open = False
-            raise TransactionRolledBack(
-                "the transaction was ended behind the migration's back (the driver "
-                "connection's rollback() or commit(), or a ROLLBACK statement): what came "
-                "before was rolled back, or committed apart from the version row (then "
-                "compare the schema with its version row before running again); use the "
-                "connection op.get_bind() gives, and a SAVEPOINT to undo part of a revision")
-
-
-COMMITS = re.compile(r"(?:^|;)\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:COMMIT|END)\b"
-                     r"(?!\s+AND\s+CHAIN)", re.IGNORECASE | re.DOTALL)
-"""A statement that commits the transaction, anywhere in a multi-statement string
-(comments before it allowed)."""
-
-
-def _autocommit(connection: Any) -> bool:
-    return bool(getattr(connection.connection.dbapi_connection, "autocommit", False))
-
-
-def _driver_idle(connection: Any) -> bool:
-    """Whether the driver says no transaction is open (psycopg and psycopg2 report it as
-    ``info.transaction_status``, 0 for idle; another driver: never). Never in autocommit:
-    Alembic's ``autocommit_block()`` commits and switches to it without a ``commit`` event,
-    so the statement before the block leaves :attr:`TransactionGuard.open` set."""
-    raw = connection.connection.dbapi_connection
-    if getattr(raw, "autocommit", False):
-        return False
-    status = getattr(getattr(raw, "info", None), "transaction_status", None)
-    return status is not None and int(status) == 0
 
 
 ONE_TRANSACTION = frozenset({"replay", "mixed", VIA})
@@ -370,7 +270,7 @@ class TargetMigrator:
                                                       status.current, started, attempt,
                                                       heads=status.head)
             budget = LockBudget(self.policy.lock_timeout)
-            guard = TransactionGuard()  # first: the budget's SET LOCAL would open a new one
+            guard = TransactionGuard(table)  # first: see its docstring
             guard.listen(connection)
             event.listen(connection, "before_cursor_execute", budget.before_cursor_execute)
             event.listen(connection, "before_cursor_execute", refuse_rollback)
@@ -379,7 +279,8 @@ class TargetMigrator:
                 event.listen(connection, "commit", listener.on_commit)
                 event.listen(connection, "rollback", listener.on_rollback)
             try:
-                via = self._migrate(connection, scripts, target, status, listener, budget)
+                via = self._migrate(connection, scripts, target, status, listener, budget,
+                                    guard)
             finally:
                 guard.remove(connection)
                 event.remove(connection, "before_cursor_execute", budget.before_cursor_execute)
@@ -469,9 +370,11 @@ class TargetMigrator:
         return status
 
     def _migrate(self, connection: Any, scripts: ServiceScripts, target: Target,
-                 status: TargetStatus, listener: TargetLedger | None, budget: LockBudget
-                 ) -> str:
-        """Migrate the target; returns how it ran (:attr:`TargetResult.via`)."""
+                 status: TargetStatus, listener: TargetLedger | None, budget: LockBudget,
+                 guard: TransactionGuard) -> str:
+        """Migrate the target; returns how it ran (:attr:`TargetResult.via`). Replayed
+        statements run on the driver's cursor, without SQLAlchemy's events: the guard and
+        the lock budget see them through the replay's statement hook."""
         destination = self.destinations[target.service]
         if self.provisioner.wanted(scripts, target, status) and self.provisioner.provision(
                 connection, scripts, target, status, listener, budget, destination):
@@ -480,7 +383,9 @@ class TargetMigrator:
         if plan is not None:
             scripts.replay(connection, target.schema, plan,
                            table_exists=status.state is not TargetState.MISSING,
-                           listener=listener, before_statement=budget.before)
+                           listener=listener,
+                           before_statement=lambda cursor, sql: (guard.before(cursor, sql),
+                                                                 budget.before(cursor, sql)))
             return ("mixed" if plan.mixed else "replay")
         if scripts.uses_helper:
             from alembic_fleet.alembic_bridge import runner  # imports Alembic

@@ -1,0 +1,184 @@
+"""Sees a target's transaction ended while its migration goes on.
+
+A revision can end the transaction fleet migrates a target in: a ``ROLLBACK`` statement,
+the driver connection's own ``rollback()`` or ``commit()``, ``ROLLBACK AND CHAIN``. Alembic
+goes on in the transaction the driver begins next: the version row moves on while what came
+before is gone (or committed apart from it), and the rolled-back ``SET search_path`` sends
+what follows into ``public``. Plain Alembic records such a schema at its new revision; fleet
+fails the target instead, and what the next transaction holds rolls back with it.
+
+Three checks, cheapest first:
+
+* :func:`refuse_rollback`: a statement that rolls the whole transaction back is refused
+  before it runs (:data:`ROLLS_BACK`, read past comments and literals).
+* The driver's own state (psycopg, psycopg2): once a statement ran in the transaction
+  SQLAlchemy has open, the driver's stays open until SQLAlchemy ends it; a driver idle
+  before the next statement had it ended behind SQLAlchemy's back.
+* The transaction's identity: its first statement assigns it a transaction id
+  (``txid_current()``); before every write of the version table and before SQLAlchemy
+  commits, the id must still be the one in effect (``txid_current_if_assigned()``). This
+  sees what the driver's state cannot: a transaction ended and the next one begun before
+  SQLAlchemy's next statement (a raw cursor after the driver's ``rollback()``, ``ROLLBACK
+  AND CHAIN``, ``ROLLBACK; BEGIN`` in one string), and every driver (asyncpg reports no
+  state). Two round trips per transaction and one per revision.
+
+A ``COMMIT`` statement commits what came before, as under plain Alembic (see
+:data:`COMMITS`): from then on the transaction is the revision's and the guard stands down.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import event
+
+from alembic_fleet.alembic_bridge.failures import TransactionRolledBack
+from alembic_fleet.model.sql_text import skeleton
+
+ROLLS_BACK = re.compile(
+    r"(?:^|;)\s*(?:ROLLBACK|ABORT)\b(?!\s+(?:WORK\s+|TRANSACTION\s+)?TO\b)", re.IGNORECASE)
+"""A statement that rolls the whole transaction back (not ``ROLLBACK TO SAVEPOINT``;
+``AND CHAIN`` too), anywhere in a multi-statement string's :func:`.skeleton`."""
+
+COMMITS = re.compile(r"(?:^|;)\s*(?:COMMIT|END)\b(?!\s+AND\s+CHAIN)", re.IGNORECASE)
+"""A statement that commits the transaction, anywhere in a multi-statement string's
+:func:`.skeleton`."""
+
+_WRITES = re.compile(r"\s*(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s", re.IGNORECASE)
+
+
+def refuse_rollback(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    """Fail a revision that rolls the target's transaction back with a SQL ``ROLLBACK``
+    (``op.execute("ROLLBACK")``). The driver opens a new transaction for what follows, so
+    the version row would move to head in it while the DDL before the ROLLBACK is gone:
+    plain Alembic records such a schema at head; fleet fails the target instead, and what
+    is left rolls back with it."""
+    if ROLLS_BACK.search(skeleton(statement)):
+        raise TransactionRolledBack(
+            "the revision rolled the transaction back itself (a ROLLBACK statement): what "
+            "it did before would be lost while the version row moved on; remove the "
+            "ROLLBACK (use a SAVEPOINT and ROLLBACK TO SAVEPOINT to undo part of it)")
+
+
+ENDED = ("the transaction was ended behind the migration's back (the driver connection's "
+         "rollback() or commit(), or a ROLLBACK statement): what came before was rolled "
+         "back, or committed apart from the version row (then compare the schema with its "
+         "version row before running again); use the connection op.get_bind() gives, and "
+         "a SAVEPOINT to undo part of a revision")
+
+
+class TransactionGuard:
+    """The driver-state and identity checks of one target's migration (module docstring).
+    Registered before any other listener of the statement and of the commit: the lock
+    budget's ``SET LOCAL`` would open a new driver transaction first, and the ledger's
+    rows would be written in a transaction about to be refused."""
+
+    def __init__(self, version_table: str) -> None:
+        self.version_table = version_table
+        self.open = False
+        """A statement ran in the transaction SQLAlchemy has open."""
+        self.identity: int | None = None
+        """The transaction id its first statement assigned."""
+        self.disarmed = False
+        """A COMMIT statement ran: from then on the transaction is the revision's, as under
+        plain Alembic (psycopg2 then runs what follows in the server's autocommit)."""
+        self.commits = 0
+        """COMMITs SQLAlchemy sent during the attempt (revisions committed one by one):
+        after a failure, what they committed stays."""
+
+    def listen(self, connection: Any) -> None:
+        event.listen(connection, "before_cursor_execute", self.refuse)
+        event.listen(connection, "after_cursor_execute", self.ran)
+        event.listen(connection, "commit", self.committed)
+        event.listen(connection, "rollback", self.ended)
+
+    def remove(self, connection: Any) -> None:
+        event.remove(connection, "before_cursor_execute", self.refuse)
+        event.remove(connection, "after_cursor_execute", self.ran)
+        event.remove(connection, "commit", self.committed)
+        event.remove(connection, "rollback", self.ended)
+
+    def committed(self, connection: Any) -> None:
+        """``commit``: the transaction about to commit is the one that began (else its
+        driver transaction is rolled back here, since SQLAlchemy, refused, will not)."""
+        try:
+            self._same_transaction(connection)
+        except TransactionRolledBack:
+            connection.connection.dbapi_connection.rollback()
+            raise
+        finally:
+            self.ended(connection)
+        self.commits += 1
+
+    def ended(self, _connection: Any) -> None:
+        self.open = False
+        self.identity = None
+
+    def ran(self, connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.disarmed = self.disarmed or bool(COMMITS.search(skeleton(statement)))
+        self.open = not _autocommit(connection)
+
+    def refuse(self, connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if self.disarmed:
+            return
+        if _autocommit(connection):  # autocommit_block(): its own transactions
+            self.identity = None
+            return
+        if self.open and _driver_idle(connection):
+            self.open = False
+            raise TransactionRolledBack(ENDED)
+        if self.identity is None:
+            self.identity = _transaction_id(connection, "txid_current()")
+        elif self.version_table in statement and _WRITES.match(statement):
+            self._same_transaction(connection)
+
+    def before(self, cursor: Any, statement: str) -> None:
+        """A replayed statement, run on the driver's ``cursor`` (SQLAlchemy sees none):
+        the identity is taken at the first, checked before the version row moves."""
+        if self.identity is None:
+            self.identity = _ask(cursor, "txid_current()")
+        elif self.version_table in statement and _WRITES.match(statement):
+            self._check(_ask(cursor, "txid_current_if_assigned()"))
+
+    def _same_transaction(self, connection: Any) -> None:
+        if self.disarmed or self.identity is None or _autocommit(connection):
+            return
+        self._check(_transaction_id(connection, "txid_current_if_assigned()"))
+
+    def _check(self, identity: int | None) -> None:
+        if identity != self.identity:
+            self.open = False
+            self.identity = None
+            raise TransactionRolledBack(ENDED)
+
+
+def _transaction_id(connection: Any, function: str) -> int | None:
+    """Ask the server on the driver connection itself (no SQLAlchemy events)."""
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        return _ask(cursor, function)
+    finally:
+        cursor.close()
+
+
+def _ask(cursor: Any, function: str) -> int | None:
+    cursor.execute(f"SELECT {function}")
+    row = cursor.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def _autocommit(connection: Any) -> bool:
+    return bool(getattr(connection.connection.dbapi_connection, "autocommit", False))
+
+
+def _driver_idle(connection: Any) -> bool:
+    """Whether the driver says no transaction is open (psycopg and psycopg2 report it as
+    ``info.transaction_status``, 0 for idle; another driver: never). Never in autocommit:
+    Alembic's ``autocommit_block()`` commits and switches to it without a ``commit`` event,
+    so the statement before the block leaves :attr:`TransactionGuard.open` set."""
+    raw = connection.connection.dbapi_connection
+    if getattr(raw, "autocommit", False):
+        return False
+    status = getattr(getattr(raw, "info", None), "transaction_status", None)
+    return status is not None and int(status) == 0

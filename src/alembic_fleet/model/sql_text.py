@@ -1,0 +1,94 @@
+"""The shape of a SQL string, for telling which statements it holds.
+
+Whether a revision's SQL ends its transaction is read from the first words of each
+statement in it. Regular expressions over the raw text are fooled both ways: a comment
+before the word (PostgreSQL's block comments nest), a ``;`` inside a string literal, a
+procedure body between dollar quotes. :func:`skeleton` removes what cannot hold a
+statement's first word, so that such expressions only see the statements themselves.
+"""
+
+from __future__ import annotations
+
+
+def skeleton(sql: str) -> str:
+    """``sql`` with comments replaced by a space and the contents of string literals
+    (``'...'``, ``E'...'``), quoted identifiers and dollar-quoted bodies removed (the
+    quotes stay). Statement boundaries (``;``) and keywords outside them are kept, in
+    order. An unterminated literal or comment runs to the end, as the server reads it."""
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        char = sql[i]
+        if char == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end
+            out.append(" ")
+        elif char == "/" and sql.startswith("/*", i):
+            i = _block_comment_end(sql, i)
+            out.append(" ")
+        elif char == "'":
+            escapes = i > 0 and sql[i - 1] in "eE" and (i < 2 or not _word_char(sql[i - 2]))
+            i = _quoted_end(sql, i + 1, "'", escapes)
+            out.append("''")
+        elif char == '"':
+            i = _quoted_end(sql, i + 1, '"', False)
+            out.append('""')
+        elif char == "$" and (tag := _dollar_tag(sql, i)) is not None:
+            end = sql.find(tag, i + len(tag))
+            i = n if end < 0 else end + len(tag)
+            out.append("$$")
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def _word_char(char: str) -> bool:
+    return char.isalnum() or char in "_$"
+
+
+def _block_comment_end(sql: str, start: int) -> int:
+    """The index after the ``*/`` closing the comment opened at ``start`` (nested)."""
+    depth, i = 0, start
+    while i < len(sql):
+        if sql.startswith("/*", i):
+            depth += 1
+            i += 2
+        elif sql.startswith("*/", i):
+            depth -= 1
+            i += 2
+            if depth == 0:
+                return i
+        else:
+            i += 1
+    return len(sql)
+
+
+def _quoted_end(sql: str, i: int, quote: str, escapes: bool) -> int:
+    """The index after the closing ``quote`` (doubled quotes, and backslashes in ``E''``
+    strings, escape it)."""
+    while i < len(sql):
+        char = sql[i]
+        if escapes and char == "\\":
+            i += 2
+        elif char == quote:
+            if sql.startswith(quote * 2, i):
+                i += 2
+            else:
+                return i + 1
+        else:
+            i += 1
+    return len(sql)
+
+
+def _dollar_tag(sql: str, i: int) -> str | None:
+    """The dollar-quote tag (``$$``, ``$body$``) opening at ``i``, or None (``$1`` is a
+    parameter, ``a$b`` part of a name)."""
+    if i > 0 and _word_char(sql[i - 1]):
+        return None
+    j = i + 1
+    while j < len(sql) and (sql[j].isalnum() or sql[j] == "_"):
+        j += 1
+    if j < len(sql) and sql[j] == "$" and not sql[i + 1:j][:1].isdigit():
+        return sql[i:j + 1]
+    return None

@@ -1,0 +1,55 @@
+"""Which statements a SQL string holds, read past comments and literals: the checks that
+keep a revision from ending the target's transaction read the first word of each."""
+
+from __future__ import annotations
+
+import pytest
+
+from alembic_fleet.alembic_bridge.replay import ENDS_TRANSACTION
+from alembic_fleet.execution.transaction_guard import COMMITS, ROLLS_BACK
+from alembic_fleet.model.sql_text import skeleton
+
+
+@pytest.mark.parametrize("sql", [
+    "ROLLBACK",
+    "/* x */ ROLLBACK AND CHAIN",
+    "/**/ABORT AND CHAIN",
+    "SELECT 1; /* x */ ROLLBACK; BEGIN",
+    "/* outer /* nested */ still a comment */ ROLLBACK",
+    "-- a line\nrollback",
+    "SELECT 'a;b'; ROLLBACK",
+])
+def test_a_rollback_is_seen_behind_comments(sql: str) -> None:
+    assert ROLLS_BACK.search(skeleton(sql))
+    assert ENDS_TRANSACTION.search(skeleton(sql))
+
+
+@pytest.mark.parametrize("sql", [
+    "ROLLBACK TO SAVEPOINT s",
+    "rollback work to s",
+    "INSERT INTO t VALUES ('x; ROLLBACK')",
+    "INSERT INTO t VALUES (E'it\\'s; ROLLBACK')",
+    'SELECT 1 AS "a; ROLLBACK"',
+    "CREATE FUNCTION f() RETURNS void AS $body$ BEGIN ROLLBACK; END $body$ LANGUAGE plpgsql",
+    "DO $$BEGIN COMMIT; END$$",
+    "/* ROLLBACK */ SELECT 1",
+    "SELECT CASE WHEN true THEN 1\nEND",
+])
+def test_no_rollback_in_literals_bodies_or_comments(sql: str) -> None:
+    assert not ROLLS_BACK.search(skeleton(sql))
+    assert not COMMITS.search(skeleton(sql))
+
+
+@pytest.mark.parametrize("sql, commits", [
+    ("COMMIT", True), ("SELECT 1; /* x */ commit", True), ("END", True),
+    ("COMMIT AND CHAIN", False), ("SELECT 'COMMIT'", False),
+])
+def test_a_commit_is_told_from_its_chained_form(sql: str, commits: bool) -> None:
+    assert bool(COMMITS.search(skeleton(sql))) is commits
+
+
+def test_the_skeleton_keeps_statement_boundaries_in_order() -> None:
+    sql = "CREATE TABLE \"a;b\" (x text DEFAULT 'c;d'); -- e;f\nDROP TABLE x /* g; */;"
+    assert skeleton(sql).count(";") == 2
+    assert skeleton("SELECT $1; SELECT a$b$c") == "SELECT $1; SELECT a$b$c"
+    assert skeleton("SELECT 'unterminated; ROLLBACK") == "SELECT ''"
