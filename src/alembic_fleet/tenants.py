@@ -24,6 +24,7 @@ from alembic_fleet.config.tenant_sources import (
     forget_tenant,
     record_tenants,
     resolve_query,
+    unchanged_while,
 )
 from alembic_fleet.exceptions import FleetError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
@@ -213,13 +214,16 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
                     raise FleetError(
                         f"{target.label} is being migrated by another runner: not dropped",
                         hint=f"run 'fleet tenants remove {name}' again when it is done")
-                if not configured and _in_source(workspace, name):
-                    unlock(connection, key)
-                    warnings.append(f"{name!r} was added meanwhile (fleet tenants add): "
-                                    f"{target.schema} was kept")
-                    continue
                 try:
-                    with connection.begin():
+                    # The source read again, and held unchanged until the drop commits: a
+                    # 'fleet tenants add' that recorded the name since this command read its
+                    # configuration (or forgot it) keeps its schema, and one that comes
+                    # after the drop finds it gone and makes it again.
+                    with unchanged_while(config), connection.begin():
+                        if _in_source(workspace, name):
+                            warnings.append(f"{name!r} was added meanwhile (fleet tenants "
+                                            f"add): {target.schema} was kept")
+                            continue
                         # Under the lock: a run may have made the schema since it was looked
                         # for (it is dropped all the same, and said).
                         there = connection.exec_driver_sql(

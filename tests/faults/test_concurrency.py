@@ -9,6 +9,7 @@ import signal
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import query, tables, version
@@ -209,3 +210,35 @@ def test_a_worker_killed_between_revisions_committed_one_by_one_is_failed_where_
         assert target["to"] == ["8000aaaa0003"], target
         assert "8000aaaa0003 committed" in target["error"], target
         assert version(db_url, target["schema"]) == ["8000aaaa0003"]
+
+
+def test_a_tenant_added_again_while_its_removal_waits_keeps_its_schemas(
+        tmp_path: Path, db_url: str) -> None:
+    """'fleet tenants remove x' forgets x, then drops each schema under its lock; a
+    'fleet tenants add x' in between recorded x again, and the drop went ahead: x was
+    configured with no schemas, both commands reporting success. Under the lock, the drop
+    reads the tenant source again and keeps what was added back, saying so."""
+    from alembic_fleet.execution.locking import lock_key
+
+    project = shop_project(tmp_path / "p", db_url, 1)
+    assert project.fleet("tenants", "add", "x").returncode == 0
+    fleet_toml = project.root / "fleet.toml"
+    holder = psycopg.connect(project.db_url, autocommit=True)
+    try:  # a migration holds the target's lock: the removal waits for it
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key("shop", "shop_x"),))
+        remover = start_fleet(project, "tenants", "remove", "x", "--yes")
+        deadline = time.monotonic() + 60
+        while '"x"' in fleet_toml.read_text():  # forgotten: now it waits for the lock
+            assert time.monotonic() < deadline and remover.poll() is None
+            time.sleep(0.05)
+        added = project.fleet("tenants", "add", "x", "--no-migrate")
+        assert added.returncode == 0, added.stderr
+    finally:
+        holder.close()
+    out, err = remover.communicate(timeout=120)
+    assert remover.returncode == 0, err
+    assert '"x"' in fleet_toml.read_text()
+    assert version(db_url, "shop_x") == [HEAD]  # the tenant added back keeps its schema
+    assert "kept" in out + err, out + err
+    status = json.loads(project.fleet("status", "--json").stdout)
+    assert {t["schema"]: t["state"] for t in status["targets"]}["shop_x"] == "at_head", status

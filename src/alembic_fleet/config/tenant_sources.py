@@ -332,6 +332,16 @@ def _where(config: FleetConfig) -> str:
     return source.where
 
 
+def unchanged_while(config: FleetConfig) -> contextlib.AbstractContextManager[None]:
+    """Hold the tenant source's edit lock: no fleet command records or forgets a tenant
+    there until the block ends (so a check of the source and what follows from it are one
+    step). A registry query has no such lock: nothing is held."""
+    source = config.tenant_source
+    if source.kind == "query":
+        return contextlib.nullcontext()
+    return _editing(source.path or config.file)
+
+
 @contextlib.contextmanager
 def _editing(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``path``'s folder while it is read, changed and written.
