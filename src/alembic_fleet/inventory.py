@@ -116,9 +116,12 @@ def _read_database(workspace: Workspace, database: Database, group: Sequence[Tar
         else []
     with workspace.databases.connect(database) as connection:
         try:
+            config = workspace.config
             found = read_versions(connection, wanted, templates,
                                   connect=lambda: workspace.databases.connect(database),
-                                  unreadable=unreadable)
+                                  unreadable=unreadable,
+                                  mirror=config.ledger_schema if config.version_mirror
+                                  else None)
         except DBAPIError as exc:
             original = getattr(exc, "orig", None) or exc
             reason = scrub(str(original).strip().splitlines()[0])

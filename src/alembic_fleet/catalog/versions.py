@@ -22,21 +22,14 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from alembic_fleet.catalog import version_mirror
 from alembic_fleet.model.identifiers import quote_ident, split_schema
 
 BATCH = 100
 """Version tables read per query."""
 
-_FIND_TABLES = text(
-    """
-    SELECT n.nspname, c.relname
-    FROM pg_catalog.pg_class AS c
-    JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p') AND c.relname = ANY(CAST(:tables AS text[]))
-    """
-)
-"""Every version table of the database, by name (an index lookup): filtering the schemas
-in SQL (a 3,000-name array, LIKE patterns) made the query ten times slower than this."""
+# Every version table of the database is found by name (an index lookup): filtering the
+# schemas in SQL (a 3,000-name array, LIKE patterns) made the query ten times slower.
 
 PARALLEL_BATCHES = 8
 """Above this many batches the reads are spread over a few more connections (threads)."""
@@ -48,6 +41,7 @@ def read_versions(
     templates: Sequence[tuple[str, str]] = (),
     connect: Callable[[], Any] | None = None,
     unreadable: dict[tuple[str, str], str] | None = None,
+    mirror: str | None = None,
 ) -> dict[tuple[str, str], tuple[str, ...]]:
     """Current revisions per existing ``(schema, version_table)``.
 
@@ -60,18 +54,21 @@ def read_versions(
     shape, a permission denied) does not fail the whole read: the batch holding it is read
     again table by table, and each failing pair goes into ``unreadable`` with the server's
     reason (and not into the result). Without it, such an error is raised.
+
+    With ``mirror`` (the ledger schema, ``version_mirror = true``), a table whose mirror
+    row is certain to equal it is not opened: its versions come from the mirror (see
+    :mod:`.version_mirror`); the others are read as without it.
     """
     wanted = set(wanted)
     if not wanted and not templates:
         return {}
     tables = sorted({t for _, t in wanted} | {t for _, t in templates})
-    rows = connection.execute(_FIND_TABLES, {"tables": tables}).all()
-    connection.rollback()  # every read ends its transaction: callers start clean
-    present = sorted(
-        (schema, table) for schema, table in rows
-        if (schema, table) in wanted or _matches(schema, table, templates)
-    )
-    result: dict[tuple[str, str], tuple[str, ...]] = {pair: () for pair in present}
+    rows = _find_tables(connection, tables, mirror)
+    ours = [(schema, table, mirrored) for schema, table, mirrored in rows
+            if (schema, table) in wanted or _matches(schema, table, templates)]
+    result: dict[tuple[str, str], tuple[str, ...]] = {
+        (schema, table): tuple(sorted(mirrored or ())) for schema, table, mirrored in ours}
+    present = version_mirror.unmirrored(ours)
     parts = [
         f"SELECT {index} AS i, version_num::text FROM {quote_ident(s)}.{quote_ident(t)}"
         for index, (s, t) in enumerate(present)
@@ -90,6 +87,26 @@ def read_versions(
         if unreadable is not None:
             unreadable[present[index]] = reason
     return result
+
+
+def _find_tables(connection: Any, tables: list[str], mirror: str | None
+                 ) -> list[tuple[str, str, Any]]:
+    """The catalog rows of every table named in ``tables``, with the mirror's versions
+    when it can be read (one that cannot, a permission say, is only a slower read)."""
+    if mirror is not None:
+        try:
+            if version_mirror.exists(connection, mirror):
+                rows = connection.execute(text(version_mirror.find_tables_sql(mirror)),
+                                          {"tables": tables}).all()
+                connection.rollback()  # every read ends its transaction
+                return rows
+        except DBAPIError:
+            pass
+        connection.rollback()
+    rows = connection.execute(text(version_mirror.find_tables_sql(None)),
+                              {"tables": tables}).all()
+    connection.rollback()  # every read ends its transaction: callers start clean
+    return rows
 
 
 def _run_batches(connection: Any, queries: list[str], connect: Callable[[], Any] | None,

@@ -44,7 +44,7 @@ __all__ = [
 
 _TOP_KEYS = {"database", "tenants", "tenant_attributes", "services", "jobs", "priority",
              "lock_wait", "lock_timeout", "statement_timeout", "retries", "ledger",
-             "ledger_schema", "search_path", "provision"}
+             "ledger_schema", "search_path", "provision", "version_mirror"}
 
 
 def find_config_file(
@@ -144,6 +144,11 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
                 for svc_name, service in services.items()}
     # How new tenants' schemas are made: the top-level key is every service's default.
     ledger = reader.flag(data.get("ledger", True), "ledger")
+    version_mirror = reader.flag(data.get("version_mirror", False), "version_mirror")
+    if version_mirror and not ledger:
+        raise ConfigError("version_mirror = true needs the ledger (ledger = false)", file=name,
+                          key="version_mirror", expected="version_mirror = false, or ledger = "
+                          "true: the mirror table lives in the ledger schema")
     default_provision = reader.provision(data.get("provision", "migrate"), "provision")
     services = {svc_name: reader.provisioning(service, services_table[svc_name],
                                               default_provision, ledger)
@@ -168,6 +173,7 @@ def parse_config(path: Path, environ: Mapping[str, str]) -> FleetConfig:
         retries=reader.count(data.get("retries", 3), "retries"),
         ledger=ledger,
         ledger_schema=ledger_schema,
+        version_mirror=version_mirror,
         tenant_source=source,
         tenant_query=query,
         tenant_databases=tenant_databases,

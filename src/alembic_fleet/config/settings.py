@@ -77,6 +77,10 @@ class FleetConfig:
     retries: int = 3
     ledger: bool = True
     ledger_schema: str = "fleet"
+    version_mirror: bool = False
+    """Keep every migrated version table's rows in one table of the ledger schema, by a
+    trigger (see :mod:`alembic_fleet.catalog.version_mirror`): reads of thousands of
+    tenants then open one table instead of one per schema."""
     tenant_source: TenantSource = TenantSource()
     tenant_query: TenantQuery | None = None
     """The registry query when ``tenants = { query = ... }``; ``tenants`` is then empty until

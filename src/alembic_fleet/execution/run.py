@@ -20,6 +20,7 @@ from alembic_fleet.exceptions import DatabaseUnavailableError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
 from alembic_fleet.execution.executor import RunInterrupted, SerialExecutor
 from alembic_fleet.execution.locking import lock_key, try_lock, unlock
+from alembic_fleet.execution.mirror_upkeep import keep_up
 from alembic_fleet.execution.pool import PoolExecutor
 from alembic_fleet.execution.preflight import (
     check_direct_sessions,
@@ -165,6 +166,8 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     finally:
         if work is not None:
             work.close()
+    if end is RunEnd.COMPLETED:
+        warnings += keep_up(workspace, plan)
     by_target = {r.target: r for r in results}
     ordered = tuple(by_target.get(s.target) or _unreachable(plan, s) for s in plan.steps)
     failed = any(r.outcome is Outcome.FAILED for r in ordered)

@@ -1,0 +1,149 @@
+"""``version_mirror = true``: reads take where each schema stands from one table that a
+trigger on every version table keeps, and never trust it when it could be stale.
+
+Each case changes a version table the way a user or an operator would (plain SQL, the
+trigger disabled around a write, ``session_replication_role``, a TRUNCATE, a table made
+again) and checks that ``fleet status`` says what the table holds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import Project, query, version
+from tests.integration.test_parallel import _service
+from tests.integration.test_replay_correctness import _revision
+
+pytestmark = pytest.mark.slow
+
+FIRST = _revision("9200aaaa0001", None,
+                  'op.create_table("t", sa.Column("id", sa.Integer, primary_key=True))')
+SECOND = _revision("9200aaaa0002", "9200aaaa0001",
+                   'op.add_column("t", sa.Column("a", sa.Integer))')
+HEAD = "9200aaaa0002"
+
+
+def _project(tmp_path: Path, db_url: str, *, mirror: bool = True) -> Project:
+    root = tmp_path / "proj"
+    _service(root, "svc", {"first.py": FIRST, "second.py": SECOND})
+    (root / "fleet.toml").write_text(
+        f'database = "${{DATABASE_URI}}"\ntenants = ["a", "b", "c"]\n'
+        f'version_mirror = {"true" if mirror else "false"}\n\n'
+        '[services.svc]\npath = "svc"\nschema = "svc_{tenant}"\n')
+    return Project(root, {"DATABASE_URI": db_url}, db_url, db_url)
+
+
+def _states(project: Project) -> dict[str, tuple[str, tuple[str, ...]]]:
+    result = project.fleet("status", "--json")
+    assert result.returncode in (0, 3), result.stderr
+    return {t["schema"]: (t["state"], tuple(t["current"]))
+            for t in json.loads(result.stdout)["targets"]}
+
+
+def _mirrored(db_url: str) -> dict[str, list[str]]:
+    return {schema: list(versions) for schema, versions in query(
+        db_url, "SELECT n.nspname, m.versions FROM fleet.version_mirror m "
+        "JOIN pg_class c ON c.oid = m.relid JOIN pg_namespace n ON n.oid = c.relnamespace")}
+
+
+def test_migrate_installs_the_mirror_and_status_reads_it(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url)
+    result = project.fleet("migrate")
+    assert result.returncode == 0, result.stderr
+    assert "mirror" not in result.stderr, result.stderr
+    assert _mirrored(db_url) == {f"svc_{t}": [HEAD] for t in "abc"}
+    # A table locked by a long transaction: reading it would wait; the mirror does not.
+    with psycopg.connect(db_url) as holder:
+        holder.execute('LOCK TABLE "svc_b".alembic_version IN ACCESS EXCLUSIVE MODE')
+        started = time.monotonic()
+        states = _states(project)
+        assert time.monotonic() - started < 30
+    assert states == {f"svc_{t}": ("at_head", (HEAD,)) for t in "abc"}
+    again = project.fleet("migrate", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["summary"]["migrated"] == 0
+
+
+@pytest.mark.parametrize("change", [
+    "plain update",
+    "trigger disabled around the write",
+    "replica role",
+    "truncate",
+    "table made again",
+    "schema dropped",
+])
+def test_status_says_what_the_table_holds(tmp_path: Path, db_url: str, change: str) -> None:
+    project = _project(tmp_path, db_url)
+    assert project.fleet("migrate").returncode == 0
+    table = '"svc_a".alembic_version'
+    statements = {
+        "plain update": [f"UPDATE {table} SET version_num = '9200aaaa0001'"],
+        "trigger disabled around the write": [
+            f"ALTER TABLE {table} DISABLE TRIGGER fleet_version_mirror",
+            f"UPDATE {table} SET version_num = '9200aaaa0001'",
+            f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER fleet_version_mirror"],
+        "replica role": ["SET session_replication_role = replica",
+                         f"UPDATE {table} SET version_num = '9200aaaa0001'"],
+        "truncate": [f"TRUNCATE {table}"],
+        "table made again": [
+            f"CREATE TABLE svc_a.saved AS SELECT * FROM {table}", f"DROP TABLE {table}",
+            f"CREATE TABLE {table} (version_num varchar(32) PRIMARY KEY)",
+            f"INSERT INTO {table} VALUES ('9200aaaa0001')"],
+        "schema dropped": ["DROP SCHEMA svc_a CASCADE"],
+    }[change]
+    # What the revisions made is undone as the version row says, so the next run works.
+    undo = {"truncate": ["DROP TABLE svc_a.t"], "schema dropped": []}.get(
+        change, ["ALTER TABLE svc_a.t DROP COLUMN a"])
+    with psycopg.connect(db_url, autocommit=False) as conn:  # one transaction
+        for statement in undo + statements:
+            conn.execute(statement)
+    expected = {"truncate": ("behind", ()), "schema dropped": ("missing", ())}.get(
+        change, ("behind", ("9200aaaa0001",)))
+    assert _states(project)["svc_a"] == expected
+    assert _states(project)["svc_b"] == ("at_head", (HEAD,))
+    # The next migrate brings it to head, and the mirror follows.
+    assert project.fleet("migrate").returncode == 0
+    assert version(db_url, "svc_a") == [HEAD]
+    assert _mirrored(db_url)["svc_a"] == [HEAD]
+    assert _states(project)["svc_a"] == ("at_head", (HEAD,))
+
+
+def test_plain_alembic_in_the_service_folder_moves_the_mirror(tmp_path: Path,
+                                                               db_url: str) -> None:
+    project = _project(tmp_path, db_url)
+    assert project.fleet("migrate").returncode == 0
+    done = project.alembic("svc", "downgrade", "-1", env={"ALEMBIC_SCHEMA": "svc_c"})
+    assert done.returncode == 0, done.stderr
+    assert version(db_url, "svc_c") == ["9200aaaa0001"]
+    assert _mirrored(db_url)["svc_c"] == ["9200aaaa0001"]
+    assert _states(project)["svc_c"] == ("behind", ("9200aaaa0001",))
+
+
+def test_without_the_setting_no_trigger_is_made(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url, mirror=False)
+    assert project.fleet("migrate").returncode == 0
+    assert not query(db_url, "SELECT 1 FROM pg_trigger WHERE tgname = 'fleet_version_mirror'")
+    assert not query(db_url, "SELECT to_regclass('fleet.version_mirror')")[0][0]
+
+
+def test_a_table_locked_by_the_application_is_left_without_the_mirror(
+        tmp_path: Path, db_url: str) -> None:
+    """Giving a table its trigger waits for the application's locks no longer than
+    lock_timeout: the run succeeds, says so, and the table is read directly."""
+    project = _project(tmp_path, db_url, mirror=False)
+    assert project.fleet("migrate").returncode == 0
+    toml = project.root / "fleet.toml"
+    toml.write_text(toml.read_text().replace("version_mirror = false",
+                                             "version_mirror = true\nlock_timeout = 1"))
+    with psycopg.connect(db_url) as holder:
+        holder.execute('LOCK TABLE "svc_b".alembic_version IN ROW EXCLUSIVE MODE')
+        result = project.fleet("migrate")
+    assert result.returncode == 0, result.stderr
+    assert "version mirror" in result.stderr and "read directly" in result.stderr
+    assert _states(project)["svc_b"] == ("at_head", (HEAD,))
+    assert project.fleet("migrate").returncode == 0  # the next run installs it
+    assert set(_mirrored(db_url)) == {"svc_a", "svc_b", "svc_c"}
