@@ -67,13 +67,17 @@ def _fleet(args: list[str], root: Path, url: str, env: dict[str, str], server) -
 
 
 def part_fleet(server, work: Path, env: dict[str, str], tenants: int, repeat: int,
-               jobs: list[str]) -> dict:
+               jobs: list[str], mirror: bool = False) -> dict:
     small, large = work / "one", work / "many"
-    build(small, 1)
-    build(large, tenants)
+    for root, count in ((small, 1), (large, tenants)):
+        config = build(root, count)
+        if mirror:  # both sides alike: the ratio compares the same configuration
+            config.write_text(config.read_text().replace(
+                "\ntenants = ", "\nversion_mirror = true\ntenants = ", 1))
     one = server.create("bench_large_one")
     many = server.create("bench_large_many")
-    result: dict = {"tenants": tenants, "schemas": 3 * tenants, "repeat": repeat}
+    result: dict = {"tenants": tenants, "schemas": 3 * tenants, "repeat": repeat,
+                    "version_mirror": mirror}
     _fleet(["migrate", "--json", *jobs], small, one, env, server)
     server.checkpoint()
     print(f"full migration of {tenants} tenants ({3 * tenants} schemas) from empty ...",
@@ -184,12 +188,15 @@ def part_failures(server, work: Path, env: dict[str, str], targets: int, repeat:
 
 def report(results: dict) -> list[str]:
     lines = []
-    fleet = results.get("fleet")
-    if fleet:
+    for key in ("fleet", "fleet_mirror"):
+        fleet = results.get(key)
+        if not fleet:
+            continue
         n = fleet["tenants"]
         full = fleet["full"]
+        mirror = ", version_mirror = true" if fleet.get("version_mirror") else ""
         lines += [
-            f"{n} tenants x 3 services ({fleet['schemas']} schemas), measured:",
+            f"{n} tenants x 3 services ({fleet['schemas']} schemas{mirror}), measured:",
             f"  full migration from empty: {full['seconds']:.1f}s (one run); peak memory of "
             f"fleet's process tree (parent and workers): {fleet['peak_mb']:.0f} MB RSS summed, "
             f"{fleet.get('peak_pss_mb', 0):.0f} MB PSS summed (target < 400); CPU "
@@ -232,6 +239,8 @@ def main() -> None:
                         help="repeats of the failure part (default 2)")
     parser.add_argument("--jobs", type=int, default=None, help="fleet --jobs (default: CPUs)")
     parser.add_argument("--out", default="bench/results", help="folder for large.json")
+    parser.add_argument("--mirror", action="store_true",
+                        help="version_mirror = true on both sides (saved as fleet_mirror)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,8 +262,8 @@ def main() -> None:
         machine = machine_info(server)
         print("machine:", machine["summary"], flush=True)
         if args.part in ("fleet", "all"):
-            results = save("fleet", {
-                **part_fleet(server, work, env, args.tenants, args.repeat, jobs),
+            results = save("fleet_mirror" if args.mirror else "fleet", {
+                **part_fleet(server, work, env, args.tenants, args.repeat, jobs, args.mirror),
                 "machine": machine, "finished": time.strftime("%Y-%m-%d %H:%M"),
                 "load_at_end": load_average()})
         if args.part in ("failures", "all"):
