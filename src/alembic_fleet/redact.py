@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 MASK = "***"
 _secrets: set[str] = set()
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@/\s]*)(?=@)", re.I)
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#\s'\"]*)", re.I)
+_QUERY_PASSWORD = re.compile(
+    r"(?P<head>[?&](?:password|passwd|sslpassword|token|access_token|auth_token|api_key"
+    r"|apikey|secret|client_secret)=)(?P<pw>[^&#\s'\"]*)", re.I)
+"""A secret in a URL's query: libpq's ``password``, and the tokens and keys of the HTTP
+endpoints fleet pushes to (a Pushgateway behind a proxy)."""
 
 
 def register_secret(secret: str | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alembic_fleet import redact
-from alembic_fleet.redact import MASK, redact_url, register_secret, scrub
+from alembic_fleet.redact import MASK, mask_urls, redact_url, register_secret, scrub
 
 
 @pytest.fixture(autouse=True)
@@ -192,3 +192,15 @@ def test_masking_urls_hides_what_the_plain_pattern_hides_beyond_ascii(text: str)
         lambda m: m.group("head") + (MASK if m.group("pw") else ""), text)
     assert "s3cret" not in plain
     assert redact.mask_urls(text) == plain
+
+
+@pytest.mark.parametrize("name", ["token", "access_token", "api_key", "apikey", "secret",
+                                  "client_secret", "sslpassword", "TOKEN"])
+def test_a_token_in_a_query_string_is_hidden(name: str) -> None:
+    url = f"https://gw.example/metrics?job=x&{name}=tok-9Secret&b=1"
+    assert mask_urls(url) == f"https://gw.example/metrics?job=x&{name}=***&b=1"
+    assert "tok-9Secret" not in scrub(url)
+
+
+def test_a_query_parameter_that_only_ends_like_a_secret_is_kept() -> None:
+    assert mask_urls("http://h/p?mytoken=x&sslkey=/k.pem") == "http://h/p?mytoken=x&sslkey=/k.pem"
