@@ -484,6 +484,22 @@ def test_revision_autogenerate_on_a_scratch_schema(shop: Project) -> None:
     assert code == 0, payload
 
 
+@pytest.mark.parametrize("autogenerate", [False, True])
+def test_revision_without_a_template_says_what_is_missing(shop: Project,
+                                                          autogenerate: bool) -> None:
+    """A migrations folder without script.py.mako (a project that made its revisions by
+    hand) ended in 'internal error: FileNotFoundError', exit 1."""
+    (shop.root / "shop_service" / "migrations" / "script.py.mako").unlink()
+    versions = shop.root / "shop_service" / "migrations" / "versions"
+    before = sorted(versions.iterdir())
+    result = shop.fleet("revision", "shop", "-m", "x", *(["--autogenerate"] if autogenerate
+                                                        else []))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "script.py.mako" in result.stderr and "internal error" not in result.stderr
+    assert "alembic init" in result.stderr
+    assert sorted(versions.iterdir()) == before
+
+
 def test_revision_prints_findings_of_the_new_file(shop: Project) -> None:
     result = shop.fleet("revision", "shop", "-m", "empty")
     # A new skeleton must not fail the command that wrote it: its empty downgrade() is

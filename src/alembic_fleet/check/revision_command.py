@@ -35,6 +35,14 @@ def create_revision(subject: CheckedService, message: str, *, autogenerate: bool
         raise UsageError(f"service '{subject.name}': {broken[0].message}",
                          hint=f"fix the revision graph first; 'fleet check {subject.name}' "
                          "lists every problem")
+    template = subject.scripts.script_dir / "script.py.mako"
+    if not template.is_file():
+        raise UsageError(
+            f"service '{subject.name}': there is no {template.name} in "
+            f"{subject.scripts.script_dir}: Alembic writes new revisions from it",
+            hint="copy the one 'alembic init' writes (alembic/templates/generic/"
+            "script.py.mako in the installed alembic package) into that folder, or write "
+            "the revision file by hand; nothing was written")
     if autogenerate:
         schema = scratch_schema(subject.name) + "_rev"
         with scratch_connection(databases, scratch_url) as connection:
