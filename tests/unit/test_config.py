@@ -796,6 +796,12 @@ def test_python_is_interpolated(tmp_path: Path) -> None:
     err = config_error(path, {"SVC_PYTHON": "nowhere/py"})
     assert_names(err, path, "services.svc.python")
     assert "nowhere/py" in str(err)
+    # A word of the command empty in this environment names the word and the variable
+    # (it said only "must be a path, a command or 'fleet'").
+    path.write_text(path.read_text().replace("${UV:-uv}", "${UV}"))
+    err = config_error(path, {"UV": ""})
+    assert_names(err, path, "services.other.python[0]")
+    assert "${UV}" in str(err) and "empty" in str(err)
 
 
 def test_a_bad_url_from_a_variable_names_the_variable(tmp_path: Path) -> None:

@@ -193,7 +193,16 @@ class TableReader:
         if isinstance(value, str):  # ${VAR} as in every other string; empty: the default
             value = self.string(value, key) or None
         elif isinstance(value, list) and all(isinstance(part, str) for part in value):
+            written = value
             value = [self.string(part, f"{key}[{i}]") for i, part in enumerate(value)]
+            for index, (raw, part) in enumerate(zip(written, value, strict=True)):
+                if not part:  # an empty word would be run as a program named ""
+                    why = (f"{raw!r} is empty in this environment" if raw
+                           else "is an empty string")
+                    raise ConfigError(f"word {index} of the command {why}", file=self.file,
+                                      key=f"{key}[{index}]", expected="a non-empty word",
+                                      hint="set the variable, or give it a default: "
+                                      '"${VAR:-uv}"' if raw else None)
         if value is None:
             found = interpreters.default_for(folder)
             if found is not None and not found.exists():
