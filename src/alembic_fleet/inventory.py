@@ -121,7 +121,7 @@ def _read_database(workspace: Workspace, database: Database, group: Sequence[Tar
                                   connect=lambda: workspace.databases.connect(database),
                                   unreadable=unreadable,
                                   mirror=config.ledger_schema if config.version_mirror
-                                  else None)
+                                  else None, lock_wait=config.lock_wait)
         except DBAPIError as exc:
             original = getattr(exc, "orig", None) or exc
             reason = scrub(str(original).strip().splitlines()[0])

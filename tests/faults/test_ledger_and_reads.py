@@ -84,6 +84,35 @@ def test_an_unreadable_version_table_is_named(tmp_path: Path, db_url: str) -> No
         query(db_url, "DROP ROLE fleet_reader_t")
 
 
+def test_a_version_table_locked_by_a_migration_is_waited_for_lock_wait_only(
+        tmp_path: Path, db_url: str) -> None:
+    """A session holding a version table (a long migration's ALTER) hung ``fleet status``
+    until it committed, however long; it waits ``lock_wait``, then names the table."""
+    project = shop_project(tmp_path / "p", db_url, 3)
+    assert project.fleet("migrate").returncode == 0
+    toml = project.root / "fleet.toml"
+    toml.write_text("lock_wait = 2\n" + toml.read_text())
+    holder = psycopg.connect(db_url)
+    holder.execute("LOCK TABLE shop_s001.alembic_version IN ACCESS EXCLUSIVE MODE")
+    release = threading.Timer(45, holder.close)  # a hang ends, and fails below
+    release.start()
+    try:
+        started = time.monotonic()
+        status = project.fleet("status", "--json")
+        took = time.monotonic() - started
+    finally:
+        release.cancel()
+        holder.close()
+    assert took < 30, took
+    assert status.returncode == 3, status.stderr
+    payload = json.loads(status.stdout)
+    states = {t["schema"]: t["state"] for t in payload["targets"]}
+    assert states == {"shop_s000": "at_head", "shop_s001": "failed", "shop_s002": "at_head"}
+    assert any("shop_s001.alembic_version" in w and "locked by another session" in w
+               for w in payload["warnings"]), payload["warnings"]
+    assert json.loads(project.fleet("status", "--json").stdout)["summary"]["at_head"] == 3
+
+
 def test_one_lock_budget_for_the_whole_target(tmp_path: Path, db_url: str) -> None:
     """After its first strong lock, a target's later lock waits share what is left of one
     lock_timeout (the application waits behind the first table for all of them)."""

@@ -42,6 +42,7 @@ def read_versions(
     connect: Callable[[], Any] | None = None,
     unreadable: dict[tuple[str, str], str] | None = None,
     mirror: str | None = None,
+    lock_wait: float | None = None,
 ) -> dict[tuple[str, str], tuple[str, ...]]:
     """Current revisions per existing ``(schema, version_table)``.
 
@@ -58,11 +59,25 @@ def read_versions(
     With ``mirror`` (the ledger schema, ``version_mirror = true``), a table whose mirror
     row is certain to equal it is not opened: its versions come from the mirror (see
     :mod:`.version_mirror`); the others are read as without it.
+
+    With ``lock_wait`` (seconds), a table locked by another session (a migration holding
+    it) is waited for that long at most, then it is unreadable, with that reason; the
+    connections given are fleet's own (the setting is their session's).
     """
     wanted = set(wanted)
     if not wanted and not templates:
         return {}
     tables = sorted({t for _, t in wanted} | {t for _, t in templates})
+    if lock_wait is not None:
+        limit = _limit(lock_wait)
+        limit(connection)
+        if connect is not None:
+            opened = connect
+
+            def connect() -> Any:
+                conn = opened()
+                limit(conn)
+                return conn
     rows = _find_tables(connection, tables, mirror)
     ours = [(schema, table, mirrored) for schema, table, mirrored in rows
             if (schema, table) in wanted or _matches(schema, table, templates)]
@@ -87,6 +102,13 @@ def read_versions(
         if unreadable is not None:
             unreadable[present[index]] = reason
     return result
+
+
+def _limit(seconds: float) -> Callable[[Any], None]:
+    def limit(conn: Any) -> None:
+        conn.exec_driver_sql(f"SET lock_timeout = '{max(1, round(seconds * 1000))}ms'")
+        conn.commit()
+    return limit
 
 
 def _find_tables(connection: Any, tables: list[str], mirror: str | None
@@ -159,7 +181,10 @@ def _one_by_one(conn: Any, parts: list[str], first: int, failed: dict[int, str]
             rows.extend(conn.exec_driver_sql(part).all())
         except DBAPIError as exc:
             original = getattr(exc, "orig", None) or exc
-            failed[first + offset] = str(original).strip().splitlines()[0]
+            failed[first + offset] = (
+                "locked by another session (a migration in progress?) for longer than "
+                "lock_wait" if getattr(original, "sqlstate", None) == "55P03"
+                else str(original).strip().splitlines()[0])
         conn.rollback()
     return rows
 
