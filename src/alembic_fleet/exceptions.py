@@ -54,6 +54,8 @@ class ConfigError(UsageError):
         if expected:
             text += f" (expected {expected})"
         super().__init__(text, hint=hint)
+        self.reason = message
+        """The message without the file and key (a command's own argument was at fault)."""
         self.file = file
         self.key = key
         self.expected = expected

@@ -26,7 +26,7 @@ from alembic_fleet.config.tenant_sources import (
     resolve_query,
     unchanged_while,
 )
-from alembic_fleet.exceptions import FleetError, UsageError
+from alembic_fleet.exceptions import ConfigError, FleetError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
 from alembic_fleet.execution.locking import lock_key, try_lock, unlock
 from alembic_fleet.execution.run import RunOptions, execute, preflight
@@ -89,9 +89,12 @@ def add_tenants(workspace: Workspace, names: Sequence[str], *, migrate: bool = T
         raise UsageError("no service keeps one schema per tenant",
                          hint="add {tenant} to a service's schema template in fleet.toml")
     # Check every schema name before writing anything (too long, invalid characters...).
-    workspace.config = config.with_tenants([*config.tenants,
-                                            *(n for n in names if n not in config.tenants)],
-                                           key="tenants add")
+    try:
+        workspace.config = config.with_tenants(
+            [*config.tenants, *(n for n in names if n not in config.tenants)],
+            key="tenants add")
+    except ConfigError as exc:  # the names given, not the file, are at fault
+        raise UsageError(f"cannot add these tenants: {exc.reason}", hint=exc.hint) from None
     warnings = []
     if config.tenants_from_env:
         warnings.append("TENANTS is set: the tenants were recorded in the configuration, but "

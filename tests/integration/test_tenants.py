@@ -47,6 +47,11 @@ def test_bad_names_change_nothing(example: Project) -> None:
         assert result.returncode == 2, result.stdout
     assert _toml(example).read_text() == text
     assert not schemas(example.db_url, "auth_fine")
+    # A name whose schema would be too long is the argument's fault, not the file's (it
+    # said "fleet.toml: key 'tenants add': ...").
+    result = example.fleet("tenants", "add", "y" * 60)
+    assert result.returncode == 2 and "longer than 63 bytes" in result.stderr
+    assert "fleet.toml" not in result.stderr and "key '" not in result.stderr
 
 
 def test_list_shows_present_missing_and_orphans(example: Project) -> None:
