@@ -267,6 +267,18 @@ ENDED_AND_BEGUN = {
     "abort and chain": 'op.execute("/**/ABORT AND CHAIN")',
     "rollback then begin": 'op.execute("SELECT 1; /* x */ ROLLBACK; BEGIN")',
     "driver rollback": "op.get_bind().connection.dbapi_connection.rollback()",
+    # Text that looks like a COMMIT without being one must not stand the guard down (a
+    # SQL-standard function body, a dollar quote whose tag is not ASCII).
+    "after a BEGIN ATOMIC body": 'op.execute("CREATE FUNCTION f1() RETURNS int LANGUAGE sql '
+                                 'BEGIN ATOMIC SELECT 1; END")\n'
+                                 "op.get_bind().connection.dbapi_connection.rollback()",
+    "after a non-ASCII dollar quote": 'op.execute("SELECT $\u20ac$ ; COMMIT; $\u20ac$")\n'
+                                      "op.get_bind().connection.dbapi_connection.rollback()",
+    # Text that hides a ROLLBACK from a reader that does not end comments as the server
+    # does, or takes part of a name for a dollar quote.
+    "after a comment ended by CR": 'op.execute("SELECT 1; -- x\\rROLLBACK")',
+    "inside a name with a dollar": 'op.execute("SELECT 1 AS x\u20ac$a$; ROLLBACK; '
+                                   'SELECT 2 AS y\u20ac$a$")',
 }
 
 

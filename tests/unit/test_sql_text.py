@@ -53,3 +53,15 @@ def test_the_skeleton_keeps_statement_boundaries_in_order() -> None:
     assert skeleton(sql).count(";") == 2
     assert skeleton("SELECT $1; SELECT a$b$c") == "SELECT $1; SELECT a$b$c"
     assert skeleton("SELECT 'unterminated; ROLLBACK") == "SELECT ''"
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT 1; -- x\rROLLBACK",  # the server ends a comment at a carriage return too
+    "SELECT 1 AS x\u20ac$a$; ROLLBACK; SELECT 2 AS y\u20ac$a$",  # a name, not a quote
+])
+def test_a_rollback_is_seen_where_the_server_sees_it(sql: str) -> None:
+    assert ROLLS_BACK.search(skeleton(sql))
+
+
+def test_a_dollar_quote_tag_may_hold_any_letter() -> None:
+    assert skeleton("SELECT $\u20ac$ ; COMMIT; $\u20ac$") == "SELECT $$"

@@ -269,6 +269,9 @@ class TargetMigrator:
                 listener = self.run_ledger.for_target(target, table, scripts.graph,
                                                       status.current, started, attempt,
                                                       heads=status.head)
+            raw = connection.connection.dbapi_connection
+            if getattr(raw, "autocommit", False):  # left so by an earlier target's revision
+                raw.autocommit = False
             budget = LockBudget(self.policy.lock_timeout)
             guard = TransactionGuard(table)  # first: see its docstring
             guard.listen(connection)

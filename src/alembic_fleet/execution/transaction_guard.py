@@ -23,7 +23,8 @@ Three checks, cheapest first:
   state). Two round trips per transaction and one per revision.
 
 A ``COMMIT`` statement commits what came before, as under plain Alembic (see
-:data:`COMMITS`): from then on the transaction is the revision's and the guard stands down.
+:data:`COMMITS`): once the server says the transaction did end, it is the revision's and the
+guard stands down (under psycopg2 the server then runs what follows in autocommit).
 """
 
 from __future__ import annotations
@@ -116,7 +117,11 @@ class TransactionGuard:
         self.identity = None
 
     def ran(self, connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        self.disarmed = self.disarmed or bool(COMMITS.search(skeleton(statement)))
+        if not self.disarmed and COMMITS.search(skeleton(statement)):
+            # Text that reads like a COMMIT (a ``BEGIN ATOMIC ... END`` body) must not
+            # stand the guard down: only a transaction that really ended does.
+            self.disarmed = self.identity is None or _autocommit(connection) or (
+                _transaction_id(connection, "txid_current_if_assigned()") != self.identity)
         self.open = not _autocommit(connection)
 
     def refuse(self, connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:

@@ -20,8 +20,7 @@ def skeleton(sql: str) -> str:
     while i < n:
         char = sql[i]
         if char == "-" and sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end
+            i = _line_end(sql, i)
             out.append(" ")
         elif char == "/" and sql.startswith("/*", i):
             i = _block_comment_end(sql, i)
@@ -43,8 +42,22 @@ def skeleton(sql: str) -> str:
     return "".join(out)
 
 
+def _line_end(sql: str, i: int) -> int:
+    """Where a ``--`` comment ends: at a line feed or a carriage return, as the server's
+    scanner has it."""
+    ends = [end for end in (sql.find("\n", i), sql.find("\r", i)) if end >= 0]
+    return min(ends) if ends else len(sql)
+
+
+def _letter(char: str) -> bool:
+    """A letter of a name or of a dollar quote's tag: ASCII letters, ``_``, and any
+    character beyond ASCII (the server takes every byte above 127 as one)."""
+    return (char.isascii() and (char.isalpha() or char == "_")) or not char.isascii()
+
+
 def _word_char(char: str) -> bool:
-    return char.isalnum() or char in "_$"
+    """A character that continues a name (``a$b`` is one name)."""
+    return _letter(char) or char.isdigit() or char == "$"
 
 
 def _block_comment_end(sql: str, start: int) -> int:
@@ -87,8 +100,10 @@ def _dollar_tag(sql: str, i: int) -> str | None:
     if i > 0 and _word_char(sql[i - 1]):
         return None
     j = i + 1
-    while j < len(sql) and (sql[j].isalnum() or sql[j] == "_"):
+    if j < len(sql) and _letter(sql[j]):
         j += 1
-    if j < len(sql) and sql[j] == "$" and not sql[i + 1:j][:1].isdigit():
+        while j < len(sql) and (_letter(sql[j]) or (sql[j].isascii() and sql[j].isdigit())):
+            j += 1
+    if j < len(sql) and sql[j] == "$":
         return sql[i:j + 1]
     return None
