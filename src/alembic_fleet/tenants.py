@@ -109,10 +109,26 @@ def add_tenants(workspace: Workspace, names: Sequence[str], *, migrate: bool = T
         plan = make_plan(workspace, per_tenant, names)
         options = replace(options, checked=preflight(workspace, plan, options))
     if new:  # one edit of the tenant source for them all
-        where = record_tenants(config, new, workspace.databases.connect)
+        where = record_tenants(config, new, workspace.databases.connect,
+                               while_held=lambda: _forget_removals(workspace, new))
         recorded = {name: recorded.get(name, where) for name in names}
     outcome = None if plan is None else execute(workspace, plan, options, on_event)
     return AddResult(recorded, outcome, warnings)
+
+
+def _forget_removals(workspace: Workspace, names: Sequence[str]) -> None:
+    """The new tenants' schemas removed before (``fleet tenants remove``) are wanted
+    again: their removal records go, while the tenant source is still locked, so that no
+    remove can come in between. (Kept, a removal that committed just before this add
+    recorded the name made the add's own run skip the schemas it was there to make.)"""
+    config = workspace.config
+    if not config.ledger:
+        return
+    targets = [t for name in names for t in tenant_targets(workspace, name)]
+    for database, group in _by_database(targets):
+        with workspace.databases.connect(database) as connection:
+            Ledger(config.ledger_schema, config.lock_timeout).forget_removals(
+                connection, [(t.service, t.schema) for t in group])
 
 
 @dataclass

@@ -242,3 +242,37 @@ def test_a_tenant_added_again_while_its_removal_waits_keeps_its_schemas(
     assert "kept" in out + err, out + err
     status = json.loads(project.fleet("status", "--json").stdout)
     assert {t["schema"]: t["state"] for t in status["targets"]}["shop_x"] == "at_head", status
+
+
+def test_a_tenant_added_while_its_removal_drops_gets_its_schemas(tmp_path: Path,
+                                                                 db_url: str) -> None:
+    """'fleet tenants add y' read its tenants while 'fleet tenants remove y' was dropping
+    y's schemas, then recorded y: its own run skipped y's schemas as 'removed after this
+    run started', leaving y configured with no schemas. An add that records a name wants
+    its schemas whenever the removal was."""
+    from alembic_fleet.execution.locking import lock_key
+
+    project = shop_project(tmp_path / "p", db_url, 1)
+    env = {"FLEET_CACHE_DIR": ""}
+    assert project.fleet("tenants", "add", "y", env=env).returncode == 0
+    first = project.root / "shop" / "migrations" / "versions" / "8000aaaa0001.py"
+    first.write_text("import time\ntime.sleep(4)\n" + first.read_text())  # slow planning
+    fleet_toml = project.root / "fleet.toml"
+    holder = psycopg.connect(project.db_url, autocommit=True)
+    try:
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_key("shop", "shop_y"),))
+        remover = start_fleet(project, "tenants", "remove", "y", "--yes", env=env)
+        deadline = time.monotonic() + 60
+        while '"y"' in fleet_toml.read_text():  # forgotten, waiting for the lock
+            assert time.monotonic() < deadline and remover.poll() is None
+            time.sleep(0.05)
+        adder = start_fleet(project, "tenants", "add", "y", "--json", env=env)
+        time.sleep(1.5)  # the add has read its tenants (y absent) and is planning
+    finally:
+        holder.close()  # the removal drops shop_y now, while the add plans
+    _, removed_err = remover.communicate(timeout=120)
+    assert remover.returncode == 0, removed_err
+    out, err = adder.communicate(timeout=120)
+    assert adder.returncode == 0, err
+    assert '"y"' in fleet_toml.read_text()
+    assert version(db_url, "shop_y") == [HEAD], out

@@ -78,14 +78,15 @@ def record_tenant(config: FleetConfig, name: str, connect: Connect | None = None
     return record_tenants(config, [name], connect)
 
 
-def record_tenants(config: FleetConfig, names: Sequence[str], connect: Connect | None = None
-                   ) -> str:
+def record_tenants(config: FleetConfig, names: Sequence[str], connect: Connect | None = None,
+                   *, while_held: Callable[[], None] | None = None) -> str:
     """Add each of ``names``, as :func:`record_tenant` does, in one edit of a file source:
     one read, one write and one read-back for them all (a thousand-name fleet.toml is
-    parsed once, not once per new tenant)."""
+    parsed once, not once per new tenant). ``while_held`` runs after the write, before the
+    source's edit lock is released (a registry has none: after its inserts)."""
     for name in names:
         _check_name(config, name)
-    _change(config, list(dict.fromkeys(names)), connect, add=True)
+    _change(config, list(dict.fromkeys(names)), connect, add=True, then=while_held)
     return _where(config)
 
 
@@ -118,16 +119,32 @@ def check_forgettable(config: FleetConfig, name: str) -> None:
 
 
 def _change(config: FleetConfig, names: Sequence[str], connect: Connect | None, *,
-            add: bool) -> bool:
-    """Apply the change for every name; True when something was written."""
+            add: bool, then: Callable[[], None] | None = None) -> bool:
+    """Apply the change for every name; True when something was written. ``then`` runs
+    after it, under the file's edit lock.
+
+    A file (fleet.toml, ``[tool.fleet]`` or a tenants file) is read, changed and written
+    under an exclusive lock of its folder, so that several ``fleet tenants add`` at once
+    each see the others' names (no lost update), keeping comments and layout; it is read
+    back afterwards, and a change that is not there is an error, never a success."""
     source = config.tenant_source
     if source.kind == "query":
-        changed = [_change_registry(config, name, connect, add=add) for name in names]
-        return any(changed)
-    if source.kind == "file":
-        assert source.path is not None
-        return _change_file(source.path, names, add=add)
-    return _change_config_file(config, source.path or config.file, names, add=add)
+        changed = any([_change_registry(config, name, connect, add=add) for name in names])
+        if then is not None:
+            then()
+        return changed
+    path = source.path if source.kind == "file" else source.path or config.file
+    assert path is not None
+    with _editing(path):
+        if source.kind == "file":
+            changed = _read_back(path, _change_file_locked(path, names, add=add), add,
+                                 _file_names)
+        else:
+            changed = _read_back(path, _change_config_file_locked(config, path, names,
+                                                                  add=add), add, _listed)
+        if then is not None:
+            then()
+        return changed
 
 
 def _change_registry(config: FleetConfig, name: str, connect: Connect | None, *,
@@ -161,12 +178,6 @@ def _change_registry(config: FleetConfig, name: str, connect: Connect | None, *,
         except DBAPIError as exc:
             raise _database_error(exc, f"tenants.{key}", f"the tenant registry {key}") from None
     return True
-
-
-def _change_file(path: Path, names: Sequence[str], *, add: bool) -> bool:
-    """Append a line per name, or drop every line naming one (comments elsewhere are kept)."""
-    with _editing(path):
-        return _read_back(path, _change_file_locked(path, names, add=add), add, _file_names)
 
 
 def _read_back(path: Path, written: Sequence[str], add: bool,
@@ -210,20 +221,6 @@ def _change_file_locked(path: Path, names: Sequence[str], *, add: bool) -> list[
         text = "".join(line for line in lines if tenant_file_entry(line) not in wanted)
     _write_atomically(path, text)
     return written
-
-
-def _change_config_file(config: FleetConfig, path: Path, names: Sequence[str], *,
-                        add: bool) -> bool:
-    """Edit ``tenants`` in fleet.toml or ``[tool.fleet]``, keeping comments and layout.
-
-    Read, change and write happen under an exclusive lock of the file's folder, so that
-    several ``fleet tenants add`` at once each see the others' names (no lost update); the
-    file is read back afterwards, and a change that is not there is an error, never a
-    success.
-    """
-    with _editing(path):
-        return _read_back(path, _change_config_file_locked(config, path, names, add=add),
-                          add, _listed)
 
 
 def _listed(path: Path) -> set[str]:

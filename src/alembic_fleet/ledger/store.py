@@ -339,6 +339,22 @@ class Ledger:
                     removed_at = clock_timestamp()"""),
             {"service": service, "schema": schema})
 
+    def forget_removals(self, connection: Any, schemas: Sequence[tuple[str, str]]) -> None:
+        """``(service, schema)`` pairs added again (``fleet tenants add``, under the tenant
+        source's edit lock): a run must make them, whenever it started; a removal recorded
+        later counts as always. Commits; nothing to do before the ledger exists."""
+        table = f"{quote_ident(self.schema)}.removed_schemas"
+        if connection.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is None:
+            connection.rollback()
+            return
+        services, names = zip(*schemas, strict=True) if schemas else ((), ())
+        connection.execute(
+            text(f"""DELETE FROM {table} r USING unnest(CAST(:services AS text[]),
+                                                     CAST(:names AS text[])) AS g(s, n)
+                WHERE r.service = g.s AND r.schema_name = g.n"""),
+            {"services": list(services), "names": list(names)})
+        connection.commit()
+
     def removed_since_run(self, connection: Any, run_id: str, service: str, schema: str,
                           before: float = 0.0) -> bool:
         """Whether the schema was removed after run ``run_id`` read its tenants: after its
