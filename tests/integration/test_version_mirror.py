@@ -9,6 +9,7 @@ again) and checks that ``fleet status`` says what the table holds.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -75,6 +76,9 @@ def test_migrate_installs_the_mirror_and_status_reads_it(tmp_path: Path, db_url:
     "truncate",
     "table made again",
     "schema dropped",
+    "table rewritten",
+    "inheritance child",
+    "function replaced",
 ])
 def test_status_says_what_the_table_holds(tmp_path: Path, db_url: str, change: str) -> None:
     project = _project(tmp_path, db_url)
@@ -94,6 +98,19 @@ def test_status_says_what_the_table_holds(tmp_path: Path, db_url: str, change: s
             f"CREATE TABLE {table} (version_num varchar(32) PRIMARY KEY)",
             f"INSERT INTO {table} VALUES ('9200aaaa0001')"],
         "schema dropped": ["DROP SCHEMA svc_a CASCADE"],
+        # No statement writes the rows: a rewrite changes them without any trigger.
+        "table rewritten": [f"ALTER TABLE {table} ALTER COLUMN version_num TYPE varchar(40) "
+                            "USING '9200aaaa0001'"],
+        # Reading the table reads its children too (only a row there says the revision).
+        "inheritance child": [
+            f"DELETE FROM {table}", f"CREATE TABLE svc_a.child () INHERITS ({table})",
+            "INSERT INTO svc_a.child VALUES ('9200aaaa0001')"],
+        # Someone with the ledger owner's rights makes the function do nothing.
+        "function replaced": [
+            "CREATE OR REPLACE FUNCTION fleet.mirror_versions() RETURNS trigger "
+            "LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
+            "AS $$BEGIN RETURN NULL; END$$",
+            f"UPDATE {table} SET version_num = '9200aaaa0001'"],
     }[change]
     # What the revisions made is undone as the version row says, so the next run works.
     undo = {"truncate": ["DROP TABLE svc_a.t"], "schema dropped": []}.get(
@@ -105,6 +122,9 @@ def test_status_says_what_the_table_holds(tmp_path: Path, db_url: str, change: s
         change, ("behind", ("9200aaaa0001",)))
     assert _states(project)["svc_a"] == expected
     assert _states(project)["svc_b"] == ("at_head", (HEAD,))
+    if change == "inheritance child":  # not a shape fleet migrates further: undone
+        query(db_url, "DROP TABLE svc_a.child")
+        query(db_url, f"INSERT INTO {table} VALUES ('9200aaaa0001')")
     # The next migrate brings it to head, and the mirror follows.
     assert project.fleet("migrate").returncode == 0
     assert version(db_url, "svc_a") == [HEAD]
@@ -147,3 +167,23 @@ def test_a_table_locked_by_the_application_is_left_without_the_mirror(
     assert _states(project)["svc_b"] == ("at_head", (HEAD,))
     assert project.fleet("migrate").returncode == 0  # the next run installs it
     assert set(_mirrored(db_url)) == {"svc_a", "svc_b", "svc_c"}
+
+
+def test_two_writers_at_once_are_both_mirrored(tmp_path: Path, db_url: str) -> None:
+    """The second of two concurrent writers computed the mirror from a snapshot taken
+    before the first committed, and wrote over it: two plain alembic runs on two branches
+    of one schema left the mirror without one of the heads."""
+    project = _project(tmp_path, db_url)
+    assert project.fleet("migrate").returncode == 0
+    first = psycopg.connect(db_url)
+    first.execute("INSERT INTO svc_b.alembic_version VALUES ('9200aaaa00x1')")
+    second = subprocess.Popen(
+        ["psql", db_url, "-c", "INSERT INTO svc_b.alembic_version VALUES ('9200aaaa00y2')"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # the second waits for the first's lock on the mirror row
+    first.commit()
+    first.close()
+    assert second.wait(30) == 0, second.stderr.read() if second.stderr else ""
+    table = version(db_url, "svc_b")
+    assert table == sorted([HEAD, "9200aaaa00x1", "9200aaaa00y2"])
+    assert sorted(_mirrored(db_url)["svc_b"]) == table

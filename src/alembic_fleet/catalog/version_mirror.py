@@ -25,8 +25,11 @@ permission) deletes its mirror row instead, and that table is read directly.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from sqlalchemy import text
 
 from alembic_fleet.model.identifiers import quote_ident
 
@@ -44,40 +47,75 @@ def function_name(schema: str) -> str:
     return f"{quote_ident(schema)}.{quote_ident(FUNCTION)}"
 
 
+MARK = ("{t}.xmin::text || ':' || {t}.ctid::text || '/' || {c}.relfilenode::text || '/' "
+        "|| {p}.xmin::text || ':' || {p}.ctid::text")
+"""What a mirror row was written under: the version of the trigger's ``pg_trigger`` row,
+the table's file (a rewrite, ``ALTER ... TYPE ... USING``, changes its rows without any
+trigger), and the version of the function's ``pg_proc`` row. The trigger computes it when
+it writes; a read trusts the row only if it still holds."""
+
+SEARCH_PATH = "search_path=pg_catalog, pg_temp"
+
+
+def _body(schema: str) -> str:
+    """The trigger function's body. It first locks the table's mirror row, and only then
+    reads the table, in a statement of its own: a writer that waited for another's commit
+    then sees what that one wrote (READ COMMITTED takes a snapshot per statement; under
+    REPEATABLE READ the lock of a row changed meanwhile fails the writer instead)."""
+    table = f"{quote_ident(schema)}.{quote_ident(TABLE)}"
+    mark = MARK.format(t="t", c="c", p="p")
+    return f"""
+DECLARE
+    found text[];
+    mark text;
+BEGIN
+    INSERT INTO {table} (relid, trigger_row, versions) VALUES (TG_RELID, '', '{{}}')
+    ON CONFLICT (relid) DO NOTHING;
+    PERFORM 1 FROM {table} WHERE relid = TG_RELID FOR UPDATE;
+    SELECT {mark} INTO mark
+    FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
+    JOIN pg_proc AS p ON p.oid = t.tgfoid
+    WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME;
+    BEGIN
+        EXECUTE format('SELECT coalesce(array_agg(version_num::text ORDER BY '
+                       'version_num::text), ''{{}}'') FROM %I.%I',
+                       TG_TABLE_SCHEMA, TG_TABLE_NAME) INTO found;
+    EXCEPTION WHEN OTHERS THEN
+        DELETE FROM {table} WHERE relid = TG_RELID;
+        RETURN NULL;
+    END;
+    UPDATE {table} SET trigger_row = mark, versions = found WHERE relid = TG_RELID;
+    RETURN NULL;
+END
+"""
+
+
+def _fingerprint(schema: str) -> str:
+    return hashlib.md5(_body(schema).encode(), usedforsecurity=False).hexdigest()
+
+
 def ddl(schema: str) -> list[str]:
     """The mirror table and the trigger function, in the ledger schema (idempotent)."""
     s = quote_ident(schema)
-    table = f"{s}.{quote_ident(TABLE)}"
     return [
         f"CREATE SCHEMA IF NOT EXISTS {s}",
-        f"""CREATE TABLE IF NOT EXISTS {table} (
+        f"""CREATE TABLE IF NOT EXISTS {s}.{quote_ident(TABLE)} (
             relid oid PRIMARY KEY,
             trigger_row text NOT NULL,
             versions text[] NOT NULL)""",
-        f"""CREATE OR REPLACE FUNCTION {function_name(schema)}() RETURNS trigger
-            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fleet$
-            DECLARE
-                found text[];
-                mark text;
-            BEGIN
-                SELECT t.xmin::text || ':' || t.ctid::text INTO mark
-                FROM pg_trigger AS t WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME;
-                BEGIN
-                    EXECUTE format('SELECT coalesce(array_agg(version_num::text ORDER BY '
-                                   'version_num::text), ''{{}}'') FROM %I.%I',
-                                   TG_TABLE_SCHEMA, TG_TABLE_NAME) INTO found;
-                EXCEPTION WHEN OTHERS THEN
-                    DELETE FROM {table} WHERE relid = TG_RELID;
-                    RETURN NULL;
-                END;
-                INSERT INTO {table} AS m (relid, trigger_row, versions)
-                VALUES (TG_RELID, mark, found)
-                ON CONFLICT (relid) DO UPDATE
-                SET trigger_row = EXCLUDED.trigger_row, versions = EXCLUDED.versions;
-                RETURN NULL;
-            END
-            $fleet$""",
+        f"CREATE OR REPLACE FUNCTION {function_name(schema)}() RETURNS trigger "
+        f"LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
+        f"AS $fleet${_body(schema)}$fleet$",
     ]
+
+
+def _function_is_ours(schema: str) -> str:
+    """SQL: the oid of the mirror function if it is exactly the one :func:`ddl` makes
+    (its text, security definer, its search path), else NULL."""
+    return (f"(SELECT p.oid FROM pg_catalog.pg_proc AS p "
+            f"WHERE p.oid = to_regproc({_literal(function_name(schema))}) "
+            f"AND md5(p.prosrc) = '{_fingerprint(schema)}' AND p.prosecdef "
+            f"AND p.proconfig = ARRAY[{_literal(SEARCH_PATH)}])")
 
 
 def make(connection: Any, schema: str) -> None:
@@ -111,13 +149,14 @@ def find_tables_sql(schema: str | None) -> str:
     return base.format(versions="m.versions", join=f"""
         LEFT JOIN pg_catalog.pg_trigger AS t
             ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER}'
+        LEFT JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
         LEFT JOIN {quote_ident(schema)}.{quote_ident(TABLE)} AS m
-            ON m.relid = c.oid
-            AND m.trigger_row = t.xmin::text || ':' || t.ctid::text
+            ON m.relid = c.oid AND c.relkind = 'r' AND NOT c.relhassubclass
+            AND m.trigger_row = {MARK.format(t="t", c="c", p="p")}
             AND t.tgenabled = 'A' AND t.tgtype = {STATEMENT_TRIGGER_TYPE}
             AND t.tgqual IS NULL AND t.tgnargs = 0
             AND cardinality(CAST(t.tgattr AS int2[])) = 0
-            AND t.tgfoid = to_regproc({_literal(function_name(schema))})""")
+            AND p.oid = {_function_is_ours(schema)}""")
 
 
 def exists(connection: Any, schema: str) -> bool:
@@ -126,6 +165,14 @@ def exists(connection: Any, schema: str) -> bool:
     name = f"{quote_ident(schema)}.{quote_ident(TABLE)}"
     return bool(connection.exec_driver_sql(
         "SELECT to_regclass(%(n)s) IS NOT NULL", {"n": name}).scalar())
+
+
+def intact(connection: Any, schema: str) -> bool:
+    """Whether the mirror table and the very function :func:`ddl` makes are there (a
+    function replaced by hand is made again; the rows it wrote are not trusted, since
+    their mark names the function's old version)."""
+    return exists(connection, schema) and bool(connection.execute(
+        text(f"SELECT {_function_is_ours(schema)} IS NOT NULL")).scalar())
 
 
 def install(connection: Any, schema: str, tables: Sequence[tuple[str, str]],

@@ -67,12 +67,12 @@ def keep_up(workspace: Workspace, plan: Plan) -> list[str]:
 
 def _keep_up(connection: Any, schema: str, pairs: list[tuple[str, str]],
              lock_timeout: str) -> list[str]:
-    made = version_mirror.exists(connection, schema)
+    made = version_mirror.intact(connection, schema)
     connection.rollback()
     if not made:
         with connection.begin():
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": DDL_LOCK})
-            if not version_mirror.exists(connection, schema):
+            if not version_mirror.intact(connection, schema):
                 version_mirror.make(connection, schema)
     names = sorted({table for _, table in pairs})
     rows = connection.execute(text(version_mirror.find_tables_sql(schema)),
