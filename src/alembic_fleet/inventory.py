@@ -36,6 +36,9 @@ class Inventory:
     unloadable: Mapping[str, str] = field(default_factory=dict)
     """Services whose scripts cannot be loaded (service -> why): their targets are left
     out, the others are reported."""
+    mirrored: frozenset[Target] = frozenset()
+    """Targets whose revisions came from a trustworthy version mirror row
+    (``version_mirror = true``): their trigger is in place."""
 
     @property
     def everything(self) -> tuple[TargetStatus, ...]:
@@ -67,11 +70,14 @@ def read_inventory(
     errors: dict[str, DatabaseUnavailableError] = {}
     warnings: list[str] = []
     broken: set[Target] = set()
+    mirrored: set[Target] = set()
     for key, group in by_database.items():
         database = group[0].database
         unreadable: dict[tuple[str, str], str] = {}
+        from_mirror: set[tuple[str, str]] = set()
         try:
-            found = _read_database(workspace, database, group, orphans, unreadable)
+            found = _read_database(workspace, database, group, orphans, unreadable,
+                                   from_mirror)
         except DatabaseUnavailableError as exc:
             errors[key] = exc
             continue
@@ -82,6 +88,8 @@ def read_inventory(
             current[target] = found.get(pair)
             if pair in unreadable:
                 broken.add(target)
+            if pair in from_mirror:
+                mirrored.add(target)
         if orphans:
             found_orphans.extend(_orphans(workspace, found, group, database))
     if errors and len(errors) == len(by_database):
@@ -98,7 +106,8 @@ def read_inventory(
             statuses.append(classify(target, current[target], graph, destination))
     unreachable = {k: e.message for k, e in errors.items()}
     marked = _mark_failed(workspace, statuses, unreachable, warnings)
-    return Inventory(tuple(marked), tuple(found_orphans), unreachable, tuple(warnings))
+    return Inventory(tuple(marked), tuple(found_orphans), unreachable, tuple(warnings),
+                     mirrored=frozenset(mirrored))
 
 
 def _table(workspace: Workspace, target: Target) -> str:
@@ -106,8 +115,8 @@ def _table(workspace: Workspace, target: Target) -> str:
 
 
 def _read_database(workspace: Workspace, database: Database, group: Sequence[Target],
-                   orphans: bool, unreadable: dict[tuple[str, str], str]
-                   ) -> dict[tuple[str, str], tuple[str, ...]]:
+                   orphans: bool, unreadable: dict[tuple[str, str], str],
+                   mirrored: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, ...]]:
     """Every version table of ``group`` (and of the templates, for orphans) in one
     database. Connecting may fail (unreachable); a read that fails is said as such."""
     services = [workspace.service(n) for n in dict.fromkeys(t.service for t in group)]
@@ -121,7 +130,7 @@ def _read_database(workspace: Workspace, database: Database, group: Sequence[Tar
                                   connect=lambda: workspace.databases.connect(database),
                                   unreadable=unreadable,
                                   mirror=config.ledger_schema if config.version_mirror
-                                  else None, lock_wait=config.lock_wait)
+                                  else None, lock_wait=config.lock_wait, mirrored=mirrored)
         except DBAPIError as exc:
             original = getattr(exc, "orig", None) or exc
             reason = scrub(str(original).strip().splitlines()[0])

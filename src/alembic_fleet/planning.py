@@ -47,7 +47,8 @@ def plan_from(workspace: Workspace, inventory: Inventory,
     position = [index_of[s.target] for s in running]
     order = tuple(position[i] for i in local_order)
     waits = {position[i]: frozenset(position[w] for w in ws) for i, ws in local_waits.items()}
-    return Plan(steps, order, waits, dict(wanted), dict(inventory.unreachable))
+    return Plan(steps, order, waits, dict(wanted), dict(inventory.unreachable),
+                inventory.mirrored)
 
 
 def make_plan(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[str] = (),

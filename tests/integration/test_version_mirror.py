@@ -187,3 +187,25 @@ def test_two_writers_at_once_are_both_mirrored(tmp_path: Path, db_url: str) -> N
     table = version(db_url, "svc_b")
     assert table == sorted([HEAD, "9200aaaa00x1", "9200aaaa00y2"])
     assert sorted(_mirrored(db_url)["svc_b"]) == table
+
+
+def test_a_no_op_migrate_gives_back_the_trigger_of_a_table_it_did_not_migrate(
+        tmp_path: Path, db_url: str) -> None:
+    """The plan read svc_b directly (its trigger was disabled and enabled again): the
+    upkeep after a run that migrates nothing makes it trusted again, and leaves the
+    tables read from the mirror alone."""
+    project = _project(tmp_path, db_url)
+    assert project.fleet("migrate").returncode == 0
+    table = '"svc_b".alembic_version'
+    mark = "SELECT trigger_row FROM fleet.version_mirror WHERE relid = '{}'::regclass"
+    before_a = query(db_url, mark.format('"svc_a".alembic_version'))
+    query(db_url, f"ALTER TABLE {table} DISABLE TRIGGER fleet_version_mirror")
+    query(db_url, f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER fleet_version_mirror")
+    untrusted = query(db_url, mark.format(table))
+    again = project.fleet("migrate", "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["summary"]["migrated"] == 0
+    assert query(db_url, mark.format(table)) != untrusted  # written again, fresh mark
+    assert query(db_url, mark.format('"svc_a".alembic_version')) == before_a
+    with psycopg.connect(db_url) as holder:  # now read from the mirror: no wait
+        holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        assert _states(project)["svc_b"] == ("at_head", (HEAD,))

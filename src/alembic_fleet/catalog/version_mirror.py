@@ -133,20 +133,25 @@ def _execute(connection: Any, sql: str) -> None:
         cursor.close()
 
 
-def find_tables_sql(schema: str | None) -> str:
+def find_tables_sql(schema: str | None, *, pairs: bool = False) -> str:
     """Every version table of the database by name, with its mirrored versions when the
-    mirror is certain to hold them (else NULL); ``:tables`` is the names' array. Without a
+    mirror is certain to hold them (else NULL); ``:tables`` is the names' array. With
+    ``pairs``, only the exact ``(:schemas[i], :tables[i])`` pairs (the upkeep after a run
+    looks at its own targets, not at every version table of the database). Without a
     mirror schema (or before the mirror exists) the third column is always NULL."""
     base = """
         SELECT n.nspname, c.relname, {versions}
         FROM pg_catalog.pg_class AS c
         JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
         {join}
-        WHERE c.relkind IN ('r', 'p') AND c.relname = ANY(CAST(:tables AS text[]))
+        WHERE c.relkind IN ('r', 'p') AND {where}
     """
+    where = ("(n.nspname, c.relname) IN (SELECT * FROM unnest(CAST(:schemas AS text[]), "
+             "CAST(:tables AS text[])))" if pairs
+             else "c.relname = ANY(CAST(:tables AS text[]))")
     if schema is None:
-        return base.format(versions="CAST(NULL AS text[])", join="")
-    return base.format(versions="m.versions", join=f"""
+        return base.format(versions="CAST(NULL AS text[])", join="", where=where)
+    return base.format(versions="m.versions", where=where, join=f"""
         LEFT JOIN pg_catalog.pg_trigger AS t
             ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER}'
         LEFT JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid

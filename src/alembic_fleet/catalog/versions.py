@@ -43,6 +43,7 @@ def read_versions(
     unreadable: dict[tuple[str, str], str] | None = None,
     mirror: str | None = None,
     lock_wait: float | None = None,
+    mirrored: set[tuple[str, str]] | None = None,
 ) -> dict[tuple[str, str], tuple[str, ...]]:
     """Current revisions per existing ``(schema, version_table)``.
 
@@ -58,7 +59,8 @@ def read_versions(
 
     With ``mirror`` (the ledger schema, ``version_mirror = true``), a table whose mirror
     row is certain to equal it is not opened: its versions come from the mirror (see
-    :mod:`.version_mirror`); the others are read as without it.
+    :mod:`.version_mirror`); the others are read as without it. The pairs taken from the
+    mirror are added to ``mirrored`` when given (a later upkeep need not look at them).
 
     With ``lock_wait`` (seconds), a table locked by another session (a migration holding
     it) is waited for that long at most, then it is unreadable, with that reason; the
@@ -84,6 +86,8 @@ def read_versions(
     result: dict[tuple[str, str], tuple[str, ...]] = {
         (schema, table): tuple(sorted(mirrored or ())) for schema, table, mirrored in ours}
     present = version_mirror.unmirrored(ours)
+    if mirrored is not None:
+        mirrored.update(set(result) - set(present))
     parts = [
         f"SELECT {index} AS i, version_num::text FROM {quote_ident(s)}.{quote_ident(t)}"
         for index, (s, t) in enumerate(present)

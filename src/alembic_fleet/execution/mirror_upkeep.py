@@ -2,12 +2,14 @@
 targets that have no trustworthy mirror row get fleet's trigger (see
 :mod:`alembic_fleet.catalog.version_mirror`).
 
-Only the run's own targets, never another schema; only tables the catalog shows without a
-valid mirror, so a run on a mirrored fleet costs one catalog query per database and
-writes nothing. The first run with the mirror on gives every existing table its trigger
-(about 100 tables per transaction). It is a shortcut for later reads, never a failure: a
-batch that cannot get its trigger (a lock held past ``lock_timeout``, a table owned by
-another role) is left to be read directly, and said in a warning.
+Only the run's own targets, never another schema; only those the plan did not read from a
+trustworthy mirror row, or that the run migrated (a revision may have remade the table),
+and of those only the tables the catalog shows without a valid mirror: a no-op run on a
+mirrored fleet queries nothing and writes nothing. The first run with the mirror on gives
+every existing table its trigger (about 100 tables per transaction). It is a shortcut for
+later reads, never a failure: a batch that cannot get its trigger (a lock held past
+``lock_timeout``, a table owned by another role) is left to be read directly, and said in
+a warning.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def keep_up(workspace: Workspace, plan: Plan) -> list[str]:
         if target.database.key in plan.unreachable or step.status.state in (
                 TargetState.UNREACHABLE,):
             continue
+        if target in plan.mirrored and not step.upgrade:
+            continue  # read from its mirror row: the trigger is there and wrote it
         tables[target.database.key].add(
             (target.schema, workspace.service(target.service).version_table))
         databases[target.database.key] = target.database
@@ -74,12 +78,11 @@ def _keep_up(connection: Any, schema: str, pairs: list[tuple[str, str]],
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": DDL_LOCK})
             if not version_mirror.intact(connection, schema):
                 version_mirror.make(connection, schema)
-    names = sorted({table for _, table in pairs})
-    rows = connection.execute(text(version_mirror.find_tables_sql(schema)),
-                              {"tables": names}).all()
+    rows = connection.execute(text(version_mirror.find_tables_sql(schema, pairs=True)),
+                              {"schemas": [s for s, _ in pairs],
+                               "tables": [t for _, t in pairs]}).all()
     connection.rollback()
-    wanted = set(pairs)
-    missing = [pair for pair in version_mirror.unmirrored(rows) if pair in wanted]
+    missing = version_mirror.unmirrored(rows)
     if not missing:
         return []
     return version_mirror.install(connection, schema, missing, lock_timeout)

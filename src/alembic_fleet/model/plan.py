@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from alembic_fleet.model.status import Step, TargetStatus
+from alembic_fleet.model.targets import Target
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,8 @@ class Plan:
     ``order`` lists step indices in the order they should start (tenant priority, then
     service dependencies); ``waits`` maps each step that runs to the steps it must wait for;
     ``destinations`` gives, per service, the revisions its targets are brought to;
-    ``unreachable`` maps a database key to why it could not be read (its steps do not run).
+    ``unreachable`` maps a database key to why it could not be read (its steps do not run);
+    ``mirrored`` holds the targets whose revisions came from a trustworthy version mirror.
     """
 
     steps: tuple[Step, ...]
@@ -27,6 +29,7 @@ class Plan:
     waits: Mapping[int, frozenset[int]] = field(default_factory=dict)
     destinations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     unreachable: Mapping[str, str] = field(default_factory=dict)
+    mirrored: frozenset[Target] = frozenset()
 
     @property
     def statuses(self) -> tuple[TargetStatus, ...]:
