@@ -52,9 +52,9 @@ from alembic_fleet.model.status import (
     TargetStatus,
     reached,
 )
-from alembic_fleet.model.targets import Target
+from alembic_fleet.model.targets import Database, Target
 from alembic_fleet.planning import make_plan
-from alembic_fleet.redact import display
+from alembic_fleet.redact import display, scrub
 from alembic_fleet.shared_schemas import shared_schema_warnings
 from alembic_fleet.workspace import Workspace
 
@@ -253,7 +253,8 @@ def log(workspace: Workspace, limit: int = 20) -> list[tuple[str, RunSummary]]:
     ledger = Ledger(workspace.config.ledger_schema)
     runs: list[tuple[str, RunSummary]] = []
     for database in workspace.databases_in_use():
-        with workspace.databases.connect(database) as connection:
+        with workspace.databases.connect(database) as connection, _reading_ledger(
+                workspace, database):
             runs.extend((display(database), r) for r in ledger.recent_runs(connection, limit))
     runs.sort(key=lambda item: item[1].started_at, reverse=True)
     return runs[:limit]
@@ -264,9 +265,25 @@ def run_details(workspace: Workspace, run_id: str) -> list[dict]:
     ledger = Ledger(workspace.config.ledger_schema)
     rows: list[dict] = []
     for database in workspace.databases_in_use():
-        with workspace.databases.connect(database) as connection:
+        with workspace.databases.connect(database) as connection, _reading_ledger(
+                workspace, database):
             rows.extend(ledger.run_targets(connection, run_id))
     return rows
+
+
+@contextlib.contextmanager
+def _reading_ledger(workspace: Workspace, database: Database):
+    """A ledger the user may not read (no USAGE on its schema, say) is a clear error
+    naming it, not an internal one with the SQL."""
+    try:
+        yield
+    except DBAPIError as exc:
+        original = getattr(exc, "orig", None) or exc
+        reason = scrub(str(original).strip().splitlines()[0])
+        schema = workspace.config.ledger_schema
+        raise FleetError(f"cannot read the ledger ({schema}) in {display(database)}: {reason}",
+                         hint=f"grant this user USAGE on schema {schema} and SELECT on its "
+                         "tables, or run it as the user that migrates") from None
 
 
 def wait_for_databases(workspace: Workspace, seconds: float) -> list[str]:

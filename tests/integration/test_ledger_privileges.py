@@ -1,0 +1,38 @@
+"""A user who may read the version tables but not the ledger schema: ``fleet log`` says
+which ledger it cannot read and what to grant, instead of an internal error with SQL."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import query
+from tests.integration.test_version_mirror import _project
+
+pytestmark = pytest.mark.slow
+
+
+def test_log_without_usage_on_the_ledger_schema_is_a_clear_error(tmp_path: Path,
+                                                                  db_url: str) -> None:
+    project = _project(tmp_path, db_url)
+    assert project.fleet("migrate").returncode == 0
+    role = f"fleet_ro_{uuid.uuid4().hex[:8]}"
+    query(db_url, f"CREATE ROLE {role} LOGIN")
+    try:
+        query(db_url, f"GRANT USAGE ON SCHEMA svc_a TO {role}")
+        reader = make_url(db_url).set(username=role, password=None)
+        url = reader.render_as_string(hide_password=False)
+        env = {"DATABASE_URI": url}
+        for args in (("log",), ("log", "--json")):
+            result = project.fleet(*args, env=env)
+            assert result.returncode != 0
+            output = result.stdout + result.stderr
+            assert "internal error" not in output and "to_regclass" not in output, output
+            assert "cannot read the ledger (fleet)" in output, output
+            assert "USAGE on schema fleet" in output, output
+    finally:
+        query(db_url, f"DROP OWNED BY {role}")
+        query(db_url, f"DROP ROLE {role}")
