@@ -54,7 +54,7 @@ from alembic_fleet.model.status import (
 )
 from alembic_fleet.model.targets import Database, Target
 from alembic_fleet.planning import make_plan
-from alembic_fleet.redact import display, scrub
+from alembic_fleet.redact import display, first_line
 from alembic_fleet.shared_schemas import shared_schema_warnings
 from alembic_fleet.workspace import Workspace
 
@@ -278,10 +278,9 @@ def _reading_ledger(workspace: Workspace, database: Database):
     try:
         yield
     except DBAPIError as exc:
-        original = getattr(exc, "orig", None) or exc
-        reason = scrub(str(original).strip().splitlines()[0])
         schema = workspace.config.ledger_schema
-        raise FleetError(f"cannot read the ledger ({schema}) in {display(database)}: {reason}",
+        raise FleetError(f"cannot read the ledger ({schema}) in {display(database)}: "
+                         f"{first_line(exc)}",
                          hint=f"grant this user USAGE on schema {schema} and SELECT on its "
                          "tables, or run it as the user that migrates") from None
 

@@ -134,3 +134,10 @@ def scrub(text: str) -> str:
     for secret in sorted(_secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error (the database's message when there is one), with any
+    password it quotes hidden."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return scrub(text.splitlines()[0]) if text else type(error).__name__

@@ -15,15 +15,11 @@ from alembic_fleet.alembic_bridge import runner, scratch
 from alembic_fleet.alembic_bridge.scripts import ServiceScripts
 from alembic_fleet.check.file_layer import lint_files, lint_unsafe
 from alembic_fleet.check.report import GRAPH_CODES, CheckedService, CheckReport
-from alembic_fleet.check.scratch_layer import (
-    drop_schema,
-    first_line,
-    scratch_connection,
-    scratch_schema,
-)
+from alembic_fleet.check.scratch_layer import drop_schema, scratch_connection, scratch_schema
 from alembic_fleet.databases import Databases
 from alembic_fleet.exceptions import UsageError
 from alembic_fleet.model.findings import sort_key
+from alembic_fleet.redact import first_line
 
 
 def create_revision(subject: CheckedService, message: str, *, autogenerate: bool,

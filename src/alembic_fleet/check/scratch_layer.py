@@ -37,7 +37,7 @@ from alembic_fleet.model.findings import Finding, finding
 from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.revisions import RevisionGraph
 from alembic_fleet.model.targets import Database
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import first_line
 
 __all__ = ["SCRATCH_DATABASE", "scratch_connection", "scratch_server"]
 
@@ -119,13 +119,6 @@ def drop_schema(connection: Connection, schema: str) -> None:
         connection.rollback()
     connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
     connection.commit()
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of a migration error (the database's message when there is one),
-    with any password it quotes hidden."""
-    text = str(getattr(error, "orig", None) or error).strip()
-    return scrub(text.splitlines()[0]) if text else type(error).__name__
 
 
 def _shape(connection: Connection, schema: str, version_table: str) -> frozenset[str]:

@@ -25,7 +25,7 @@ from alembic_fleet.execution.locking import lock_key, milliseconds
 from alembic_fleet.model.plan import Plan
 from alembic_fleet.model.status import TargetState
 from alembic_fleet.model.targets import Database
-from alembic_fleet.redact import display, scrub
+from alembic_fleet.redact import display, first_line, scrub
 from alembic_fleet.workspace import Workspace
 
 DDL_LOCK = lock_key("alembic-fleet", "version_mirror")
@@ -59,9 +59,7 @@ def keep_up(workspace: Workspace, plan: Plan) -> list[str]:
         except FleetError as exc:
             failures = [exc.message]
         except Exception as exc:
-            original = getattr(exc, "orig", None) or exc
-            failures = [str(original).strip().splitlines()[0] if str(original).strip()
-                        else type(original).__name__]
+            failures = [first_line(exc)]
         if failures:
             warnings.append(
                 f"version mirror on {display(database)}: some version tables were left "
