@@ -156,7 +156,19 @@ def test_session_settings_do_not_leak_into_the_next_tenant(tmp_path: Path, db_ur
     assert query(db_url, "SELECT lock, stmt FROM svc_b.seen") == [("3s", "1h")]
 
 
-@pytest.mark.parametrize("control", ["ROLLBACK", "commit", "SELECT 1; COMMIT"])
+ENDING_STATEMENTS = {
+    "ROLLBACK": 'op.execute("ROLLBACK")',
+    "commit": 'op.execute("commit")',
+    "SELECT 1; COMMIT": 'op.execute("SELECT 1; COMMIT")',
+    # With standard_conforming_strings off a backslash escapes a quote in '...': the
+    # server runs the COMMIT a reader of the standard syntax takes for part of a string.
+    "COMMIT between backslash-escaped quotes": 'op.execute("SELECT 1")\n'
+                                               r'''op.execute(r"SELECT 'a\'' ; COMMIT; '''
+                                               '''SELECT ''''")''',
+}
+
+
+@pytest.mark.parametrize("control", sorted(ENDING_STATEMENTS))
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
 def test_a_transaction_ended_by_a_statement_is_not_replayed(tmp_path: Path, db_url: str,
                                                            control: str, driver: str) -> None:
@@ -165,11 +177,14 @@ def test_a_transaction_ended_by_a_statement_is_not_replayed(tmp_path: Path, db_u
     a ROLLBACK dropped the DDL before it while the version row, written in the transaction
     the driver began next, said head, and fleet reported the target migrated. It runs
     through Alembic; a ROLLBACK fails the target (plain Alembic would record head without
-    the DDL), a COMMIT commits what came before, as under plain Alembic."""
+    the DDL), a COMMIT commits what came before, as under plain Alembic, and what follows
+    it stays in the tenant's schema."""
     ending = _revision("9100aaaa0001", "9100aaaa0000", f'''
+        op.execute("SET standard_conforming_strings = off")
         op.add_column("t", sa.Column("c", sa.Integer))
         op.add_column("t", sa.Column("d", sa.Integer))
-        op.execute("{control}")
+{textwrap.indent(ENDING_STATEMENTS[control], "        ")}
+        op.create_table("later", sa.Column("id", sa.Integer))
     ''')
     project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
                        tenants='["a"]')
@@ -182,15 +197,18 @@ def test_a_transaction_ended_by_a_statement_is_not_replayed(tmp_path: Path, db_u
     assert target.get("via") not in ("replay", "mixed"), target
     # A COMMIT at the end of a multi-statement string commits as a lone one does (the
     # transaction guard refused what followed it, with what came before committed).
+    later = query(db_url, "SELECT schemaname FROM pg_tables WHERE tablename = 'later'")
     if control == "ROLLBACK":
         assert result.returncode == 1, target
         assert target["outcome"] == "failed" and "ROLLBACK" in target["error"], target
         assert version(db_url, "svc_a") == ["9100aaaa0000"]
         assert _columns(db_url, "svc_a") == {"id"}
+        assert later == []
     else:
         assert result.returncode == 0, target
         assert version(db_url, "svc_a") == ["9100aaaa0001"]
         assert _columns(db_url, "svc_a") == {"id", "c", "d"}
+        assert later == [("svc_a",)]
 
 
 ROLLING_BACK = {
@@ -267,6 +285,11 @@ ENDED_AND_BEGUN = {
     "abort and chain": 'op.execute("/**/ABORT AND CHAIN")',
     "rollback then begin": 'op.execute("SELECT 1; /* x */ ROLLBACK; BEGIN")',
     "driver rollback": "op.get_bind().connection.dbapi_connection.rollback()",
+    # Autocommit switched on by hand is not Alembic's autocommit_block(): that one commits
+    # through SQLAlchemy first.
+    "driver rollback, then autocommit": "raw = op.get_bind().connection.dbapi_connection\n"
+                                        "raw.rollback()\n"
+                                        "raw.autocommit = True",
     # Text that looks like a COMMIT without being one must not stand the guard down (a
     # SQL-standard function body, a dollar quote whose tag is not ASCII).
     "after a BEGIN ATOMIC body": 'op.execute("CREATE FUNCTION f1() RETURNS int LANGUAGE sql '
@@ -312,6 +335,43 @@ def test_a_transaction_ended_and_begun_again_fails_the_target(
     ledger = query(db_url, "SELECT outcome FROM fleet.run_targets WHERE schema_name = 'svc_a' "
                    "ORDER BY finished_at DESC LIMIT 1")
     assert ledger and ledger[0][0] == "failed", ledger
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_a_transaction_ended_after_a_commit_statement_fails_the_target(
+        tmp_path: Path, db_url: str, driver: str) -> None:
+    """A ``COMMIT`` statement commits what came before, as under plain Alembic; the
+    transaction the driver begins after it is guarded as the first was. The guard stood
+    down for the rest of the target after one COMMIT: the driver's rollback() then lost
+    what followed while the version row moved to head and the target was reported
+    migrated. psycopg2 runs what follows a COMMIT in the server's autocommit until its own
+    rollback(), so there nothing is lost and the target is migrated: what fleet reports
+    must match the schema either way."""
+    ending = _revision("9100aaaa0001", "9100aaaa0000", '''
+        op.add_column("t", sa.Column("c", sa.Integer))
+        op.execute("COMMIT")
+        op.add_column("t", sa.Column("d", sa.Integer))
+        op.get_bind().connection.dbapi_connection.rollback()
+        op.create_table("later", sa.Column("id", sa.Integer))
+    ''')
+    project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
+                       tenants='["a"]')
+    project.env["DATABASE_URI"] = f"postgresql+{driver}" + db_url[db_url.index("://"):]
+    assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
+    result = project.fleet("migrate", "--json")
+    target = json.loads(result.stdout)["targets"][0]
+    later = query(db_url, "SELECT schemaname FROM pg_tables WHERE tablename = 'later'")
+    if driver == "psycopg":
+        assert result.returncode == 1, target
+        assert target["outcome"] == "failed" and "9100aaaa0001" in target["error"], target
+        assert version(db_url, "svc_a") == ["9100aaaa0000"]
+        assert _columns(db_url, "svc_a") == {"id", "c"}  # committed by the COMMIT
+        assert later == []
+    else:
+        assert result.returncode == 0, target
+        assert version(db_url, "svc_a") == ["9100aaaa0001"]
+        assert _columns(db_url, "svc_a") == {"id", "c", "d"}
+        assert later == [("svc_a",)]
 
 
 @pytest.mark.parametrize("body, raised, at_line", [

@@ -65,3 +65,19 @@ def test_a_rollback_is_seen_where_the_server_sees_it(sql: str) -> None:
 
 def test_a_dollar_quote_tag_may_hold_any_letter() -> None:
     assert skeleton("SELECT $\u20ac$ ; COMMIT; $\u20ac$") == "SELECT $$"
+
+
+@pytest.mark.parametrize("sql", [
+    r"SELECT 'a\'' ; COMMIT; SELECT ''''",  # standard_conforming_strings = off
+    r"SELECT 'x\\'; COMMIT",  # on (the default)
+])
+def test_a_commit_is_seen_whichever_way_a_backslash_reads(sql: str) -> None:
+    """Whether a backslash escapes a quote in ``'...'`` is the session's
+    ``standard_conforming_strings``, not the text's: a statement either reading holds
+    counts."""
+    assert COMMITS.search(skeleton(sql))
+    assert ENDS_TRANSACTION.search(skeleton(sql))
+
+
+def test_a_literal_without_a_backslash_reads_one_way() -> None:
+    assert skeleton("SELECT 'it''s'; SELECT E'\\''") == "SELECT ''; SELECT E''"

@@ -23,8 +23,16 @@ Three checks, cheapest first:
   state). Two round trips per transaction and one per revision.
 
 A ``COMMIT`` statement commits what came before, as under plain Alembic (see
-:data:`COMMITS`): once the server says the transaction did end, it is the revision's and the
-guard stands down (under psycopg2 the server then runs what follows in autocommit).
+:data:`COMMITS`): once the server says the transaction did end, the guard stands down until
+the driver has a transaction open again, then guards that one as it did the first (psycopg
+begins one at the next statement; psycopg2 runs what follows in the server's autocommit until
+its own ``rollback()`` or ``commit()``; asyncpg says neither, so there the guard stays down).
+
+Autocommit switched on under a transaction: Alembic's ``autocommit_block()`` commits it
+first; a revision that rolled it back and then set the driver's ``autocommit`` by hand did
+not, and what followed went into ``public`` in autocommit. The first statement in autocommit
+asks the server how that transaction ended (``txid_status()``): committed, the revision goes
+on in autocommit as under plain Alembic; otherwise the target fails.
 """
 
 from __future__ import annotations
@@ -82,8 +90,9 @@ class TransactionGuard:
         self.identity: int | None = None
         """The transaction id its first statement assigned."""
         self.disarmed = False
-        """A COMMIT statement ran: from then on the transaction is the revision's, as under
-        plain Alembic (psycopg2 then runs what follows in the server's autocommit)."""
+        """A COMMIT statement ran and no transaction is open since: what runs now commits
+        by itself, as under plain Alembic (psycopg2 runs what follows a COMMIT in the
+        server's autocommit). Cleared when the driver reports a transaction again."""
         self.commits = 0
         """COMMITs SQLAlchemy sent during the attempt (revisions committed one by one):
         after a failure, what they committed stays."""
@@ -122,12 +131,21 @@ class TransactionGuard:
             # stand the guard down: only a transaction that really ended does.
             self.disarmed = self.identity is None or _autocommit(connection) or (
                 _transaction_id(connection, "txid_current_if_assigned()") != self.identity)
+            if self.disarmed:
+                self.identity = None
+        if self.disarmed and _driver_in_transaction(connection):
+            # The driver began the next transaction (psycopg at once, psycopg2 after its
+            # own rollback() or commit()): guarded as the first one was.
+            self.disarmed = False
+            self.identity = _transaction_id(connection, "txid_current()")
         self.open = not _autocommit(connection)
 
     def refuse(self, connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         if self.disarmed:
             return
         if _autocommit(connection):  # autocommit_block(): its own transactions
+            self._same_transaction(connection)
+            self.open = False
             self.identity = None
             return
         if self.open and _driver_idle(connection):
@@ -147,7 +165,14 @@ class TransactionGuard:
             self._check(_ask(cursor, "txid_current_if_assigned()"))
 
     def _same_transaction(self, connection: Any) -> None:
-        if self.disarmed or self.identity is None or _autocommit(connection):
+        """The transaction that began is the one in effect, or, once the driver is in
+        autocommit, one that committed (``autocommit_block()`` commits it first; a driver
+        switched by hand after its ``rollback()`` did not)."""
+        if self.disarmed or self.identity is None:
+            return
+        if _autocommit(connection):
+            if _transaction_state(connection, self.identity) != "committed":
+                self._check(None)
             return
         self._check(_transaction_id(connection, "txid_current_if_assigned()"))
 
@@ -167,6 +192,18 @@ def _transaction_id(connection: Any, function: str) -> int | None:
         cursor.close()
 
 
+def _transaction_state(connection: Any, identity: int) -> str | None:
+    """How the transaction ``identity`` ended: ``committed``, ``aborted`` (the server's
+    ``txid_status()``)."""
+    cursor = connection.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(f"SELECT txid_status({int(identity)})")
+        row = cursor.fetchone()
+        return None if row is None else row[0]
+    finally:
+        cursor.close()
+
+
 def _ask(cursor: Any, function: str) -> int | None:
     cursor.execute(f"SELECT {function}")
     row = cursor.fetchone()
@@ -178,12 +215,20 @@ def _autocommit(connection: Any) -> bool:
 
 
 def _driver_idle(connection: Any) -> bool:
-    """Whether the driver says no transaction is open (psycopg and psycopg2 report it as
-    ``info.transaction_status``, 0 for idle; another driver: never). Never in autocommit:
-    Alembic's ``autocommit_block()`` commits and switches to it without a ``commit`` event,
-    so the statement before the block leaves :attr:`TransactionGuard.open` set."""
+    """Whether the driver says no transaction is open (psycopg and psycopg2 report the
+    server's word as ``info.transaction_status``, 0 for idle; another driver: never). Never
+    in autocommit, where idle is the rule."""
     raw = connection.connection.dbapi_connection
     if getattr(raw, "autocommit", False):
         return False
+    return _driver_status(raw) == 0
+
+
+def _driver_in_transaction(connection: Any) -> bool:
+    """Whether the driver says a transaction is open and usable (2: in a transaction)."""
+    return _driver_status(connection.connection.dbapi_connection) == 2
+
+
+def _driver_status(raw: Any) -> int | None:
     status = getattr(getattr(raw, "info", None), "transaction_status", None)
-    return status is not None and int(status) == 0
+    return None if status is None else int(status)

@@ -14,7 +14,23 @@ def skeleton(sql: str) -> str:
     """``sql`` with comments replaced by a space and the contents of string literals
     (``'...'``, ``E'...'``), quoted identifiers and dollar-quoted bodies removed (the
     quotes stay). Statement boundaries (``;``) and keywords outside them are kept, in
-    order. An unterminated literal or comment runs to the end, as the server reads it."""
+    order. An unterminated literal or comment runs to the end, as the server reads it.
+
+    A backslash in a plain ``'...'`` literal reads two ways: as a character under
+    ``standard_conforming_strings = on`` (the default), as an escape of the next one when
+    a session turned it off. Which one the server applies is not in the text, so both
+    readings are returned, one after the other behind a ``;``: a statement seen in either
+    counts (``SELECT 'a\\'' ; COMMIT; SELECT ''''`` commits with the setting off)."""
+    standard, ambiguous = _skeleton(sql, backslashes=False)
+    if not ambiguous:
+        return standard
+    return standard + " ;\n" + _skeleton(sql, backslashes=True)[0]
+
+
+def _skeleton(sql: str, *, backslashes: bool) -> tuple[str, bool]:
+    """One reading of :func:`skeleton` (``backslashes``: whether a backslash escapes in a
+    plain literal), and whether a plain literal held a backslash."""
+    ambiguous = False
     out: list[str] = []
     i, n = 0, len(sql)
     while i < n:
@@ -26,8 +42,11 @@ def skeleton(sql: str) -> str:
             i = _block_comment_end(sql, i)
             out.append(" ")
         elif char == "'":
-            escapes = i > 0 and sql[i - 1] in "eE" and (i < 2 or not _word_char(sql[i - 2]))
-            i = _quoted_end(sql, i + 1, "'", escapes)
+            escapes = backslashes or (
+                i > 0 and sql[i - 1] in "eE" and (i < 2 or not _word_char(sql[i - 2])))
+            end = _quoted_end(sql, i + 1, "'", escapes)
+            ambiguous = ambiguous or (not escapes and "\\" in sql[i:end])
+            i = end
             out.append("''")
         elif char == '"':
             i = _quoted_end(sql, i + 1, '"', False)
@@ -39,7 +58,7 @@ def skeleton(sql: str) -> str:
         else:
             out.append(char)
             i += 1
-    return "".join(out)
+    return "".join(out), ambiguous
 
 
 def _line_end(sql: str, i: int) -> int:
