@@ -274,15 +274,20 @@ def run_details(workspace: Workspace, run_id: str) -> list[dict]:
 @contextlib.contextmanager
 def _reading_ledger(workspace: Workspace, database: Database):
     """A ledger the user may not read (no USAGE on its schema, say) is a clear error
-    naming it, not an internal one with the SQL."""
+    naming it, not an internal one with the SQL; what to do next depends on what the
+    database said (a right missing, a table gone, a lock held)."""
     try:
         yield
     except DBAPIError as exc:
         schema = workspace.config.ledger_schema
+        hint = {
+            "42501": f"grant this user USAGE on schema {schema} and SELECT on its tables, "
+                     "or run it as the user that migrates",
+            "42P01": "a ledger table is missing (the history it held is gone): the next "
+                     "fleet migrate that migrates something makes it again",
+        }.get(drivers.sqlstate(exc) or "")
         raise FleetError(f"cannot read the ledger ({schema}) in {display(database)}: "
-                         f"{first_line(exc)}",
-                         hint=f"grant this user USAGE on schema {schema} and SELECT on its "
-                         "tables, or run it as the user that migrates") from None
+                         f"{first_line(exc)}", hint=hint) from None
 
 
 def wait_for_databases(workspace: Workspace, seconds: float) -> list[str]:

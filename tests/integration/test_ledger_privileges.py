@@ -36,3 +36,22 @@ def test_log_without_usage_on_the_ledger_schema_is_a_clear_error(tmp_path: Path,
     finally:
         query(db_url, f"DROP OWNED BY {role}")
         query(db_url, f"DROP ROLE {role}")
+
+
+def test_a_ledger_table_gone_is_not_blamed_on_privileges(tmp_path: Path, db_url: str) -> None:
+    """The user that migrates, with every right, reads a ledger whose table was dropped:
+    the error says what the database said, not to grant what it already has."""
+    project = _project(tmp_path, db_url)
+    assert project.fleet("migrate").returncode == 0
+    query(db_url, "DROP TABLE fleet.runs CASCADE")
+    result = project.fleet("log")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cannot read the ledger (fleet)" in result.stderr, result.stderr
+    assert "does not exist" in result.stderr, result.stderr
+    assert "grant" not in result.stderr, result.stderr
+    # As the hint says: a migrate that migrates something (a new tenant) makes it again.
+    config = project.root / "fleet.toml"
+    config.write_text(config.read_text().replace('"c"]', '"c", "d"]'))
+    assert project.fleet("migrate").returncode == 0
+    log = project.fleet("log")
+    assert log.returncode == 0 and "succeeded" in log.stdout, log.stdout + log.stderr

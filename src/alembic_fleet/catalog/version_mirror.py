@@ -19,6 +19,16 @@ trigger, writing, and enabling it again changes that row, so the mirror is not t
 until the trigger writes it again; a table dropped and made again (a restore) has another
 oid and no mirror row; a dropped schema has no table to match.
 
+A statement on a parent table (the version table attached to it by ``INHERIT`` or ``ATTACH
+PARTITION``, detached again afterwards) fires no statement trigger of the table whose rows
+it changes, and leaves no trace in its catalog rows. A second trigger, ``FOR EACH ROW``,
+fires for those rows wherever the statement was aimed: it deletes the mirror row, which the
+statement trigger writes again when the statement was on the table itself. The mark also
+holds the ``version_num`` column's ``pg_attribute`` row (a column dropped and added again,
+or two renamed, changes what is read without any write) and the mirror row's own ``xmin``
+(a row put back by a restore of the ledger, or edited by hand, is another version than the
+one the trigger wrote).
+
 The trigger never fails a user's statement: a table its function cannot read (a
 permission) deletes its mirror row instead, and that table is read directly.
 """
@@ -34,11 +44,14 @@ from sqlalchemy import text
 from alembic_fleet.model.identifiers import quote_ident
 
 TRIGGER = "fleet_version_mirror"
+ROW_TRIGGER = "fleet_version_mirror_rows"
 TABLE = "version_mirror"
 FUNCTION = "mirror_versions"
 STATEMENT_TRIGGER_TYPE = 60
 """``pg_trigger.tgtype`` of AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE FOR EACH STATEMENT
 (the bits 4, 8, 16 and 32; no ROW, no BEFORE)."""
+ROW_TRIGGER_TYPE = 29
+"""``pg_trigger.tgtype`` of AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW (1, 4, 8, 16)."""
 INSTALL_BATCH = 100
 """Version tables given a trigger per transaction (each takes a lock until it ends)."""
 
@@ -48,11 +61,24 @@ def function_name(schema: str) -> str:
 
 
 MARK = ("{t}.xmin::text || ':' || {t}.ctid::text || '/' || {c}.relfilenode::text || '/' "
-        "|| {p}.xmin::text || ':' || {p}.ctid::text")
+        "|| {p}.xmin::text || ':' || {p}.ctid::text || '/' "
+        "|| {r}.xmin::text || ':' || {r}.ctid::text || '/' "
+        "|| {a}.xmin::text || ':' || {a}.ctid::text")
 """What a mirror row was written under: the version of the trigger's ``pg_trigger`` row,
 the table's file (a rewrite, ``ALTER ... TYPE ... USING``, changes its rows without any
-trigger), and the version of the function's ``pg_proc`` row. The trigger computes it when
-it writes; a read trusts the row only if it still holds."""
+trigger), the version of the function's ``pg_proc`` row, of the row trigger's
+``pg_trigger`` row and of the ``version_num`` column's ``pg_attribute`` row. The trigger
+computes it when it writes and stores it followed by ``/`` and the mirror row's own
+``xmin``; a read trusts the row only if all of it still holds."""
+
+MARKED_FROM = """pg_catalog.pg_trigger AS {t}
+    JOIN pg_catalog.pg_class AS {c} ON {c}.oid = {t}.tgrelid
+    JOIN pg_catalog.pg_proc AS {p} ON {p}.oid = {t}.tgfoid
+    JOIN pg_catalog.pg_trigger AS {r}
+        ON {r}.tgrelid = {c}.oid AND {r}.tgname = '""" + ROW_TRIGGER + """'
+    JOIN pg_catalog.pg_attribute AS {a}
+        ON {a}.attrelid = {c}.oid AND {a}.attname = 'version_num' AND NOT {a}.attisdropped"""
+"""The catalog rows :data:`MARK` reads, from the statement trigger's row ``{t}``."""
 
 SEARCH_PATH = "search_path=pg_catalog, pg_temp"
 
@@ -63,18 +89,20 @@ def _body(schema: str) -> str:
     then sees what that one wrote (READ COMMITTED takes a snapshot per statement; under
     REPEATABLE READ the lock of a row changed meanwhile fails the writer instead)."""
     table = f"{quote_ident(schema)}.{quote_ident(TABLE)}"
-    mark = MARK.format(t="t", c="c", p="p")
+    names = {"t": "t", "c": "c", "p": "p", "r": "r", "a": "a"}
     return f"""
 DECLARE
     found text[];
     mark text;
 BEGIN
+    IF TG_LEVEL = 'ROW' THEN
+        DELETE FROM {table} WHERE relid = TG_RELID;
+        RETURN NULL;
+    END IF;
     INSERT INTO {table} (relid, trigger_row, versions) VALUES (TG_RELID, '', '{{}}')
-    ON CONFLICT (relid) DO NOTHING;
-    PERFORM 1 FROM {table} WHERE relid = TG_RELID FOR UPDATE;
-    SELECT {mark} INTO mark
-    FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
-    JOIN pg_proc AS p ON p.oid = t.tgfoid
+    ON CONFLICT (relid) DO UPDATE SET trigger_row = '';
+    SELECT {MARK.format(**names)} INTO mark
+    FROM {MARKED_FROM.format(**names)}
     WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME;
     BEGIN
         EXECUTE format('SELECT coalesce(array_agg(version_num::text ORDER BY '
@@ -84,7 +112,11 @@ BEGIN
         DELETE FROM {table} WHERE relid = TG_RELID;
         RETURN NULL;
     END;
-    UPDATE {table} SET trigger_row = mark, versions = found WHERE relid = TG_RELID;
+    -- The row is this (sub)transaction's own version since the INSERT above: its xmin is
+    -- the one the UPDATE's row keeps.
+    UPDATE {table} SET trigger_row = coalesce(mark, '') || '/' || xmin::text,
+                       versions = found
+    WHERE relid = TG_RELID;
     RETURN NULL;
 END
 """
@@ -151,16 +183,24 @@ def find_tables_sql(schema: str | None, *, pairs: bool = False) -> str:
              else "c.relname = ANY(CAST(:tables AS text[]))")
     if schema is None:
         return base.format(versions="CAST(NULL AS text[])", join="", where=where)
+    mark = MARK.format(t="t", c="c", p="p", r="r", a="a")
     return base.format(versions="m.versions", where=where, join=f"""
         LEFT JOIN pg_catalog.pg_trigger AS t
             ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER}'
         LEFT JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
+        LEFT JOIN pg_catalog.pg_trigger AS r
+            ON r.tgrelid = c.oid AND r.tgname = '{ROW_TRIGGER}'
+        LEFT JOIN pg_catalog.pg_attribute AS a
+            ON a.attrelid = c.oid AND a.attname = 'version_num' AND NOT a.attisdropped
         LEFT JOIN {quote_ident(schema)}.{quote_ident(TABLE)} AS m
             ON m.relid = c.oid AND c.relkind = 'r' AND NOT c.relhassubclass
-            AND m.trigger_row = {MARK.format(t="t", c="c", p="p")}
+            AND m.trigger_row = {mark} || '/' || m.xmin::text
             AND t.tgenabled = 'A' AND t.tgtype = {STATEMENT_TRIGGER_TYPE}
             AND t.tgqual IS NULL AND t.tgnargs = 0
             AND cardinality(CAST(t.tgattr AS int2[])) = 0
+            AND r.tgenabled = 'A' AND r.tgtype = {ROW_TRIGGER_TYPE}
+            AND r.tgqual IS NULL AND r.tgnargs = 0 AND r.tgfoid = p.oid
+            AND cardinality(CAST(r.tgattr AS int2[])) = 0
             AND p.oid = {_function_is_ours(schema)}""")
 
 
@@ -197,14 +237,16 @@ def install(connection: Any, schema: str, tables: Sequence[tuple[str, str]],
         statements = [f"SET LOCAL lock_timeout = {_literal(lock_timeout)}"]
         for tenant_schema, table in tables[start:start + INSTALL_BATCH]:
             qualified = f"{quote_ident(tenant_schema)}.{quote_ident(table)}"
-            statements += [
-                *(() if replaceable else (f"DROP TRIGGER IF EXISTS {TRIGGER} ON {qualified}",)),
-                f"CREATE {'OR REPLACE ' if replaceable else ''}TRIGGER {TRIGGER} AFTER "
-                f"INSERT OR UPDATE OR DELETE OR TRUNCATE ON {qualified} FOR EACH STATEMENT "
-                f"EXECUTE PROCEDURE {function}()",
-                f"ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER {TRIGGER}",
-                f"DELETE FROM {qualified} WHERE false",
-            ]
+            for trigger, events, each in ((ROW_TRIGGER, "", "ROW"),
+                                          (TRIGGER, " OR TRUNCATE", "STATEMENT")):
+                statements += [
+                    *(() if replaceable
+                      else (f"DROP TRIGGER IF EXISTS {trigger} ON {qualified}",)),
+                    f"CREATE {'OR REPLACE ' if replaceable else ''}TRIGGER {trigger} AFTER "
+                    f"INSERT OR UPDATE OR DELETE{events} ON {qualified} FOR EACH {each} "
+                    f"EXECUTE PROCEDURE {function}()",
+                    f"ALTER TABLE {qualified} ENABLE ALWAYS TRIGGER {trigger}"]
+            statements.append(f"DELETE FROM {qualified} WHERE false")
         try:
             with connection.begin():
                 _execute(connection, ";\n".join(statements))

@@ -150,8 +150,9 @@ def _ddl(schema: str) -> list[str]:
     ]
 
 
-NEWEST_TABLE = "reference_schemas"
-"""The table the newest fleet added to the ledger: a ledger without it gets what it lacks."""
+TABLES = ("runs", "run_targets", "applied_revisions", "removed_schemas", "reference_schemas")
+"""The ledger's tables: a ledger without one of them (made by an older fleet, or a table
+dropped by hand) gets what it lacks."""
 
 
 _LOCK_KEY = 0x666C656574  # "fleet": serialises creating the ledger between runners
@@ -174,12 +175,14 @@ class Ledger:
 
     # Every method leaves the connection outside any transaction, as it found it.
 
-    def _found(self, connection: Any) -> bool:
+    def _found(self, connection: Any, tables: Sequence[str] = TABLES[-1:]) -> bool:
+        """Whether every one of ``tables`` is there (by default the newest: a ledger to
+        read; a table of it missing then fails the read, which says so)."""
         self._bounded(connection)
         return bool(connection.execute(
-            text("SELECT to_regclass(:name) IS NOT NULL"),
-            # The newest table: a ledger made by an older fleet gets the tables it lacks.
-            {"name": f"{quote_ident(self.schema)}.{NEWEST_TABLE}"},
+            text("SELECT bool_and(to_regclass(name) IS NOT NULL) "
+                 "FROM unnest(CAST(:names AS text[])) AS name"),
+            {"names": [f"{quote_ident(self.schema)}.{table}" for table in tables]},
         ).scalar())
 
     def exists(self, connection: Any) -> bool:
@@ -188,13 +191,16 @@ class Ledger:
         return found
 
     def ensure(self, connection: Any) -> None:
-        """Create the ledger when it is missing (no DDL at all when it exists)."""
+        """Create the ledger, or the tables it lacks (an older fleet's, a table dropped by
+        hand); no DDL at all when it is whole."""
         if self._ready:
             return
-        if not self.exists(connection):
+        whole = self._found(connection, TABLES)
+        connection.rollback()
+        if not whole:
             with connection.begin():
                 connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-                if not self._found(connection):
+                if not self._found(connection, TABLES):
                     for statement in _ddl(self.schema):
                         connection.exec_driver_sql(statement)
         self._ready = True
