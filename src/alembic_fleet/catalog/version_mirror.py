@@ -194,6 +194,7 @@ def find_tables_sql(schema: str | None, *, pairs: bool = False) -> str:
             ON a.attrelid = c.oid AND a.attname = 'version_num' AND NOT a.attisdropped
         LEFT JOIN {quote_ident(schema)}.{quote_ident(TABLE)} AS m
             ON m.relid = c.oid AND c.relkind = 'r' AND NOT c.relhassubclass
+            AND c.relpersistence = 'p'
             AND m.trigger_row = {mark} || '/' || m.xmin::text
             AND t.tgenabled = 'A' AND t.tgtype = {STATEMENT_TRIGGER_TYPE}
             AND t.tgqual IS NULL AND t.tgnargs = 0
