@@ -21,7 +21,7 @@ from alembic_fleet.embedded import SCRATCH_STARTED, EmbeddedServer, hold_lease
 from alembic_fleet.exceptions import DatabaseUnavailableError, UsageError
 from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.model.targets import Database
-from alembic_fleet.redact import display, register_secret, scrub
+from alembic_fleet.redact import display, first_line, register_secret, scrub
 
 DRIVER = "postgresql+psycopg"
 
@@ -62,11 +62,8 @@ def libpq_url(url: URL) -> str:
 
 def explain_connection_error(exc: BaseException, where: str) -> DatabaseUnavailableError:
     """Wrap a driver error into a message naming the (redacted) database and a next step."""
-    original = getattr(exc, "orig", None) or exc
-    lines = str(original).strip().splitlines()
-    reason = scrub(lines[0] if lines else repr(original))
     return DatabaseUnavailableError(
-        f"cannot connect to {where}: {reason}",
+        f"cannot connect to {where}: {first_line(exc)}",
         hint="check that the server is running and the URL (DATABASE_URI or 'database' in "
         "fleet.toml) is right; without any URL fleet uses its embedded PostgreSQL",
     )

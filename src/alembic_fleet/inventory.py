@@ -19,7 +19,7 @@ from alembic_fleet.exceptions import DatabaseUnavailableError, FleetError
 from alembic_fleet.ledger import Ledger
 from alembic_fleet.model.status import TargetState, TargetStatus, classify
 from alembic_fleet.model.targets import Database, Target
-from alembic_fleet.redact import display, scrub
+from alembic_fleet.redact import display, first_line
 from alembic_fleet.workspace import Workspace
 
 
@@ -132,9 +132,8 @@ def _read_database(workspace: Workspace, database: Database, group: Sequence[Tar
                                   mirror=config.ledger_schema if config.version_mirror
                                   else None, lock_wait=config.lock_wait, mirrored=mirrored)
         except DBAPIError as exc:
-            original = getattr(exc, "orig", None) or exc
-            reason = scrub(str(original).strip().splitlines()[0])
-            raise FleetError(f"cannot read the catalog of {display(database)}: {reason}",
+            raise FleetError(f"cannot read the catalog of {display(database)}: "
+                             f"{first_line(exc)}",
                              hint="check that this user may read pg_catalog and the "
                              "schemas' version tables") from None
         connection.rollback()
@@ -165,9 +164,8 @@ def _mark_failed(workspace: Workspace, statuses: list[TargetStatus],
                 found = ledger.failed_targets(
                     connection, [(s.target.service, s.target.schema) for s in group])
         except DBAPIError as exc:
-            original = getattr(exc, "orig", None) or exc
             warnings.append(f"cannot read the ledger in {display(database)}: "
-                            f"{scrub(str(original).strip().splitlines()[0])}; targets whose "
+                            f"{first_line(exc)}; targets whose "
                             "last run failed are shown as behind")
             continue
         failed.update((database.key, svc, schema) for svc, schema in found)

@@ -139,5 +139,6 @@ def scrub(text: str) -> str:
 def first_line(error: BaseException) -> str:
     """The first line of an error (the database's message when there is one), with any
     password it quotes hidden."""
-    text = str(getattr(error, "orig", None) or error).strip()
-    return scrub(text.splitlines()[0]) if text else type(error).__name__
+    original = getattr(error, "orig", None) or error
+    lines = [line for line in str(original).strip().splitlines() if line.strip()]
+    return scrub(lines[0]) if lines else type(original).__name__

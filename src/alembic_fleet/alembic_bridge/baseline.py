@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from alembic_fleet.exceptions import BaselineError, FleetError
 from alembic_fleet.model.targets import Baseline
+from alembic_fleet.redact import first_line
 
 _sql: dict[str, str] = {}
 _callables: dict[str, Callable[[Any], Any]] = {}
@@ -104,13 +105,10 @@ def load_callable(baseline: Baseline) -> Callable[[Any], Any]:
 
 
 def _failed(baseline: Baseline, error: BaseException) -> BaselineError:
-    original = getattr(error, "orig", None) or error
-    lines = [line for line in str(original).strip().splitlines() if line.strip()]
-    reason = lines[0] if lines else type(original).__name__
-    failure = BaselineError(f"the baseline {baseline.spec} failed: {reason}",
+    failure = BaselineError(f"the baseline {baseline.spec} failed: {first_line(error)}",
                             hint="the baseline runs on the new, empty schema, before the "
                             "first revision; it must name no schema")
     # The driver's error stays reachable, so a lock timeout or a lost connection during the
     # baseline is retried like one during a revision.
-    failure.orig = original  # type: ignore[attr-defined]
+    failure.orig = getattr(error, "orig", None) or error  # type: ignore[attr-defined]
     return failure

@@ -42,6 +42,7 @@ from typing import Any
 from sqlalchemy import text
 
 from alembic_fleet.model.identifiers import quote_ident
+from alembic_fleet.redact import first_line
 
 TRIGGER = "fleet_version_mirror"
 ROW_TRIGGER = "fleet_version_mirror_rows"
@@ -252,9 +253,7 @@ def install(connection: Any, schema: str, tables: Sequence[tuple[str, str]],
             with connection.begin():
                 _execute(connection, ";\n".join(statements))
         except Exception as exc:
-            original = getattr(exc, "orig", None) or exc
-            failures.append(str(original).strip().splitlines()[0] if str(original).strip()
-                            else type(original).__name__)
+            failures.append(first_line(exc))
     return failures
 
 

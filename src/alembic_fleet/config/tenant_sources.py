@@ -310,11 +310,9 @@ def _first_column(conn: Connection, sql: str) -> list[Any]:
 
 
 def _database_error(exc: BaseException, key: str, what: str) -> ConfigError:
-    from alembic_fleet.redact import scrub
+    from alembic_fleet.redact import first_line
 
-    original = getattr(exc, "orig", None) or exc
-    lines = str(original).strip().splitlines()
-    return ConfigError(f"{what} failed: {scrub(lines[0] if lines else repr(original))}",
+    return ConfigError(f"{what} failed: {first_line(exc)}",
                        key=key, hint="check the SQL in 'tenants' and the registry's table")
 
 

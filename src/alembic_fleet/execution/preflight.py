@@ -22,7 +22,7 @@ from alembic_fleet.execution.locking import check_session_pooling
 from alembic_fleet.ledger.checksums import applied_drift
 from alembic_fleet.model.status import Step
 from alembic_fleet.model.targets import Database
-from alembic_fleet.redact import display, scrub
+from alembic_fleet.redact import display, first_line
 from alembic_fleet.workspace import Workspace
 
 
@@ -95,10 +95,9 @@ def refuse_changed_revisions(workspace: Workspace, steps: Sequence[Step]) -> lis
                                           workspace.graph(name))
                 except DBAPIError as exc:
                     connection.rollback()
-                    original = getattr(exc, "orig", None) or exc
                     warnings.append(
                         f"checksums of {name} not verified in {display(database)}: "
-                        f"{scrub(str(original).strip().splitlines()[0])}")
+                        f"{first_line(exc)}")
                     continue
                 changed.extend(d for d in drift if d.kind == "changed")
     if changed:

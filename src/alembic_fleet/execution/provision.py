@@ -77,7 +77,7 @@ from alembic_fleet.model.namespace import (
 from alembic_fleet.model.status import Outcome, Step, TargetState, TargetStatus
 from alembic_fleet.model.targets import Database, Target
 from alembic_fleet.pg_tools import find_pg_dump, pg_dump_command
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import first_line, scrub
 
 if TYPE_CHECKING:
     from alembic_fleet.execution.lock_budget import LockBudget
@@ -685,7 +685,7 @@ class Provisioner:
                 if transient_reason(exc):
                     raise exc if isinstance(exc, DBAPIError) else ReplayFailed(None, exc) \
                         from exc
-                found = f"the reference could not be built or read: {_reason(exc)}"
+                found = f"the reference could not be built or read: {first_line(exc)}"
             why = found if isinstance(found, str) else None
         if why is not None or not isinstance(found, Reference):
             self._notes[target] = NOTE + (why or "no reference")
@@ -706,7 +706,7 @@ class Provisioner:
                           "it again")
             else:
                 reason = (str(exc) if isinstance(exc, _Mismatch)
-                          else f"copying {found.schema} failed: {_reason(exc)}")
+                          else f"copying {found.schema} failed: {first_line(exc)}")
             self._notes[target] = NOTE + reason
             return False
         return True
@@ -895,7 +895,7 @@ class Provisioner:
             # Row-level security would hide rows from the user that copies (read with
             # row_security off, see _TEXT_SETTINGS): a copy would lose them silently.
             refusal = ("row-level security keeps the user that copies from reading every "
-                       f"row of the reference: {_reason(exc)}")
+                       f"row of the reference: {first_line(exc)}")
             with connection.begin():
                 ledger.record_reference(connection, service.name, key, heads, None, None,
                                         refusal)
@@ -965,7 +965,7 @@ class Provisioner:
                 with contextlib.suppress(Exception):
                     event.remove(connection, "commit", committing)
         except Exception as exc:  # e.g. the database is unreachable
-            return _reason(exc)
+            return first_line(exc)
         finally:
             builder.close()
         return result.error if result.outcome is Outcome.FAILED else None
@@ -1156,10 +1156,6 @@ def _schema_lock(schema: str) -> int:
     return lock_key("alembic-fleet reference schema", schema)
 
 
-def _reason(error: BaseException) -> str:
-    original = getattr(error, "orig", None) or error
-    lines = [line for line in str(original).strip().splitlines() if line.strip()]
-    return scrub(lines[0] if lines else type(original).__name__)
 
 
 def fallback_warnings(results: Sequence[Any]) -> list[str]:
