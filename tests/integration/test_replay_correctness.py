@@ -28,7 +28,10 @@ def _revision(rev: str, down: str | None, body: str) -> str:
 
 
 def _project(tmp_path: Path, db_url: str, revisions: dict[str, str], *,
-             env_py: str | None = None, tenants: str = '["a", "b"]') -> Project:
+             env_py: str | None = None, tenants: str = '["a", "b"]',
+             driver: str | None = None) -> Project:
+    """A one-service project; ``driver`` (psycopg, psycopg2, asyncpg) names the driver in
+    the URL fleet is given (the tests' own reads keep ``db_url``)."""
     root = tmp_path / "proj"
     _service(root, "svc", revisions)
     if env_py is not None:
@@ -36,7 +39,8 @@ def _project(tmp_path: Path, db_url: str, revisions: dict[str, str], *,
     (root / "fleet.toml").write_text(
         f'database = "${{DATABASE_URI}}"\ntenants = {tenants}\n\n'
         '[services.svc]\npath = "svc"\nschema = "svc_{tenant}"\n')
-    return Project(root, {"DATABASE_URI": db_url}, db_url, db_url)
+    url = db_url if driver is None else f"postgresql+{driver}" + db_url[db_url.index("://"):]
+    return Project(root, {"DATABASE_URI": url}, db_url, db_url)
 
 
 BASE = _revision("9100aaaa0000", None,
@@ -187,10 +191,9 @@ def test_a_transaction_ended_by_a_statement_is_not_replayed(tmp_path: Path, db_u
         op.create_table("later", sa.Column("id", sa.Integer))
     ''')
     project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
-                       tenants='["a"]')
+                       tenants='["a"]', driver=driver)
     # psycopg2 keeps no state of its own: after the COMMIT the server runs what follows in
     # autocommit, which the transaction guard must not take for a transaction ended.
-    project.env["DATABASE_URI"] = f"postgresql+{driver}" + db_url[db_url.index("://"):]
     assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
     result = project.fleet("migrate", "--json")
     target = json.loads(result.stdout)["targets"][0]
@@ -322,8 +325,7 @@ def test_a_transaction_ended_and_begun_again_fails_the_target(
         op.create_table("later", sa.Column("id", sa.Integer))
     ''')
     project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
-                       tenants='["a"]')
-    project.env["DATABASE_URI"] = f"postgresql+{driver}" + db_url[db_url.index("://"):]
+                       tenants='["a"]', driver=driver)
     assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
     result = project.fleet("migrate", "--json")
     target = json.loads(result.stdout)["targets"][0]
@@ -355,8 +357,7 @@ def test_a_transaction_ended_after_a_commit_statement_fails_the_target(
         op.create_table("later", sa.Column("id", sa.Integer))
     ''')
     project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
-                       tenants='["a"]')
-    project.env["DATABASE_URI"] = f"postgresql+{driver}" + db_url[db_url.index("://"):]
+                       tenants='["a"]', driver=driver)
     assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
     result = project.fleet("migrate", "--json")
     target = json.loads(result.stdout)["targets"][0]

@@ -22,8 +22,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from alembic_fleet import drivers
 from alembic_fleet.catalog import version_mirror
 from alembic_fleet.model.identifiers import quote_ident, split_schema
+from alembic_fleet.redact import first_line
 
 BATCH = 100
 """Version tables read per query."""
@@ -184,11 +186,9 @@ def _one_by_one(conn: Any, parts: list[str], first: int, failed: dict[int, str]
         try:
             rows.extend(conn.exec_driver_sql(part).all())
         except DBAPIError as exc:
-            original = getattr(exc, "orig", None) or exc
             failed[first + offset] = (
                 "locked by another session (a migration in progress?) for longer than "
-                "lock_wait" if getattr(original, "sqlstate", None) == "55P03"
-                else str(original).strip().splitlines()[0])
+                "lock_wait" if drivers.sqlstate(exc) == "55P03" else first_line(exc))
         conn.rollback()
     return rows
 
