@@ -164,6 +164,8 @@ ENDING_STATEMENTS = {
     "ROLLBACK": 'op.execute("ROLLBACK")',
     "commit": 'op.execute("commit")',
     "SELECT 1; COMMIT": 'op.execute("SELECT 1; COMMIT")',
+    # What came before commits, and the chained transaction goes on as the next one.
+    "COMMIT AND CHAIN": 'op.execute("COMMIT AND CHAIN")',
     # With standard_conforming_strings off a backslash escapes a quote in '...': the
     # server runs the COMMIT a reader of the standard syntax takes for part of a string.
     "COMMIT between backslash-escaped quotes": 'op.execute("SELECT 1")\n'
@@ -339,19 +341,24 @@ def test_a_transaction_ended_and_begun_again_fails_the_target(
     assert ledger and ledger[0][0] == "failed", ledger
 
 
-@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+@pytest.mark.parametrize("rollback_first", [False, True],
+                         ids=["commit", "commit and rollback()"])
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg"])
 def test_a_transaction_ended_after_a_commit_statement_fails_the_target(
-        tmp_path: Path, db_url: str, driver: str) -> None:
+        tmp_path: Path, db_url: str, driver: str, rollback_first: bool) -> None:
     """A ``COMMIT`` statement commits what came before, as under plain Alembic; the
     transaction the driver begins after it is guarded as the first was. The guard stood
-    down for the rest of the target after one COMMIT: the driver's rollback() then lost
-    what followed while the version row moved to head and the target was reported
-    migrated. psycopg2 runs what follows a COMMIT in the server's autocommit until its own
-    rollback(), so there nothing is lost and the target is migrated: what fleet reports
-    must match the schema either way."""
-    ending = _revision("9100aaaa0001", "9100aaaa0000", '''
+    down for the rest of the target after one COMMIT (under asyncpg, which reports no
+    transaction state, even after the first fix): the driver's rollback() then lost what
+    followed while the version row moved to head and the target was reported migrated.
+    psycopg2 and asyncpg run what follows a COMMIT in the server's autocommit until their
+    own rollback(), so there a column added right after it stays and the target is
+    migrated: what fleet reports must match the schema either way."""
+    first = "op.get_bind().connection.dbapi_connection.rollback()" if rollback_first else ""
+    ending = _revision("9100aaaa0001", "9100aaaa0000", f'''
         op.add_column("t", sa.Column("c", sa.Integer))
         op.execute("COMMIT")
+        {first}
         op.add_column("t", sa.Column("d", sa.Integer))
         op.get_bind().connection.dbapi_connection.rollback()
         op.create_table("later", sa.Column("id", sa.Integer))
@@ -362,7 +369,7 @@ def test_a_transaction_ended_after_a_commit_statement_fails_the_target(
     result = project.fleet("migrate", "--json")
     target = json.loads(result.stdout)["targets"][0]
     later = query(db_url, "SELECT schemaname FROM pg_tables WHERE tablename = 'later'")
-    if driver == "psycopg":
+    if driver == "psycopg" or rollback_first:
         assert result.returncode == 1, target
         assert target["outcome"] == "failed" and "9100aaaa0001" in target["error"], target
         assert version(db_url, "svc_a") == ["9100aaaa0000"]
@@ -373,6 +380,28 @@ def test_a_transaction_ended_after_a_commit_statement_fails_the_target(
         assert version(db_url, "svc_a") == ["9100aaaa0001"]
         assert _columns(db_url, "svc_a") == {"id", "c", "d"}
         assert later == [("svc_a",)]
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg"])
+def test_a_backslash_in_a_literal_is_read_as_the_session_reads_it(
+        tmp_path: Path, db_url: str, driver: str) -> None:
+    """Whether a backslash escapes a quote in ``'...'`` is the session's
+    ``standard_conforming_strings``: text that holds a ROLLBACK under the other reading
+    only is ordinary SQL, and was refused as a ROLLBACK."""
+    revision = _revision("9100aaaa0001", "9100aaaa0000", r'''
+        op.create_table("msgs", sa.Column("a", sa.Text), sa.Column("b", sa.Text))
+        op.execute(r"INSERT INTO msgs VALUES ('\', 'Disk full; abort')")
+        op.execute("SELECT set_config('standard_conforming_strings', 'off', false)")
+        op.execute(r"INSERT INTO msgs VALUES ('it\'s done; rollback not needed', 'x')")
+    ''')
+    project = _project(tmp_path, db_url, {"base.py": BASE, "lit.py": revision},
+                       tenants='["a"]', driver=driver)
+    result = project.fleet("migrate", "--json")
+    target = json.loads(result.stdout)["targets"][0]
+    assert result.returncode == 0, target
+    assert version(db_url, "svc_a") == ["9100aaaa0001"]
+    assert sorted(query(db_url, "SELECT a, b FROM svc_a.msgs")) == [
+        ("\\", "Disk full; abort"), ("it's done; rollback not needed", "x")]
 
 
 @pytest.mark.parametrize("body, raised, at_line", [

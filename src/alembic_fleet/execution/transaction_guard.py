@@ -37,6 +37,7 @@ on in autocommit as under plain Alembic; otherwise the target fails.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -50,20 +51,26 @@ ROLLS_BACK = re.compile(
 """A statement that rolls the whole transaction back (not ``ROLLBACK TO SAVEPOINT``;
 ``AND CHAIN`` too), anywhere in a multi-statement string's :func:`.skeleton`."""
 
-COMMITS = re.compile(r"(?:^|;)\s*(?:COMMIT|END)\b(?!\s+AND\s+CHAIN)", re.IGNORECASE)
+COMMITS = re.compile(r"(?:^|;)\s*(?:COMMIT|END)\b", re.IGNORECASE)
 """A statement that commits the transaction, anywhere in a multi-statement string's
-:func:`.skeleton`."""
+:func:`.skeleton` (``AND CHAIN`` too: what came before commits as with a COMMIT, and the
+chained transaction is guarded as the next one)."""
+
+_ROLLBACK_WORD = re.compile(r"ROLLBACK|ABORT", re.IGNORECASE)
 
 _WRITES = re.compile(r"\s*(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s", re.IGNORECASE)
 
 
-def refuse_rollback(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+def refuse_rollback(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
     """Fail a revision that rolls the target's transaction back with a SQL ``ROLLBACK``
     (``op.execute("ROLLBACK")``). The driver opens a new transaction for what follows, so
     the version row would move to head in it while the DDL before the ROLLBACK is gone:
     plain Alembic records such a schema at head; fleet fails the target instead, and what
-    is left rolls back with it."""
-    if ROLLS_BACK.search(skeleton(statement)):
+    is left rolls back with it. The text is read as the session reads it (a backslash in
+    ``'...'``: see :func:`.skeleton`), so that ordinary SQL is never refused."""
+    if _ROLLBACK_WORD.search(statement) is None:  # cheap: the word is nowhere
+        return
+    if ROLLS_BACK.search(skeleton(statement, _backslashes_escape(conn))):
         raise TransactionRolledBack(
             "the revision rolled the transaction back itself (a ROLLBACK statement): what "
             "it did before would be lost while the version row moved on; remove the "
@@ -192,6 +199,24 @@ def _transaction_id(connection: Any, function: str) -> int | None:
         cursor.close()
 
 
+def _backslashes_escape(connection: Any) -> bool | None:
+    """Whether the session reads a backslash in ``'...'`` as an escape
+    (``standard_conforming_strings`` off), as the server last reported it to the driver;
+    None when the driver does not say."""
+    driver = connection.connection.driver_connection
+    value = None
+    with contextlib.suppress(Exception):
+        if hasattr(driver, "info") and hasattr(driver.info, "parameter_status"):  # psycopg
+            value = driver.info.parameter_status("standard_conforming_strings")
+        elif hasattr(driver, "get_parameter_status"):  # psycopg2
+            value = driver.get_parameter_status("standard_conforming_strings")
+        elif hasattr(driver, "get_settings"):  # asyncpg
+            value = driver.get_settings().standard_conforming_strings
+    if isinstance(value, bytes):
+        value = value.decode()
+    return {"on": False, "off": True}.get(str(value).lower()) if value is not None else None
+
+
 def _transaction_state(connection: Any, identity: int) -> str | None:
     """How the transaction ``identity`` ended: ``committed``, ``aborted`` (the server's
     ``txid_status()``)."""
@@ -230,5 +255,11 @@ def _driver_in_transaction(connection: Any) -> bool:
 
 
 def _driver_status(raw: Any) -> int | None:
+    """The server's transaction status as the driver last heard it: psycopg's and
+    psycopg2's ``info.transaction_status`` (0 idle, 2 in a transaction); asyncpg's
+    connection under SQLAlchemy's adapter says only whether one is open."""
     status = getattr(getattr(raw, "info", None), "transaction_status", None)
-    return None if status is None else int(status)
+    if status is not None:
+        return int(status)
+    probe = getattr(getattr(raw, "_connection", None), "is_in_transaction", None)
+    return None if not callable(probe) else (2 if probe() else 0)

@@ -10,7 +10,7 @@ statement's first word, so that such expressions only see the statements themsel
 from __future__ import annotations
 
 
-def skeleton(sql: str) -> str:
+def skeleton(sql: str, backslashes: bool | None = None) -> str:
     """``sql`` with comments replaced by a space and the contents of string literals
     (``'...'``, ``E'...'``), quoted identifiers and dollar-quoted bodies removed (the
     quotes stay). Statement boundaries (``;``) and keywords outside them are kept, in
@@ -18,9 +18,12 @@ def skeleton(sql: str) -> str:
 
     A backslash in a plain ``'...'`` literal reads two ways: as a character under
     ``standard_conforming_strings = on`` (the default), as an escape of the next one when
-    a session turned it off. Which one the server applies is not in the text, so both
-    readings are returned, one after the other behind a ``;``: a statement seen in either
-    counts (``SELECT 'a\\'' ; COMMIT; SELECT ''''`` commits with the setting off)."""
+    a session turned it off (``SELECT 'a\\'' ; COMMIT; SELECT ''''`` commits with the
+    setting off). ``backslashes`` says which one the session applies; unknown (None, or
+    text that changes the setting itself), both readings are returned, one after the other
+    behind a ``;``, so that a statement seen in either counts."""
+    if backslashes is not None and "standard_conforming_strings" not in sql.lower():
+        return _skeleton(sql, backslashes=backslashes)[0]
     standard, ambiguous = _skeleton(sql, backslashes=False)
     if not ambiguous:
         return standard
