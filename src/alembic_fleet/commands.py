@@ -285,6 +285,8 @@ def _reading_ledger(workspace: Workspace, database: Database):
                      "or run it as the user that migrates",
             "42P01": "a ledger table is missing (the history it held is gone): the next "
                      "fleet migrate that migrates something makes it again",
+            "55P03": "another session holds a lock on a ledger table (a run recording, or "
+                     "a LOCK TABLE): try again, or see who holds it in pg_locks",
         }.get(drivers.sqlstate(exc) or "")
         raise FleetError(f"cannot read the ledger ({schema}) in {display(database)}: "
                          f"{first_line(exc)}", hint=hint) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
@@ -55,3 +56,13 @@ def test_a_ledger_table_gone_is_not_blamed_on_privileges(tmp_path: Path, db_url:
     assert project.fleet("migrate").returncode == 0
     log = project.fleet("log")
     assert log.returncode == 0 and "succeeded" in log.stdout, log.stdout + log.stderr
+
+
+def test_a_ledger_locked_by_another_session_says_so(tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path, db_url)
+    assert project.fleet("migrate").returncode == 0
+    with psycopg.connect(db_url) as holder:
+        holder.execute("LOCK TABLE fleet.runs IN ACCESS EXCLUSIVE MODE")
+        result = project.fleet("log")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "lock" in result.stderr and "grant" not in result.stderr, result.stderr
