@@ -11,7 +11,7 @@ Three checks, cheapest first:
 
 * :func:`refuse_rollback`: a statement that rolls the whole transaction back is refused
   before it runs (:data:`ROLLS_BACK`, read past comments and literals).
-* The driver's own state (psycopg, psycopg2): once a statement ran in the transaction
+* The driver's own state (psycopg, psycopg2, asyncpg): once a statement ran in the transaction
   SQLAlchemy has open, the driver's stays open until SQLAlchemy ends it; a driver idle
   before the next statement had it ended behind SQLAlchemy's back.
 * The transaction's identity: its first statement assigns it a transaction id
@@ -19,14 +19,15 @@ Three checks, cheapest first:
   commits, the id must still be the one in effect (``txid_current_if_assigned()``). This
   sees what the driver's state cannot: a transaction ended and the next one begun before
   SQLAlchemy's next statement (a raw cursor after the driver's ``rollback()``, ``ROLLBACK
-  AND CHAIN``, ``ROLLBACK; BEGIN`` in one string), and every driver (asyncpg reports no
-  state). Two round trips per transaction and one per revision.
+  AND CHAIN``, ``ROLLBACK; BEGIN`` in one string), and every driver (another driver may
+  report no state). Two round trips per transaction and one per revision.
 
-A ``COMMIT`` statement commits what came before, as under plain Alembic (see
-:data:`COMMITS`): once the server says the transaction did end, the guard stands down until
-the driver has a transaction open again, then guards that one as it did the first (psycopg
-begins one at the next statement; psycopg2 runs what follows in the server's autocommit until
-its own ``rollback()`` or ``commit()``; asyncpg says neither, so there the guard stays down).
+A ``COMMIT`` statement (``AND CHAIN`` too) commits what came before, as under plain Alembic
+(see :data:`COMMITS`): once the server says the transaction did end, the guard stands down
+until the driver has a transaction open again, then guards that one as it did the first
+(psycopg begins one at the next statement; psycopg2 and asyncpg run what follows in the
+server's autocommit until their own ``rollback()`` or ``commit()``; a driver that reports no
+state leaves the guard down).
 
 Autocommit switched on under a transaction: Alembic's ``autocommit_block()`` commits it
 first; a revision that rolled it back and then set the driver's ``autocommit`` by hand did
