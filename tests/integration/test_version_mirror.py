@@ -255,3 +255,17 @@ def test_a_no_op_migrate_gives_back_the_trigger_of_a_table_it_did_not_migrate(
     with psycopg.connect(db_url) as holder:  # now read from the mirror: no wait
         holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
         assert _states(project)["svc_b"] == ("at_head", (HEAD,))
+
+
+def test_the_rows_of_removed_tenants_leave_the_mirror(tmp_path: Path, db_url: str) -> None:
+    """A removed tenant's schema is dropped with its version table, and no trigger fires
+    on a DROP: its mirror row stayed for good. The next run that gives a table its
+    triggers also forgets the rows of tables that are gone."""
+    project = _project(tmp_path, db_url)
+    assert project.fleet("migrate").returncode == 0
+    assert project.fleet("tenants", "remove", "c", "--yes").returncode == 0
+    assert sorted(_mirrored(db_url)) == ["svc_a", "svc_b"]  # the rows of live tables
+    assert query(db_url, "SELECT count(*) FROM fleet.version_mirror") == [(3,)]  # c's stays
+    assert project.fleet("tenants", "add", "d").returncode == 0
+    assert sorted(_mirrored(db_url)) == ["svc_a", "svc_b", "svc_d"]
+    assert query(db_url, "SELECT count(*) FROM fleet.version_mirror") == [(3,)]

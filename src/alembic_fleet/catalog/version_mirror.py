@@ -35,6 +35,7 @@ permission) deletes its mirror row instead, and that table is read directly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -255,6 +256,18 @@ def install(connection: Any, schema: str, tables: Sequence[tuple[str, str]],
         except Exception as exc:
             failures.append(first_line(exc))
     return failures
+
+
+def forget_dropped(connection: Any, schema: str, lock_timeout: str) -> None:
+    """Delete the mirror rows of tables that no longer exist (a dropped schema, a removed
+    tenant: no trigger fires on a DROP). They are never trusted (a table made later under
+    the same oid has other catalog rows than the mark names), only kept for nothing; so
+    this is housekeeping, and a failure of it (a lock held) is left for the next time."""
+    with contextlib.suppress(Exception), connection.begin():
+        _execute(connection, f"SET LOCAL lock_timeout = {_literal(lock_timeout)};\n"
+                 f"DELETE FROM {quote_ident(schema)}.{quote_ident(TABLE)} AS m "
+                 "WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class AS c "
+                 "WHERE c.oid = m.relid)")
 
 
 def unmirrored(rows: Iterable[tuple[str, str, Any]]) -> list[tuple[str, str]]:

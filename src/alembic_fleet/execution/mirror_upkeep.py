@@ -83,4 +83,6 @@ def _keep_up(connection: Any, schema: str, pairs: list[tuple[str, str]],
     missing = version_mirror.unmirrored(rows)
     if not missing:
         return []
-    return version_mirror.install(connection, schema, missing, lock_timeout)
+    failures = version_mirror.install(connection, schema, missing, lock_timeout)
+    version_mirror.forget_dropped(connection, schema, lock_timeout)  # one statement
+    return failures
