@@ -172,21 +172,34 @@ def find_tables_sql(schema: str | None, *, pairs: bool = False) -> str:
     mirror is certain to hold them (else NULL); ``:tables`` is the names' array. With
     ``pairs``, only the exact ``(:schemas[i], :tables[i])`` pairs (the upkeep after a run
     looks at its own targets, not at every version table of the database). Without a
-    mirror schema (or before the mirror exists) the third column is always NULL."""
+    mirror schema (or before the mirror exists) the third column is always NULL.
+
+    The pairs are looked up schema first (``pg_namespace`` by name, then ``pg_class`` by
+    name and namespace, both indexed, as ``name``): matching ``(nspname, relname)`` against
+    them after the join looked up every table of the name for each pair, 30,000 x 30,000
+    at 10,000 tenants (minutes)."""
     base = """
         SELECT n.nspname, c.relname, {versions}
-        FROM pg_catalog.pg_class AS c
-        JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+        FROM {source}
         {join}
-        WHERE c.relkind IN ('r', 'p') AND {where}
+        WHERE c.relkind IN ('r', 'p'){where}
     """
-    where = ("(n.nspname, c.relname) IN (SELECT * FROM unnest(CAST(:schemas AS text[]), "
-             "CAST(:tables AS text[])))" if pairs
-             else "c.relname = ANY(CAST(:tables AS text[]))")
+    if pairs:
+        source = """unnest(CAST(:schemas AS name[]), CAST(:tables AS name[]))
+            AS wanted (nspname, relname)
+        JOIN pg_catalog.pg_namespace AS n ON n.nspname = wanted.nspname
+        JOIN pg_catalog.pg_class AS c
+            ON c.relnamespace = n.oid AND c.relname = wanted.relname"""
+        where = ""
+    else:
+        source = """pg_catalog.pg_class AS c
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"""
+        where = " AND c.relname = ANY(CAST(:tables AS text[]))"
     if schema is None:
-        return base.format(versions="CAST(NULL AS text[])", join="", where=where)
+        return base.format(versions="CAST(NULL AS text[])", source=source, join="",
+                           where=where)
     mark = MARK.format(t="t", c="c", p="p", r="r", a="a")
-    return base.format(versions="m.versions", where=where, join=f"""
+    return base.format(versions="m.versions", source=source, where=where, join=f"""
         LEFT JOIN pg_catalog.pg_trigger AS t
             ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER}'
         LEFT JOIN pg_catalog.pg_proc AS p ON p.oid = t.tgfoid
