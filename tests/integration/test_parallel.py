@@ -266,3 +266,27 @@ def test_services_with_same_package_names_stay_apart(tmp_path: Path, db_url: str
     for tenant in ("a", "b"):
         assert tables(db_url, f"one_{tenant}") == {"one_table", "alembic_version"}
         assert tables(db_url, f"two_{tenant}") == {"two_table", "alembic_version"}
+
+
+def test_a_worker_opens_a_new_session_after_its_share_of_targets(tmp_path: Path,
+                                                                 db_url: str) -> None:
+    """A worker's server session keeps a cache entry for every table it touched, and at
+    thousands of schemas each later catalog change got dearer (3.4 GB in one backend): a
+    worker moves to a new session every FLEET_SESSION_TARGETS targets. Each schema records
+    the backend that migrated it."""
+    from tests.integration.test_replay_correctness import _revision
+
+    root = tmp_path / "proj"
+    _service(root, "svc", {"first.py": _revision(
+        "9300aaaa0001", None, 'op.execute("CREATE TABLE seen AS SELECT pg_backend_pid() AS pid")')})
+    tenants = ", ".join(f'"t{i}"' for i in range(6))
+    (root / "fleet.toml").write_text(
+        f'database = "${{DATABASE_URI}}"\ntenants = [{tenants}]\n\n'
+        '[services.svc]\npath = "svc"\nschema = "svc_{tenant}"\n')
+    project = Project(root, {"DATABASE_URI": db_url, "FLEET_SESSION_TARGETS": "2"},
+                      db_url, db_url)
+    result = project.fleet("migrate", "--jobs", "1")
+    assert result.returncode == 0, result.stderr
+    pids = [query(db_url, f"SELECT pid FROM svc_t{i}.seen")[0][0] for i in range(6)]
+    assert all(version(db_url, f"svc_t{i}") == ["9300aaaa0001"] for i in range(6))
+    assert len(set(pids)) == 3, pids

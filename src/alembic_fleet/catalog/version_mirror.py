@@ -56,6 +56,10 @@ ROW_TRIGGER_TYPE = 29
 """``pg_trigger.tgtype`` of AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW (1, 4, 8, 16)."""
 INSTALL_BATCH = 100
 """Version tables given a trigger per transaction (each takes a lock until it ends)."""
+INSTALL_SESSION = 500
+"""Version tables given a trigger per server session: a backend keeps a cache entry for
+every table it opened, and each one makes every later catalog change dearer (one session
+gave 30,000 tables 5 a second, 555 a second for its first 400; see docs/performance.md)."""
 
 
 def function_name(schema: str) -> str:
@@ -247,6 +251,8 @@ def install(connection: Any, schema: str, tables: Sequence[tuple[str, str]],
     replaceable = int(connection.exec_driver_sql("SHOW server_version_num").scalar()) >= 140000
     connection.rollback()
     for start in range(0, len(tables), INSTALL_BATCH):
+        if start and start % INSTALL_SESSION == 0:
+            connection.invalidate()  # the next statement opens a new session
         # A trigger's DDL locks its table against writes (CREATE OR REPLACE TRIGGER, from
         # PostgreSQL 14: SHARE ROW EXCLUSIVE; DROP TRIGGER: ACCESS EXCLUSIVE): never
         # longer than lock_timeout, so the application never queues behind it for long.

@@ -146,6 +146,8 @@ class TargetMigrator:
     run_ledger: RunLedger | None = None
     """Where this run's target rows go (None: no ledger)."""
     _connections: dict[str, Any] = field(default_factory=dict)
+    _uses: dict[str, int] = field(default_factory=dict)
+    """Targets attempted on each open connection (see :func:`session_targets`)."""
     _bridge: drivers.GreenletBridge = field(default_factory=drivers.GreenletBridge)
     """Runs targets of async-driver databases (see :mod:`alembic_fleet.drivers`)."""
     _lock_wait: float = 0.0
@@ -235,6 +237,7 @@ class TargetMigrator:
             connection = self._connection(target.database)
         except DatabaseUnavailableError as exc:
             raise _Failed(exc.message, exc.hint, "database unreachable") from None
+        self._uses[target.database.key] = self._uses.get(target.database.key, 0) + 1
         key = lock_key(target.service, target.schema)
         waiting = time.perf_counter()
         try:
@@ -434,7 +437,18 @@ class TargetMigrator:
                                + " | ".join(lines[-3:]))
 
     def _connection(self, database: Database) -> Any:
+        """The worker's session on ``database``, opened again after
+        :func:`session_targets` targets: a backend keeps a cache entry for every table,
+        index and sequence it touched, and a large cache makes every later catalog change
+        dearer (a session that had migrated 15,000 schemas held 3.4 GB and went at a third
+        of its first speed)."""
         connection = self._connections.get(database.key)
+        if connection is not None and self._uses.get(database.key, 0) >= session_targets():
+            self._connections.pop(database.key, None)
+            self._uses.pop(database.key, None)
+            with contextlib.suppress(Exception):
+                connection.close()
+            connection = None
         if connection is None:
             connection = self.databases.connect(database, for_migrations=True)
             try:
@@ -497,6 +511,7 @@ class TargetMigrator:
                 connection.rollback()
         except Exception:  # the connection is unusable: forget it
             self._connections.pop(database.key, None)
+            self._uses.pop(database.key, None)
             with contextlib.suppress(Exception):
                 connection.close()
 
@@ -510,7 +525,20 @@ class TargetMigrator:
                 else:
                     connection.close()
         self._connections.clear()
+        self._uses.clear()
         self._bridge.close()
+
+
+SESSION_TARGETS = 200
+"""Targets a worker migrates in one server session before it opens the next."""
+
+
+def session_targets() -> int:
+    """:data:`SESSION_TARGETS`, or ``FLEET_SESSION_TARGETS`` (at least 1)."""
+    try:
+        return max(1, int(os.environ.get("FLEET_SESSION_TARGETS", SESSION_TARGETS)))
+    except ValueError:
+        return SESSION_TARGETS
 
 
 @dataclass
