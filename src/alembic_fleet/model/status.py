@@ -58,11 +58,10 @@ def classify(
     wanted = destination if destination is not None else graph.heads
     if current is None:
         return TargetStatus(target, (), wanted, graph.pending((), wanted), TargetState.MISSING)
-    unknown = tuple(rev for rev in current if not graph.knows(rev))
+    unknown, pending, past = graph.standing(tuple(current), tuple(wanted))
     if unknown:
         return TargetStatus(target, current, wanted, 0, TargetState.AHEAD, unknown)
-    pending = graph.pending(current, wanted)
-    if pending == 0 and not graph.is_past(current, wanted):
+    if pending == 0 and not past:
         state = TargetState.AT_HEAD
     elif pending == 0:
         state = TargetState.AHEAD
