@@ -54,6 +54,35 @@ def _columns(db_url: str, schema: str) -> set[str]:
                                 "WHERE table_schema = %s AND table_name = 't'", (schema,))}
 
 
+def _from_base(tmp_path: Path, db_url: str, body: str, driver: str) -> tuple[int, dict]:
+    """A one-tenant project at ``BASE``, then ``fleet migrate --json`` of one revision
+    whose upgrade() is ``body`` (already indented): its exit code and its target."""
+    ending = _revision("9100aaaa0001", "9100aaaa0000", body)
+    project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
+                       tenants='["a"]', driver=driver)
+    assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
+    result = project.fleet("migrate", "--json")
+    return result.returncode, json.loads(result.stdout)["targets"][0]
+
+
+def _ended_as_reported(db_url: str, code: int, target: dict, *, failed: bool,
+                       columns: set[str]) -> None:
+    """What fleet reported is what the schema holds: failed, the version row at ``BASE``;
+    migrated, at the new revision with the table ``later`` in the tenant's schema. Never
+    anything in ``public``."""
+    later = query(db_url, "SELECT schemaname FROM pg_tables WHERE tablename = 'later'")
+    assert _columns(db_url, "svc_a") == columns
+    if failed:
+        assert code == 1, target
+        assert target["outcome"] == "failed" and "9100aaaa0001" in target["error"], target
+        assert version(db_url, "svc_a") == ["9100aaaa0000"]
+        assert later == []
+    else:
+        assert code == 0, target
+        assert version(db_url, "svc_a") == ["9100aaaa0001"]
+        assert later == [("svc_a",)]
+
+
 def test_a_branch_point_records_both_heads(tmp_path: Path, db_url: str) -> None:
     project = _project(tmp_path, db_url, {"base.py": BASE, "left.py": LEFT, "right.py": RIGHT})
     result = project.fleet("migrate", "--json")
@@ -185,35 +214,22 @@ def test_a_transaction_ended_by_a_statement_is_not_replayed(tmp_path: Path, db_u
     through Alembic; a ROLLBACK fails the target (plain Alembic would record head without
     the DDL), a COMMIT commits what came before, as under plain Alembic, and what follows
     it stays in the tenant's schema."""
-    ending = _revision("9100aaaa0001", "9100aaaa0000", f'''
+    # psycopg2 keeps no state of its own: after the COMMIT the server runs what follows in
+    # autocommit, which the transaction guard must not take for a transaction ended.
+    code, target = _from_base(tmp_path, db_url, f'''
         op.execute("SET standard_conforming_strings = off")
         op.add_column("t", sa.Column("c", sa.Integer))
         op.add_column("t", sa.Column("d", sa.Integer))
 {textwrap.indent(ENDING_STATEMENTS[control], "        ")}
         op.create_table("later", sa.Column("id", sa.Integer))
-    ''')
-    project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
-                       tenants='["a"]', driver=driver)
-    # psycopg2 keeps no state of its own: after the COMMIT the server runs what follows in
-    # autocommit, which the transaction guard must not take for a transaction ended.
-    assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
-    result = project.fleet("migrate", "--json")
-    target = json.loads(result.stdout)["targets"][0]
+    ''', driver)
     assert target.get("via") not in ("replay", "mixed"), target
     # A COMMIT at the end of a multi-statement string commits as a lone one does (the
     # transaction guard refused what followed it, with what came before committed).
-    later = query(db_url, "SELECT schemaname FROM pg_tables WHERE tablename = 'later'")
-    if control == "ROLLBACK":
-        assert result.returncode == 1, target
-        assert target["outcome"] == "failed" and "ROLLBACK" in target["error"], target
-        assert version(db_url, "svc_a") == ["9100aaaa0000"]
-        assert _columns(db_url, "svc_a") == {"id"}
-        assert later == []
-    else:
-        assert result.returncode == 0, target
-        assert version(db_url, "svc_a") == ["9100aaaa0001"]
-        assert _columns(db_url, "svc_a") == {"id", "c", "d"}
-        assert later == [("svc_a",)]
+    failed = control == "ROLLBACK"
+    assert not failed or "ROLLBACK" in target["error"], target
+    _ended_as_reported(db_url, code, target, failed=failed,
+                       columns={"id"} if failed else {"id", "c", "d"})
 
 
 ROLLING_BACK = {
@@ -321,21 +337,12 @@ def test_a_transaction_ended_and_begun_again_fails_the_target(
     followed created in ``public``. The target fails; nothing is left in ``public``."""
     if driver == "psycopg2" and how == "rollback then begin":
         pytest.skip("psycopg2 sends the string as one query, as psycopg does: one case is enough")
-    ending = _revision("9100aaaa0001", "9100aaaa0000", f'''
+    code, target = _from_base(tmp_path, db_url, f'''
         op.add_column("t", sa.Column("c", sa.Integer))
 {textwrap.indent(ENDED_AND_BEGUN[how], "        ")}
         op.create_table("later", sa.Column("id", sa.Integer))
-    ''')
-    project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
-                       tenants='["a"]', driver=driver)
-    assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
-    result = project.fleet("migrate", "--json")
-    target = json.loads(result.stdout)["targets"][0]
-    assert result.returncode == 1, target
-    assert target["outcome"] == "failed" and "9100aaaa0001" in target["error"], target
-    assert version(db_url, "svc_a") == ["9100aaaa0000"]
-    assert _columns(db_url, "svc_a") == {"id"}
-    assert not query(db_url, "SELECT schemaname FROM pg_tables WHERE tablename = 'later'")
+    ''', driver)
+    _ended_as_reported(db_url, code, target, failed=True, columns={"id"})
     ledger = query(db_url, "SELECT outcome FROM fleet.run_targets WHERE schema_name = 'svc_a' "
                    "ORDER BY finished_at DESC LIMIT 1")
     assert ledger and ledger[0][0] == "failed", ledger
@@ -355,31 +362,18 @@ def test_a_transaction_ended_after_a_commit_statement_fails_the_target(
     own rollback(), so there a column added right after it stays and the target is
     migrated: what fleet reports must match the schema either way."""
     first = "op.get_bind().connection.dbapi_connection.rollback()" if rollback_first else ""
-    ending = _revision("9100aaaa0001", "9100aaaa0000", f'''
+    code, target = _from_base(tmp_path, db_url, f'''
         op.add_column("t", sa.Column("c", sa.Integer))
         op.execute("COMMIT")
         {first}
         op.add_column("t", sa.Column("d", sa.Integer))
         op.get_bind().connection.dbapi_connection.rollback()
         op.create_table("later", sa.Column("id", sa.Integer))
-    ''')
-    project = _project(tmp_path, db_url, {"base.py": BASE, "end.py": ending},
-                       tenants='["a"]', driver=driver)
-    assert project.fleet("migrate", "--to", "9100aaaa0000").returncode == 0
-    result = project.fleet("migrate", "--json")
-    target = json.loads(result.stdout)["targets"][0]
-    later = query(db_url, "SELECT schemaname FROM pg_tables WHERE tablename = 'later'")
-    if driver == "psycopg" or rollback_first:
-        assert result.returncode == 1, target
-        assert target["outcome"] == "failed" and "9100aaaa0001" in target["error"], target
-        assert version(db_url, "svc_a") == ["9100aaaa0000"]
-        assert _columns(db_url, "svc_a") == {"id", "c"}  # committed by the COMMIT
-        assert later == []
-    else:
-        assert result.returncode == 0, target
-        assert version(db_url, "svc_a") == ["9100aaaa0001"]
-        assert _columns(db_url, "svc_a") == {"id", "c", "d"}
-        assert later == [("svc_a",)]
+    ''', driver)
+    failed = driver == "psycopg" or rollback_first
+    # c was committed by the COMMIT either way.
+    _ended_as_reported(db_url, code, target, failed=failed,
+                       columns={"id", "c"} if failed else {"id", "c", "d"})
 
 
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg"])
