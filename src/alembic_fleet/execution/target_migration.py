@@ -177,6 +177,7 @@ class TargetMigrator:
         target = step.target
         started = time.perf_counter()
         attempt = tries
+        self._next_target(target.database)
         while True:
             attempt += 1
             try:
@@ -237,7 +238,6 @@ class TargetMigrator:
             connection = self._connection(target.database)
         except DatabaseUnavailableError as exc:
             raise _Failed(exc.message, exc.hint, "database unreachable") from None
-        self._uses[target.database.key] = self._uses.get(target.database.key, 0) + 1
         key = lock_key(target.service, target.schema)
         waiting = time.perf_counter()
         try:
@@ -436,19 +436,23 @@ class TargetMigrator:
             raise LegacyFailed(f"alembic upgrade exited with {done.returncode}: "
                                + " | ".join(lines[-3:]))
 
-    def _connection(self, database: Database) -> Any:
-        """The worker's session on ``database``, opened again after
-        :func:`session_targets` targets: a backend keeps a cache entry for every table,
-        index and sequence it touched, and a large cache makes every later catalog change
-        dearer (a session that had migrated 15,000 schemas held 3.4 GB and went at a third
-        of its first speed)."""
+    def _next_target(self, database: Database) -> None:
+        """Count a target on the worker's session on ``database``, closing the session
+        first when it has had :func:`session_targets` (the next one opens a new one): a
+        backend keeps a cache entry for every table, index and sequence it touched, and a
+        large cache makes every later catalog change dearer (a session that had migrated
+        15,000 schemas held 3.4 GB and went at a third of its first speed). Between
+        targets only: a target's retries stay on the session its caller may listen to."""
         connection = self._connections.get(database.key)
         if connection is not None and self._uses.get(database.key, 0) >= session_targets():
             self._connections.pop(database.key, None)
             self._uses.pop(database.key, None)
             with contextlib.suppress(Exception):
                 connection.close()
-            connection = None
+        self._uses[database.key] = self._uses.get(database.key, 0) + 1
+
+    def _connection(self, database: Database) -> Any:
+        connection = self._connections.get(database.key)
         if connection is None:
             connection = self.databases.connect(database, for_migrations=True)
             try:
@@ -534,7 +538,8 @@ SESSION_TARGETS = 200
 
 
 def session_targets() -> int:
-    """:data:`SESSION_TARGETS`, or ``FLEET_SESSION_TARGETS`` (at least 1)."""
+    """:data:`SESSION_TARGETS`, or ``FLEET_SESSION_TARGETS`` (at least 1; a value that is
+    not a number means the default)."""
     try:
         return max(1, int(os.environ.get("FLEET_SESSION_TARGETS", SESSION_TARGETS)))
     except ValueError:
