@@ -86,6 +86,9 @@ MARKED_FROM = """pg_catalog.pg_trigger AS {t}
         ON {a}.attrelid = {c}.oid AND {a}.attname = 'version_num' AND NOT {a}.attisdropped"""
 """The catalog rows :data:`MARK` reads, from the statement trigger's row ``{t}``."""
 
+ALIASES = {"t": "t", "c": "c", "p": "p", "r": "r", "a": "a"}
+"""The names :data:`MARK` gives the rows, in the trigger and in :func:`find_tables_sql`."""
+
 SEARCH_PATH = "search_path=pg_catalog, pg_temp"
 
 
@@ -95,7 +98,6 @@ def _body(schema: str) -> str:
     then sees what that one wrote (READ COMMITTED takes a snapshot per statement; under
     REPEATABLE READ the lock of a row changed meanwhile fails the writer instead)."""
     table = f"{quote_ident(schema)}.{quote_ident(TABLE)}"
-    names = {"t": "t", "c": "c", "p": "p", "r": "r", "a": "a"}
     return f"""
 DECLARE
     found text[];
@@ -107,8 +109,8 @@ BEGIN
     END IF;
     INSERT INTO {table} (relid, trigger_row, versions) VALUES (TG_RELID, '', '{{}}')
     ON CONFLICT (relid) DO UPDATE SET trigger_row = '';
-    SELECT {MARK.format(**names)} INTO mark
-    FROM {MARKED_FROM.format(**names)}
+    SELECT {MARK.format(**ALIASES)} INTO mark
+    FROM {MARKED_FROM.format(**ALIASES)}
     WHERE t.tgrelid = TG_RELID AND t.tgname = TG_NAME;
     BEGIN
         EXECUTE format('SELECT coalesce(array_agg(version_num::text ORDER BY '
@@ -202,7 +204,7 @@ def find_tables_sql(schema: str | None, *, pairs: bool = False) -> str:
     if schema is None:
         return base.format(versions="CAST(NULL AS text[])", source=source, join="",
                            where=where)
-    mark = MARK.format(t="t", c="c", p="p", r="r", a="a")
+    mark = MARK.format(**ALIASES)
     return base.format(versions="m.versions", source=source, where=where, join=f"""
         LEFT JOIN pg_catalog.pg_trigger AS t
             ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER}'

@@ -6,10 +6,10 @@ Only the run's own targets, never another schema; only those the plan did not re
 trustworthy mirror row, or that the run migrated (a revision may have remade the table),
 and of those only the tables the catalog shows without a valid mirror: a no-op run on a
 mirrored fleet queries nothing and writes nothing. The first run with the mirror on gives
-every existing table its trigger (about 100 tables per transaction). It is a shortcut for
-later reads, never a failure: a batch that cannot get its trigger (a lock held past
-``lock_timeout``, a table owned by another role) is left to be read directly, and said in
-a warning.
+every existing table its triggers (100 tables per transaction, 500 per server session). It
+is a shortcut for later reads, never a failure: a batch that cannot get its triggers (a
+lock held past ``lock_timeout``, a table owned by another role) is left to be read
+directly, and said in a warning.
 """
 
 from __future__ import annotations

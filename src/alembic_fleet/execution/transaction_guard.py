@@ -58,6 +58,10 @@ COMMITS = re.compile(r"(?:^|;)\s*(?:COMMIT|END)\b", re.IGNORECASE)
 chained transaction is guarded as the next one)."""
 
 _ROLLBACK_WORD = re.compile(r"ROLLBACK|ABORT", re.IGNORECASE)
+_COMMIT_WORD = re.compile(r"COMMIT|END", re.IGNORECASE)
+"""The words :data:`ROLLS_BACK` and :data:`COMMITS` need, looked for in the raw text
+first: most statements hold neither, and then :func:`.skeleton` (a Python loop over every
+character) need not read them."""
 
 _WRITES = re.compile(r"\s*(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s", re.IGNORECASE)
 
@@ -134,7 +138,8 @@ class TransactionGuard:
         self.identity = None
 
     def ran(self, connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if not self.disarmed and COMMITS.search(skeleton(statement)):
+        if not self.disarmed and _COMMIT_WORD.search(statement) and COMMITS.search(
+                skeleton(statement)):
             # Text that reads like a COMMIT (a ``BEGIN ATOMIC ... END`` body) must not
             # stand the guard down: only a transaction that really ended does.
             self.disarmed = self.identity is None or _autocommit(connection) or (
@@ -192,10 +197,15 @@ class TransactionGuard:
 
 
 def _transaction_id(connection: Any, function: str) -> int | None:
+    value = _on_driver(connection, function)
+    return None if value is None else int(value)
+
+
+def _on_driver(connection: Any, expression: str) -> Any:
     """Ask the server on the driver connection itself (no SQLAlchemy events)."""
     cursor = connection.connection.dbapi_connection.cursor()
     try:
-        return _ask(cursor, function)
+        return _first(cursor, expression)
     finally:
         cursor.close()
 
@@ -221,19 +231,18 @@ def _backslashes_escape(connection: Any) -> bool | None:
 def _transaction_state(connection: Any, identity: int) -> str | None:
     """How the transaction ``identity`` ended: ``committed``, ``aborted`` (the server's
     ``txid_status()``)."""
-    cursor = connection.connection.dbapi_connection.cursor()
-    try:
-        cursor.execute(f"SELECT txid_status({int(identity)})")
-        row = cursor.fetchone()
-        return None if row is None else row[0]
-    finally:
-        cursor.close()
+    return _on_driver(connection, f"txid_status({int(identity)})")
 
 
 def _ask(cursor: Any, function: str) -> int | None:
-    cursor.execute(f"SELECT {function}")
+    value = _first(cursor, function)
+    return None if value is None else int(value)
+
+
+def _first(cursor: Any, expression: str) -> Any:
+    cursor.execute(f"SELECT {expression}")
     row = cursor.fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+    return None if row is None else row[0]
 
 
 def _autocommit(connection: Any) -> bool:
@@ -241,9 +250,8 @@ def _autocommit(connection: Any) -> bool:
 
 
 def _driver_idle(connection: Any) -> bool:
-    """Whether the driver says no transaction is open (psycopg and psycopg2 report the
-    server's word as ``info.transaction_status``, 0 for idle; another driver: never). Never
-    in autocommit, where idle is the rule."""
+    """Whether the driver says no transaction is open (see :func:`_driver_status`; a
+    driver that reports nothing: never). Never in autocommit, where idle is the rule."""
     raw = connection.connection.dbapi_connection
     if getattr(raw, "autocommit", False):
         return False

@@ -209,7 +209,7 @@ class RevisionGraph:
         key = ("standing", current, destination)
         cached = self._cache.get(key)
         if cached is None:
-            unknown = tuple(rev for rev in current if rev not in self.revisions)
+            unknown = tuple(rev for rev in current if not self.knows(rev))
             cached = (unknown, 0, False) if unknown else (
                 unknown, self.pending(current, destination), self.is_past(current, destination))
             self._cache[key] = cached
