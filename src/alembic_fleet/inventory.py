@@ -83,10 +83,11 @@ def read_inventory(
             continue
         for (schema, table), reason in sorted(unreadable.items()):
             warnings.append(f"cannot read {schema}.{table} in {display(database)}: {reason}")
+        tables = _tables(workspace, group)
         for target in group:
-            pair = (target.schema, _table(workspace, target))
+            pair = (target.schema, tables[target.service])
             current[target] = found.get(pair)
-            if pair in unreadable:
+            if unreadable and pair in unreadable:
                 broken.add(target)
             if pair in from_mirror:
                 mirrored.add(target)
@@ -95,10 +96,11 @@ def read_inventory(
     if errors and len(errors) == len(by_database):
         raise next(iter(errors.values()))  # nothing reachable: a usage-level error (2)
     statuses = []
+    graphs = {name: workspace.graph(name) for name in dict.fromkeys(t.service for t in targets)}
     for target in targets:
         destination = (destinations or {}).get(target.service)
-        graph = workspace.graph(target.service)
-        if target.database.key in errors or target in broken:
+        graph = graphs[target.service]
+        if target in broken or (errors and target.database.key in errors):
             wanted = destination or graph.heads
             state = TargetState.FAILED if target in broken else TargetState.UNREACHABLE
             statuses.append(TargetStatus(target, (), wanted, graph.pending((), wanted), state))
@@ -110,8 +112,10 @@ def read_inventory(
                      mirrored=frozenset(mirrored))
 
 
-def _table(workspace: Workspace, target: Target) -> str:
-    return workspace.service(target.service).version_table
+def _tables(workspace: Workspace, targets: Sequence[Target]) -> dict[str, str]:
+    """Each service's version table, looked up once (not once per target)."""
+    return {name: workspace.service(name).version_table
+            for name in dict.fromkeys(t.service for t in targets)}
 
 
 def _read_database(workspace: Workspace, database: Database, group: Sequence[Target],
@@ -120,7 +124,8 @@ def _read_database(workspace: Workspace, database: Database, group: Sequence[Tar
     """Every version table of ``group`` (and of the templates, for orphans) in one
     database. Connecting may fail (unreachable); a read that fails is said as such."""
     services = [workspace.service(n) for n in dict.fromkeys(t.service for t in group)]
-    wanted = {(t.schema, _table(workspace, t)) for t in group}
+    tables = _tables(workspace, group)
+    wanted = {(t.schema, tables[t.service]) for t in group}
     templates = [(s.schema, s.version_table) for s in services if s.per_tenant] if orphans \
         else []
     with workspace.databases.connect(database) as connection:
@@ -181,7 +186,8 @@ def _orphans(workspace: Workspace, found: Mapping[tuple[str, str], tuple[str, ..
     """Found version tables that belong to no configured target: schemas that a selected
     service's template renders for a tenant that is not configured (the schema namespace
     decides; a schema anything configured owns is never an orphan)."""
-    wanted = {(t.schema, _table(workspace, t)) for t in group}
+    tables = _tables(workspace, group)
+    wanted = {(t.schema, tables[t.service]) for t in group}
     selected = {t.service for t in group}
     namespace = workspace.config.namespace
     result = []

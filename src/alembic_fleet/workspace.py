@@ -24,7 +24,7 @@ from alembic_fleet.databases import Databases
 from alembic_fleet.exceptions import UsageError
 from alembic_fleet.model.identifiers import validate_tenant
 from alembic_fleet.model.revisions import RevisionGraph
-from alembic_fleet.model.targets import Database, Service, Target, targets_for
+from alembic_fleet.model.targets import Database, Service, Target
 from alembic_fleet.redact import register_secret
 
 
@@ -107,7 +107,7 @@ class Workspace:
         if tenants:
             chosen = [s for s in chosen if s.per_tenant or s.name in services]
         wanted = list(dict.fromkeys(tenants)) or list(config.tenants)
-        return targets_for(chosen, wanted, config.tenant_databases)
+        return config.namespace.targets(chosen, wanted)
 
     def databases_in_use(self) -> list[Database]:
         """Each configured database once, in configuration order: the services' databases,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import textwrap
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -12,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alembic_fleet.config.loader import TENANTS_ENV_KEY, parse_config
-from alembic_fleet.exceptions import ConfigError
+from alembic_fleet.exceptions import ConfigError, FleetError
 from alembic_fleet.exit_codes import exit_code
 from alembic_fleet.model.identifiers import TENANT_PATTERN, render_schema
 from alembic_fleet.model.namespace import Owner, SchemaNamespace, template_collision
-from alembic_fleet.model.targets import Database, Service, Target
+from alembic_fleet.model.targets import Database, Service, Target, targets_for
 
 MAIN = Database(url="postgresql://u@h/main")
 OTHER = Database(url="postgresql://u@h/other")
@@ -387,3 +388,28 @@ def test_the_bundled_example_loads() -> None:
         config = parse_config(example, environ)
         assert [t.schema for t in config.namespace.schemas_of("toshiba")] == [
             "auth_toshiba", "workflow_toshiba"]
+
+
+def test_targets_are_those_targets_for_makes(namespace: SchemaNamespace) -> None:
+    """The namespace hands out the targets it built (no second rendering): the same values,
+    in the same order, as targets_for; a tenant it does not know is rendered then."""
+    services = list(namespace.services.values())
+    for chosen in (services, services[::-1], services[1:2], services[2:]):
+        for tenants in (["default", "toshiba"], ["toshiba"], ["default", "later"], []):
+            assert namespace.targets(chosen, tenants) == targets_for(
+                chosen, tenants, namespace.tenant_databases), (chosen, tenants)
+    made = namespace.targets(services[:1], ["default"])[0]
+    assert made is namespace.schemas_of("default")[0]  # not made again
+    with pytest.raises(FleetError, match="invalid tenant name"):
+        namespace.targets(services[:1], ["Nope"])
+
+
+def test_a_target_hashes_as_its_values() -> None:
+    """Targets cache their hash; equal targets still hash alike, a changed copy does not
+    keep the old hash."""
+    a = Target("auth", "acme", "auth_acme", MAIN)
+    assert hash(a) == hash(Target("auth", "acme", "auth_acme", Database(url=MAIN.url)))
+    assert {a: 1}[Target("auth", "acme", "auth_acme", MAIN)] == 1
+    moved = replace(a, database=OTHER)
+    assert moved != a and hash(moved) == hash(Target("auth", "acme", "auth_acme", OTHER))
+    assert Database(embedded_name="x").key == "embedded:///x" and MAIN.key == MAIN.url

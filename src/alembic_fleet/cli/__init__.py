@@ -7,6 +7,14 @@ in exactly one place (through :func:`alembic_fleet.exit_codes.exit_code`).
 from __future__ import annotations
 
 import gc
+import importlib
+import itertools
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from alembic_fleet.gc_pause import collection_paused
 
 # Start-up: importing the commands (SQLAlchemy, psycopg, Rich, fleet) makes some 90,000
 # objects and no garbage, and the collector would walk them over and over while they are
@@ -15,16 +23,7 @@ import gc
 # They are frozen (never walked again) only when the process is fleet's: see main(). Frozen
 # here, they would take along every object of a program that imports this module, which
 # then could never be collected again (nor their finalizers run).
-_COLLECTING = gc.isenabled()
-gc.disable()
-try:
-    import importlib
-    import itertools
-    import os
-    import signal
-    import sys
-    from collections.abc import Sequence
-
+with collection_paused():
     import click
 
     from alembic_fleet.cli import (  # noqa: F401 (commands)
@@ -37,9 +36,6 @@ try:
     from alembic_fleet.cli.app import cli, make_reporter
     from alembic_fleet.exceptions import FleetError, Terminated
     from alembic_fleet.exit_codes import ExitCode, exit_code
-finally:
-    if _COLLECTING:
-        gc.enable()
 
 COMMAND_MODULES = ("alembic_fleet.commands", "alembic_fleet.reporting.console",
                    "alembic_fleet.execution.run", "alembic_fleet.planning")
@@ -111,14 +107,9 @@ def _help_only(own: Sequence[str]) -> bool:
 
 def _load(modules: Sequence[str]) -> None:
     """Import ``modules`` with the collector off (see the imports at the top)."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with collection_paused():
         for module in modules:
             importlib.import_module(module)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 class _LazyReporter:

@@ -24,6 +24,7 @@ from alembic_fleet.cli.app import (
 from alembic_fleet.cli.telemetry import RunTelemetry, telemetry_options
 from alembic_fleet.exceptions import UsageError
 from alembic_fleet.exit_codes import ExitCode, exit_code
+from alembic_fleet.gc_pause import collection_paused
 from alembic_fleet.model.budget import parse_duration, parse_max_failures
 
 
@@ -93,10 +94,12 @@ def migrate(invocation: Invocation, services: Sequence[str], tenants: Sequence[s
     budget = rollout_options(canary, canary_tenants, max_failures, deadline)
     reporter = make_reporter(json_mode=as_json)
     share = shard_from(shard)
-    workspace = invocation.workspace()
+    with collection_paused():  # the plan is data that lives until the end
+        workspace = invocation.workspace()
     if wait_for_db is not None:
         facade().require_databases(workspace, wait_for_db)
-    plan = make_plan(workspace, services, tenants, to, share)
+    with collection_paused():
+        plan = make_plan(workspace, services, tenants, to, share)
     if share is not None:
         reporter.note(f"shard {share}: {len(plan.steps)} target(s) of this shard")
     if sql:
@@ -110,7 +113,8 @@ def migrate(invocation: Invocation, services: Sequence[str], tenants: Sequence[s
     options = RunOptions(jobs=jobs, fail_fast=fail_fast, policy=policy,
                          command=command_line(), allow_changed=allow_changed, **budget)
     outcome = execute(workspace, plan, options, telemetry.sink(reporter.event))
-    reporter.migrate(outcome)
+    with collection_paused():
+        reporter.migrate(outcome)
     return exit_code(outcome)
 
 def rollout_options(canary: int | None, canary_tenants: Sequence[str],
@@ -150,8 +154,10 @@ def status(invocation: Invocation, services: Sequence[str], tenants: Sequence[st
     unreachable (its database could not be read); 2 usage or configuration error, scripts
     that cannot be loaded, or no database reachable.
     """
-    inventory = facade().status(invocation.workspace(), services, tenants, shard=shard_from(shard))
-    make_reporter(json_mode=as_json).status(inventory)
+    with collection_paused():  # only builds data that lives until the end
+        inventory = facade().status(invocation.workspace(), services, tenants,
+                                    shard=shard_from(shard))
+        make_reporter(json_mode=as_json).status(inventory)
     return exit_code(inventory)
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -31,6 +31,7 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Literal
 
@@ -42,7 +43,7 @@ from alembic_fleet.model.identifiers import (
     tenant_from_schema,
     validate_tenant,
 )
-from alembic_fleet.model.targets import Database, Service, Target
+from alembic_fleet.model.targets import Database, Service, Target, targets_for
 
 _SCHEMA_HINT = ("a schema must have one owner, or 'fleet status' lists it as the other's "
                 "orphan and 'fleet tenants remove' drops it")
@@ -314,33 +315,76 @@ class SchemaNamespace:
     def _database(self, service: Service, tenant: str) -> Database:
         return self.tenant_databases.get(tenant, service.database)
 
+    @cached_property
+    def _per_tenant(self) -> tuple[Service, ...]:
+        return tuple(s for s in self.services.values() if s.per_tenant)
+
+    def targets(self, services: Sequence[Service], tenants: Sequence[str]) -> list[Target]:
+        """``targets_for(services, tenants, tenant_databases)``, from the targets this
+        namespace made (and checked) when it was built: at 10,000 tenants, rendering and
+        validating 30,000 schema names again cost a tenth of a second per command. A tenant
+        it does not know is rendered (and validated) as by :func:`targets_for`."""
+        per_tenant = [s.name for s in self._per_tenant]
+        result: list[Target] = []
+        for service in services:
+            if not service.per_tenant or self.services.get(service.name) is not service:
+                result.extend(targets_for([service], list(tenants), self.tenant_databases))
+                continue
+            index = per_tenant.index(service.name)
+            made = self._targets
+            for tenant in tenants:
+                mine = made.get(tenant)
+                result.append(mine[index] if mine is not None else targets_for(
+                    [service], [tenant], self.tenant_databases)[0])
+        return result
+
     def _tenant_targets(self, tenant: str, owners: Mapping[tuple[str, str], Owner],
                         key: str) -> list[Target]:
-        """``tenant``'s per-tenant targets, refusing any schema that is not free for it."""
-        found = []
-        for service in self.services.values():
-            if not service.per_tenant:
-                continue
-            try:
-                schema = service.schema_for(tenant)
-            except FleetError as exc:
-                raise ConfigError(f"{exc.message} (service '{service.name}')", file=self.file,
-                                  key=key, hint=exc.hint) from None
-            database = self._database(service, tenant)
-            where = f"tenant '{tenant}' of service '{service.name}' renders schema '{schema}'"
+        """``tenant``'s per-tenant targets, refusing any schema that is not free for it.
+
+        Runs once per tenant when the configuration loads (30,000 times at 10,000 tenants
+        x 3 services): the tenant is validated once, and the messages are only written for
+        a refusal."""
+        found: list[Target] = []
+        for service in self._per_tenant:
+            if not found:
+                try:
+                    validate_tenant(tenant)
+                except FleetError as exc:
+                    raise ConfigError(f"{exc.message} (service '{service.name}')",
+                                      file=self.file, key=key, hint=exc.hint) from None
+            schema = service.schema.replace(TENANT_PLACEHOLDER, tenant)
+            if len(schema) > _ASCII_SAFE_LENGTH and len(schema.encode("utf-8")) > (
+                    MAX_IDENTIFIER_BYTES):
+                raise ConfigError(
+                    f"schema name {schema!r} is longer than {MAX_IDENTIFIER_BYTES} bytes "
+                    f"(service '{service.name}')", file=self.file, key=key,
+                    hint="use a shorter tenant name or schema template")
+            database = self.tenant_databases.get(tenant, service.database)
             other = owners.get((database.key, schema))
             if other is not None and (other.service, other.tenant) != (service.name, tenant):
                 owned = f"service '{other.service}'" + (
                     f" for tenant '{other.tenant}'" if other.tenant else "")
-                raise ConfigError(f"{where}, which belongs to {owned}", file=self.file,
-                                  key=key, hint=f"choose another tenant name; {_SCHEMA_HINT}")
+                raise ConfigError(f"{_renders(tenant, service, schema)}, which belongs to "
+                                  f"{owned}", file=self.file, key=key,
+                                  hint=f"choose another tenant name; {_SCHEMA_HINT}")
             reason = reserved_reason(schema, self.ledger_schema, tenant=True)
             if reason:
-                raise ConfigError(f"{where}, {reason}", file=self.file, key=key,
+                raise ConfigError(f"{_renders(tenant, service, schema)}, {reason}",
+                                  file=self.file, key=key,
                                   hint="choose another tenant name, or a schema template "
                                   "with a prefix, such as 'app_{tenant}'")
             found.append(Target(service.name, tenant, schema, database))
         return found
+
+
+_ASCII_SAFE_LENGTH = MAX_IDENTIFIER_BYTES // 4
+"""Up to this many characters a name fits in 63 bytes whatever they are (UTF-8 takes at
+most 4 bytes a character): only longer ones are encoded to be measured."""
+
+
+def _renders(tenant: str, service: Service, schema: str) -> str:
+    return f"tenant '{tenant}' of service '{service.name}' renders schema '{schema}'"
 
 
 def _check_services(services: Mapping[str, Service], tenant_databases: Mapping[str, Database],
