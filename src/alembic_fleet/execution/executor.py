@@ -108,7 +108,7 @@ class RunProgress:
         event's listeners use (metrics, traces, event lines), are dropped once they had
         them: 14 MB."""
         step = self.steps[index]
-        if result.target == step.target:
+        if result.target is not step.target and result.target == step.target:
             result.target = step.target
         self.results[index] = result
         self.on_event(TargetFinished(result))
