@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import textwrap
 from dataclasses import replace
 from functools import cache
@@ -413,3 +414,20 @@ def test_a_target_hashes_as_its_values() -> None:
     moved = replace(a, database=OTHER)
     assert moved != a and hash(moved) == hash(Target("auth", "acme", "auth_acme", OTHER))
     assert Database(embedded_name="x").key == "embedded:///x" and MAIN.key == MAIN.url
+
+
+def test_a_target_from_another_process_finds_its_equal() -> None:
+    """A target pickled by a process with another hash seed (a worker started by spawn, a
+    service's own interpreter) hashes as this process's equal target does."""
+    import pickle
+    import subprocess
+    import sys
+
+    made = subprocess.run(
+        [sys.executable, "-c", "import pickle, sys; from alembic_fleet.model.targets import "
+         "Target, Database; sys.stdout.buffer.write(pickle.dumps(Target('auth', 'a', "
+         "'auth_a', Database(url='postgresql://h/d'))))"],
+        capture_output=True, check=True, env={**os.environ, "PYTHONHASHSEED": "1"}).stdout
+    here = Target("auth", "a", "auth_a", Database(url="postgresql://h/d"))
+    there = pickle.loads(made)
+    assert there == here and hash(there) == hash(here) and {here: 1}.get(there) == 1

@@ -133,6 +133,11 @@ class Target:
     def __hash__(self) -> int:
         return self._hash
 
+    def __reduce__(self) -> tuple[type[Target], tuple[str, str | None, str, Database]]:
+        # Made again from its values, so the hash is this process's: a string's hash
+        # depends on the process's seed (a spawned worker, a service's own interpreter).
+        return Target, (self.service, self.tenant, self.schema, self.database)
+
     @property
     def label(self) -> str:
         return f"{self.service}/{self.schema}"
