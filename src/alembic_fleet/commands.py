@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
@@ -251,11 +251,8 @@ def heads(workspace: Workspace, services: Sequence[str] = ()) -> dict[str, tuple
 def log(workspace: Workspace, limit: int = 20) -> list[tuple[str, RunSummary]]:
     """Recent runs from the ledger of every configured database, newest first."""
     ledger = Ledger(workspace.config.ledger_schema)
-    runs: list[tuple[str, RunSummary]] = []
-    for database in workspace.databases_in_use():
-        with workspace.databases.connect(database) as connection, _reading_ledger(
-                workspace, database):
-            runs.extend((display(database), r) for r in ledger.recent_runs(connection, limit))
+    runs = [(display(database), run) for database, found in _each_ledger(
+        workspace, lambda connection: ledger.recent_runs(connection, limit)) for run in found]
     runs.sort(key=lambda item: item[1].started_at, reverse=True)
     return runs[:limit]
 
@@ -263,12 +260,36 @@ def log(workspace: Workspace, limit: int = 20) -> list[tuple[str, RunSummary]]:
 def run_details(workspace: Workspace, run_id: str) -> list[dict]:
     """The targets a run (given by an id prefix) migrated or failed, from every ledger."""
     ledger = Ledger(workspace.config.ledger_schema)
-    rows: list[dict] = []
+    return [row for _, rows in _each_ledger(
+        workspace, lambda connection: ledger.run_targets(connection, run_id)) for row in rows]
+
+
+T = TypeVar("T")
+
+
+def _each_ledger(workspace: Workspace, read: Callable[[Any], list[T]]
+                 ) -> list[tuple[Database, list[T]]]:
+    """What ``read`` finds in each configured database's ledger, once per database on the
+    server: two URLs of one database (another driver, another spelling of the host) hold
+    one ledger, whose runs are listed once. The server says which database it is (its
+    system identifier and the database's name); one that will not say is taken as
+    another."""
+    seen: set[tuple[Any, ...]] = set()
+    found: list[tuple[Database, list[T]]] = []
     for database in workspace.databases_in_use():
         with workspace.databases.connect(database) as connection, _reading_ledger(
                 workspace, database):
-            rows.extend(ledger.run_targets(connection, run_id))
-    return rows
+            try:
+                identity = tuple(connection.exec_driver_sql(
+                    "SELECT system_identifier, current_database() "
+                    "FROM pg_catalog.pg_control_system()").one())
+            except DBAPIError:
+                identity = (database.key,)
+            connection.rollback()
+            if identity not in seen:
+                seen.add(identity)
+                found.append((database, read(connection)))
+    return found
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ class RunRecorder:
             ledger = Ledger(self.ledger.schema)  # one per database: each checks its own
             try:
                 connection = self.databases.connect(database)
-                ledger.start_run(connection, self.info)
+                first = ledger.start_run(connection, self.info)
             except DBAPIError as exc:
                 original = getattr(exc, "orig", exc)
                 locked = sqlstate(original) == "55P03"
@@ -54,6 +54,10 @@ class RunRecorder:
                     "run again when it is released" if locked else
                     "grant CREATE on the database to this user, or set ledger = false",
                 ) from None
+            if not first:  # the same database under another URL: its row is written
+                connection.close()  # and is closed once, by that URL's connection
+                self._connections[database.key] = None
+                continue
             self._connections[database.key] = connection
             self._databases[database.key] = database
 
@@ -64,6 +68,8 @@ class RunRecorder:
         a terminated session: the workers retried and went on); the row is then closed on
         a new connection rather than left 'running' forever."""
         for key, connection in self._connections.items():
+            if connection is None:
+                continue
             try:
                 try:
                     self.ledger.close_run(connection, self.info.run_id, outcome)

@@ -205,7 +205,10 @@ class Ledger:
                         connection.exec_driver_sql(statement)
         self._ready = True
 
-    def start_run(self, connection: Any, info: RunInfo) -> None:
+    def start_run(self, connection: Any, info: RunInfo) -> bool:
+        """Write the run's row; False when it is there already: the run reached this
+        database before through another URL (another driver, another spelling of the
+        host), and that connection's row is the run's row here too."""
         self.ensure(connection)
         s = quote_ident(self.schema)
         with connection.begin():
@@ -216,12 +219,14 @@ class Ledger:
             connection.exec_driver_sql(
                 f"LOCK TABLE {s}.run_targets, {s}.applied_revisions, {s}.removed_schemas "
                 "IN ROW EXCLUSIVE MODE")
-            connection.execute(
+            written = connection.execute(
                 text(f"INSERT INTO {quote_ident(self.schema)}.runs "
-                     "(run_id, os_user, host, pid, command) VALUES (:id, :u, :h, :p, :c)"),
+                     "(run_id, os_user, host, pid, command) VALUES (:id, :u, :h, :p, :c) "
+                     "ON CONFLICT (run_id) DO NOTHING RETURNING run_id"),
                 {"id": info.run_id, "u": info.user, "h": info.host, "p": info.pid,
                  "c": info.command},
-            )
+            ).first()
+        return written is not None
 
     def write_target(self, connection: Any, run_id: str, record: TargetRecord) -> None:
         """One target's row, in the caller's transaction (the target's own, when it

@@ -1,0 +1,35 @@
+"""One database named by two URLs that differ only in their spelling (a service on
+``postgresql+psycopg2://``, the others on ``postgresql://``): fleet reaches it twice, and
+the run must still be one run that says what it did (installed ``fleet``)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import Project, query, version
+
+
+def test_one_database_named_two_ways_is_one_run_in_its_ledger(example: Project) -> None:
+    other = example.db_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    assert other != example.db_url
+    env = {"INGESTION_DATABASE_URL": other}
+    done = example.fleet("migrate", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)["summary"]
+    assert (summary["migrated"], summary["failed"]) == (7, 0)
+    assert version(example.db_url, "public")  # the ingestion service's, on the same database
+    # One run row, closed, counting every target it migrated through both spellings.
+    assert query(example.db_url, "SELECT outcome, migrated, failed FROM fleet.runs") == [
+        ("succeeded", 7, 0)]
+    assert query(example.db_url, "SELECT count(*) FROM fleet.run_targets") == [(7,)]
+    status = example.fleet("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["summary"]["at_head"] == 7
+    again = example.fleet("migrate", "--json", env=env)
+    assert again.returncode == 0 and json.loads(again.stdout)["summary"]["skipped"] == 7
+    # fleet log lists the run once, and its targets once.
+    log = json.loads(example.fleet("log", "--json", env=env).stdout)
+    assert [r["migrated"] for r in log["runs"]] == [7]
+    details = example.fleet("log", "--run", log["runs"][0]["run_id"][:8], "--json", env=env)
+    assert details.returncode == 0, details.stderr
+    assert len(json.loads(details.stdout)["targets"]) == 7
