@@ -271,23 +271,16 @@ def _each_ledger(workspace: Workspace, read: Callable[[Any], list[T]]
                  ) -> list[tuple[Database, list[T]]]:
     """What ``read`` finds in each configured database's ledger, once per database on the
     server: two URLs of one database (another driver, another spelling of the host) hold
-    one ledger, whose runs are listed once. The server says which database it is (its
-    system identifier and the database's name); one that will not say is taken as
-    another."""
-    seen: set[tuple[Any, ...]] = set()
+    one ledger, whose runs are listed once (see :meth:`Databases.identity`)."""
+    seen: set[tuple[object, ...]] = set()
     found: list[tuple[Database, list[T]]] = []
     for database in workspace.databases_in_use():
-        with workspace.databases.connect(database) as connection, _reading_ledger(
-                workspace, database):
-            try:
-                identity = tuple(connection.exec_driver_sql(
-                    "SELECT system_identifier, current_database() "
-                    "FROM pg_catalog.pg_control_system()").one())
-            except DBAPIError:
-                identity = (database.key,)
-            connection.rollback()
-            if identity not in seen:
-                seen.add(identity)
+        with _reading_ledger(workspace, database):
+            identity = workspace.databases.identity(database)
+            if identity in seen:
+                continue
+            seen.add(identity)
+            with workspace.databases.connect(database) as connection:
                 found.append((database, read(connection)))
     return found
 

@@ -75,6 +75,7 @@ class Databases:
 
     embedded_dir: Path
     _engines: dict[str, Engine] = field(default_factory=dict)
+    _identities: dict[str, tuple[object, ...]] = field(default_factory=dict)
     borrowed: int = 0
     """How many check scratch leases this command holds (see
     :func:`~alembic_fleet.check.scratch_layer.scratch_server`): while one is held, the
@@ -110,6 +111,24 @@ class Databases:
             engine = create_engine(self.url(database), poolclass=NullPool)
             self._engines[database.key] = engine
         return engine
+
+    def identity(self, database: Database) -> tuple[object, ...]:
+        """Which database of which server ``database`` reaches: the server's system
+        identifier and the database's name. Two URLs that differ in their spelling only
+        (another driver, ``localhost`` for ``127.0.0.1``) reach one database, which only
+        the server can tell. A server that will not say (``pg_control_system()`` not
+        granted) leaves the URL as the identity. Asked once per command and database."""
+        found = self._identities.get(database.key)
+        if found is None:
+            with self.connect(database) as connection:
+                try:
+                    found = tuple(connection.exec_driver_sql(
+                        "SELECT system_identifier, current_database() "
+                        "FROM pg_catalog.pg_control_system()").one())
+                except DBAPIError:
+                    found = (database.key,)
+            self._identities[database.key] = found
+        return found
 
     def migration_url(self, database: Database) -> URL:
         """The URL targets migrate on: the configured URL on the driver it names, with all

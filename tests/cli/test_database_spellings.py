@@ -33,3 +33,18 @@ def test_one_database_named_two_ways_is_one_run_in_its_ledger(example: Project) 
     details = example.fleet("log", "--run", log["runs"][0]["run_id"][:8], "--json", env=env)
     assert details.returncode == 0, details.stderr
     assert len(json.loads(details.stdout)["targets"]) == 7
+
+
+def test_one_schema_of_one_database_named_two_ways_is_refused(example: Project) -> None:
+    """Two services in one schema of one database are refused when the configuration says
+    so by one URL (the schema namespace); reached by two spellings, only the server can
+    tell, and the run is refused before it touches anything."""
+    toml = example.root / "fleet.toml"
+    toml.write_text(toml.read_text().replace('schema = "public"', 'schema = "auth_default"'))
+    other = example.db_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    done = example.fleet("migrate", env={"INGESTION_DATABASE_URL": other})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "auth_default" in done.stderr and "ingestion" in done.stderr, done.stderr
+    assert "auth" in done.stderr and "psycopg2" in done.stderr
+    assert not query(example.db_url, "SELECT nspname FROM pg_namespace "
+                     "WHERE nspname IN ('auth_default', 'fleet')")

@@ -1,6 +1,8 @@
 """Checks a run makes before it touches any target; each refuses with exit 2.
 
 * A database URL naming a driver (psycopg2, asyncpg) that is not installed.
+* One schema of one database migrated for two owners, the database reached through two
+  spellings of its URL (the schema namespace sees URLs, not databases).
 * A transaction-pooling connection pooler in front of a database: per-target locks are
   session locks, which such a pooler silently breaks (see :mod:`.locking`).
 * An applied revision whose file changed since (the ledger's checksums): migrating more
@@ -62,6 +64,40 @@ def check_direct_sessions(workspace: Workspace, steps: Sequence[Step]) -> None:
         seen.add(database.key)
         check_session_pooling(lambda db=database: workspace.databases.connect(db),
                               display(database))
+
+
+def refuse_shared_schemas(workspace: Workspace, steps: Sequence[Step]) -> None:
+    """Refuse a run that would migrate a schema of one database for two owners.
+
+    The schema namespace refuses this for a configuration that names the database by one
+    URL. Two URLs may reach one database, though (a service on ``postgresql+psycopg2://``,
+    another on ``postgresql://``; ``localhost`` and ``127.0.0.1``): only the servers can
+    tell (:meth:`Databases.identity`), asked here when the steps name more than one URL.
+    Two owners of a schema would share its version table."""
+    databases = {s.target.database.key: s.target.database for s in steps}
+    if len(databases) < 2:
+        return
+    identities = {key: workspace.databases.identity(db) for key, db in databases.items()}
+    if len(set(identities.values())) == len(identities):
+        return
+    first: dict[tuple[object, str], Step] = {}
+    for step in steps:
+        target = step.target
+        other = first.setdefault((identities[target.database.key], target.schema), step)
+        if other is step or not (step.upgrade or other.upgrade):
+            continue
+        raise UsageError(
+            f"{_owner(other)} and {_owner(step)} both use schema '{target.schema}' of one "
+            f"database, reached as {display(other.target.database)} and "
+            f"{display(target.database)}; nothing was run",
+            hint="give one of the two services another schema (each schema must have one "
+            "owner: they would share its version table)")
+
+
+def _owner(step: Step) -> str:
+    target = step.target
+    return f"service '{target.service}'" + (
+        f" (tenant '{target.tenant}')" if target.tenant else "")
 
 
 def refuse_legacy_shared_context(workspace: Workspace, steps: Sequence[Step]) -> None:
