@@ -72,26 +72,27 @@ def refuse_shared_schemas(workspace: Workspace, steps: Sequence[Step]) -> None:
     The schema namespace refuses this for a configuration that names the database by one
     URL. Two URLs may reach one database, though (a service on ``postgresql+psycopg2://``,
     another on ``postgresql://``; ``localhost`` and ``127.0.0.1``): only the servers can
-    tell (:meth:`Databases.identity`), asked here when the steps name more than one URL.
-    Two owners of a schema would share its version table."""
-    databases = {s.target.database.key: s.target.database for s in steps}
-    if len(databases) < 2:
-        return
-    identities = {key: workspace.databases.identity(db) for key, db in databases.items()}
-    if len(set(identities.values())) == len(identities):
-        return
-    first: dict[tuple[object, str], Step] = {}
+    tell (:meth:`Databases.identity`), asked only for a schema name that the steps place
+    under more than one URL (so a database per tenant costs nothing). Two owners of a
+    schema would share its version table."""
+    by_schema: dict[str, list[Step]] = {}
     for step in steps:
-        target = step.target
-        other = first.setdefault((identities[target.database.key], target.schema), step)
-        if other is step or not (step.upgrade or other.upgrade):
-            continue
-        raise UsageError(
-            f"{_owner(other)} and {_owner(step)} both use schema '{target.schema}' of one "
-            f"database, reached as {display(other.target.database)} and "
-            f"{display(target.database)}; nothing was run",
-            hint="give one of the two services another schema (each schema must have one "
-            "owner: they would share its version table)")
+        by_schema.setdefault(step.target.schema, []).append(step)
+    for schema, named in by_schema.items():
+        if len({s.target.database.key for s in named}) < 2 or not any(
+                s.upgrade for s in named):
+            continue  # one URL (the namespace decided), or nothing written
+        first: dict[tuple[object, ...], Step] = {}
+        for step in named:
+            other = first.setdefault(workspace.databases.identity(step.target.database), step)
+            if other is step or not (step.upgrade or other.upgrade):
+                continue
+            raise UsageError(
+                f"{_owner(other)} and {_owner(step)} both use schema '{schema}' of one "
+                f"database, reached as {display(other.target.database)} and "
+                f"{display(step.target.database)}; nothing was run",
+                hint="give one of the two services another schema (each schema must have "
+                "one owner: they would share its version table)")
 
 
 def _owner(step: Step) -> str:
