@@ -113,20 +113,24 @@ class Databases:
         return engine
 
     def identity(self, database: Database) -> tuple[object, ...]:
-        """Which database of which server ``database`` reaches: the server's system
-        identifier and the database's name. Two URLs that differ in their spelling only
-        (another driver, ``localhost`` for ``127.0.0.1``) reach one database, which only
-        the server can tell. A server that will not say (``pg_control_system()`` not
-        granted) leaves the URL as the identity. Asked once per command and database."""
+        """Which database of which running server ``database`` reaches: when the server
+        started (to the microsecond) and the database's name. Two URLs that differ in
+        their spelling only (another driver, ``localhost`` for ``127.0.0.1``) reach one
+        database, which only the server can tell. Not the cluster's system identifier: a
+        server copied from another (a restored base backup, a snapshot, a promoted
+        standby) keeps it, and two such databases are two; nor anything a role may be
+        refused (``pg_postmaster_start_time()`` is everyone's). A server that will not
+        answer leaves the URL as the identity. Asked once per command and database."""
         found = self._identities.get(database.key)
         if found is None:
             with self.connect(database) as connection:
                 try:
                     found = tuple(connection.exec_driver_sql(
-                        "SELECT system_identifier, current_database() "
-                        "FROM pg_catalog.pg_control_system()").one())
-                except DBAPIError:
+                        "SELECT pg_catalog.pg_postmaster_start_time(), "
+                        "pg_catalog.current_database()").one())
+                except DBAPIError:  # a server that will not say: the URL is the identity
                     found = (database.key,)
+                connection.rollback()
             self._identities[database.key] = found
         return found
 
