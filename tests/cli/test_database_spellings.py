@@ -5,7 +5,10 @@ the run must still be one run that says what it did (installed ``fleet``)."""
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
+from alembic_fleet.embedded import EmbeddedServer
 from tests.conftest import Project, query, version
 
 
@@ -48,3 +51,27 @@ def test_one_schema_of_one_database_named_two_ways_is_refused(example: Project) 
     assert "auth" in done.stderr and "psycopg2" in done.stderr
     assert not query(example.db_url, "SELECT nspname FROM pg_namespace "
                      "WHERE nspname IN ('auth_default', 'fleet')")
+
+
+def test_a_copied_server_is_another_database(example: Project, tmp_path: Path) -> None:
+    """A server copied from another (a restored base backup, a snapshot) keeps its
+    cluster's system identifier, and serves another database: its ledger is listed too."""
+    first = EmbeddedServer(tmp_path / "first")
+    first.start()
+    first.stop()
+    subprocess.run(["cp", "-a", str(tmp_path / "first"), str(tmp_path / "copy")], check=True)
+    copy = EmbeddedServer(tmp_path / "copy")
+    try:
+        env = {"DATABASE_URI": first.start(), "INGESTION_DATABASE_URL": copy.start()}
+        done = example.fleet("migrate", "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        log = example.fleet("log", "--json", env=env)
+        assert log.returncode == 0, log.stderr
+        runs = json.loads(log.stdout)["runs"]
+        assert sorted(r["migrated"] for r in runs) == [1, 6]
+        assert len({r["run_id"] for r in runs}) == 1  # one run, a row on each server
+        details = example.fleet("log", "--run", runs[0]["run_id"][:8], "--json", env=env)
+        assert len(json.loads(details.stdout)["targets"]) == 7
+    finally:
+        first.stop()
+        copy.stop()
