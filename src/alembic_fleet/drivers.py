@@ -93,14 +93,23 @@ def unsupported(scheme: str) -> str:
     return f"unsupported scheme {scheme!r}: not a PostgreSQL URL"
 
 
-def require(driver: Driver, where: str) -> None:
-    """Refuse (exit 2) when ``driver`` is not installed, naming the extra to install."""
+def require(driver: Driver, where: str, *, interpreter: str | None = None) -> None:
+    """Refuse (exit 2) when ``driver`` is not installed, naming the extra to install; in a
+    service's own ``interpreter`` (run there), naming that environment instead."""
     for module in driver.modules:
         try:
             importlib.import_module(module)
         except ImportError as exc:
             from alembic_fleet import install
 
+            if interpreter is not None:
+                raise ConfigError(
+                    f"{where} uses the {driver.name} driver, which the service's own "
+                    f"interpreter ({interpreter}) cannot import ({type(exc).__name__}: "
+                    f"{exc}); nothing was run",
+                    hint=f"add {driver.modules[0]} to that environment (its migrations run "
+                    "there), or point the service's 'python' key at one that has it"
+                ) from None
             raise ConfigError(
                 f"{where} uses the {driver.name} driver, which cannot be imported here "
                 f"({type(exc).__name__}: {exc})",

@@ -155,6 +155,14 @@ def upgrade_sql(service: Service, requests: list[tuple]) -> list[str]:
             for request in requests]
 
 
+def require_driver(url: str | None, where: str) -> None:
+    """The driver ``url`` names, importable in this interpreter (the service's own), or a
+    ConfigError saying to add it to this environment."""
+    from alembic_fleet import drivers
+
+    drivers.require(drivers.for_url(url), where, interpreter=sys.executable)
+
+
 def resolve(service: Service, revision: str) -> tuple[str, ...]:
     """A destination as Alembic resolves it (partial ids, branch labels)."""
     from alembic_fleet.alembic_bridge.scripts import ServiceScripts

@@ -141,6 +141,25 @@ def test_a_missing_driver_names_the_extra_to_install(tmp_path: Path, db_url: str
     assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname LIKE 'svc_%'")
 
 
+def test_a_driver_missing_in_the_services_own_environment_is_refused_first(
+        tmp_path: Path, db_url: str) -> None:
+    """The service migrates in its own interpreter, which has no psycopg2 (fleet's has):
+    the run is refused before anything runs, saying where to install it (each target
+    failed with an internal error, 'a bug in alembic-fleet')."""
+    project = _project(tmp_path, _driver_url(db_url, "psycopg2"),
+                       {"svc": {"7100aaaa0001_literal.py": LITERAL}})
+    python = _own_venv(project.root / "svc", "unused_mod", "1")
+    shadow = python.parent.parent / "own" / "psycopg2"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('No module named psycopg2')\n")
+    result = project.fleet("migrate")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "psycopg2" in result.stderr and "svc" in result.stderr, result.stderr
+    assert "bug in alembic-fleet" not in result.stderr
+    assert str(python) in result.stderr or ".venv" in result.stderr, result.stderr
+    assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname LIKE 'svc_%'")
+
+
 # -- output ----------------------------------------------------------------------------------
 
 NOISY_ENV = '''\

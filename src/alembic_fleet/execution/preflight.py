@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import DBAPIError
 
-from alembic_fleet import drivers
+from alembic_fleet import drivers, interpreters
 from alembic_fleet.exceptions import ChangedRevisionError, UsageError
 from alembic_fleet.execution.locking import check_session_pooling
 from alembic_fleet.ledger.checksums import applied_drift
@@ -42,16 +42,23 @@ def services_by_database(steps: Sequence[Step]) -> list[tuple[Database, set[str]
 def check_drivers(workspace: Workspace, steps: Sequence[Step]) -> None:
     """Refuse a run whose targets name a driver that is not installed (see
     :mod:`alembic_fleet.drivers`), before any target starts. A service with its own
-    interpreter migrates there: its driver is that environment's business."""
-    seen: set[str] = set()
+    interpreter migrates there, so its driver is asked for there (psycopg 3 needs no
+    asking: alembic-fleet, which that environment has, depends on it)."""
+    seen: set[tuple[str, str]] = set()
     for step in steps:
         database = step.target.database
-        if workspace.service(step.target.service).python is not None:
-            continue
-        if step.upgrade and database.key not in seen:
-            seen.add(database.key)
-            drivers.require(drivers.for_url(database.url),
-                            f"service '{step.target.service}' ({display(database)})")
+        service = workspace.service(step.target.service)
+        driver = drivers.for_url(database.url)
+        where = f"service '{service.name}' ({display(database)})"
+        if service.python is None:
+            if step.upgrade and ("", database.key) not in seen:
+                seen.add(("", database.key))
+                drivers.require(driver, where)
+        elif step.upgrade and driver is not drivers.PSYCOPG and (
+                service.name, driver.name) not in seen:
+            seen.add((service.name, driver.name))
+            interpreters.call(service, "alembic_fleet.remote:require_driver", database.url,
+                              where)
 
 
 def check_direct_sessions(workspace: Workspace, steps: Sequence[Step]) -> None:
