@@ -275,12 +275,11 @@ def _each_ledger(workspace: Workspace, read: Callable[[Any], list[T]]
     seen: set[tuple[object, ...]] = set()
     found: list[tuple[Database, list[T]]] = []
     for database in workspace.databases_in_use():
-        with _reading_ledger(workspace, database):
-            identity = workspace.databases.identity(database)
-            if identity in seen:
-                continue
-            seen.add(identity)
-            with workspace.databases.connect(database) as connection:
+        with workspace.databases.connect(database) as connection, _reading_ledger(
+                workspace, database):
+            identity = workspace.databases.identity(database, connection)
+            if identity not in seen:
+                seen.add(identity)
                 found.append((database, read(connection)))
     return found
 

@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL, make_url
@@ -112,7 +113,7 @@ class Databases:
             self._engines[database.key] = engine
         return engine
 
-    def identity(self, database: Database) -> tuple[object, ...]:
+    def identity(self, database: Database, connection: Any = None) -> tuple[object, ...]:
         """Which database of which running server ``database`` reaches: when the server
         started (to the microsecond) and the database's name. Two URLs that differ in
         their spelling only (another driver, ``localhost`` for ``127.0.0.1``) reach one
@@ -120,17 +121,20 @@ class Databases:
         server copied from another (a restored base backup, a snapshot, a promoted
         standby) keeps it, and two such databases are two; nor anything a role may be
         refused (``pg_postmaster_start_time()`` is everyone's). A server that will not
-        answer leaves the URL as the identity. Asked once per command and database."""
+        answer leaves the URL as the identity. Asked once per command and database, on
+        ``connection`` when one to that database is at hand."""
         found = self._identities.get(database.key)
         if found is None:
-            with self.connect(database) as connection:
-                try:
-                    found = tuple(connection.exec_driver_sql(
-                        "SELECT pg_catalog.pg_postmaster_start_time(), "
-                        "pg_catalog.current_database()").one())
-                except DBAPIError:  # a server that will not say: the URL is the identity
-                    found = (database.key,)
-                connection.rollback()
+            if connection is None:
+                with self.connect(database) as own:
+                    return self.identity(database, own)
+            try:
+                found = tuple(connection.exec_driver_sql(
+                    "SELECT pg_catalog.pg_postmaster_start_time(), "
+                    "pg_catalog.current_database()").one())
+            except DBAPIError:  # a server that will not say: the URL is the identity
+                found = (database.key,)
+            connection.rollback()
             self._identities[database.key] = found
         return found
 

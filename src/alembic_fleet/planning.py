@@ -17,6 +17,7 @@ from alembic_fleet.model.schedule import dependencies, execution_order
 from alembic_fleet.model.shard import Shard, take_share
 from alembic_fleet.model.status import plan_step
 from alembic_fleet.model.targets import Target
+from alembic_fleet.schema_owners import refuse_shared_schemas
 from alembic_fleet.workspace import Workspace
 
 
@@ -55,5 +56,6 @@ def make_plan(workspace: Workspace, services: Sequence[str] = (), tenants: Seque
               to: str | None = None, shard: Shard | None = None) -> Plan:
     """What ``migrate`` would do for the selected targets (of one shard, with ``shard``)."""
     targets = take_share(workspace.select(services, tenants), shard)
+    refuse_shared_schemas(workspace, targets)
     wanted = destinations(workspace, targets, to)
     return plan_from(workspace, read_inventory(workspace, targets, wanted), wanted)

@@ -51,6 +51,34 @@ def test_one_schema_of_one_database_named_two_ways_is_refused(example: Project) 
     assert "auth" in done.stderr and "psycopg2" in done.stderr
     assert not query(example.db_url, "SELECT nspname FROM pg_namespace "
                      "WHERE nspname IN ('auth_default', 'fleet')")
+    # Whatever the run selects, and before anything is written or shown as to be done.
+    for narrowed in (["ingestion"], ["--dry-run"], ["--sql"], ["auth", "--tenant", "default"]):
+        done = example.fleet("migrate", *narrowed, env={"INGESTION_DATABASE_URL": other})
+        assert done.returncode == 2, (narrowed, done.stdout + done.stderr)
+        assert "both use schema 'auth_default'" in done.stderr, (narrowed, done.stderr)
+    plan = example.fleet("plan", env={"INGESTION_DATABASE_URL": other})
+    assert plan.returncode == 2 and "auth_default" in plan.stderr, plan.stdout + plan.stderr
+    assert not query(example.db_url, "SELECT nspname FROM pg_namespace "
+                     "WHERE nspname IN ('auth_default', 'fleet')")
+
+
+def test_a_new_tenant_whose_schema_is_another_services_is_refused_unrecorded(
+        example: Project) -> None:
+    """A tenant whose schema a single-schema service already uses in the same database,
+    reached by another URL: 'tenants add' refuses before recording it (it recorded it,
+    and the tenant's service then read the other's version row: 'ahead', never built)."""
+    toml = example.root / "fleet.toml"
+    toml.write_text(toml.read_text().replace('schema = "public"', 'schema = "auth_zeta"'))
+    other = example.db_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    env = {"INGESTION_DATABASE_URL": other}
+    assert example.fleet("migrate", env=env).returncode == 0  # zeta is not a tenant yet
+    before = toml.read_text()
+    added = example.fleet("tenants", "add", "zeta", env=env)
+    assert added.returncode == 2, added.stdout + added.stderr
+    assert "both use schema 'auth_zeta'" in added.stderr, added.stderr
+    assert toml.read_text() == before
+    assert not query(example.db_url, "SELECT 1 FROM pg_namespace WHERE nspname = "
+                     "'workflow_zeta'")
 
 
 def test_a_copied_server_is_another_database(example: Project, tmp_path: Path) -> None:

@@ -1,8 +1,6 @@
 """Checks a run makes before it touches any target; each refuses with exit 2.
 
 * A database URL naming a driver (psycopg2, asyncpg) that is not installed.
-* One schema of one database migrated for two owners, the database reached through two
-  spellings of its URL (the schema namespace sees URLs, not databases).
 * A transaction-pooling connection pooler in front of a database: per-target locks are
   session locks, which such a pooler silently breaks (see :mod:`.locking`).
 * An applied revision whose file changed since (the ledger's checksums): migrating more
@@ -71,41 +69,6 @@ def check_direct_sessions(workspace: Workspace, steps: Sequence[Step]) -> None:
         seen.add(database.key)
         check_session_pooling(lambda db=database: workspace.databases.connect(db),
                               display(database))
-
-
-def refuse_shared_schemas(workspace: Workspace, steps: Sequence[Step]) -> None:
-    """Refuse a run that would migrate a schema of one database for two owners.
-
-    The schema namespace refuses this for a configuration that names the database by one
-    URL. Two URLs may reach one database, though (a service on ``postgresql+psycopg2://``,
-    another on ``postgresql://``; ``localhost`` and ``127.0.0.1``): only the servers can
-    tell (:meth:`Databases.identity`), asked only for a schema name that the steps place
-    under more than one URL (so a database per tenant costs nothing). Two owners of a
-    schema would share its version table."""
-    by_schema: dict[str, list[Step]] = {}
-    for step in steps:
-        by_schema.setdefault(step.target.schema, []).append(step)
-    for schema, named in by_schema.items():
-        if len({s.target.database.key for s in named}) < 2 or not any(
-                s.upgrade for s in named):
-            continue  # one URL (the namespace decided), or nothing written
-        first: dict[tuple[object, ...], Step] = {}
-        for step in named:
-            other = first.setdefault(workspace.databases.identity(step.target.database), step)
-            if other is step or not (step.upgrade or other.upgrade):
-                continue
-            raise UsageError(
-                f"{_owner(other)} and {_owner(step)} both use schema '{schema}' of one "
-                f"database, reached as {display(other.target.database)} and "
-                f"{display(step.target.database)}; nothing was run",
-                hint="give one of the two services another schema (each schema must have "
-                "one owner: they would share its version table)")
-
-
-def _owner(step: Step) -> str:
-    target = step.target
-    return f"service '{target.service}'" + (
-        f" (tenant '{target.tenant}')" if target.tenant else "")
 
 
 def refuse_legacy_shared_context(workspace: Workspace, steps: Sequence[Step]) -> None:

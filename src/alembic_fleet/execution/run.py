@@ -27,7 +27,6 @@ from alembic_fleet.execution.preflight import (
     check_drivers,
     refuse_changed_revisions,
     refuse_legacy_shared_context,
-    refuse_shared_schemas,
     services_by_database,
 )
 from alembic_fleet.execution.provision import fallback_warnings
@@ -114,7 +113,6 @@ def _preflight(workspace: Workspace, steps: list[Step], options: RunOptions) -> 
         return []
     warnings: list[str] = []
     check_drivers(workspace, steps)
-    refuse_shared_schemas(workspace, steps)
     refuse_legacy_shared_context(workspace, steps)
     check_direct_sessions(workspace, steps)
     if workspace.config.ledger and not options.allow_changed:

@@ -48,6 +48,7 @@ from alembic_fleet.review.report import (
     revision_order,
     starting_points,
 )
+from alembic_fleet.schema_owners import refuse_shared_schemas
 from alembic_fleet.workspace import Workspace
 
 LEDGER_SAMPLES = 100
@@ -69,6 +70,7 @@ def build_plan(workspace: Workspace, services: Sequence[str] = (),
                tenants: Sequence[str] = (), *, jobs: int | None = None) -> PlanReport:
     """The pending work of the selected targets, statement by statement."""
     targets = workspace.select(services, tenants)
+    refuse_shared_schemas(workspace, targets)
     wanted = destinations(workspace, targets, None)
     inventory = read_inventory(workspace, targets, wanted)
     workers = jobs or workspace.config.jobs or os.cpu_count() or 1

@@ -1,0 +1,69 @@
+"""One schema of one database, one owner: across URLs that reach the same database.
+
+The schema namespace (:mod:`alembic_fleet.model.namespace`) refuses, when the configuration
+loads, every configuration in which a schema could have two owners; it knows databases by
+their URLs. Two URLs may reach one database, though (a service on ``postgresql+psycopg2://``,
+the others on ``postgresql://``; ``localhost`` and ``127.0.0.1``; a tenant placed on "its
+own" database that is the default one spelled otherwise), which only the servers can tell
+(:meth:`~alembic_fleet.databases.Databases.identity`). Two owners of one schema would share
+its version table: the second reads the first's revision (``ahead``, never migrated) or
+migrates into the other's tables.
+
+So every plan (``migrate`` with ``--dry-run`` and ``--sql`` too, ``tenants add`` before it
+records anything, ``fleet plan``) checks the targets it selected against every configured
+target: a schema name that the configuration places under more than one URL is looked up on
+the servers, and two owners refuse the command (exit 2). A configuration on one URL, or
+one in which no schema name recurs (a database per tenant), asks nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alembic_fleet.exceptions import DatabaseUnavailableError, UsageError
+from alembic_fleet.model.targets import Database, Target
+from alembic_fleet.redact import display
+from alembic_fleet.workspace import Workspace
+
+
+def refuse_shared_schemas(workspace: Workspace, selected: Sequence[Target]) -> None:
+    """Raise UsageError (exit 2) when a target of ``selected`` shares its schema of its database
+    with a configured target of another owner (through another URL)."""
+    if len(workspace.databases_in_use()) < 2:
+        return
+    configured = workspace.select()
+    by_schema: dict[str, list[Target]] = {}
+    for target in configured:
+        by_schema.setdefault(target.schema, []).append(target)
+    for target in selected:
+        named = by_schema.get(target.schema, ())
+        if len({t.database.key for t in named}) < 2:
+            continue  # one URL: the namespace decided
+        mine = _identity(workspace, target.database)
+        for other in named:
+            if other.database.key == target.database.key or (
+                    other.service, other.tenant) == (target.service, target.tenant):
+                continue
+            if _identity(workspace, other.database) == mine:
+                raise UsageError(
+                    f"{_owner(other)} and {_owner(target)} both use schema "
+                    f"'{target.schema}' of one database, reached as "
+                    f"{display(other.database)} and {display(target.database)}; nothing "
+                    "was run",
+                    hint="give one of the two another schema, or the tenant another "
+                    "database (each schema must have one owner: they would share its "
+                    "version table)")
+
+
+def _identity(workspace: Workspace, database: Database) -> tuple[object, ...]:
+    """The database's identity; one that cannot be reached now is its own (the plan
+    reports its targets unreachable, and nothing runs there)."""
+    try:
+        return workspace.databases.identity(database)
+    except DatabaseUnavailableError:
+        return (database.key,)
+
+
+def _owner(target: Target) -> str:
+    return f"service '{target.service}'" + (
+        f" (tenant '{target.tenant}')" if target.tenant else "")
