@@ -9,8 +9,9 @@ own" database that is the default one spelled otherwise), which only the servers
 its version table: the second reads the first's revision (``ahead``, never migrated) or
 migrates into the other's tables.
 
-So every plan (``migrate`` with ``--dry-run`` and ``--sql`` too, ``tenants add`` before it
-records anything, ``fleet plan``) checks the targets it selected against every configured
+So every plan (``migrate`` with ``--dry-run`` and ``--sql`` too, ``fleet plan``), ``tenants
+add`` (before it records anything, also with ``--no-migrate``) and ``tenants remove``
+(before it drops anything) check the targets it selected against every configured
 target: a schema name that the configuration places under more than one URL is looked up on
 the servers, and two owners refuse the command (exit 2). A configuration on one URL, or
 one in which no schema name recurs (a database per tenant), asks nothing.
@@ -56,11 +57,11 @@ def refuse_shared_schemas(workspace: Workspace, selected: Sequence[Target]) -> N
 
 
 def _identity(workspace: Workspace, database: Database) -> tuple[object, ...]:
-    """The database's identity; one that cannot be reached now is its own (the plan
-    reports its targets unreachable, and nothing runs there)."""
+    """The database's identity; one that cannot be reached now, or whose URL is not
+    valid, is its own (the plan reports its targets, and nothing runs there)."""
     try:
         return workspace.databases.identity(database)
-    except DatabaseUnavailableError:
+    except (DatabaseUnavailableError, UsageError):  # unreachable, or a URL that is not valid
         return (database.key,)
 
 

@@ -39,6 +39,7 @@ from alembic_fleet.model.targets import Database, Target, targets_for
 from alembic_fleet.pg_tools import find_pg_dump, pg_dump_command
 from alembic_fleet.planning import make_plan
 from alembic_fleet.redact import display, scrub
+from alembic_fleet.schema_owners import refuse_shared_schemas
 from alembic_fleet.workspace import Workspace
 
 
@@ -102,6 +103,10 @@ def add_tenants(workspace: Workspace, names: Sequence[str], *, migrate: bool = T
     recorded = {name: "already configured" for name in names
                 if name in config.tenants and not config.tenants_from_env}
     new = [name for name in names if name not in recorded]
+    # Their schemas have no other owner, through any spelling of a database's URL, with
+    # or without --no-migrate (a tenant recorded so is one that no plan could run).
+    refuse_shared_schemas(workspace, [t for name in names
+                                      for t in workspace.config.namespace.schemas_of(name)])
     options = RunOptions(jobs=jobs, command="fleet tenants add")
     plan = None
     if migrate:  # planned and checked first: a refusal (exit 2) must leave nothing recorded
@@ -203,6 +208,7 @@ def remove_tenant(workspace: Workspace, name: str, *, dump: Path | None = None) 
     finds it gone and does not recreate it.
     """
     targets = tenant_targets(workspace, name)
+    refuse_shared_schemas(workspace, targets)  # never drop a schema another owner holds
     present = existing_schemas(workspace, targets)
     configured = name in workspace.config.tenants or _recorded_under_env(workspace, name)
     warnings = []

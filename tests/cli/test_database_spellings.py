@@ -103,3 +103,43 @@ def test_a_copied_server_is_another_database(example: Project, tmp_path: Path) -
     finally:
         first.stop()
         copy.stop()
+
+
+def test_a_tenant_holding_another_services_schema_is_neither_added_nor_removed(
+        example: Project) -> None:
+    """Recorded without migrating (--no-migrate), such a tenant would be refused by every
+    later plan; listed by hand, removing it would drop the other service's schema and its
+    data. Both are refused, and nothing changes."""
+    toml = example.root / "fleet.toml"
+    toml.write_text(toml.read_text().replace('schema = "public"', 'schema = "auth_zeta"'))
+    other = example.db_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    env = {"INGESTION_DATABASE_URL": other}
+    assert example.fleet("migrate", env=env).returncode == 0
+    held = query(example.db_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'auth_zeta'")
+    before = toml.read_text()
+    added = example.fleet("tenants", "add", "zeta", "--no-migrate", env=env)
+    assert added.returncode == 2 and "both use schema 'auth_zeta'" in added.stderr, (
+        added.stdout + added.stderr)
+    assert toml.read_text() == before
+    toml.write_text(before.replace('tenants = ["default"', 'tenants = ["zeta", "default"', 1))
+    assert '"zeta"' in toml.read_text()
+    removed = example.fleet("tenants", "remove", "zeta", "--yes", env=env)
+    assert removed.returncode == 2 and "both use schema 'auth_zeta'" in removed.stderr, (
+        removed.stdout + removed.stderr)
+    assert query(example.db_url, "SELECT count(*) FROM pg_tables "
+                 "WHERE schemaname = 'auth_zeta'") == held != [(0,)]
+    assert '"zeta"' in toml.read_text()
+
+
+def test_a_url_that_is_not_valid_does_not_stop_a_run_that_does_not_use_it(
+        example: Project) -> None:
+    """The owners check asks the servers of every URL that shares a schema name; one whose
+    URL cannot be used is its own database, and a run of the other services goes on."""
+    toml = example.root / "fleet.toml"
+    toml.write_text(toml.read_text().replace(
+        '[services.ingestion]', '[services.ingest2]\npath = "python_apps/ingestion-service"'
+        '\ndatabase = "${DATABASE_URI}"\nschema = "public"\n\n[services.ingestion]'))
+    broken = example.db_url.replace("postgresql://", "postgresql+psycopg2://", 1) + "?port=x"
+    done = example.fleet("migrate", "ingest2", "--dry-run", env={
+        "INGESTION_DATABASE_URL": broken})
+    assert done.returncode == 0, done.stdout + done.stderr
