@@ -40,6 +40,7 @@ from alembic_fleet.model.identifiers import (
     MAX_IDENTIFIER_BYTES,
     TENANT_PATTERN,
     TENANT_PLACEHOLDER,
+    check_schema_length,
     tenant_from_schema,
     validate_tenant,
 )
@@ -347,20 +348,15 @@ class SchemaNamespace:
         a refusal."""
         found: list[Target] = []
         for service in self._per_tenant:
-            if not found:
-                try:
+            try:
+                if not found:
                     validate_tenant(tenant)
-                except FleetError as exc:
-                    raise ConfigError(f"{exc.message} (service '{service.name}')",
-                                      file=self.file, key=key, hint=exc.hint) from None
-            schema = service.schema.replace(TENANT_PLACEHOLDER, tenant)
-            if len(schema) > _ASCII_SAFE_LENGTH and len(schema.encode("utf-8")) > (
-                    MAX_IDENTIFIER_BYTES):
-                raise ConfigError(
-                    f"schema name {schema!r} is longer than {MAX_IDENTIFIER_BYTES} bytes "
-                    f"(service '{service.name}')", file=self.file, key=key,
-                    hint="use a shorter tenant name or schema template")
-            database = self.tenant_databases.get(tenant, service.database)
+                schema = check_schema_length(service.schema.replace(TENANT_PLACEHOLDER,
+                                                                    tenant))
+            except FleetError as exc:
+                raise ConfigError(f"{exc.message} (service '{service.name}')", file=self.file,
+                                  key=key, hint=exc.hint) from None
+            database = self._database(service, tenant)
             other = owners.get((database.key, schema))
             if other is not None and (other.service, other.tenant) != (service.name, tenant):
                 owned = f"service '{other.service}'" + (
@@ -376,11 +372,6 @@ class SchemaNamespace:
                                   "with a prefix, such as 'app_{tenant}'")
             found.append(Target(service.name, tenant, schema, database))
         return found
-
-
-_ASCII_SAFE_LENGTH = MAX_IDENTIFIER_BYTES // 4
-"""Up to this many characters a name fits in 63 bytes whatever they are (UTF-8 takes at
-most 4 bytes a character): only longer ones are encoded to be measured."""
 
 
 def _renders(tenant: str, service: Service, schema: str) -> str:
