@@ -23,12 +23,13 @@ if TYPE_CHECKING:  # the check machinery loads only for fleet check
     from alembic_fleet.check.gate import CheckReport
 
 
-def _target(target: Target) -> dict[str, Any]:
+def _target(target: Target, database: str | None = None) -> dict[str, Any]:
+    """A target's fields; ``database`` as shown when the caller has it (:func:`_shown`)."""
     return {
         "service": target.service,
         "tenant": target.tenant,
         "schema": target.schema,
-        "database": display(target.database),
+        "database": display(target.database) if database is None else database,
     }
 
 
@@ -50,10 +51,8 @@ def _status_entry(status: TargetStatus, database: str) -> dict[str, Any]:
     """One target of ``fleet status --json``. The state is the :class:`TargetState`
     itself (a ``str``, written as its value): at 30,000 targets, ``.value`` (a property of
     every enum member) cost a tenth of the payload."""
-    target = status.target
-    return {"service": target.service, "tenant": target.tenant, "schema": target.schema,
-            "database": database, "current": list(status.current), "head": list(status.head),
-            "pending": status.pending, "state": status.state}
+    return {**_target(status.target, database), "current": list(status.current),
+            "head": list(status.head), "pending": status.pending, "state": status.state}
 
 
 def _shown(targets: Iterable[Target]) -> dict[str, str]:
@@ -122,12 +121,8 @@ def migrate_payload(results: Sequence[TargetResult], before: Sequence[TargetStat
     for result, status in zip(results, before, strict=True):
         state, pending = state_after(result, status)
         states.append(state)
-        target = result.target
         entry = {
-            "service": target.service,
-            "tenant": target.tenant,
-            "schema": target.schema,
-            "database": shown[target.database.key],
+            **_target(result.target, shown[result.target.database.key]),
             "current": list(result.to_revs),
             "head": list(status.head),
             "pending": pending,
