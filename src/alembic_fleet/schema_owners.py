@@ -32,20 +32,21 @@ def refuse_shared_schemas(workspace: Workspace, selected: Sequence[Target]) -> N
     with a configured target of another owner (through another URL)."""
     if len(workspace.databases_in_use()) < 2:
         return
-    configured = workspace.select()
     by_schema: dict[str, list[Target]] = {}
-    for target in configured:
+    for target in workspace.select():
         by_schema.setdefault(target.schema, []).append(target)
+    shared = {schema: named for schema, named in by_schema.items()
+              if len({t.database.key for t in named}) > 1}  # else the namespace decided
+    if not shared:
+        return
+    identities: dict[str, tuple[object, ...]] = {}
     for target in selected:
-        named = by_schema.get(target.schema, ())
-        if len({t.database.key for t in named}) < 2:
-            continue  # one URL: the namespace decided
-        mine = _identity(workspace, target.database)
-        for other in named:
+        for other in shared.get(target.schema, ()):
             if other.database.key == target.database.key or (
                     other.service, other.tenant) == (target.service, target.tenant):
                 continue
-            if _identity(workspace, other.database) == mine:
+            if _identity(workspace, other.database, identities) == _identity(
+                    workspace, target.database, identities):
                 raise UsageError(
                     f"{_owner(other)} and {_owner(target)} both use schema "
                     f"'{target.schema}' of one database, reached as "
@@ -56,13 +57,17 @@ def refuse_shared_schemas(workspace: Workspace, selected: Sequence[Target]) -> N
                     "version table)")
 
 
-def _identity(workspace: Workspace, database: Database) -> tuple[object, ...]:
-    """The database's identity; one that cannot be reached now, or whose URL is not
-    valid, is its own (the plan reports its targets, and nothing runs there)."""
-    try:
-        return workspace.databases.identity(database)
-    except (DatabaseUnavailableError, UsageError):  # unreachable, or a URL that is not valid
-        return (database.key,)
+def _identity(workspace: Workspace, database: Database,
+              known: dict[str, tuple[object, ...]]) -> tuple[object, ...]:
+    """The database's identity (asked once per URL: ``known``); one that cannot be reached
+    now, or whose URL is not valid, is its own (the plan reports its targets, and nothing
+    runs there)."""
+    if database.key not in known:
+        try:
+            known[database.key] = workspace.databases.identity(database)
+        except (DatabaseUnavailableError, UsageError):  # unreachable, or not a valid URL
+            known[database.key] = (database.key,)
+    return known[database.key]
 
 
 def _owner(target: Target) -> str:

@@ -103,10 +103,10 @@ def add_tenants(workspace: Workspace, names: Sequence[str], *, migrate: bool = T
     recorded = {name: "already configured" for name in names
                 if name in config.tenants and not config.tenants_from_env}
     new = [name for name in names if name not in recorded]
-    # Their schemas have no other owner, through any spelling of a database's URL, with
-    # or without --no-migrate (a tenant recorded so is one that no plan could run).
-    refuse_shared_schemas(workspace, [t for name in names
-                                      for t in workspace.config.namespace.schemas_of(name)])
+    if not migrate:  # make_plan checks them otherwise: a tenant recorded whose schema
+        # another owner holds (through another spelling of a URL) is one no plan could run
+        refuse_shared_schemas(workspace, [t for name in names
+                                          for t in workspace.config.namespace.schemas_of(name)])
     options = RunOptions(jobs=jobs, command="fleet tenants add")
     plan = None
     if migrate:  # planned and checked first: a refusal (exit 2) must leave nothing recorded
