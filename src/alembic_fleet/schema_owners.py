@@ -28,12 +28,13 @@ from alembic_fleet.workspace import Workspace
 
 
 def refuse_shared_schemas(workspace: Workspace, selected: Sequence[Target]) -> None:
-    """Raise UsageError (exit 2) when a target of ``selected`` shares its schema of its database
-    with a configured target of another owner (through another URL)."""
+    """Raise UsageError (exit 2) when a target of ``selected`` (configured, or the orphan
+    schemas of a name ``tenants remove`` was given) shares its schema of its database with
+    another owner's target (through another URL)."""
     if len(workspace.databases_in_use()) < 2:
         return
     by_schema: dict[str, list[Target]] = {}
-    for target in workspace.select():
+    for target in (*workspace.select(), *selected):  # selected: also a name's orphans
         by_schema.setdefault(target.schema, []).append(target)
     shared = {schema: named for schema, named in by_schema.items()
               if len({t.database.key for t in named}) > 1}  # else the namespace decided

@@ -143,3 +143,24 @@ def test_a_url_that_is_not_valid_does_not_stop_a_run_that_does_not_use_it(
     done = example.fleet("migrate", "ingest2", "--dry-run", env={
         "INGESTION_DATABASE_URL": broken})
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_removing_a_name_that_is_not_a_tenant_never_drops_a_configured_targets_schema(
+        example: Project) -> None:
+    """A name that is not configured loses only its orphan schemas; one that another URL
+    of the same database gives to a configured target (here auth's tenant 'default') is
+    not an orphan, and the remove is refused with nothing dropped."""
+    toml = example.root / "fleet.toml"
+    toml.write_text(toml.read_text() + '\n[services.bare]\npath = "python_apps/auth_api"\n'
+                    'schema = "{tenant}"\ndatabase = "${INGESTION_DATABASE_URL}"\n')
+    other = example.db_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+    env = {"INGESTION_DATABASE_URL": other}
+    done = example.fleet("migrate", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    held = query(example.db_url, "SELECT count(*) FROM pg_tables "
+                 "WHERE schemaname = 'auth_default'")
+    removed = example.fleet("tenants", "remove", "auth_default", "--yes", env=env)
+    assert removed.returncode == 2, removed.stdout + removed.stderr
+    assert "both use schema 'auth_default'" in removed.stderr, removed.stderr
+    assert query(example.db_url, "SELECT count(*) FROM pg_tables "
+                 "WHERE schemaname = 'auth_default'") == held != [(0,)]
