@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from alembic_fleet import drivers
 from alembic_fleet.embedded import SCRATCH_STARTED, EmbeddedServer, hold_lease
@@ -25,6 +26,53 @@ from alembic_fleet.model.targets import Database
 from alembic_fleet.redact import display, first_line, register_secret, scrub
 
 DRIVER = "postgresql+psycopg"
+
+SESSION_RESET = ("CLOSE ALL", "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL",
+                 "DEALLOCATE ALL", "UNLISTEN *", "SELECT pg_advisory_unlock_all()",
+                 "DISCARD PLANS", "DISCARD TEMP", "DISCARD SEQUENCES")
+"""What ``DISCARD ALL`` does, statement by statement (PostgreSQL's documentation gives this
+list): unlike ``DISCARD ALL`` these may share one query string, sent in one round trip
+(psycopg forgets its own prepared statements on seeing ``DEALLOCATE ALL``)."""
+
+_KEPT: weakref.WeakSet[Engine] = weakref.WeakSet()
+"""The engines that keep a session between the phases of a command (see
+:meth:`Databases.engine`): a forked worker forgets their sessions, which are its parent's."""
+
+
+def _forget_parents_sessions() -> None:
+    """In a forked child: drop the parent's kept sessions without closing them (closing
+    would end them for the parent too, through the shared socket)."""
+    for engine in list(_KEPT):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_parents_sessions)
+
+
+_MIGRATES = "fleet.migrates"
+"""Marks a session targets migrate on (in its connection's ``info``, which lives as long
+as the session): it is closed when given back, never kept."""
+
+
+def _hand_on_clean(dbapi_connection: Any, record: Any) -> None:
+    """A session fleet keeps goes back as a new one would be: after SQLAlchemy's rollback,
+    whatever a phase set on it (settings, a role, advisory locks, temporary tables,
+    prepared statements, LISTEN) is reset, in one round trip. A session that cannot be
+    reset is closed, and the next phase opens a new one."""
+    if dbapi_connection is None:
+        return
+    if record.info.get(_MIGRATES):  # a revision may have left anything on it
+        record.invalidate()
+        return
+    try:
+        dbapi_connection.autocommit = True  # the reset leaves no transaction open
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("; ".join(SESSION_RESET))
+        finally:
+            dbapi_connection.autocommit = False
+    except Exception:
+        record.invalidate()
 
 
 def sqlalchemy_url(url: str) -> URL:
@@ -106,10 +154,19 @@ class Databases:
         return sqlalchemy_url(url)
 
     def engine(self, database: Database) -> Engine:
-        """One engine per database; NullPool, so a closed connection really closes."""
+        """One engine per database, for fleet's own reads and writes (the catalog, the
+        ledger, the checks). It keeps one session for the command's next phase instead of
+        opening one per phase (eight for one new tenant; on a remote server each costs
+        its round trips, TLS and authentication): handed on reset
+        (:func:`_hand_on_clean`), tested alive before use (a session the server ended is
+        replaced), never to a forked worker. Sessions beyond that one (a phase that holds
+        two) really close. Sessions that migrate never go back (:meth:`connect`)."""
         engine = self._engines.get(database.key)
         if engine is None:
-            engine = create_engine(self.url(database), poolclass=NullPool)
+            engine = create_engine(self.url(database), poolclass=QueuePool, pool_size=1,
+                                   max_overflow=-1, pool_pre_ping=True)
+            event.listen(engine, "checkin", _hand_on_clean)
+            _KEPT.add(engine)
             self._engines[database.key] = engine
         return engine
 
@@ -173,12 +230,17 @@ class Databases:
     def connect(self, database: Database, *, for_migrations: bool = False):
         """An open connection, or DatabaseUnavailableError with a readable reason.
 
-        ``for_migrations``: on the service's own driver (see :meth:`migration_engine`).
+        ``for_migrations``: on the service's own driver (see :meth:`migration_engine`),
+        and a session of its own that closes with the connection: a revision may leave
+        anything on it, and it is never handed on.
         """
         try:
             engine = (self.migration_engine(database) if for_migrations
                       else self.engine(database))
-            return engine.connect()
+            connection = engine.connect()
+            if for_migrations:
+                connection.info[_MIGRATES] = True  # closed, never kept: _hand_on_clean
+            return connection
         except ArgumentError as exc:  # a URL SQLAlchemy parses only now (?port=x)
             raise UsageError(f"the URL of {display(database)} is not valid: {scrub(str(exc))}",
                              hint="fix it in DATABASE_URI or 'database' in fleet.toml; "

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from alembic_fleet.databases import SESSION_RESET as RESET
 from alembic_fleet.exceptions import UsageError
 
 
@@ -77,13 +78,6 @@ def session_settings(connection: Any, *, lock_timeout: float, statement_timeout:
     if (connection.dialect.server_version_info or (0,)) >= (14,):
         settings["client_connection_check_interval"] = "2s"
     return settings
-
-
-RESET = ("CLOSE ALL", "SET SESSION AUTHORIZATION DEFAULT", "RESET ALL", "DEALLOCATE ALL",
-         "UNLISTEN *", "SELECT pg_advisory_unlock_all()", "DISCARD PLANS", "DISCARD TEMP",
-         "DISCARD SEQUENCES")
-"""What ``DISCARD ALL`` does, statement by statement (PostgreSQL's documentation gives this
-list): unlike ``DISCARD ALL`` these may share one query string, sent in one round trip."""
 
 
 ASYNCPG_RESET = tuple(statement for statement in RESET if statement != "DEALLOCATE ALL")

@@ -17,12 +17,10 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress
-from rich.table import Table
 
 from alembic_fleet.model.findings import Finding
 from alembic_fleet.model.status import (
@@ -31,6 +29,9 @@ from alembic_fleet.model.status import (
 )
 from alembic_fleet.redact import mask_urls, scrub
 from alembic_fleet.reporting import payloads, streams
+
+if TYPE_CHECKING:  # a live bar is a terminal's only (imported when one is shown)
+    from rich.progress import Progress
 
 STATE_STYLE = {
     TargetState.AT_HEAD: "green",
@@ -118,6 +119,8 @@ class ReporterBase:
     def _table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]],
                styles: Sequence[str | None] | None = None) -> None:
         if self.rich:
+            from rich.table import Table  # tables are for some commands only
+
             table = Table(*headers, header_style="bold")
             for index, row in enumerate(rows):
                 style = styles[index] if styles else None

@@ -8,14 +8,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from alembic_fleet.execution.events import Event, RunStarted, TargetFinished, TargetStarted
 from alembic_fleet.model.outcome import STOPPED_BY_BUDGET
@@ -140,6 +132,15 @@ class RunViews(ReporterBase):
         """Progress while migrating: a live bar on a terminal, a line per target otherwise."""
         if isinstance(event, RunStarted):
             if self.rich and event.to_migrate:
+                from rich.progress import (  # a terminal's only: 8 ms of every start-up
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                    TimeRemainingColumn,
+                )
+
                 self._progress = Progress(
                     TextColumn("[bold]migrating"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[failed]}"), TextColumn("{task.fields[rate]}"),
