@@ -346,6 +346,52 @@ def test_changed_applied_revision_is_found_and_blocks_migrate(shop: Project) -> 
 
 
 @pytest.mark.slow
+def test_applied_revisions_are_checked_alike_with_and_without_the_checksums_index(
+        shop: Project) -> None:
+    """The check before a run walks the ledger's (service, revision, checksum) index, one
+    probe per distinct pair; a ledger an older fleet made has no such index until a run
+    adds it, and is read by grouping every row. Both find the same changed and unknown
+    revisions, with the same counts, among thousands of rows that match their files."""
+    assert shop.fleet("migrate").returncode == 0
+    query(shop.db_url, """INSERT INTO fleet.applied_revisions (service, schema_name,
+                              revision, checksum)
+                          SELECT service, 'shop_old_' || n, revision, checksum
+                          FROM fleet.applied_revisions, generate_series(1, 3000) AS n
+                          WHERE schema_name = 'shop_acme'""")
+    query(shop.db_url, "INSERT INTO fleet.applied_revisions (service, schema_name, revision, "
+                       "checksum) VALUES ('shop', 'shop_gone', 'ffffffffffff', 'x')")
+    path = versions(shop) / "aa0000000002_add_price.py"
+    original = path.read_text()
+    changed = original.replace("sa.Numeric(10, 2)", "sa.Numeric(12, 2)")
+    path.write_text(changed)
+
+    def found() -> list[tuple[str, str, str]]:
+        code, payload = check(shop, "--database", "--no-scratch")
+        assert code == 3, payload
+        return sorted((f["code"], f["revision"], f["message"].split(" schema(s)")[0])
+                      for f in payload["findings"] if f["code"] in ("FC401", "FC403"))
+
+    expected = [("FC401", "aa0000000002",
+                 "revision aa0000000002 changed after it was applied to 3002"),
+                ("FC403", "ffffffffffff", "revision ffffffffffff was applied to 1")]
+    assert found() == expected
+    query(shop.db_url, "DROP INDEX fleet.applied_revisions_checksums")
+    assert found() == expected
+    refused = shop.fleet("tenants", "add", "zed")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "aa0000000002 changed after it was applied to 3002 schema(s)" in refused.stderr
+    # The next run that writes the ledger gives it the index back.
+    path.write_text(original)
+    assert shop.fleet("tenants", "add", "zed").returncode == 0
+    assert query(shop.db_url, "SELECT to_regclass('fleet.applied_revisions_checksums') "
+                              "IS NOT NULL") == [(True,)]
+    path.write_text(changed)
+    assert found() == [("FC401", "aa0000000002",
+                        "revision aa0000000002 changed after it was applied to 3003"),
+                       ("FC403", "ffffffffffff", "revision ffffffffffff was applied to 1")]
+
+
+@pytest.mark.slow
 def test_tenant_changed_by_hand_is_the_only_one_reported(tmp_path: Path,
                                                         databases: DatabaseFactory) -> None:
     make_project(tmp_path)

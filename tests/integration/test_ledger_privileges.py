@@ -66,3 +66,41 @@ def test_a_ledger_locked_by_another_session_says_so(tmp_path: Path, db_url: str)
         result = project.fleet("log")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "lock" in result.stderr and "grant" not in result.stderr, result.stderr
+
+
+def test_an_older_ledger_written_by_a_role_that_may_not_index_it_still_runs(
+        tmp_path: Path, db_url: str) -> None:
+    """A ledger an older fleet made has no checksums index; the next run adds it. A role
+    that may write the ledger and migrate, but does not own the ledger's tables, cannot:
+    its run goes on (the check before it reads the older way), and so do its checks."""
+    project = _project(tmp_path, db_url)
+    assert project.fleet("migrate").returncode == 0
+    query(db_url, "DROP INDEX fleet.applied_revisions_checksums")
+    role = f"fleet_rw_{uuid.uuid4().hex[:8]}"
+    query(db_url, f"CREATE ROLE {role} LOGIN")
+    try:
+        query(db_url, f"GRANT CREATE, USAGE ON SCHEMA fleet TO {role}; "
+                      f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA fleet "
+                      f"TO {role}; GRANT CREATE ON DATABASE {make_url(db_url).database} "
+                      f"TO {role}; GRANT INSERT ON public.fleet_test_ddl_log TO {role}; "
+                      f"GRANT USAGE ON SEQUENCE public.fleet_test_ddl_log_id_seq TO {role}")
+        writer = make_url(db_url).set(username=role, password=None)
+        env = {"DATABASE_URI": writer.render_as_string(hide_password=False)}
+        config = project.root / "fleet.toml"
+        config.write_text(config.read_text().replace('"c"]', '"c", "d"]'))
+        done = project.fleet("migrate", "--json", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert query(db_url, "SELECT to_regclass('fleet.applied_revisions_checksums')") == [
+            (None,)]
+        assert query(db_url, "SELECT count(*) FROM fleet.applied_revisions "
+                             "WHERE schema_name LIKE '%\\_d'") != [(0,)]
+        config.write_text(config.read_text().replace('"d"]', '"d", "e"]'))
+        assert project.fleet("migrate", env=env).returncode == 0
+        # The owner's next run adds the index.
+        config.write_text(config.read_text().replace('"e"]', '"e", "f"]'))
+        assert project.fleet("migrate").returncode == 0
+        assert query(db_url, "SELECT to_regclass('fleet.applied_revisions_checksums') "
+                             "IS NOT NULL") == [(True,)]
+    finally:
+        query(db_url, f"DROP OWNED BY {role}")
+        query(db_url, f"DROP ROLE {role}")

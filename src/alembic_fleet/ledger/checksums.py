@@ -50,20 +50,40 @@ class AppliedDrift:
 
 def applied_drift(connection: Any, ledger_schema: str, service: str, graph: RevisionGraph
                   ) -> list[AppliedDrift]:
-    """Every applied revision of ``service`` whose file no longer matches its record."""
-    found = []
+    """Every applied revision of ``service`` whose file no longer matches its record.
+
+    The distinct (revision, checksum) pairs recorded come first (a walk of an index: the
+    cost does not grow with the number of schemas); rows are counted only for the pairs
+    that do not match their file, which a run then refuses."""
+    ledger = Ledger(ledger_schema)
     files: dict[str, str] = {}
-    for record in Ledger(ledger_schema).applied_checksums(connection, [service]):
+
+    def drifted(revision: str, recorded: str) -> bool:
+        known = graph.revisions.get(revision)
+        if known is None:
+            return True
+        if known.path not in files:
+            files[known.path] = checksum(known.path)
+        return files[known.path] != recorded and not matches(known.path, recorded)
+
+    pairs = ledger.applied_pairs(connection, service)
+    if pairs is None:  # an older ledger, without the index: every row, grouped
+        records = ledger.applied_checksums(connection, [service])
+    else:
+        suspect = [(revision, recorded) for revision, recorded in pairs
+                   if drifted(revision, recorded)]
+        records = ledger.applied_checksums(connection, [service], suspect) if suspect else []
+    found = []
+    for record in records:
+        if not drifted(record.revision, record.checksum):
+            continue
         known = graph.revisions.get(record.revision)
         if known is None:
             found.append(AppliedDrift(service, record.revision, "unknown", record.schemas,
                                       record.example_schema, record.last_applied,
                                       record.checksum))
             continue
-        if known.path not in files:
-            files[known.path] = checksum(known.path)
-        if files[known.path] != record.checksum and not matches(known.path, record.checksum):
-            found.append(AppliedDrift(service, record.revision, "changed", record.schemas,
-                                      record.example_schema, record.last_applied,
-                                      record.checksum, files[known.path], known.path))
+        found.append(AppliedDrift(service, record.revision, "changed", record.schemas,
+                                  record.example_schema, record.last_applied,
+                                  record.checksum, files[known.path], known.path))
     return found
