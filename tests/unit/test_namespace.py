@@ -313,6 +313,33 @@ def test_with_tenants(namespace: SchemaNamespace) -> None:
     assert other.services == namespace.services
 
 
+def test_with_more_tenants_is_the_namespace_built_for_all_of_them() -> None:
+    """Adding tenants to the end (``fleet tenants add``) extends the namespace instead of
+    building it again for every tenant (a tenth of a second at 10,000): the result, and
+    the refusals, are those of a full build."""
+    services = (svc("auth", "auth_{tenant}"), svc("main", "auth_main"),
+                svc("own", "own_{tenant}", OTHER))
+    first = build(*services, tenants=("default", "toshiba"),
+                  tenant_databases={"toshiba": OWN})
+    more = first.with_tenants(["default", "toshiba", "acme", "b2"], {"toshiba": OWN},
+                              key="tenants add")
+    whole = build(*services, tenants=("default", "toshiba", "acme", "b2"),
+                  tenant_databases={"toshiba": OWN})
+    assert more.tenants == whole.tenants
+    assert more._targets == whole._targets and more._owners == whole._owners
+    assert more.owner_of(MAIN.key, "auth_acme") == Owner("target", "auth", "acme")
+    assert first.owner_of(MAIN.key, "auth_acme") is None  # unchanged
+    for tenants, expected in ((["default", "toshiba", "main"], "belongs to service 'main'"),
+                              (["default", "toshiba", "t" * 60], "longer than 63 bytes"),
+                              (["default", "toshiba", "Acme"], "Acme")):
+        with pytest.raises(ConfigError, match=r"key 'tenants add'") as info:
+            first.with_tenants(tenants, {"toshiba": OWN}, key="tenants add")
+        assert expected in str(info.value), str(info.value)
+    # Tenants in another order, or other tenant databases: built again, as before.
+    again = first.with_tenants(["toshiba", "default"], {})
+    assert again._targets == build(*services, tenants=("toshiba", "default"))._targets
+
+
 # --- through the configuration file ------------------------------------------------------
 
 

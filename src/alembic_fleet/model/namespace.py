@@ -259,10 +259,27 @@ class SchemaNamespace:
 
     def with_tenants(self, tenants: Sequence[str], tenant_databases: Mapping[str, Database],
                      *, key: str | None = None) -> SchemaNamespace:
-        """The namespace of the same services for other tenants (e.g. a registry's)."""
-        return SchemaNamespace.build(self.services, tenants, tenant_databases,
-                                     self.ledger_schema, file=self.file,
-                                     key=self.key if key is None else key)
+        """The namespace of the same services for other tenants (e.g. a registry's).
+
+        Tenants added after this namespace's own, on the same tenant databases (``fleet
+        tenants add``), extend it: what it found for its tenants stands, and only the new
+        ones are checked (building it again took a tenth of a second at 10,000 tenants)."""
+        key = self.key if key is None else key
+        names = tuple(dict.fromkeys(tenants))
+        if names[:len(self.tenants)] != self.tenants or dict(tenant_databases) != dict(
+                self.tenant_databases):
+            return SchemaNamespace.build(self.services, names, tenant_databases,
+                                         self.ledger_schema, file=self.file, key=key)
+        owners = dict(self._owners)
+        by_tenant = dict(self._targets)
+        for tenant in names[len(self.tenants):]:
+            found = self._tenant_targets(tenant, owners, key)
+            for target in found:
+                owners[(target.database.key, target.schema)] = Owner(
+                    "target", target.service, tenant)
+            by_tenant[tenant] = tuple(found)
+        return replace(self, tenants=names, key=key, _owners=MappingProxyType(owners),
+                       _targets=MappingProxyType(by_tenant))
 
     def owner_of(self, database_key: str, schema: str) -> Owner | None:
         """The configured target or ledger owning ``schema`` in that database, or None (a
