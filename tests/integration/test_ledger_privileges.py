@@ -3,6 +3,7 @@ which ledger it cannot read and what to grant, instead of an internal error with
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
@@ -101,6 +102,64 @@ def test_an_older_ledger_written_by_a_role_that_may_not_index_it_still_runs(
         assert project.fleet("migrate").returncode == 0
         assert query(db_url, "SELECT to_regclass('fleet.applied_revisions_checksums') "
                              "IS NOT NULL") == [(True,)]
+    finally:
+        query(db_url, f"DROP OWNED BY {role}")
+        query(db_url, f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("provision", ["migrate", "reference"])
+def test_a_role_that_may_not_create_the_schema_is_told_so_not_asked_to_report_a_bug(
+        tmp_path: Path, db_url: str, provision: str) -> None:
+    """A new tenant's schema is created by fleet's own statement (on the driver's cursor,
+    whose errors are the driver's, not SQLAlchemy's): a privilege the role lacks is the
+    database's refusal, said as such, with what to grant; never "a bug in alembic-fleet"."""
+    project = _project(tmp_path, db_url)
+    config = project.root / "fleet.toml"
+    config.write_text(f'provision = "{provision}"\n' + config.read_text())
+    assert project.fleet("migrate").returncode == 0
+    role = f"fleet_rw_{uuid.uuid4().hex[:8]}"
+    query(db_url, f"CREATE ROLE {role} LOGIN")
+    try:
+        query(db_url, f"GRANT USAGE ON SCHEMA fleet TO {role}; "
+                      f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA fleet "
+                      f"TO {role}; GRANT INSERT ON public.fleet_test_ddl_log TO {role}; "
+                      f"GRANT USAGE ON SEQUENCE public.fleet_test_ddl_log_id_seq TO {role}")
+        writer = make_url(db_url).set(username=role, password=None)
+        env = {"DATABASE_URI": writer.render_as_string(hide_password=False)}
+        done = project.fleet("tenants", "add", "d", "--json", env=env)
+        assert done.returncode == 1, done.stdout + done.stderr
+        [target] = [t for t in json.loads(done.stdout)["migration"]["targets"]
+                    if t["schema"] == "svc_d"]
+        assert target["outcome"] == "failed"
+        assert "permission denied for database" in target["error"], target
+        assert "SQLSTATE 42501" in target["error"], target
+        assert "internal error" not in target["error"], target
+        assert "bug" not in (target["hint"] or "") and "grant" in target["hint"], target
+        assert query(db_url, "SELECT nspname FROM pg_namespace WHERE nspname = 'svc_d'") == []
+        assert query(db_url, "SELECT outcome, error LIKE '%permission denied for database%' "
+                             "FROM fleet.run_targets WHERE schema_name = 'svc_d'") == [
+            ("failed", True)]
+    finally:
+        query(db_url, f"DROP OWNED BY {role}")
+        query(db_url, f"DROP ROLE {role}")
+
+
+def test_a_ledger_refused_by_a_trigger_is_not_blamed_on_create(tmp_path: Path,
+                                                               db_url: str) -> None:
+    """The role may create schemas, but the database's DDL trigger writes a table it may
+    not: the hint names that refusal, not CREATE on the database, which it has."""
+    project = _project(tmp_path, db_url)
+    role = f"fleet_rw_{uuid.uuid4().hex[:8]}"
+    query(db_url, f"CREATE ROLE {role} LOGIN")
+    try:
+        query(db_url, f"GRANT CREATE ON DATABASE {make_url(db_url).database} TO {role}")
+        writer = make_url(db_url).set(username=role, password=None)
+        done = project.fleet("migrate", env={
+            "DATABASE_URI": writer.render_as_string(hide_password=False)})
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "permission denied for table fleet_test_ddl_log" in done.stderr, done.stderr
+        assert "privilege the message names" in done.stderr, done.stderr
+        assert "grant CREATE on the database" not in done.stderr, done.stderr
     finally:
         query(db_url, f"DROP OWNED BY {role}")
         query(db_url, f"DROP ROLE {role}")

@@ -327,7 +327,10 @@ class TargetMigrator:
                     connection.rollback()
                     failure.reached = read_one(connection, target.schema, table) or ()
             raise failure from None
-        except (DBAPIError, FleetError, LegacyFailed) as exc:
+        except (DBAPIError, FleetError, LegacyFailed,
+                connection.dialect.loaded_dbapi.Error) as exc:
+            # The driver's own errors too: fleet's statements on the driver's cursor (the
+            # schema, the version table, a copy) are answered by the database, not by a bug.
             raise self._failure(exc, None) from None
         finally:
             with contextlib.suppress(Exception):
@@ -407,6 +410,10 @@ class TargetMigrator:
         if location:
             reason = f"{reason} ({location})"
         transient = transient_reason(error)
+        if hint is None and drivers.sqlstate(error) == "42501":
+            hint = ("the database refused the user of this URL a privilege the statement "
+                    "needs (a new schema needs CREATE on the database): grant it, or "
+                    "migrate as the owner of the schemas")
         if transient == "lock timeout":
             hint = (f"a table was locked by another session for over "
                     f"{self.policy.lock_timeout:g}s (lock_timeout); fleet gave up rather than "

@@ -46,13 +46,11 @@ class RunRecorder:
                 first = ledger.start_run(connection, self.info)
             except DBAPIError as exc:
                 original = getattr(exc, "orig", exc)
-                locked = sqlstate(original) == "55P03"
+                reason = scrub(str(original).strip().splitlines()[0])
                 raise LedgerError(
                     f"cannot write the run ledger (schema '{self.ledger.schema}') in "
-                    f"{display(database)}: {scrub(str(original).strip().splitlines()[0])}",
-                    hint="another session holds a lock on a ledger table: see pg_locks, and "
-                    "run again when it is released" if locked else
-                    "grant CREATE on the database to this user, or set ledger = false",
+                    f"{display(database)}: {reason}", hint=_ledger_hint(sqlstate(original),
+                                                                        reason),
                 ) from None
             if not first:  # the same database under another URL: its row is written
                 connection.close()  # and is closed once, by that URL's connection
@@ -90,3 +88,16 @@ class RunRecorder:
         text = scrub(message.splitlines()[0])
         if text not in self.warnings:
             self.warnings.append(text)
+
+
+def _ledger_hint(code: str | None, reason: str) -> str:
+    """What to do when the run's ledger row cannot be written, by what the server said."""
+    if code == "55P03":
+        return ("another session holds a lock on a ledger table: see pg_locks, and run "
+                "again when it is released")
+    if code == "42501" and ("for database" in reason or "for schema" in reason):
+        return "grant CREATE on the database to this user, or set ledger = false"
+    if code == "42501":
+        return ("grant this user the privilege the message names (on the ledger's tables, or "
+                "on what a trigger of the database writes), or set ledger = false")
+    return "see the database's message; set ledger = false to run without the ledger"
