@@ -383,7 +383,8 @@ def check(workspace: Workspace, services: Sequence[str] = (), tenants: Sequence[
     scratch = (scratch_server(workspace.databases, options.scratch_url)
                if own and options.scratch else contextlib.nullcontext())
     with scratch:
-        report = run_checks(subjects, options, statuses, workspace.databases)
+        report = run_checks(subjects, options, statuses, workspace.databases,
+                            ledger_schema=workspace.config.ledger_schema)
         if own:
             interpreters.resolve_embedded(workspace.databases, workspace.databases_in_use())
         for name in own:  # checked by the service's own interpreter, which imports its code

@@ -49,20 +49,12 @@ def _forget_parents_sessions() -> None:
 os.register_at_fork(after_in_child=_forget_parents_sessions)
 
 
-_MIGRATES = "fleet.migrates"
-"""Marks a session targets migrate on (in its connection's ``info``, which lives as long
-as the session): it is closed when given back, never kept."""
-
-
 def _hand_on_clean(dbapi_connection: Any, record: Any) -> None:
     """A session fleet keeps goes back as a new one would be: after SQLAlchemy's rollback,
     whatever a phase set on it (settings, a role, advisory locks, temporary tables,
     prepared statements, LISTEN) is reset, in one round trip. A session that cannot be
     reset is closed, and the next phase opens a new one."""
     if dbapi_connection is None:
-        return
-    if record.info.get(_MIGRATES):  # a revision may have left anything on it
-        record.invalidate()
         return
     try:
         dbapi_connection.autocommit = True  # the reset leaves no transaction open
@@ -160,7 +152,8 @@ class Databases:
         its round trips, TLS and authentication): handed on reset
         (:func:`_hand_on_clean`), tested alive before use (a session the server ended is
         replaced), never to a forked worker. Sessions beyond that one (a phase that holds
-        two) really close. Sessions that migrate never go back (:meth:`connect`)."""
+        two) really close. Targets migrate on another engine's sessions, never kept
+        (:meth:`migration_engine`)."""
         engine = self._engines.get(database.key)
         if engine is None:
             engine = create_engine(self.url(database), poolclass=QueuePool, pool_size=1,
@@ -206,14 +199,15 @@ class Databases:
         return parsed.set(drivername=drivers.for_url(database.url).drivername)
 
     def migration_engine(self, database: Database) -> Engine:
-        """The engine targets migrate on: the driver the URL names (see :mod:`.drivers`).
+        """The engine targets migrate on: the driver the URL names (see :mod:`.drivers`),
+        whose sessions close with their connection, on psycopg too: a revision may leave
+        anything on a session (a driver adapter, a cache of thousands of tables) that no
+        reset undoes, and a reconnect inside a target's retries must not change that.
 
         For an async driver this is the async engine's synchronous face, usable only inside
         :class:`~alembic_fleet.drivers.GreenletBridge`.
         """
         driver = drivers.for_url(database.url)
-        if driver is drivers.PSYCOPG:
-            return self.engine(database)
         key = f"{driver.name}:{database.key}"
         engine = self._engines.get(key)
         if engine is None:
@@ -230,17 +224,12 @@ class Databases:
     def connect(self, database: Database, *, for_migrations: bool = False):
         """An open connection, or DatabaseUnavailableError with a readable reason.
 
-        ``for_migrations``: on the service's own driver (see :meth:`migration_engine`),
-        and a session of its own that closes with the connection: a revision may leave
-        anything on it, and it is never handed on.
+        ``for_migrations``: on the service's own driver (see :meth:`migration_engine`).
         """
         try:
             engine = (self.migration_engine(database) if for_migrations
                       else self.engine(database))
-            connection = engine.connect()
-            if for_migrations:
-                connection.info[_MIGRATES] = True  # closed, never kept: _hand_on_clean
-            return connection
+            return engine.connect()
         except ArgumentError as exc:  # a URL SQLAlchemy parses only now (?port=x)
             raise UsageError(f"the URL of {display(database)} is not valid: {scrub(str(exc))}",
                              hint="fix it in DATABASE_URI or 'database' in fleet.toml; "

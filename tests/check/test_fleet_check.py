@@ -375,20 +375,47 @@ def test_applied_revisions_are_checked_alike_with_and_without_the_checksums_inde
                  "revision aa0000000002 changed after it was applied to 3002"),
                 ("FC403", "ffffffffffff", "revision ffffffffffff was applied to 1")]
     assert found() == expected
+    # An index of that name fleet cannot walk (left invalid by a cancelled build, or of
+    # another shape) is no index: the check reads every row, and is not slower for it.
+    query(shop.db_url, "UPDATE pg_index SET indisvalid = false "
+                       "WHERE indexrelid = 'fleet.applied_revisions_checksums'::regclass")
+    assert found() == expected
+    query(shop.db_url, "DROP INDEX fleet.applied_revisions_checksums; CREATE INDEX "
+                       "applied_revisions_checksums ON fleet.applied_revisions (checksum)")
+    assert found() == expected
     query(shop.db_url, "DROP INDEX fleet.applied_revisions_checksums")
     assert found() == expected
     refused = shop.fleet("tenants", "add", "zed")
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "aa0000000002 changed after it was applied to 3002 schema(s)" in refused.stderr
-    # The next run that writes the ledger gives it the index back.
+    # The next run that writes the ledger gives it the index back (instead of one it
+    # cannot use).
+    query(shop.db_url, "CREATE INDEX applied_revisions_checksums "
+                       "ON fleet.applied_revisions (checksum)")
     path.write_text(original)
     assert shop.fleet("tenants", "add", "zed").returncode == 0
-    assert query(shop.db_url, "SELECT to_regclass('fleet.applied_revisions_checksums') "
-                              "IS NOT NULL") == [(True,)]
+    assert query(shop.db_url, "SELECT pg_get_indexdef('fleet.applied_revisions_checksums'"
+                              "::regclass) LIKE '%(service, revision, checksum)'") == [
+        (True,)]
     path.write_text(changed)
     assert found() == [("FC401", "aa0000000002",
                         "revision aa0000000002 changed after it was applied to 3003"),
                        ("FC403", "ffffffffffff", "revision ffffffffffff was applied to 1")]
+
+
+@pytest.mark.slow
+def test_changed_applied_revision_is_found_in_a_ledger_of_another_name(shop: Project) -> None:
+    """``ledger_schema`` names where the checksums are: ``check --database`` reads them
+    there (it read "fleet", found no ledger and said nothing, while migrate refused)."""
+    config = shop.root / "fleet.toml"
+    config.write_text('ledger_schema = "led_ger"\n' + config.read_text())
+    assert shop.fleet("migrate").returncode == 0
+    path = versions(shop) / "aa0000000002_add_price.py"
+    path.write_text(path.read_text().replace("sa.Numeric(10, 2)", "sa.Numeric(12, 2)"))
+    code, payload = check(shop, "--database", "--no-scratch")
+    assert code == 3, payload
+    assert [f["revision"] for f in payload["findings"] if f["code"] == "FC401"] == [
+        "aa0000000002"], payload
 
 
 @pytest.mark.slow

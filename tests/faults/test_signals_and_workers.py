@@ -58,6 +58,16 @@ def test_sigterm_rolls_back_in_flight_targets_and_exits_143(tmp_path: Path, db_u
                          (target["schema"],))[0][0] == 0
     assert query(db_url, "SELECT outcome, finished_at IS NOT NULL FROM fleet.runs") == [
         ("terminated", True)]
+    # The ledger says what the run reported: each target it reported failed (rolled back
+    # when the run was stopped) has its row, and the run's counts are the report's.
+    reported = {t["schema"]: t["outcome"] for t in payload["targets"]
+                if t["outcome"] in ("migrated", "failed")}
+    assert "failed" in reported.values(), payload
+    assert dict(query(db_url, "SELECT schema_name, outcome FROM fleet.run_targets")) == reported
+    assert query(db_url, "SELECT migrated, failed FROM fleet.runs") == [
+        (payload["summary"]["migrated"], payload["summary"]["failed"])]
+    assert all("interrupted" in error for (error,) in query(
+        db_url, "SELECT error FROM fleet.run_targets WHERE outcome = 'failed'"))
     assert project.fleet("migrate").returncode == 0
 
 

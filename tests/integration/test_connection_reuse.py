@@ -16,6 +16,7 @@ import time
 
 import psycopg
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.databases import Databases
 from alembic_fleet.model.targets import Database
@@ -101,6 +102,27 @@ def test_a_migration_session_is_never_kept(db_url: str, own: Databases) -> None:
     alive = query(db_url, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
                   (migrating,))
     assert alive == [(0,)] or _gone(db_url, migrating)
+
+
+def test_a_migration_session_made_again_after_it_was_lost_is_never_kept(
+        db_url: str, own: Databases) -> None:
+    """A target's retry after a lost connection reconnects the same connection object: the
+    session it gets is a migration session too, never handed to fleet's next phase."""
+    database = Database(url=db_url)
+    with own.connect(database, for_migrations=True) as connection:
+        lost = _pid(connection)
+        connection.rollback()
+        query(db_url, "SELECT pg_terminate_backend(%s)", (lost,))
+        assert _gone(db_url, lost)
+        with pytest.raises(DBAPIError):
+            connection.exec_driver_sql("SELECT 1")
+        connection.rollback()
+        again = _pid(connection)  # reconnected, as a retry does
+        connection.rollback()
+    assert again != lost
+    with own.connect(database) as connection:
+        assert _pid(connection) not in (lost, again)
+        connection.rollback()
 
 
 def _gone(url: str, pid: int) -> bool:

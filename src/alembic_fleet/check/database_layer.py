@@ -25,10 +25,12 @@ from alembic_fleet.model.targets import Database
 
 
 def database_checks(subject: CheckedService, current: Sequence[TargetStatus],
-                    connect: Callable[[Any], Connection], report: CheckReport) -> None:
-    """Applied checksums, then schema drift, on every database holding the service's
-    targets: the service's own, and that of each tenant placed on its own server (each
-    schema is compared on its own database, with a reference built there)."""
+                    connect: Callable[[Any], Connection], report: CheckReport,
+                    ledger_schema: str | None = "fleet") -> None:
+    """Applied checksums (in ``ledger_schema``; None: no ledger, none to compare), then
+    schema drift, on every database holding the service's targets: the service's own,
+    and that of each tenant placed on its own server (each schema is compared on its own
+    database, with a reference built there)."""
     mine = [s for s in current if s.target.service == subject.name
             and s.state is not TargetState.UNREACHABLE]
     groups: dict[str, tuple[Database, list[TargetStatus]]] = {
@@ -38,7 +40,8 @@ def database_checks(subject: CheckedService, current: Sequence[TargetStatus],
             status)
     for database, statuses in groups.values():
         with connect(database) as connection:
-            report.findings.extend(changed_revisions(subject, connection))
+            if ledger_schema is not None:
+                report.findings.extend(changed_revisions(subject, connection, ledger_schema))
             if not subject.scripts.uses_helper:
                 continue
             report.findings.extend(_tenant_drift(subject, connection, statuses))

@@ -58,7 +58,7 @@ __all__ = [
 
 def run_checks(subjects: Sequence[CheckedService], options: CheckOptions,
                statuses: Callable[[Sequence[str]], list[TargetStatus]] | None,
-               databases: Databases) -> CheckReport:
+               databases: Databases, *, ledger_schema: str | None = "fleet") -> CheckReport:
     """Run the checks and return the report (sorted findings).
 
     What each layer covers: the graph rules (FC101-FC104, FC107, FC108), the scratch round
@@ -110,7 +110,7 @@ def run_checks(subjects: Sequence[CheckedService], options: CheckOptions,
             report.skip(subject.name, "scratch", "--no-scratch")
     if options.database:
         for subject in loadable:
-            database_checks(subject, current, databases.connect, report)
+            database_checks(subject, current, databases.connect, report, ledger_schema)
     report.findings.sort(key=sort_key)
     return report
 

@@ -18,7 +18,11 @@ from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.exceptions import DatabaseUnavailableError, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
-from alembic_fleet.execution.executor import RunInterrupted, SerialExecutor
+from alembic_fleet.execution.executor import (
+    INTERRUPTED_ERROR,
+    RunInterrupted,
+    SerialExecutor,
+)
 from alembic_fleet.execution.locking import lock_key, try_lock, unlock
 from alembic_fleet.execution.mirror_upkeep import keep_up
 from alembic_fleet.execution.pool import PoolExecutor
@@ -168,6 +172,8 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
             work.close()
     if end is RunEnd.COMPLETED:
         warnings += keep_up(workspace, plan)
+    elif run_ledger is not None:
+        warnings += _record_rolled_back(workspace, run_ledger, results)
     by_target = {r.target: r for r in results}
     ordered = tuple(by_target.get(s.target) or _unreachable(plan, s) for s in plan.steps)
     failed = any(r.outcome is Outcome.FAILED for r in ordered)
@@ -178,6 +184,26 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     warnings += fallback_warnings(ordered)
     return RunOutcome(ordered, plan.statuses, tuple(warnings),
                       recorder.info.run_id if recorder else None, end, detail)
+
+
+def _record_rolled_back(workspace: Workspace, run_ledger: RunLedger,
+                        results: list[TargetResult]) -> list[str]:
+    """The failed rows of the targets a stopped run rolled back (Ctrl-C, SIGTERM): their
+    workers were stopped before they could write one, and the ledger must count what the
+    run reported. Their sessions are gone by now (the pool took each target's lock to
+    find out; an in-process target's connection is closed): nothing of theirs committed."""
+    warnings = []
+    for result in results:
+        if result.outcome is not Outcome.FAILED or result.error != INTERRUPTED_ERROR:
+            continue
+        try:
+            with workspace.databases.connect(result.target.database) as connection:
+                run_ledger.failed(connection, result.target, result.from_revs,
+                                  result.seconds, result.error, result.attempts)
+        except Exception as exc:  # the ledger never breaks a run's report
+            warnings.append(f"could not record {result.target.schema} in the ledger: "
+                            f"{type(exc).__name__}")
+    return warnings
 
 
 def _canary(workspace: Workspace, steps: list[Step], order: list[int], options: RunOptions

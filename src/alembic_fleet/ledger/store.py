@@ -163,8 +163,6 @@ TABLES = ("runs", "run_targets", "applied_revisions", "removed_schemas", "refere
 """The ledger's tables: a ledger without one of them (made by an older fleet, or a table
 dropped by hand) gets what it lacks."""
 
-PARTS = (*TABLES, CHECKSUMS_INDEX)
-"""What a whole ledger has: its tables, and the index an older fleet did not make."""
 
 
 _LOCK_KEY = 0x666C656574  # "fleet": serialises creating the ledger between runners
@@ -205,30 +203,46 @@ class Ledger:
     def ensure(self, connection: Any) -> None:
         """Create the ledger, or the tables it lacks (an older fleet's, a table dropped by
         hand); no DDL at all when it is whole. The checksums index an older fleet did not
-        make is added on the side: a role that may write the ledger but not change it
-        (or a lock held on the table) leaves the ledger as it is, read the older way."""
+        make (or one left invalid, or of another shape) is made on the side: a role that
+        may write the ledger but not change it, or a table another session holds, leaves
+        the ledger as it is, read the older way."""
         if self._ready:
             return
-        whole = self._found(connection, PARTS)
+        tables = self._found(connection, TABLES)
+        indexed = tables and self._index_usable(connection)
         connection.rollback()
-        if not whole:
+        if not tables:
             with connection.begin():
                 connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
-                tables = self._found(connection, TABLES)
-                if not tables:
+                if not self._found(connection, TABLES):
                     for statement in _ddl(self.schema):
                         connection.exec_driver_sql(statement)
-            if tables:
-                self._add_index(connection)
+        elif not indexed:
+            self._add_index(connection)
         self._ready = True
 
+    def _index_usable(self, connection: Any) -> bool:
+        """Whether the checksums index is there, valid, and the one fleet makes (a build
+        cancelled half-way leaves an invalid one, which the planner never uses: walking it
+        would sort the table once per pair)."""
+        return bool(connection.execute(
+            text("SELECT i.indisvalid AND pg_catalog.pg_get_indexdef(i.indexrelid) LIKE "
+                 "'%USING btree (service, revision, checksum)' "
+                 "FROM pg_catalog.pg_index AS i WHERE i.indexrelid = to_regclass(:name)"),
+            {"name": f"{quote_ident(self.schema)}.{CHECKSUMS_INDEX}"}).scalar())
+
     def _add_index(self, connection: Any) -> None:
-        """The checksums index on an older ledger's table (see :meth:`ensure`)."""
+        """The checksums index on an older ledger's table (see :meth:`ensure`), instead of
+        one that is not usable. The build holds back other runners' ledger writes (about
+        two seconds per million rows, once); a table another session holds for over a
+        second leaves it to a later run rather than queue everyone behind it."""
+        name = f"{quote_ident(self.schema)}.{quote_ident(CHECKSUMS_INDEX)}"
         index = next(statement for statement in _ddl(self.schema)
                      if CHECKSUMS_INDEX in statement)
         try:
             with connection.begin():
-                self._bounded(connection)
+                connection.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+                connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
                 connection.exec_driver_sql(index)
         except DBAPIError:
             connection.rollback()
@@ -526,9 +540,9 @@ class Ledger:
     def applied_pairs(self, connection: Any, service: str) -> list[tuple[str, str]] | None:
         """Each (revision, checksum) recorded for ``service``, one index probe per pair
         (a loose index scan, which PostgreSQL does not plan by itself): a few hundred rows
-        read however many schemas there are. None without the index (a ledger an older
-        fleet made, before its next run adds it): the caller groups every row instead."""
-        if not self._found(connection, (CHECKSUMS_INDEX,)):
+        read however many schemas there are. None without a usable index (a ledger an
+        older fleet made, before its next run adds it): the caller groups every row."""
+        if not self._index_usable(connection):
             connection.rollback()
             return None
         table = f"{quote_ident(self.schema)}.applied_revisions"
