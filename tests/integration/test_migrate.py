@@ -146,3 +146,30 @@ def test_dry_run_prints_the_plan_and_executes_nothing(example: Project) -> None:
     assert "nothing was executed" in result.stdout
     assert not schemas(example.db_url, "auth_%")
     assert ddl_count(example.db_url) == 0
+
+
+def test_a_version_table_holding_a_revision_and_its_ancestor_is_failed_not_at_head(
+        example: Project) -> None:
+    """Alembic refuses such a table ("overlaps with other requested revisions"): status
+    must not call it at head, and migrate must not pass over it in silence."""
+    assert example.fleet("migrate").returncode == 0
+    ancestor = "a14d2f6b8c35"
+    query(example.db_url, f"INSERT INTO auth_toshiba.alembic_version VALUES ('{ancestor}')")
+    status = example.fleet("status", "--json")
+    assert status.returncode == 3, status.stdout + status.stderr
+    [target] = [t for t in json.loads(status.stdout)["targets"]
+                if t["schema"] == "auth_toshiba"]
+    assert target["state"] == "failed" and sorted(target["current"]) == sorted(
+        [ancestor, AUTH_HEAD]), target
+    text = example.fleet("status")
+    assert ancestor in text.stdout and "auth_toshiba" in text.stdout
+    migrate = example.fleet("migrate", "--json")
+    assert migrate.returncode == 1, migrate.stdout + migrate.stderr
+    [result] = [t for t in json.loads(migrate.stdout)["targets"]
+                if t["schema"] == "auth_toshiba"]
+    assert result["outcome"] == "failed", result
+    assert ancestor in result["error"] and "comes before" in result["error"], result
+    assert "DELETE FROM" in result["hint"], result
+    others = [t for t in json.loads(migrate.stdout)["targets"] if t["schema"] != "auth_toshiba"]
+    assert {t["outcome"] for t in others} == {"skipped"}
+    assert sorted(version(example.db_url, "auth_toshiba")) == sorted([ancestor, AUTH_HEAD])

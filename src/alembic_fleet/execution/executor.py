@@ -25,7 +25,13 @@ from alembic_fleet.execution.events import (
 from alembic_fleet.model.budget import Budget
 from alembic_fleet.model.outcome import RunEnd
 from alembic_fleet.model.schedule import Schedule
-from alembic_fleet.model.status import Outcome, Step, TargetResult
+from alembic_fleet.model.status import (
+    Outcome,
+    Step,
+    TargetResult,
+    overlap_error,
+    overlap_hint,
+)
 from alembic_fleet.wording import counted
 
 Work = Callable[[Step, int], TargetResult]
@@ -54,8 +60,12 @@ class Executor(Protocol):
 
 
 def skipped(step: Step, reason: str = "") -> TargetResult:
-    """The result of a step that was not executed."""
+    """The result of a step that was not executed: failed when its version table is one
+    Alembic refuses (no run may pass over it in silence)."""
     current = step.status.current
+    if step.status.overlapping and not reason:
+        return TargetResult(step.target, Outcome.FAILED, current, current, 0.0,
+                            error=overlap_error(step.status), hint=overlap_hint(step.status))
     return TargetResult(step.target, Outcome.SKIPPED, current, current, 0.0,
                         note=reason or step.reason)
 

@@ -196,6 +196,13 @@ class RevisionGraph:
         self._cache[key] = result
         return result
 
+    def overlapping(self, current: tuple[str, ...]) -> tuple[str, ...]:
+        """The revisions of ``current`` below another of them (a version table Alembic
+        refuses to upgrade)."""
+        return tuple(rev for rev in current
+                     if any(other != rev and rev in self.ancestors((other,))
+                            for other in current))
+
     def pending(self, current: Iterable[str], destination: Iterable[str]) -> int:
         """How many revisions an upgrade from ``current`` to ``destination`` applies."""
         return len(self.ancestors(destination) - self.ancestors(current))

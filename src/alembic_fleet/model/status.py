@@ -45,6 +45,9 @@ class TargetStatus:
     state: TargetState
     unknown: tuple[str, ...] = ()
     """Revisions of ``current`` the scripts do not know (what makes such a target ahead)."""
+    overlapping: tuple[str, ...] = ()
+    """Revisions of ``current`` that come before another of its revisions: a version table
+    Alembic refuses ("overlaps with other requested revisions"), which makes it failed."""
 
 
 def classify(
@@ -61,6 +64,11 @@ def classify(
     unknown, pending, past = graph.standing(tuple(current), tuple(wanted))
     if unknown:
         return TargetStatus(target, current, wanted, 0, TargetState.AHEAD, unknown)
+    if len(current) > 1:
+        below = graph.overlapping(tuple(current))
+        if below:
+            return TargetStatus(target, current, wanted, 0, TargetState.FAILED,
+                                overlapping=below)
     if pending == 0 and not past:
         state = TargetState.AT_HEAD
     elif pending == 0:
@@ -83,11 +91,29 @@ class Step:
         return self.status.target
 
 
+def overlap_error(status: TargetStatus) -> str:
+    """Why a target whose version table holds a revision and one before it is failed."""
+    later = [rev for rev in status.current if rev not in status.overlapping]
+    return (f"its version table holds {', '.join(status.current)}: "
+            f"{', '.join(status.overlapping)} comes before {', '.join(later)}, a table "
+            "Alembic refuses (\"overlaps with other requested revisions\")")
+
+
+def overlap_hint(status: TargetStatus) -> str:
+    """What to do about it: keep the row the schema matches."""
+    rows = ", ".join(f"'{rev}'" for rev in status.overlapping)
+    return (f"compare the schema {status.target.schema} with its revisions, then delete the "
+            f"row it does not match, e.g. DELETE FROM <its version table> WHERE version_num "
+            f"IN ({rows}), and run again")
+
+
 def plan_step(status: TargetStatus) -> Step:
     """Upgrade a target only when revisions are pending; never downgrade in ``migrate``."""
     if status.state in (TargetState.BEHIND, TargetState.MISSING, TargetState.FAILED) and (
             status.pending > 0):
         return Step(status, True, f"{status.pending} revision(s) pending")
+    if status.overlapping:
+        return Step(status, False, overlap_error(status))
     if status.unknown:
         return Step(status, False, f"its version table holds {', '.join(status.unknown)}, "
                     "which these scripts do not know (a newer release's or another branch's "
