@@ -13,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import query, version
@@ -68,6 +69,56 @@ def test_sigterm_rolls_back_in_flight_targets_and_exits_143(tmp_path: Path, db_u
         (payload["summary"]["migrated"], payload["summary"]["failed"])]
     assert all("interrupted" in error for (error,) in query(
         db_url, "SELECT error FROM fleet.run_targets WHERE outcome = 'failed'"))
+    assert project.fleet("migrate").returncode == 0
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_second_signal_while_stopping_still_gives_the_report(tmp_path: Path, db_url: str,
+                                                               jobs: str) -> None:
+    """Ctrl-C twice (or a SIGTERM then a Ctrl-C): the second arrives while the run is
+    stopping (here, held behind a lock on the ledger's run table) and waits for the report,
+    which is printed whole; a third quits at once."""
+    project = shop_project(tmp_path / "p", db_url, 6, sleep=0.4)
+    runner = start_fleet(project, "migrate", "--json", "--jobs", jobs)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not query(
+            db_url, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'active' AND query LIKE '%%pg_sleep%%' AND pid <> pg_backend_pid()"):
+        time.sleep(0.05)
+    with psycopg.connect(db_url) as holder:
+        holder.execute("LOCK TABLE fleet.runs IN ACCESS EXCLUSIVE MODE")
+        runner.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # stopping: the run's row waits for the lock
+        runner.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        holder.rollback()
+    out, err = runner.communicate(timeout=60)
+    assert runner.returncode == 143, err
+    payload = json.loads(out)
+    assert payload["interrupted"] is True and payload["end"] == "terminated", payload
+    assert "targets" in payload and payload["summary"]["targets"] == 6, payload
+    assert project.fleet("migrate").returncode == 0
+
+
+def test_a_third_signal_while_stopping_quits_at_once(tmp_path: Path, db_url: str) -> None:
+    project = shop_project(tmp_path / "p", db_url, 6, sleep=0.4)
+    runner = start_fleet(project, "migrate", "--json", "--jobs", "2")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not query(
+            db_url, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'active' AND query LIKE '%%pg_sleep%%' AND pid <> pg_backend_pid()"):
+        time.sleep(0.05)
+    with psycopg.connect(db_url) as holder:
+        holder.execute("LOCK TABLE fleet.runs IN ACCESS EXCLUSIVE MODE")
+        for _ in range(3):
+            runner.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+        # Out while the lock is still held: it did not wait for the ledger.
+        out, err = runner.communicate(timeout=3)
+        holder.rollback()
+    assert runner.returncode == 130, err
+    assert "once more to quit at once" in err, err
+    assert json.loads(out)["error"]["message"] == "interrupted", out
     assert project.fleet("migrate").returncode == 0
 
 

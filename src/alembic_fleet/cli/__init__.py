@@ -59,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in own
     reporter = _LazyReporter(as_json)
     previous = signal.signal(signal.SIGTERM, _terminate)
+    interrupt = signal.getsignal(signal.SIGINT)  # a stopping run holds both (see main's end)
     try:
         # Inside the try: a Ctrl-C or SIGTERM while the command modules load is reported
         # (130, 143) as any other, not a traceback.
@@ -92,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = ExitCode.FAILED
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, interrupt)
     if argv is None:  # the process ends here: what it made stays, and is not collected
         gc.freeze()  # again by the interpreter's last collections (a tenth of a second)
         sys.exit(code)

@@ -22,6 +22,7 @@ from alembic_fleet.execution.events import (
     TargetFinished,
     TargetStarted,
 )
+from alembic_fleet.execution.stopping import hold_signals
 from alembic_fleet.model.budget import Budget
 from alembic_fleet.model.outcome import RunEnd
 from alembic_fleet.model.schedule import Schedule
@@ -293,6 +294,7 @@ class SerialExecutor:
                 book.finish(schedule, index, self.work(steps[index], book.tries(index)))
                 index = None
         except KeyboardInterrupt as cause:
+            hold_signals()
             raise book.interrupted(schedule, [index] if index is not None else [],
                                    cause) from None
         return book.close(schedule)

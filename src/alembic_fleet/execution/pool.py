@@ -29,6 +29,7 @@ from alembic_fleet import interpreters
 from alembic_fleet.exceptions import FleetError
 from alembic_fleet.execution.events import EventSink, TargetStarted
 from alembic_fleet.execution.executor import RunProgress, Work
+from alembic_fleet.execution.stopping import hold_signals
 from alembic_fleet.model.budget import Budget
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
@@ -185,6 +186,7 @@ class PoolExecutor:
                     if worker.process.sentinel in ready or not worker.process.is_alive():
                         self._replace(worker, workers, steps, schedule, book)
         except KeyboardInterrupt as cause:
+            hold_signals()
             raise self._interrupt(workers, book, schedule, cause) from None
         finally:
             self._shutdown(workers)
