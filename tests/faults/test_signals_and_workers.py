@@ -122,6 +122,31 @@ def test_a_third_signal_while_stopping_quits_at_once(tmp_path: Path, db_url: str
     assert project.fleet("migrate").returncode == 0
 
 
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_fleet_starts_is_never_a_traceback(tmp_path: Path, db_url: str,
+                                                          number: int) -> None:
+    """Ctrl-C (or SIGTERM) in fleet's first tenth of a second, while Python imports it: the
+    command says it was interrupted (and is valid JSON with --json), never a traceback of
+    fleet's imports."""
+    project = shop_project(tmp_path / "p", db_url, 1)
+    seen = set()
+    for delay in (0.02, 0.04, 0.06, 0.08, 0.10, 0.13, 0.16, 0.2):
+        runner = start_fleet(project, "status", "--json")
+        time.sleep(delay)
+        runner.send_signal(number)
+        out, err = runner.communicate(timeout=60)
+        # Before fleet's first line runs (Python's start and the wrapper pip wrote, some
+        # 20 ms) the interpreter's own handler answers: never once fleet is importing.
+        assert "Traceback" not in err or not any(
+            where in err for where in ("alembic_fleet/", "site-packages/")), (delay, err)
+        seen.add(runner.returncode)
+        if runner.returncode in (130, 143):
+            assert json.loads(out)["error"]["message"] in ("interrupted", "terminated"), out
+        else:  # before Python could answer (killed by the signal), or after it was done
+            assert runner.returncode in (-number, 0, 3), (delay, runner.returncode, err)
+    assert seen & {130, 143}, seen
+
+
 def test_workers_die_with_a_sigkilled_parent(tmp_path: Path, db_url: str) -> None:
     project = shop_project(tmp_path / "p", db_url, 6, sleep=2.0)
     runner = start_fleet(project, "migrate", "--jobs", "2")

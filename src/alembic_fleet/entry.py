@@ -1,0 +1,45 @@
+"""The ``fleet`` console script, before anything heavy is imported.
+
+Importing the command (Click, fleet's command modules) takes a tenth of a second, and a
+Ctrl-C or SIGTERM in it used to print a Python traceback (or, for SIGTERM, end the process
+with no word). From here on it is reported as any later interrupt is: ``interrupted`` or
+``terminated``, exit 130 or 143, a JSON error with ``--json``. :func:`alembic_fleet.cli.main`
+takes over once it is imported.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during the import."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
+def main() -> int:
+    """Import the command, then run it; an interrupt during the import ends it at once."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        from alembic_fleet.cli import main as command
+    except KeyboardInterrupt as exc:
+        _interrupted(isinstance(exc, _Terminated))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return command()
+
+
+def _interrupted(terminated: bool) -> None:
+    word, code = ("terminated", 143) if terminated else ("interrupted", 130)
+    args = sys.argv[1:]
+    own = args[:args.index("--")] if "--" in args else args
+    if "--json" in own or "--format=json" in own:  # as the reporter writes an error
+        sys.stdout.write(f'{{"error": {{"message": "{word}", "hint": null, '
+                         f'"exit_code": {code}}}}}\n')
+    else:
+        sys.stderr.write(f"error: {word}\n")
+    sys.exit(code)
