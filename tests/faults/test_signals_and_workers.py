@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import psycopg
 import pytest
 
 from tests.conftest import query, version
-from tests.faults.conftest import HEAD, children, shop_project, start_fleet
+from tests.faults.conftest import HEAD, children, default_sigint, shop_project, start_fleet
 
 pytestmark = pytest.mark.slow
 
@@ -147,6 +149,48 @@ def test_a_signal_while_fleet_starts_is_never_a_traceback(tmp_path: Path, db_url
     assert seen & {130, 143}, seen
 
 
+AFTER_COMMIT = """
+import os, signal, sys
+import alembic_fleet.execution.target_migration as migration
+calls = []
+reset = migration.TargetMigrator._reset_session
+def reset_then_interrupt(self, connection):
+    done = reset(self, connection)
+    calls.append(1)
+    if len(calls) == 2:  # the second target has committed: a Ctrl-C lands now
+        os.kill(os.getpid(), signal.SIGINT)
+    return done
+migration.TargetMigrator._reset_session = reset_then_interrupt
+from alembic_fleet.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_ctrl_c_right_after_a_commit_in_process_keeps_the_target_migrated(
+        tmp_path: Path, db_url: str) -> None:
+    """With one job the targets migrate in fleet's own process, where a Ctrl-C may land
+    after a target's COMMIT: that target is migrated, in the report and in the ledger
+    (it was reported and recorded rolled back)."""
+    project = shop_project(tmp_path / "p", db_url, 4)
+    harness = tmp_path / "after_commit.py"
+    harness.write_text(AFTER_COMMIT)
+    done = subprocess.run([sys.executable, str(harness), "migrate", "--jobs", "1", "--json"],
+                          cwd=project.root, env={**os.environ, **project.env},
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=default_sigint)
+    assert done.returncode == 130, done.stderr
+    reported = {t["schema"]: t["outcome"] for t in json.loads(done.stdout)["targets"]}
+    assert reported["shop_s001"] == "migrated", reported
+    for schema, outcome in reported.items():
+        committed = bool(query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                               (schema,))) and version(db_url, schema) == [HEAD]
+        assert committed == (outcome == "migrated"), (schema, outcome)
+    recorded = dict(query(db_url, "SELECT schema_name, outcome FROM fleet.run_targets"))
+    assert recorded == {k: v for k, v in reported.items() if v in ("migrated", "failed")}
+    assert query(db_url, "SELECT migrated, failed FROM fleet.runs") == [
+        (list(reported.values()).count("migrated"), list(reported.values()).count("failed"))]
+
+
 def test_workers_die_with_a_sigkilled_parent(tmp_path: Path, db_url: str) -> None:
     project = shop_project(tmp_path / "p", db_url, 6, sleep=2.0)
     runner = start_fleet(project, "migrate", "--jobs", "2")
@@ -217,5 +261,5 @@ def test_a_worker_dying_after_its_commit_is_reported_migrated(tmp_path: Path,
     assert runner.returncode == 0, err
     outcome = {t["schema"]: t for t in json.loads(out)["targets"]}
     assert outcome["shop_s002"]["outcome"] == "migrated"
-    assert "died right after the commit" in outcome["shop_s002"]["note"]
+    assert "right after the commit" in outcome["shop_s002"]["note"]
     assert all(version(db_url, f"shop_s{i:03d}") == [HEAD] for i in range(4))

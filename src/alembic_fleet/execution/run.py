@@ -173,7 +173,8 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     if end is RunEnd.COMPLETED:
         warnings += keep_up(workspace, plan)
     elif run_ledger is not None:
-        warnings += _record_rolled_back(workspace, run_ledger, results)
+        results, more = _settle_stopped(workspace, run_ledger, options.policy, steps, results)
+        warnings += more
     by_target = {r.target: r for r in results}
     ordered = tuple(by_target.get(s.target) or _unreachable(plan, s) for s in plan.steps)
     failed = any(r.outcome is Outcome.FAILED for r in ordered)
@@ -186,24 +187,33 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
                       recorder.info.run_id if recorder else None, end, detail)
 
 
-def _record_rolled_back(workspace: Workspace, run_ledger: RunLedger,
-                        results: list[TargetResult]) -> list[str]:
-    """The failed rows of the targets a stopped run rolled back (Ctrl-C, SIGTERM): their
-    workers were stopped before they could write one, and the ledger must count what the
-    run reported. Their sessions are gone by now (the pool took each target's lock to
-    find out; an in-process target's connection is closed): nothing of theirs committed."""
-    warnings = []
+def _settle_stopped(workspace: Workspace, run_ledger: RunLedger, policy: Policy,
+                    steps: list[Step], results: list[TargetResult]
+                    ) -> tuple[list[TargetResult], list[str]]:
+    """The targets a stopped run (Ctrl-C, SIGTERM) cut off, settled from the database as a
+    dead worker's are (:func:`_settler`): a Ctrl-C in this process may land after a
+    target's COMMIT, which then stands, migrated. The others were rolled back, and get
+    their failed row (nobody else would write one), so that the ledger counts what the run
+    reports. Their sessions are gone by now: workers killed, this process's connection
+    closed."""
+    settle = _settler(workspace, run_ledger, policy)
+    by_target = {step.target: step for step in steps}
+    settled, warnings = [], []
     for result in results:
-        if result.outcome is not Outcome.FAILED or result.error != INTERRUPTED_ERROR:
-            continue
-        try:
-            with workspace.databases.connect(result.target.database) as connection:
-                run_ledger.failed(connection, result.target, result.from_revs,
-                                  result.seconds, result.error, result.attempts)
-        except Exception as exc:  # the ledger never breaks a run's report
-            warnings.append(f"could not record {result.target.schema} in the ledger: "
-                            f"{type(exc).__name__}")
-    return warnings
+        if result.outcome is Outcome.FAILED and result.error == INTERRUPTED_ERROR:
+            try:
+                found = settle(by_target[result.target])
+                if found is None:
+                    with workspace.databases.connect(result.target.database) as connection:
+                        run_ledger.failed(connection, result.target, result.from_revs,
+                                          result.seconds, result.error, result.attempts)
+                else:
+                    result = found
+            except Exception as exc:  # the ledger never breaks a run's report
+                warnings.append(f"could not settle {result.target.schema} in the ledger: "
+                                f"{type(exc).__name__}")
+        settled.append(result)
+    return settled, warnings
 
 
 def _canary(workspace: Workspace, steps: list[Step], order: list[int], options: RunOptions
@@ -322,13 +332,13 @@ def _settler(workspace: Workspace, run_ledger: RunLedger, policy: Policy
         if workspace.graph(target.service).pending(row[1], step.status.head):
             # One transaction per revision: some committed, the rest did not run.
             return TargetResult(target, Outcome.FAILED, step.status.current, row[1], row[2],
-                                error=f"its worker process was stopped after revision "
+                                error=f"it was stopped after revision "
                                 f"{', '.join(row[1])} committed; the later ones did not run",
                                 hint="run 'fleet migrate' again: only failed and pending "
                                 "targets run")
         return TargetResult(target, Outcome.MIGRATED, step.status.current, row[1], row[2],
-                            note="its worker process died right after the commit; the "
-                            "migration stands")
+                            note="it was stopped (or its worker died) right after the "
+                            "commit; the migration stands")
 
     return settle
 
