@@ -225,10 +225,21 @@ class Ledger:
         """Whether the checksums index is there, valid, and the one fleet makes (a build
         cancelled half-way leaves an invalid one, which the planner never uses: walking it
         would sort the table once per pair)."""
+        self._bounded(connection)
+        # From the catalog alone: pg_get_indexdef() would wait for a lock on the table.
         return bool(connection.execute(
-            text("SELECT i.indisvalid AND pg_catalog.pg_get_indexdef(i.indexrelid) LIKE "
-                 "'%USING btree (service, revision, checksum)' "
-                 "FROM pg_catalog.pg_index AS i WHERE i.indexrelid = to_regclass(:name)"),
+            text("""SELECT i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+                        AND c.relam = (SELECT oid FROM pg_catalog.pg_am
+                                       WHERE amname = 'btree')
+                        AND ARRAY(SELECT a.attname::text
+                                  FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k (n, o)
+                                  JOIN pg_catalog.pg_attribute AS a
+                                    ON a.attrelid = i.indrelid AND a.attnum = k.n
+                                  ORDER BY k.o)
+                            = ARRAY['service', 'revision', 'checksum']
+                    FROM pg_catalog.pg_index AS i
+                    JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+                    WHERE i.indexrelid = to_regclass(:name)"""),
             {"name": f"{quote_ident(self.schema)}.{CHECKSUMS_INDEX}"}).scalar())
 
     def _add_index(self, connection: Any) -> None:
@@ -546,6 +557,7 @@ class Ledger:
             connection.rollback()
             return None
         table = f"{quote_ident(self.schema)}.applied_revisions"
+        self._bounded(connection)  # a locked ledger is an error in bounded time, not a wait
         rows = connection.execute(
             text(f"""WITH RECURSIVE pairs (revision, checksum) AS (
                         (SELECT revision, checksum FROM {table} WHERE service = :service
