@@ -32,6 +32,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _wait_for_a_target_in_flight(db_url: str) -> None:
+    """Until the run has started: a target's revision is in its pg_sleep."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not query(
+            db_url, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'active' AND query LIKE '%%pg_sleep%%' AND pid <> pg_backend_pid()"):
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize("to", ["parent", "group"])
 def test_sigterm_rolls_back_in_flight_targets_and_exits_143(tmp_path: Path, db_url: str,
                                                             to: str) -> None:
@@ -39,11 +48,7 @@ def test_sigterm_rolls_back_in_flight_targets_and_exits_143(tmp_path: Path, db_u
     Either way the run stops at once, and what it reports matches what is committed."""
     project = shop_project(tmp_path / "p", db_url, 8, sleep=0.4)
     runner = start_fleet(project, "migrate", "--json", "--jobs", "2")
-    deadline = time.monotonic() + 60  # the run has started: a target is in flight
-    while time.monotonic() < deadline and not query(
-            db_url, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
-            "AND state = 'active' AND query LIKE '%%pg_sleep%%' AND pid <> pg_backend_pid()"):
-        time.sleep(0.05)
+    _wait_for_a_target_in_flight(db_url)
     time.sleep(0.5)
     if to == "parent":
         runner.send_signal(signal.SIGTERM)
@@ -82,11 +87,7 @@ def test_a_second_signal_while_stopping_still_gives_the_report(tmp_path: Path, d
     which is printed whole; a third quits at once."""
     project = shop_project(tmp_path / "p", db_url, 6, sleep=0.4)
     runner = start_fleet(project, "migrate", "--json", "--jobs", jobs)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not query(
-            db_url, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
-            "AND state = 'active' AND query LIKE '%%pg_sleep%%' AND pid <> pg_backend_pid()"):
-        time.sleep(0.05)
+    _wait_for_a_target_in_flight(db_url)
     with psycopg.connect(db_url) as holder:
         holder.execute("LOCK TABLE fleet.runs IN ACCESS EXCLUSIVE MODE")
         runner.send_signal(signal.SIGTERM)
@@ -105,11 +106,7 @@ def test_a_second_signal_while_stopping_still_gives_the_report(tmp_path: Path, d
 def test_a_third_signal_while_stopping_quits_at_once(tmp_path: Path, db_url: str) -> None:
     project = shop_project(tmp_path / "p", db_url, 6, sleep=0.4)
     runner = start_fleet(project, "migrate", "--json", "--jobs", "2")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not query(
-            db_url, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
-            "AND state = 'active' AND query LIKE '%%pg_sleep%%' AND pid <> pg_backend_pid()"):
-        time.sleep(0.05)
+    _wait_for_a_target_in_flight(db_url)
     with psycopg.connect(db_url) as holder:
         holder.execute("LOCK TABLE fleet.runs IN ACCESS EXCLUSIVE MODE")
         for _ in range(3):
