@@ -9,6 +9,7 @@ takes over once it is imported.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import sys
 
@@ -23,23 +24,26 @@ def _terminate(_signum: int, _frame: object) -> None:
 
 def main() -> int:
     """Import the command, then run it; an interrupt during the import ends it at once."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _terminate)  # until the command puts its own
     try:
         from alembic_fleet.cli import main as command
-    except KeyboardInterrupt as exc:
+
+        return command()
+    except KeyboardInterrupt as exc:  # before the command's own handling began
         _interrupted(isinstance(exc, _Terminated))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return command()
+        raise  # not reached
 
 
 def _interrupted(terminated: bool) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the error is written whole
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     word, code = ("terminated", 143) if terminated else ("interrupted", 130)
     args = sys.argv[1:]
     own = args[:args.index("--")] if "--" in args else args
-    if "--json" in own or "--format=json" in own:  # as the reporter writes an error
-        sys.stdout.write(f'{{"error": {{"message": "{word}", "hint": null, '
-                         f'"exit_code": {code}}}}}\n')
+    if "--json" in own or "--format=json" in own or ("--format", "json") in itertools.pairwise(
+            own):
+        sys.stdout.write(f'{{"error": {{"message": "{word}", "hint": null, '  # as the
+                         f'"exit_code": {code}}}}}\n')  # reporter writes an error
     else:
         sys.stderr.write(f"error: {word}\n")
     sys.exit(code)

@@ -188,6 +188,46 @@ def test_a_ctrl_c_right_after_a_commit_in_process_keeps_the_target_migrated(
         (list(reported.values()).count("migrated"), list(reported.values()).count("failed"))]
 
 
+SIGNALS_AT_IMPORTS = """
+import os, signal, sys
+number, at = getattr(signal, sys.argv.pop(1)), sys.argv.pop(1).split(",")
+class Signal:  # sends the signal as the first module of each prefix starts to load
+    def find_spec(self, name, path, target=None):
+        if at and name.startswith(at[0]):
+            at.pop(0)
+            os.kill(os.getpid(), number)
+        return None
+sys.meta_path.insert(0, Signal())
+sys.argv[0] = "fleet"
+from alembic_fleet.entry import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize(("number", "at", "args"), [
+    ("SIGINT", "click", ["check", "--format", "json"]),  # while the command is imported
+    ("SIGTERM", "click", ["status", "--json"]),
+    # Twice: while the command's modules load, then while the first error is reported.
+    ("SIGINT", "alembic_fleet.commands,alembic_fleet.reporting", ["migrate", "--json"]),
+    ("SIGTERM", "alembic_fleet.commands,alembic_fleet.reporting", ["migrate", "--json"]),
+])
+def test_signals_while_fleet_starts_give_one_json_error(tmp_path: Path, db_url: str,
+                                                         number: str, at: str,
+                                                         args: list[str]) -> None:
+    project = shop_project(tmp_path / "p", db_url, 1)
+    harness = tmp_path / "signals.py"
+    harness.write_text(SIGNALS_AT_IMPORTS)
+    done = subprocess.run([sys.executable, str(harness), number, at, *args],
+                          cwd=project.root, env={**os.environ, **project.env},
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=default_sigint)
+    word, code = ("terminated", 143) if number == "SIGTERM" else ("interrupted", 130)
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert json.loads(done.stdout) == {"error": {"message": word, "hint": None,
+                                                 "exit_code": code}}, done.stdout
+
+
 def test_workers_die_with_a_sigkilled_parent(tmp_path: Path, db_url: str) -> None:
     project = shop_project(tmp_path / "p", db_url, 6, sleep=2.0)
     runner = start_fleet(project, "migrate", "--jobs", "2")

@@ -36,6 +36,7 @@ with collection_paused():
     from alembic_fleet.cli.app import cli, make_reporter
     from alembic_fleet.exceptions import FleetError, Terminated
     from alembic_fleet.exit_codes import ExitCode, exit_code
+    from alembic_fleet.stopping import hold_signals
 
 COMMAND_MODULES = ("alembic_fleet.commands", "alembic_fleet.reporting.console",
                    "alembic_fleet.execution.run", "alembic_fleet.planning")
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.exceptions.Abort as exc:  # click turns a KeyboardInterrupt into Abort
+        hold_signals()
         terminated = isinstance(exc.__context__, Terminated)
         code = ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
         reporter.error("terminated" if terminated else "interrupted", None, code)
@@ -82,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             exc.show()
         code = ExitCode.USAGE
     except KeyboardInterrupt as exc:
+        hold_signals()  # a second one while the error is reported waits for it
         code = exit_code(exc)
         reporter.error("terminated" if isinstance(exc, Terminated) else "interrupted", None,
                        code)
@@ -95,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, interrupt)
     if argv is None:  # the process ends here: what it made stays, and is not collected
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # reported: a signal changes nothing
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # now (nor reports twice)
         gc.freeze()  # again by the interpreter's last collections (a tenth of a second)
         sys.exit(code)
     return code

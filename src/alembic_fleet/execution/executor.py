@@ -22,7 +22,6 @@ from alembic_fleet.execution.events import (
     TargetFinished,
     TargetStarted,
 )
-from alembic_fleet.execution.stopping import hold_signals
 from alembic_fleet.model.budget import Budget
 from alembic_fleet.model.outcome import RunEnd
 from alembic_fleet.model.schedule import Schedule
@@ -33,6 +32,7 @@ from alembic_fleet.model.status import (
     overlap_error,
     overlap_hint,
 )
+from alembic_fleet.stopping import hold_signals
 from alembic_fleet.wording import counted
 
 Work = Callable[[Step, int], TargetResult]

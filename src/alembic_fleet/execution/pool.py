@@ -29,11 +29,11 @@ from alembic_fleet import interpreters
 from alembic_fleet.exceptions import FleetError
 from alembic_fleet.execution.events import EventSink, TargetStarted
 from alembic_fleet.execution.executor import RunProgress, Work
-from alembic_fleet.execution.stopping import hold_signals
 from alembic_fleet.model.budget import Budget
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
 from alembic_fleet.model.targets import Service
+from alembic_fleet.stopping import hold_signals
 
 
 def _context() -> Any:

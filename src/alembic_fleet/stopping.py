@@ -1,10 +1,11 @@
-"""What a second Ctrl-C or SIGTERM does while a run is stopping.
+"""What a second Ctrl-C or SIGTERM does while fleet is stopping.
 
 After the first one the run stops: busy workers are killed, targets whose commit may have
 got through are settled from the database, the ledger is told, and the report is printed.
 That takes a moment (longer when a ledger table is locked), and a second signal in it used
 to cut it all off: a script reading ``--json`` got an error instead of what happened. Now the
-second one is noted and the report still comes; a third quits at once.
+second one is noted and the report still comes; a third quits at once. The same holds for
+an interrupt while fleet starts: its error is reported whole.
 """
 
 from __future__ import annotations
