@@ -195,7 +195,9 @@ def _settle_stopped(workspace: Workspace, run_ledger: RunLedger, policy: Policy,
     target's COMMIT, which then stands, migrated. The others were rolled back, and get
     their failed row (nobody else would write one), so that the ledger counts what the run
     reports. Their sessions are gone by now: workers killed, this process's connection
-    closed."""
+    closed. The pool asked the database once already for its in-flight targets (its
+    progress shows what it found); asking again costs a lock and a row per target in flight,
+    at most one per job, and keeps one place that decides for both executors."""
     settle = _settler(workspace, run_ledger, policy)
     by_target = {step.target: step for step in steps}
     settled, warnings = [], []

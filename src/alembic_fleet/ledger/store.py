@@ -102,6 +102,11 @@ run walks it one distinct pair at a time (a few hundred probes) instead of group
 row (a revision per schema: 1.2 million rows at 10,000 tenants of 120 revisions)."""
 
 
+def _checksums_index(schema: str) -> str:
+    return (f"CREATE INDEX IF NOT EXISTS {CHECKSUMS_INDEX} "
+            f"ON {quote_ident(schema)}.applied_revisions (service, revision, checksum)")
+
+
 def _ddl(schema: str) -> list[str]:
     s = quote_ident(schema)
     return [
@@ -140,8 +145,7 @@ def _ddl(schema: str) -> list[str]:
             applied_at timestamptz NOT NULL DEFAULT now(),
             run_id uuid,
             PRIMARY KEY (service, schema_name, revision))""",
-        f"""CREATE INDEX IF NOT EXISTS {CHECKSUMS_INDEX}
-            ON {s}.applied_revisions (service, revision, checksum)""",
+        _checksums_index(schema),
         f"""CREATE TABLE IF NOT EXISTS {s}.removed_schemas (
             service text NOT NULL,
             schema_name text NOT NULL,
@@ -162,7 +166,6 @@ def _ddl(schema: str) -> list[str]:
 TABLES = ("runs", "run_targets", "applied_revisions", "removed_schemas", "reference_schemas")
 """The ledger's tables: a ledger without one of them (made by an older fleet, or a table
 dropped by hand) gets what it lacks."""
-
 
 
 _LOCK_KEY = 0x666C656574  # "fleet": serialises creating the ledger between runners
@@ -248,13 +251,11 @@ class Ledger:
         two seconds per million rows, once); a table another session holds for over a
         second leaves it to a later run rather than queue everyone behind it."""
         name = f"{quote_ident(self.schema)}.{quote_ident(CHECKSUMS_INDEX)}"
-        index = next(statement for statement in _ddl(self.schema)
-                     if CHECKSUMS_INDEX in statement)
         try:
             with connection.begin():
                 connection.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
                 connection.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
-                connection.exec_driver_sql(index)
+                connection.exec_driver_sql(_checksums_index(self.schema))
         except DBAPIError:
             connection.rollback()
 
@@ -557,8 +558,7 @@ class Ledger:
             connection.rollback()
             return None
         table = f"{quote_ident(self.schema)}.applied_revisions"
-        self._bounded(connection)  # a locked ledger is an error in bounded time, not a wait
-        rows = connection.execute(
+        rows = connection.execute(  # in _index_usable's transaction: bounded by its timeout
             text(f"""WITH RECURSIVE pairs (revision, checksum) AS (
                         (SELECT revision, checksum FROM {table} WHERE service = :service
                          ORDER BY revision, checksum LIMIT 1)
