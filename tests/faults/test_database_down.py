@@ -39,6 +39,8 @@ def test_a_database_down_fails_its_remaining_targets_at_once(tmp_path: Path) -> 
         assert not_tried, "every target waited through its own retries"
         assert len(tried) <= 2  # only those in flight when the server went away
         assert all(t["error"] for t in failed)
+        # Not tried: no attempts of theirs to give up after (the first target's were).
+        assert not any("gave up after" in t["error"] for t in not_tried), not_tried
         server.start()
         rerun = project.fleet("migrate", "--json")
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr

@@ -29,6 +29,7 @@ from alembic_fleet.model.status import (
     Outcome,
     Step,
     TargetResult,
+    gave_up,
     overlap_error,
     overlap_hint,
 )
@@ -194,8 +195,9 @@ class RunProgress:
             retried, lock_wait = self._carried.pop(index)
             result.retried, result.lock_wait = retried + result.retried, (
                 lock_wait + result.lock_wait)
-        if result.database_down and result.error:
-            self.down.setdefault(result.target.database.key, result.error)
+        if result.database_down and result.error:  # why, not how often this one tried
+            self.down.setdefault(result.target.database.key,
+                                 result.error.removesuffix(gave_up(result.attempts)))
         self.record(index, result)
         failed = result.outcome is Outcome.FAILED
         for blocked in schedule.finish(index, not failed):

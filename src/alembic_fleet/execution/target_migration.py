@@ -58,6 +58,7 @@ from alembic_fleet.model.status import (
     TargetState,
     TargetStatus,
     classify,
+    gave_up,
 )
 from alembic_fleet.model.targets import Database, Target
 from alembic_fleet.redact import register_secret, scrub
@@ -200,7 +201,7 @@ class TargetMigrator:
                     continue
                 message = failure.message
                 if failure.transient and attempt > 1:
-                    message += f" (gave up after {attempt} attempts)"
+                    message += gave_up(attempt)
                 result = self._failed(step, started, message, failure.hint, attempt,
                                       failure.reached)
                 result.database_down = failure.transient == "database unreachable"

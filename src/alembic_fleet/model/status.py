@@ -107,6 +107,11 @@ def overlap_hint(status: TargetStatus) -> str:
             f"IN ({rows}), and run again")
 
 
+def gave_up(attempts: int) -> str:
+    """What a target's error says after its retries of a transient failure ran out."""
+    return f" (gave up after {attempts} attempts)"
+
+
 def plan_step(status: TargetStatus) -> Step:
     """Upgrade a target only when revisions are pending; never downgrade in ``migrate``."""
     if status.state in (TargetState.BEHIND, TargetState.MISSING, TargetState.FAILED) and (
