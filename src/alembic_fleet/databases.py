@@ -103,8 +103,16 @@ def libpq_url(url: URL) -> str:
 
 def explain_connection_error(exc: BaseException, where: str) -> DatabaseUnavailableError:
     """Wrap a driver error into a message naming the (redacted) database and a next step."""
+    reason = first_line(exc)
+    if "timeout expired" in reason or isinstance(exc, TimeoutError):
+        return DatabaseUnavailableError(
+            f"cannot connect to {where}: {reason}",
+            hint="the server accepted no session in time: check that it is up and not "
+            "overloaded, and the network to it; a slow server may need a longer wait: "
+            f"?connect_timeout=SECONDS in its URL (default {drivers.CONNECT_TIMEOUT}; "
+            "?timeout= for asyncpg) or PGCONNECT_TIMEOUT")
     return DatabaseUnavailableError(
-        f"cannot connect to {where}: {first_line(exc)}",
+        f"cannot connect to {where}: {reason}",
         hint="check that the server is running and the URL (DATABASE_URI or 'database' in "
         "fleet.toml) is right; without any URL fleet uses its embedded PostgreSQL",
     )
@@ -156,8 +164,11 @@ class Databases:
         (:meth:`migration_engine`)."""
         engine = self._engines.get(database.key)
         if engine is None:
-            engine = create_engine(self.url(database), poolclass=QueuePool, pool_size=1,
-                                   max_overflow=-1, pool_pre_ping=True)
+            url = self.url(database)
+            engine = create_engine(url, poolclass=QueuePool, pool_size=1,
+                                   max_overflow=-1, pool_pre_ping=True,
+                                   connect_args=drivers.session_limits(drivers.PSYCOPG,
+                                                                       url.query))
             event.listen(engine, "checkin", _hand_on_clean)
             _KEPT.add(engine)
             self._engines[database.key] = engine
@@ -212,12 +223,14 @@ class Databases:
         engine = self._engines.get(key)
         if engine is None:
             url = self.migration_url(database)
+            limits = drivers.session_limits(driver, url.query)
             if driver.is_async:
                 from sqlalchemy.ext.asyncio import create_async_engine
 
-                engine = create_async_engine(url, poolclass=NullPool).sync_engine
+                engine = create_async_engine(url, poolclass=NullPool,
+                                             connect_args=limits).sync_engine
             else:
-                engine = create_engine(url, poolclass=NullPool)
+                engine = create_engine(url, poolclass=NullPool, connect_args=limits)
             self._engines[key] = engine
         return engine
 
@@ -255,7 +268,8 @@ class Databases:
 
 def _ensure_database(admin: URL, name: str) -> None:
     """Create database ``name`` on the embedded server when it does not exist yet."""
-    engine = create_engine(admin, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    engine = create_engine(admin, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+                           connect_args=drivers.session_limits(drivers.PSYCOPG, admin.query))
     try:
         with engine.connect() as conn:
             exists = conn.execute(

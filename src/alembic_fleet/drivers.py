@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -82,6 +83,43 @@ def libpq_query(query: dict[str, Any], driver: Driver) -> dict[str, Any]:
         if ssl.lower() in modes:
             kept["sslmode"] = modes[ssl.lower()]
     return kept
+
+
+CONNECT_TIMEOUT = 10
+"""Seconds a new session may take to open before fleet gives up on the server, unless the
+URL (``?connect_timeout=``, asyncpg's ``?timeout=``) or ``PGCONNECT_TIMEOUT`` says otherwise."""
+
+LIBPQ_LIMITS = {
+    "connect_timeout": str(CONNECT_TIMEOUT),
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+"""What bounds a libpq session's wait on a server that stopped answering. A frozen host or a
+dropped network answers nothing, not even a refusal: without these a command waits for it
+without limit (a Kubernetes hook holding the deployment until its own deadline). The
+keepalives end a session that waits for a reply after about a minute of silence from the
+peer's network stack (30 s idle, then 3 probes 10 s apart); ``tcp_user_timeout`` (ms) ends
+one whose sent data goes unacknowledged as long. Neither limits a statement that is merely
+slow: a busy server's kernel answers the probes."""
+
+
+def session_limits(driver: Driver, query: Mapping[str, Any]) -> dict[str, Any]:
+    """The connect arguments that bound a session's wait on a server that stopped answering
+    (:data:`LIBPQ_LIMITS`; asyncpg: its connect ``timeout``, which has no keepalives), each
+    only where the URL sets nothing of its own. A URL naming a connection service
+    (``?service=``, ``PGSERVICE``) gets none: its service file may set them, and a
+    keyword given here would override it."""
+    if "service" in query or os.environ.get("PGSERVICE"):
+        return {}
+    if driver.is_async:
+        return {} if "timeout" in query else {"timeout": CONNECT_TIMEOUT}
+    given = set(query)
+    if os.environ.get("PGCONNECT_TIMEOUT"):
+        given.add("connect_timeout")
+    return {key: value for key, value in LIBPQ_LIMITS.items() if key not in given}
 
 
 def unsupported(scheme: str) -> str:

@@ -425,7 +425,9 @@ class TargetMigrator:
     def _legacy_upgrade(self, scripts: ServiceScripts, schema: str, database: Database) -> None:
         """A service whose env.py does not use the helper: run plain ``alembic`` for it, with
         the variables such env.py files read (``ALEMBIC_SCHEMA``, ``DATABASE_URI``); the
-        timeouts travel in ``PGOPTIONS``."""
+        timeouts travel in ``PGOPTIONS``, and libpq's connect timeout in
+        ``PGCONNECT_TIMEOUT`` (its env.py builds its own engine: fleet cannot hand it
+        keepalives, which have no environment variable)."""
         url = self.databases.migration_url(database)
         # As the user configured it: a driver the URL names is the one the env.py expects.
         url = (libpq_url(url) if drivers.for_url(database.url) is drivers.PSYCOPG
@@ -433,7 +435,8 @@ class TargetMigrator:
         service = scripts.service
         options = (f"-c lock_timeout={milliseconds(self.policy.lock_timeout)} "
                    f"-c statement_timeout={milliseconds(self.policy.statement_timeout)}")
-        env = {**os.environ, "ALEMBIC_SCHEMA": schema, "DATABASE_URI": url, "DATABASE_URL": url,
+        env = {"PGCONNECT_TIMEOUT": str(drivers.CONNECT_TIMEOUT), **os.environ,
+               "ALEMBIC_SCHEMA": schema, "DATABASE_URI": url, "DATABASE_URL": url,
                "PGOPTIONS": options}
         command = [sys.executable, "-m", "alembic", "-c", str(service.ini_path), "upgrade",
                    self.destinations[service.name]]

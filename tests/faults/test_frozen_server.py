@@ -1,0 +1,178 @@
+"""A server that stops answering (a frozen host, a postmaster stopped by SIGSTOP): fleet gives
+up on it within its connect timeout instead of waiting without limit.
+
+The fault is real: a private PostgreSQL whose postmaster is stopped with SIGSTOP. The kernel
+still accepts the TCP connection into the listen queue, so a client sees what it sees of a
+frozen host: a connection that opens and then never answers. Sessions already open keep
+working (their backends are not stopped), as on a server whose postmaster hangs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from alembic_fleet.embedded import EmbeddedServer
+from tests.conftest import DDL_LOG, private_tmp, version
+from tests.faults.conftest import HEAD, kill_group, shop_project, start_fleet
+
+pytestmark = pytest.mark.slow
+
+CONNECT_TIMEOUT = 10
+"""Fleet's default connect timeout, in seconds (docs/safety.md)."""
+
+
+@contextlib.contextmanager
+def private_server(name: str) -> Iterator[tuple[EmbeddedServer, str]]:
+    folder = private_tmp("fleet-test-frozen-")
+    server = EmbeddedServer(folder / ".fleet")
+    try:
+        with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        url = server.url(name)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(DDL_LOG)
+        yield server, url
+    finally:
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
+            os.kill(_postmaster(server), signal.SIGCONT)
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _postmaster(server: EmbeddedServer) -> int:
+    return int((server.pgdata / "postmaster.pid").read_text().split()[0])
+
+
+@contextlib.contextmanager
+def frozen(server: EmbeddedServer) -> Iterator[None]:
+    pid = _postmaster(server)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _finish(runner, limit: float) -> tuple[str, str, float]:
+    started = time.monotonic()
+    try:
+        out, err = runner.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        kill_group(runner)
+        raise AssertionError(
+            f"fleet still waiting on a frozen server after {limit:.0f} s") from None
+    return out, err, time.monotonic() - started
+
+
+@pytest.mark.parametrize("command", [["status", "--json"], ["migrate", "--json"],
+                                     ["log", "--json"]])
+def test_a_command_gives_up_on_a_frozen_server_within_its_connect_timeout(
+        tmp_path: Path, command: list[str]) -> None:
+    with private_server("frozen") as (server, url):
+        project = shop_project(tmp_path / "p", url, 2)
+        assert project.fleet("migrate").returncode == 0
+        with frozen(server):
+            runner = start_fleet(project, *command)
+            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
+        assert runner.returncode == 2, out + err
+        error = json.loads(out)["error"]
+        assert "timeout" in error["message"], error
+        assert error["message"].startswith("cannot connect to postgresql://"), error
+        assert "connect_timeout" in error["hint"], error
+        assert took < 3 * CONNECT_TIMEOUT, took
+        # The server answers again: nothing was left behind that stops the next command.
+        again = project.fleet("status", "--json")
+        assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_server_frozen_mid_run_ends_the_run_and_its_report_is_what_happened(
+        tmp_path: Path) -> None:
+    """The postmaster freezes while targets migrate: sessions already open (the workers'
+    and fleet's own) go on, a session that must be opened fails after the connect timeout,
+    and the run ends either way, reporting what the database holds; once the server
+    answers, a rerun migrates whatever is left."""
+    with private_server("frozenmid") as (server, url):
+        project = shop_project(tmp_path / "p", url, 12, sleep=0.4)
+        runner = start_fleet(project, "migrate", "--json", "--jobs", "2")
+        time.sleep(2.5)
+        with frozen(server):
+            out, err, took = _finish(runner, 10 * CONNECT_TIMEOUT)
+        assert runner.returncode in (0, 1), out + err
+        assert took < 6 * CONNECT_TIMEOUT, took
+        payload = json.loads(out)
+        outcomes = {t["schema"]: t["outcome"] for t in payload["targets"]}
+        assert len(outcomes) == 12, outcomes
+        # What the report says happened is what the database holds.
+        for schema, outcome in outcomes.items():
+            assert (version(url, schema) == [HEAD]) == (outcome == "migrated"), (schema, outcome)
+        rerun = project.fleet("migrate", "--json")
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert all(version(url, f"shop_s{i:03d}") == [HEAD] for i in range(12))
+
+
+@pytest.mark.parametrize("how", ["url", "environment"])
+def test_the_users_own_connect_timeout_wins(tmp_path: Path, how: str) -> None:
+    """``?connect_timeout=`` in the URL, or libpq's ``PGCONNECT_TIMEOUT``, replaces the
+    default: a shorter wait is the user's to choose (a longer one too)."""
+    with private_server("frozenown") as (server, url):
+        own = f"{url}&connect_timeout=2" if how == "url" else url
+        project = shop_project(tmp_path / "p", own, 2)
+        assert project.fleet("migrate").returncode == 0
+        with frozen(server):
+            runner = start_fleet(project, "status", "--json",
+                                 env={"PGCONNECT_TIMEOUT": "2"} if how == "environment" else {})
+            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
+        assert runner.returncode == 2, out + err
+        assert "timeout" in json.loads(out)["error"]["message"], out
+        assert took < CONNECT_TIMEOUT - 2, took
+
+
+LEGACY_ENV = '''\
+import os
+
+from alembic import context
+from sqlalchemy import create_engine, pool, text
+
+schema = os.environ["ALEMBIC_SCHEMA"]
+url = os.environ["DATABASE_URI"].replace("postgresql://", "postgresql+psycopg://", 1)
+with create_engine(url, poolclass=pool.NullPool).connect() as connection:
+    connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    connection.execute(text(f'SET search_path TO "{schema}"'))
+    connection.commit()
+    context.configure(connection=connection, version_table_schema=schema)
+    with context.begin_transaction():
+        context.run_migrations()
+'''
+
+
+def test_plain_alembic_processes_of_a_legacy_env_give_up_too(tmp_path: Path) -> None:
+    """A service whose env.py opens its own engine runs as ``alembic`` processes, which fleet
+    cannot hand connect arguments: they get libpq's ``PGCONNECT_TIMEOUT`` instead, so a
+    postmaster that freezes mid-run fails their targets instead of holding the run."""
+    with private_server("frozenlegacy") as (server, url):
+        project = shop_project(tmp_path / "p", url, 8, sleep=0.3)
+        (project.root / "shop" / "migrations" / "env.py").write_text(LEGACY_ENV)
+        runner = start_fleet(project, "migrate", "--json", "--jobs", "2")
+        time.sleep(4.0)
+        with frozen(server):
+            out, err, _ = _finish(runner, 12 * CONNECT_TIMEOUT)
+        assert runner.returncode == 1, out + err
+        payload = json.loads(out)
+        outcomes = {t["schema"]: t["outcome"] for t in payload["targets"]}
+        assert "failed" in outcomes.values(), outcomes
+        for schema, outcome in outcomes.items():
+            if outcome == "migrated":
+                assert version(url, schema) == [HEAD], schema
+        rerun = project.fleet("migrate", "--json")
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        assert all(version(url, f"shop_s{i:03d}") == [HEAD] for i in range(8))

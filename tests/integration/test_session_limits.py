@@ -1,0 +1,77 @@
+"""The limits on every session fleet opens (a connect timeout, TCP keepalives, a TCP user
+timeout): present on fleet's own sessions and on the sessions targets migrate on, whatever
+the driver, and never in place of what the URL itself sets. What they do against a frozen
+server is in tests/faults/test_frozen_server.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from alembic_fleet import drivers
+from alembic_fleet.databases import Databases
+from alembic_fleet.model.targets import Database
+
+
+@pytest.fixture
+def own(tmp_path) -> Databases:
+    databases = Databases(tmp_path / "embedded")
+    yield databases
+    databases.dispose()
+
+
+def _libpq_parameters(connection) -> dict[str, str]:
+    raw = connection.connection.dbapi_connection
+    if hasattr(raw, "get_dsn_parameters"):  # psycopg2
+        return dict(raw.get_dsn_parameters())
+    return dict(raw.info.get_parameters())
+
+
+def _with(url: str, extra: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{extra}"
+
+
+def test_fleets_own_sessions_carry_the_limits(own: Databases, db_url: str) -> None:
+    with own.connect(Database(url=db_url)) as connection:
+        parameters = _libpq_parameters(connection)
+    for key, value in drivers.LIBPQ_LIMITS.items():
+        assert parameters.get(key) == value, (key, parameters)
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg2"])
+def test_migration_sessions_carry_the_limits_on_their_own_driver(
+        own: Databases, db_url: str, scheme: str) -> None:
+    url = db_url.replace("postgresql://", f"{scheme}://", 1)
+    with own.connect(Database(url=url), for_migrations=True) as connection:
+        parameters = _libpq_parameters(connection)
+        assert connection.dialect.driver == (scheme.partition("+")[2] or "psycopg")
+    for key, value in drivers.LIBPQ_LIMITS.items():
+        assert parameters.get(key) == value, (key, parameters)
+
+
+def test_what_the_url_sets_is_kept(own: Databases, db_url: str) -> None:
+    url = _with(db_url, "connect_timeout=3&keepalives_idle=7")
+    for for_migrations in (False, True):
+        with own.connect(Database(url=url), for_migrations=for_migrations) as connection:
+            parameters = _libpq_parameters(connection)
+        assert parameters["connect_timeout"] == "3"
+        assert parameters["keepalives_idle"] == "7"
+        assert parameters["keepalives_count"] == drivers.LIBPQ_LIMITS["keepalives_count"]
+
+
+def test_the_limits_by_driver_and_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    monkeypatch.delenv("PGSERVICE", raising=False)
+    psycopg2 = drivers.DRIVERS["psycopg2"]
+    asyncpg = drivers.DRIVERS["asyncpg"]
+    assert drivers.session_limits(psycopg2, {}) == drivers.LIBPQ_LIMITS
+    assert drivers.session_limits(asyncpg, {}) == {"timeout": drivers.CONNECT_TIMEOUT}
+    assert drivers.session_limits(asyncpg, {"timeout": "4"}) == {}
+    assert "connect_timeout" not in drivers.session_limits(
+        drivers.PSYCOPG, {"connect_timeout": "4"})
+    # A connection service's file may set them: nothing is given in its place.
+    assert drivers.session_limits(drivers.PSYCOPG, {"service": "main"}) == {}
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "4")
+    limits = drivers.session_limits(drivers.PSYCOPG, {})
+    assert "connect_timeout" not in limits and limits["keepalives"] == "1"
+    monkeypatch.setenv("PGSERVICE", "main")
+    assert drivers.session_limits(drivers.PSYCOPG, {}) == {}
