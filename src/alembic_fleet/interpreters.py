@@ -30,14 +30,16 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, Pipe, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic_fleet import __version__, install
 from alembic_fleet.exceptions import ConfigError, FleetError
 from alembic_fleet.redact import scrub, secrets
 from alembic_fleet.remote import MISMATCH
+
+if TYPE_CHECKING:  # multiprocessing is imported when a worker starts, not at start-up
+    from multiprocessing.connection import Connection
 
 FLEET = "fleet"
 """``python = "fleet"``: the service's code runs in fleet's own interpreter."""
@@ -229,6 +231,8 @@ def _launch(service: Any, mode: str, lifeline: Lifeline) -> tuple[ServiceWorker,
 
     Its stdout and stderr are fleet's stderr (what the service's code prints, including at
     start-up); the protocol has a socket of its own."""
+    from multiprocessing.connection import Pipe, wait
+
     ours, theirs = Pipe(duplex=True)
     command = [*service.python, "-m", "alembic_fleet.remote", mode, __version__,
                str(theirs.fileno()), str(lifeline.read)]

@@ -176,3 +176,53 @@ def test_plain_alembic_processes_of_a_legacy_env_give_up_too(tmp_path: Path) -> 
         rerun = project.fleet("migrate", "--json")
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
         assert all(version(url, f"shop_s{i:03d}") == [HEAD] for i in range(8))
+
+
+def test_a_stop_while_workers_wait_on_a_frozen_server_ends_at_once_and_is_recorded(
+        tmp_path: Path) -> None:
+    """The postmaster freezes inside the first target's first revision: the other workers
+    wait to open their sessions. A SIGTERM then must end the run well inside Kubernetes'
+    30 s grace period, with its report, and the ledger must count the targets it
+    reports failed: the run's own session to the ledger still works (its backend is not
+    frozen), so settling the cut-off targets opens no new session that would wait for
+    the connect timeout, one target after another."""
+    with private_server("frozenstop") as (server, url):
+        project = shop_project(tmp_path / "p", url, 4, sleep=0.2)
+        marker = tmp_path / "frozen-once"
+        pidfile = server.pgdata / "postmaster.pid"
+        first = project.root / "shop" / "migrations" / "versions" / "8000aaaa0001.py"
+        first.write_text(first.read_text().replace("def upgrade():\n", (
+            "def upgrade():\n"
+            "    import os, signal\n"
+            f"    if not os.path.exists({str(marker)!r}):\n"
+            f"        open({str(marker)!r}, 'w').close()\n"
+            f"        os.kill(int(open({str(pidfile)!r}).readline()), signal.SIGSTOP)\n")))
+        try:
+            runner = start_fleet(project, "migrate", "--json", "--jobs", "3")
+            deadline = time.monotonic() + 60
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(2.0)  # the other workers are waiting for their sessions now
+            runner.send_signal(signal.SIGTERM)
+            out, err, took = _finish(runner, 10 * CONNECT_TIMEOUT)
+        finally:
+            os.kill(_postmaster(server), signal.SIGCONT)
+        assert runner.returncode == 143, out + err
+        assert took < CONNECT_TIMEOUT, took
+        payload = json.loads(out)
+        assert payload["end"] == "terminated", payload
+        for target in payload["targets"]:
+            if target["outcome"] == "migrated":
+                assert version(url, target["schema"]) == [HEAD], target
+        reported = {t["schema"]: t["outcome"] for t in payload["targets"]
+                    if t["outcome"] in ("migrated", "failed")}
+        assert "failed" in reported.values(), payload
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT outcome FROM fleet.runs").fetchall() == [
+                ("terminated",)]
+            assert dict(conn.execute(
+                "SELECT schema_name, outcome FROM fleet.run_targets").fetchall()) == reported
+            assert conn.execute("SELECT migrated, failed FROM fleet.runs").fetchone() == (
+                payload["summary"]["migrated"], payload["summary"]["failed"])
+        rerun = project.fleet("migrate", "--json")
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr

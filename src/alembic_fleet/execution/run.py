@@ -9,10 +9,12 @@ goes to the ``on_event`` listener.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -25,7 +27,6 @@ from alembic_fleet.execution.executor import (
 )
 from alembic_fleet.execution.locking import lock_key, try_lock, unlock
 from alembic_fleet.execution.mirror_upkeep import keep_up
-from alembic_fleet.execution.pool import PoolExecutor
 from alembic_fleet.execution.preflight import (
     check_direct_sessions,
     check_drivers,
@@ -43,8 +44,12 @@ from alembic_fleet.model.outcome import RunEnd, RunOutcome
 from alembic_fleet.model.plan import Plan
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
+from alembic_fleet.model.targets import Database
 from alembic_fleet.shared_schemas import shared_schema_warnings
 from alembic_fleet.workspace import Workspace
+
+if TYPE_CHECKING:  # worker processes are imported when a run has them (multiprocessing, ctypes)
+    from alembic_fleet.execution.pool import PoolExecutor
 
 
 @dataclass(frozen=True)
@@ -153,11 +158,13 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     run_ledger = (RunLedger(recorder.ledger, recorder.info.run_id,
                             time.monotonic() - workspace.tenants_read_at + READ_MARGIN)
                   if recorder else None)
+    settler = (_Settler(workspace, recorder, run_ledger, options.policy)
+               if recorder is not None and run_ledger is not None else None)
     budget = Budget(options.max_failures, options.max_failure_percent,
                     None if options.deadline is None else started + options.deadline,
                     _typical_seconds(workspace, steps) if options.deadline else {})
     executor, work = _executor(workspace, plan, steps, runnable, options, run_ledger,
-                               budget, frozenset(canary))
+                               settler, budget, frozenset(canary))
     end = RunEnd.COMPLETED
     detail = None
     try:
@@ -172,8 +179,8 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
             work.close()
     if end is RunEnd.COMPLETED:
         warnings += keep_up(workspace, plan)
-    elif run_ledger is not None:
-        results, more = _settle_stopped(workspace, run_ledger, options.policy, steps, results)
+    elif settler is not None:
+        results, more = _settle_stopped(settler, steps, results)
         warnings += more
     by_target = {r.target: r for r in results}
     ordered = tuple(by_target.get(s.target) or _unreachable(plan, s) for s in plan.steps)
@@ -187,28 +194,25 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
                       recorder.info.run_id if recorder else None, end, detail)
 
 
-def _settle_stopped(workspace: Workspace, run_ledger: RunLedger, policy: Policy,
-                    steps: list[Step], results: list[TargetResult]
+def _settle_stopped(settler: _Settler, steps: list[Step], results: list[TargetResult]
                     ) -> tuple[list[TargetResult], list[str]]:
     """The targets a stopped run (Ctrl-C, SIGTERM) cut off, settled from the database as a
-    dead worker's are (:func:`_settler`): a Ctrl-C in this process may land after a
+    dead worker's are (:class:`_Settler`): a Ctrl-C in this process may land after a
     target's COMMIT, which then stands, migrated. The others were rolled back, and get
     their failed row (nobody else would write one), so that the ledger counts what the run
     reports. Their sessions are gone by now: workers killed, this process's connection
     closed. The pool asked the database once already for its in-flight targets (its
     progress shows what it found); asking again costs a lock and a row per target in flight,
-    at most one per job, and keeps one place that decides for both executors."""
-    settle = _settler(workspace, run_ledger, policy)
+    at most one per job, on the run row's session, and keeps one place that decides for
+    both executors."""
     by_target = {step.target: step for step in steps}
     settled, warnings = [], []
     for result in results:
         if result.outcome is Outcome.FAILED and result.error == INTERRUPTED_ERROR:
             try:
-                found = settle(by_target[result.target])
+                found = settler(by_target[result.target])
                 if found is None:
-                    with workspace.databases.connect(result.target.database) as connection:
-                        run_ledger.failed(connection, result.target, result.from_revs,
-                                          result.seconds, result.error, result.attempts)
+                    settler.failed(result)
                 else:
                     result = found
             except Exception as exc:  # the ledger never breaks a run's report
@@ -279,8 +283,8 @@ def _recorder(workspace: Workspace, steps: list[Step], options: RunOptions
 
 
 def _executor(workspace: Workspace, plan: Plan, steps: list[Step], runnable: int,
-              options: RunOptions, run_ledger: RunLedger | None, budget: Budget,
-              canary: frozenset[int]
+              options: RunOptions, run_ledger: RunLedger | None, settler: _Settler | None,
+              budget: Budget, canary: frozenset[int]
               ) -> tuple[PoolExecutor | SerialExecutor, TargetMigrator | None]:
     """Worker processes for more than one target on more than one job; else this process."""
     names = list(dict.fromkeys(s.target.service for s in steps))
@@ -299,39 +303,62 @@ def _executor(workspace: Workspace, plan: Plan, steps: list[Step], runnable: int
         factory = WorkFactory(workspace.config.embedded_dir,
                               {name: workspace.service(name) for name in names}, targets,
                               workspace.config.secrets, scripts, options.policy, run_ledger)
-        settle = _settler(workspace, run_ledger, options.policy) if run_ledger else None
+        from alembic_fleet.execution.pool import PoolExecutor
+
         return PoolExecutor(factory, jobs=max(1, min(wanted, runnable)),
-                            fail_fast=options.fail_fast, settle=settle,
+                            fail_fast=options.fail_fast, settle=settler,
                             own_python=own_python, budget=budget, canary=canary), None
     work = TargetMigrator(workspace.databases, scripts, targets, options.policy, run_ledger)
     return SerialExecutor(work, fail_fast=options.fail_fast, budget=budget,
                           canary=canary), work
 
 
-def _settler(workspace: Workspace, run_ledger: RunLedger, policy: Policy
-             ) -> Callable[[Step], TargetResult | None]:
-    """How the parent finds out what happened to the target of a worker that died.
+class _Settler:
+    """How the parent finds out what happened to a target whose worker died or was
+    stopped, and writes the failed row of one that was rolled back.
 
     The dead worker's session lock is released only once its server process is done with
     whatever it was doing (a COMMIT included), so the parent takes the target's lock first,
     then reads the target's ledger row, which exists exactly when the migration committed.
-    """
+    It works on the run row's session (:meth:`RunRecorder.session`); a database it could
+    not reach is not asked again in this run (each attempt would wait for the connect
+    timeout, and a stopping run has seconds)."""
 
-    def settle(step: Step) -> TargetResult | None:
+    def __init__(self, workspace: Workspace, recorder: RunRecorder, run_ledger: RunLedger,
+                 policy: Policy) -> None:
+        self.workspace = workspace
+        self.recorder = recorder
+        self.run_ledger = run_ledger
+        self.policy = policy
+        self.unreachable: dict[str, DatabaseUnavailableError] = {}
+
+    @contextlib.contextmanager
+    def session(self, database: Database) -> Iterator[Any]:
+        known = self.unreachable.get(database.key)
+        if known is not None:
+            raise known
+        try:
+            with self.recorder.session(database) as connection:
+                yield connection
+        except DatabaseUnavailableError as exc:
+            self.unreachable[database.key] = exc
+            raise
+
+    def __call__(self, step: Step) -> TargetResult | None:
         target = step.target
         key = lock_key(target.service, target.schema)
-        with workspace.databases.connect(target.database) as connection:
-            if not try_lock(connection, key, policy.lock_wait):
+        with self.session(target.database) as connection:
+            if not try_lock(connection, key, self.policy.lock_wait):
                 return None
             try:
-                row = run_ledger.ledger.target_row(connection, run_ledger.run_id,
-                                                   target.service, target.schema)
+                row = self.run_ledger.ledger.target_row(connection, self.run_ledger.run_id,
+                                                        target.service, target.schema)
             finally:
                 unlock(connection, key)
         # 'running': revisions committed one by one, short of the destination.
         if row is None or row[0] not in ("migrated", "running"):
             return None
-        if workspace.graph(target.service).pending(row[1], step.status.head):
+        if self.workspace.graph(target.service).pending(row[1], step.status.head):
             # One transaction per revision: some committed, the rest did not run.
             return TargetResult(target, Outcome.FAILED, step.status.current, row[1], row[2],
                                 error=f"it was stopped after revision "
@@ -342,7 +369,11 @@ def _settler(workspace: Workspace, run_ledger: RunLedger, policy: Policy
                             note="it was stopped (or its worker died) right after the "
                             "commit; the migration stands")
 
-    return settle
+    def failed(self, result: TargetResult) -> None:
+        """The failed row of a target the stop rolled back (nobody else would write one)."""
+        with self.session(result.target.database) as connection:
+            self.run_ledger.failed(connection, result.target, result.from_revs,
+                                   result.seconds, result.error, result.attempts)
 
 
 def _unreachable(plan: Plan, step: Step) -> TargetResult:

@@ -9,7 +9,7 @@ inside each target's transaction (:mod:`.target_ledger`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,23 @@ class RunRecorder:
                 continue
             self._connections[database.key] = connection
             self._databases[database.key] = database
+
+    @contextlib.contextmanager
+    def session(self, database: Any) -> Iterator[Any]:
+        """A connection to ``database`` for the run's own bookkeeping between its start and
+        its finish (settling a target cut off, its failed row): the run row's connection
+        when it is open and idle, else a new one. The run row's session was opened when
+        the run started: a server that stopped accepting sessions since (a frozen
+        postmaster, a full ``max_connections``) still answers it, where a new session
+        would wait for the connect timeout, target after target, while a stopping pod's
+        grace period runs out."""
+        own = self._connections.get(database.key)
+        if own is not None and not own.closed and not own.invalidated \
+                and not own.in_transaction():
+            yield own
+            return
+        with self.databases.connect(database) as connection:
+            yield connection
 
     def finish(self, outcome: str) -> None:
         """Close every run row; a failure to do so is a warning, never an error.

@@ -10,7 +10,6 @@ resumes. The run decides with these values; the executor asks them before each s
 from __future__ import annotations
 
 import re
-import statistics
 from dataclasses import dataclass, field
 
 DEFAULT_TARGET_SECONDS = 10.0
@@ -93,6 +92,8 @@ class Budget:
         """What the next target of ``service`` is expected to take: this run's median
         once three have finished, else the ledger's, else this run's others', else
         :data:`DEFAULT_TARGET_SECONDS`."""
+        import statistics  # only with a deadline: it imports decimal and fractions
+
         seen = self._seen.get(service, [])
         if len(seen) >= 3:
             return statistics.median(seen)
