@@ -311,9 +311,11 @@ def wait_for_databases(workspace: Workspace, seconds: float) -> list[str]:
     pending = {d.key: d for d in workspace.databases_in_use()}
     while True:
         for key, database in list(pending.items()):
+            left = deadline - time.monotonic()
+            if left <= 0 and seconds > 0:
+                break
             try:
-                with workspace.databases.connect(database) as connection:
-                    connection.exec_driver_sql("SELECT 1")
+                workspace.databases.probe(database, left)
                 del pending[key]
             except (DatabaseUnavailableError, DBAPIError):
                 continue

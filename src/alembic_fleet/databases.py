@@ -6,7 +6,9 @@ embedded server on first use; real servers are never asked to create a database.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import weakref
 from dataclasses import dataclass, field
@@ -251,6 +253,28 @@ class Databases:
             raise explain_connection_error(exc, display(database)) from None
         except OSError as exc:  # asyncpg raises the socket's own error
             raise explain_connection_error(exc, display(database)) from None
+
+    def probe(self, database: Database, seconds: float) -> None:
+        """Open a session to ``database`` and run ``SELECT 1``, waiting at most ``seconds``
+        (libpq's floor of 2) for the session, or DatabaseUnavailableError: ``fleet wait
+        --timeout`` and ``--wait-for-db`` end at the user's time, not a connect timeout
+        later. The URL's own ``connect_timeout`` counts when it is shorter."""
+        url = self.url(database)
+        limits = drivers.session_limits(drivers.PSYCOPG, url.query)
+        own = url.query.get("connect_timeout")
+        wait = max(2, math.ceil(seconds))
+        with contextlib.suppress(TypeError, ValueError):
+            if own is not None and 0 < float(own) < wait:
+                wait = max(2, math.ceil(float(own)))
+        engine = create_engine(url, poolclass=NullPool,
+                               connect_args={**limits, "connect_timeout": str(wait)})
+        try:
+            with engine.connect() as connection:
+                connection.exec_driver_sql("SELECT 1")
+        except DBAPIError as exc:
+            raise explain_connection_error(exc, display(database)) from None
+        finally:
+            engine.dispose()
 
     def dispose(self) -> None:
         for engine in self._engines.values():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ def for_url(url: str | None) -> Driver:
 def libpq_query(query: dict[str, Any], driver: Driver) -> dict[str, Any]:
     """A URL's query for fleet's own psycopg 3 connections when the URL names another
     driver: only what libpq understands (``prepared_statement_cache_size`` or
-    ``command_timeout`` are asyncpg's), asyncpg's ``ssl=MODE`` as ``sslmode``."""
+    ``command_timeout`` are asyncpg's), asyncpg's ``ssl=MODE`` as ``sslmode`` and its
+    ``timeout=SECONDS`` as ``connect_timeout``."""
     import psycopg
 
     known = {option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults()}
@@ -82,6 +84,9 @@ def libpq_query(query: dict[str, Any], driver: Driver) -> dict[str, Any]:
                  "verify-ca": "verify-ca", "verify-full": "verify-full"}
         if ssl.lower() in modes:
             kept["sslmode"] = modes[ssl.lower()]
+    if driver.name == "asyncpg" and "timeout" in query and "connect_timeout" not in kept:
+        seconds = _seconds(query["timeout"], "?timeout=")  # libpq: whole seconds, 2 at least
+        kept["connect_timeout"] = "0" if seconds == 0 else str(max(2, math.ceil(seconds)))
     return kept
 
 
@@ -111,15 +116,65 @@ def session_limits(driver: Driver, query: Mapping[str, Any]) -> dict[str, Any]:
     (:data:`LIBPQ_LIMITS`; asyncpg: its connect ``timeout``, which has no keepalives), each
     only where the URL sets nothing of its own. A URL naming a connection service
     (``?service=``, ``PGSERVICE``) gets none: its service file may set them, and a
-    keyword given here would override it."""
+    keyword given here would override it (the connect timeout still reaches it through
+    ``PGCONNECT_TIMEOUT``, which a service file overrides: :func:`connect_timeout_env`).
+
+    asyncpg's own ``?timeout=`` is handed over as seconds (SQLAlchemy passes the URL's text,
+    which asyncpg cannot add to a float); without it ``PGCONNECT_TIMEOUT`` counts, as for
+    libpq."""
+    if driver.is_async:
+        if "timeout" in query:
+            return {"timeout": _seconds(query["timeout"], "?timeout=")}
+        environ = os.environ.get("PGCONNECT_TIMEOUT", "").strip()
+        if environ:
+            return {"timeout": _seconds(environ, "PGCONNECT_TIMEOUT=")}
+        return {"timeout": float(CONNECT_TIMEOUT)}
     if "service" in query or os.environ.get("PGSERVICE"):
         return {}
-    if driver.is_async:
-        return {} if "timeout" in query else {"timeout": CONNECT_TIMEOUT}
     given = set(query)
     if os.environ.get("PGCONNECT_TIMEOUT"):
         given.add("connect_timeout")
+    if not _knows_tcp_user_timeout(driver):
+        given.add("tcp_user_timeout")
     return {key: value for key, value in LIBPQ_LIMITS.items() if key not in given}
+
+
+def connect_timeout_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """``PGCONNECT_TIMEOUT`` for a program fleet starts that connects with libpq by itself
+    (``pg_dump``, ``psql``, a legacy env.py's ``alembic``), unless the environment sets it:
+    what the URL or a connection service's file sets still wins over it."""
+    return {} if environ.get("PGCONNECT_TIMEOUT") else {
+        "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
+
+
+def _seconds(value: Any, name: str) -> float:
+    """A timeout's seconds from a URL or the environment, or a usage error naming it."""
+    text = value[-1] if isinstance(value, (tuple, list)) else value
+    try:
+        seconds = float(text)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0:  # NaN too
+        from alembic_fleet.exceptions import UsageError
+
+        raise UsageError(f"{name}{text!r} is not a number of seconds",
+                         hint="give the connect timeout in seconds, e.g. 30 (0: no limit)")
+    return seconds
+
+
+def _knows_tcp_user_timeout(driver: Driver) -> bool:
+    """Whether the driver's libpq takes ``tcp_user_timeout`` (libpq 12 and later: an older
+    one refuses every session that names it)."""
+    try:
+        if driver.name == "psycopg2":
+            import psycopg2.extensions
+
+            return psycopg2.extensions.libpq_version() >= 120000
+        import psycopg
+
+        return psycopg.pq.version() >= 120000
+    except Exception:  # cannot tell: leave it out
+        return False
 
 
 def unsupported(scheme: str) -> str:

@@ -19,6 +19,7 @@ from functools import cache
 
 from sqlalchemy.engine import URL
 
+from alembic_fleet import drivers
 from alembic_fleet.databases import Databases, libpq_url
 from alembic_fleet.exceptions import FleetError, UsageError
 from alembic_fleet.model.targets import Database
@@ -63,7 +64,15 @@ def without_password(url: URL) -> tuple[URL, str | None]:
 
 def pg_dump_command(databases: Databases, database: Database, program: str,
                     arguments: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    """The argv and environment of ``program ARGUMENTS URL`` for ``database``."""
+    """The argv and environment of ``program ARGUMENTS URL`` for ``database``: the connect
+    timeout in ``PGCONNECT_TIMEOUT`` and TCP keepalives in the URL, as fleet's own sessions
+    have them (see :func:`alembic_fleet.drivers.session_limits`; not ``tcp_user_timeout``,
+    which the program's libpq may be too old for)."""
     url, password = without_password(databases.url(database))
-    env = {**os.environ, **({"PGPASSWORD": password} if password else {})}
+    keepalives = {key: value for key, value
+                  in drivers.session_limits(drivers.PSYCOPG, url.query).items()
+                  if key.startswith("keepalives")}
+    url = url.update_query_dict(keepalives)
+    env = {**drivers.connect_timeout_env(os.environ), **os.environ,
+           **({"PGPASSWORD": password} if password else {})}
     return [program, *arguments, libpq_url(url)], env

@@ -226,3 +226,88 @@ def test_a_stop_while_workers_wait_on_a_frozen_server_ends_at_once_and_is_record
                 payload["summary"]["migrated"], payload["summary"]["failed"])
         rerun = project.fleet("migrate", "--json")
         assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+
+
+def test_an_asyncpg_urls_own_timeout_is_taken_as_seconds_everywhere(tmp_path: Path) -> None:
+    """asyncpg's connect timeout is ``?timeout=`` (libpq's ``connect_timeout`` means nothing
+    to it): given in the URL it migrates (SQLAlchemy hands it over as a string, which
+    asyncpg cannot add to a float), and fleet's own sessions, on psycopg, wait as long."""
+    with private_server("frozenasync") as (server, url):
+        own = url.replace("postgresql://", "postgresql+asyncpg://", 1) + "&timeout=3"
+        project = shop_project(tmp_path / "p", own, 2)
+        done = project.fleet("migrate", "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        with frozen(server):
+            runner = start_fleet(project, "status", "--json")
+            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
+        assert runner.returncode == 2, out + err
+        assert "timeout" in json.loads(out)["error"]["message"], out
+        assert took < CONNECT_TIMEOUT - 2, took
+
+
+@pytest.mark.parametrize("command", [["wait", "--timeout", "3"],
+                                     ["migrate", "--wait-for-db", "3"]])
+def test_waiting_for_a_frozen_server_ends_at_the_users_timeout(
+        tmp_path: Path, command: list[str]) -> None:
+    """``fleet wait --timeout S`` and ``--wait-for-db S`` give up when S has passed, not a
+    connect timeout later: each attempt waits only for the time left."""
+    with private_server("frozenwait") as (server, url):
+        project = shop_project(tmp_path / "p", url, 2)
+        assert project.fleet("migrate").returncode == 0
+        with frozen(server):
+            runner = start_fleet(project, *command)
+            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
+        assert runner.returncode == 2, out + err
+        assert "still not accepting connections after 3s" in out + err, out + err
+        assert took < 3 + 3, took
+
+
+def test_the_pg_dump_fleet_starts_gives_up_on_a_frozen_server(tmp_path: Path) -> None:
+    """``tenants remove --dump`` runs pg_dump, which connects by itself: a server that
+    freezes as it starts (a wrapper on PATH stops the postmaster, then runs the real one)
+    fails the command within the connect timeout, and nothing is dropped."""
+    with private_server("frozendump") as (server, url):
+        project = shop_project(tmp_path / "p", url, 2)
+        assert project.fleet("migrate").returncode == 0
+        real = server.bin_path() / "pg_dump"
+        tools = tmp_path / "bin"
+        tools.mkdir()
+        wrapper = tools / "pg_dump"
+        pidfile = server.pgdata / "postmaster.pid"
+        wrapper.write_text(
+            "#!/bin/sh\n"
+            'case "$1" in --version) ;; *) kill -STOP "$(head -1 '
+            f"{pidfile})\" ;; esac\nexec {real} \"$@\"\n")
+        wrapper.chmod(0o755)
+        try:
+            runner = start_fleet(project, "tenants", "remove", "s001", "--yes", "--json",
+                                 "--dump", str(tmp_path / "s001.sql"),
+                                 env={"PATH": f"{tools}:{os.environ['PATH']}"})
+            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
+        finally:
+            os.kill(_postmaster(server), signal.SIGCONT)
+        assert runner.returncode != 0, out + err
+        assert took < 3 * CONNECT_TIMEOUT, took
+        assert version(url, "shop_s001") == [HEAD]  # not dropped without its dump
+
+
+def test_a_url_naming_a_connection_service_is_bounded_too(tmp_path: Path) -> None:
+    """A service file usually says only where the server is: the connect timeout reaches
+    its sessions through ``PGCONNECT_TIMEOUT`` (which the file may still override)."""
+    with private_server("frozensvc") as (server, _url):
+        services = tmp_path / "pg_service.conf"
+        services.write_text(f"[frozensvc]\nhost={server.pgdata}\nport={_port(server)}\n"
+                            "user=postgres\ndbname=frozensvc\n")
+        project = shop_project(tmp_path / "p", "postgresql:///frozensvc?service=frozensvc", 2)
+        env = {"PGSERVICEFILE": str(services)}
+        done = project.fleet("migrate", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        with frozen(server):
+            runner = start_fleet(project, "status", "--json", env=env)
+            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
+        assert runner.returncode == 2, out + err
+        assert took < 2 * CONNECT_TIMEOUT, took
+
+
+def _port(server: EmbeddedServer) -> str:
+    return (server.pgdata / "postmaster.pid").read_text().splitlines()[3].strip()

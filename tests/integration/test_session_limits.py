@@ -9,6 +9,7 @@ import pytest
 
 from alembic_fleet import drivers
 from alembic_fleet.databases import Databases
+from alembic_fleet.exceptions import UsageError
 from alembic_fleet.model.targets import Database
 
 
@@ -65,7 +66,10 @@ def test_the_limits_by_driver_and_what_the_user_set(monkeypatch: pytest.MonkeyPa
     asyncpg = drivers.DRIVERS["asyncpg"]
     assert drivers.session_limits(psycopg2, {}) == drivers.LIBPQ_LIMITS
     assert drivers.session_limits(asyncpg, {}) == {"timeout": drivers.CONNECT_TIMEOUT}
-    assert drivers.session_limits(asyncpg, {"timeout": "4"}) == {}
+    # asyncpg's own key, as seconds (SQLAlchemy hands asyncpg the URL's text).
+    assert drivers.session_limits(asyncpg, {"timeout": "4"}) == {"timeout": 4.0}
+    with pytest.raises(UsageError, match="not a number of seconds"):
+        drivers.session_limits(asyncpg, {"timeout": "soon"})
     assert "connect_timeout" not in drivers.session_limits(
         drivers.PSYCOPG, {"connect_timeout": "4"})
     # A connection service's file may set them: nothing is given in its place.
@@ -73,5 +77,28 @@ def test_the_limits_by_driver_and_what_the_user_set(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PGCONNECT_TIMEOUT", "4")
     limits = drivers.session_limits(drivers.PSYCOPG, {})
     assert "connect_timeout" not in limits and limits["keepalives"] == "1"
+    assert drivers.session_limits(asyncpg, {}) == {"timeout": 4.0}
     monkeypatch.setenv("PGSERVICE", "main")
     assert drivers.session_limits(drivers.PSYCOPG, {}) == {}
+
+
+def test_fleets_own_sessions_on_an_asyncpg_url_wait_as_long_as_it_says() -> None:
+    """fleet's own sessions are psycopg's: asyncpg's ``?timeout=`` becomes libpq's
+    ``connect_timeout`` (whole seconds, at least libpq's 2), its other keys are left out."""
+    asyncpg = drivers.DRIVERS["asyncpg"]
+    assert drivers.libpq_query({"timeout": "30", "command_timeout": "5"}, asyncpg) == {
+        "connect_timeout": "30"}
+    assert drivers.libpq_query({"timeout": "0.5"}, asyncpg) == {"connect_timeout": "2"}
+    assert drivers.libpq_query({"timeout": "7", "connect_timeout": "9"}, asyncpg) == {
+        "connect_timeout": "9"}
+
+
+def test_an_older_libpq_is_not_given_tcp_user_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq before 12 refuses every session that names ``tcp_user_timeout``."""
+    import psycopg
+
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    monkeypatch.delenv("PGSERVICE", raising=False)
+    monkeypatch.setattr(psycopg.pq, "version", lambda: 110022)
+    limits = drivers.session_limits(drivers.PSYCOPG, {})
+    assert "tcp_user_timeout" not in limits and limits["connect_timeout"] == "10"

@@ -134,10 +134,12 @@ def _run_on_own_engine(context: Any, schema: str, kwargs: dict[str, Any],
     text = _url_from_command_line(context)
     driver = drivers.for_url(text)
     url = make_url(text).set(drivername=driver.drivername)
+    # The limits of fleet's own sessions: a server that answers nothing is given up on.
+    limits = drivers.session_limits(driver, url.query)
     if not driver.is_async:
         from sqlalchemy import create_engine
 
-        engine = create_engine(url, poolclass=NullPool)
+        engine = create_engine(url, poolclass=NullPool, connect_args=limits)
         try:
             with engine.connect() as connection:
                 _run_online(context, connection, schema, kwargs, shared=shared)
@@ -149,7 +151,7 @@ def _run_on_own_engine(context: Any, schema: str, kwargs: dict[str, Any],
     from sqlalchemy.ext.asyncio import create_async_engine
 
     async def run() -> None:
-        engine = create_async_engine(url, poolclass=NullPool)
+        engine = create_async_engine(url, poolclass=NullPool, connect_args=limits)
         try:
             async with engine.connect() as connection:
                 await connection.run_sync(
