@@ -300,3 +300,32 @@ def test_a_worker_dying_after_its_commit_is_reported_migrated(tmp_path: Path,
     assert outcome["shop_s002"]["outcome"] == "migrated"
     assert "right after the commit" in outcome["shop_s002"]["note"]
     assert all(version(db_url, f"shop_s{i:03d}") == [HEAD] for i in range(4))
+
+
+def test_a_stop_after_the_run_rows_session_was_ended_still_settles_and_closes_the_run(
+        tmp_path: Path, db_url: str) -> None:
+    """The targets a stop cut off are settled on the run row's session; when the server
+    ended that session mid-run (an administrator's pg_terminate_backend), a new one is
+    used instead, the failed rows are written, and the run row is closed."""
+    project = shop_project(tmp_path / "p", db_url, 8, sleep=0.4)
+    runner = start_fleet(project, "migrate", "--json", "--jobs", "2")
+    _wait_for_a_target_in_flight(db_url)
+    ended = query(db_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                  "WHERE datname = current_database() AND state = 'idle' "
+                  "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+    assert ended, "the run row's session was not found idle"
+    time.sleep(0.3)
+    runner.send_signal(signal.SIGTERM)
+    out, err = runner.communicate(timeout=60)
+    assert runner.returncode == 143, err
+    payload = json.loads(out)
+    reported = {t["schema"]: t["outcome"] for t in payload["targets"]
+                if t["outcome"] in ("migrated", "failed")}
+    for schema, outcome in reported.items():
+        if outcome == "migrated":
+            assert version(db_url, schema) == [HEAD]
+    assert query(db_url, "SELECT outcome, finished_at IS NOT NULL FROM fleet.runs") == [
+        ("terminated", True)]
+    assert dict(query(db_url, "SELECT schema_name, outcome FROM fleet.run_targets")) == reported
+    assert query(db_url, "SELECT migrated, failed FROM fleet.runs") == [
+        (payload["summary"]["migrated"], payload["summary"]["failed"])]

@@ -69,8 +69,7 @@ class RunRecorder:
         would wait for the connect timeout, target after target, while a stopping pod's
         grace period runs out."""
         own = self._connections.get(database.key)
-        if own is not None and not own.closed and not own.invalidated \
-                and not own.in_transaction():
+        if own is not None and _alive(own):
             yield own
             return
         with self.databases.connect(database) as connection:
@@ -105,6 +104,22 @@ class RunRecorder:
         text = scrub(message.splitlines()[0])
         if text not in self.warnings:
             self.warnings.append(text)
+
+
+def _alive(connection: Any) -> bool:
+    """Whether the run row's connection can be used now: open, idle, and answering (the
+    server may have ended its session mid-run; :meth:`RunRecorder.finish` then closes the
+    row on a new one, and a settle must not take its failure for the database's)."""
+    if connection.closed or connection.invalidated or connection.in_transaction():
+        return False
+    try:
+        connection.exec_driver_sql("SELECT 1")
+        connection.rollback()
+    except DBAPIError:
+        with contextlib.suppress(Exception):
+            connection.rollback()
+        return False
+    return True
 
 
 def _ledger_hint(code: str | None, reason: str) -> str:
