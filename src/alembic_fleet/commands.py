@@ -309,16 +309,20 @@ def wait_for_databases(workspace: Workspace, seconds: float) -> list[str]:
     """Wait until every configured database accepts connections; the ones still down."""
     deadline = time.monotonic() + seconds
     pending = {d.key: d for d in workspace.databases_in_use()}
+    first = True
     while True:
         for key, database in list(pending.items()):
             left = deadline - time.monotonic()
-            if left <= 0 and seconds > 0:
+            # Each database is asked at least once: one that froze and took all the time
+            # must not get a healthy one named as down.
+            if left <= 0 and not first:
                 break
             try:
                 workspace.databases.probe(database, left)
                 del pending[key]
             except (DatabaseUnavailableError, DBAPIError):
                 continue
+        first = False
         if not pending or time.monotonic() >= deadline:
             return [display(d) for d in pending.values()]
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))

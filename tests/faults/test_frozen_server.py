@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from alembic_fleet.embedded import EmbeddedServer
-from tests.conftest import DDL_LOG, private_tmp, version
+from tests.conftest import DDL_LOG, private_tmp, query, version
 from tests.faults.conftest import HEAD, kill_group, shop_project, start_fleet
 
 pytestmark = pytest.mark.slow
@@ -311,3 +311,24 @@ def test_a_url_naming_a_connection_service_is_bounded_too(tmp_path: Path) -> Non
 
 def _port(server: EmbeddedServer) -> str:
     return (server.pgdata / "postmaster.pid").read_text().splitlines()[3].strip()
+
+
+def test_waiting_names_only_the_frozen_database(tmp_path: Path, db_url: str) -> None:
+    """One database frozen, another healthy: the frozen one may take all of ``--timeout``,
+    but the healthy one is still asked, and only the frozen one is named as down."""
+    with private_server("frozenpair") as (server, url):
+        project = shop_project(tmp_path / "p", url, 1)
+        shutil.copytree(project.root / "shop", project.root / "other")
+        config = project.root / "fleet.toml"
+        config.write_text(config.read_text() + (
+            f'\n[services.other]\npath = "other"\nschema = "other_{{tenant}}"\n'
+            f'database = "{db_url}"\n'))
+        with frozen(server):
+            runner = start_fleet(project, "wait", "--timeout", "3", "--json")
+            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
+        assert runner.returncode == 2, out + err
+        message = json.loads(out)["error"]["message"]
+        assert "frozenpair" in message, message
+        healthy = query(db_url, "SELECT current_database()")[0][0]
+        assert f"/{healthy}" not in message, message
+        assert took < 3 + 2 * 3, took

@@ -19,7 +19,14 @@ import psycopg
 import pytest
 
 from tests.conftest import query, version
-from tests.faults.conftest import HEAD, children, default_sigint, shop_project, start_fleet
+from tests.faults.conftest import (
+    HEAD,
+    children,
+    closed_gates,
+    default_sigint,
+    shop_project,
+    start_fleet,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -329,3 +336,74 @@ def test_a_stop_after_the_run_rows_session_was_ended_still_settles_and_closes_th
     assert dict(query(db_url, "SELECT schema_name, outcome FROM fleet.run_targets")) == reported
     assert query(db_url, "SELECT migrated, failed FROM fleet.runs") == [
         (payload["summary"]["migrated"], payload["summary"]["failed"])]
+
+
+def _waiting_workers(db_url: str, count: int) -> list[tuple[str, int]]:
+    """(application_name, tenant) of the sessions waiting at a closed gate, once ``count``."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        rows = query(db_url, "SELECT a.application_name, l.objid::int FROM pg_locks AS l "
+                     "JOIN pg_stat_activity AS a ON a.pid = l.pid "
+                     "WHERE l.locktype = 'advisory' AND l.classid = 8000 AND NOT l.granted")
+        if len(rows) >= count:
+            return rows
+        time.sleep(0.05)
+    raise AssertionError("the workers never reached their gates")
+
+
+@pytest.mark.parametrize("trouble", ["idle_session_timeout", "locked_ledger"])
+def test_a_dead_worker_is_settled_and_the_run_closed_whatever_its_session_went_through(
+        tmp_path: Path, db_url: str, trouble: str) -> None:
+    """A worker dies mid-run while the run row's session was ended by the server
+    (``idle_session_timeout``), or while another session holds the ledger's table (a
+    maintenance lock): the run goes on, the dead worker's target lock is not kept by the
+    settle that could not read the ledger, and the run row is closed with the report's
+    counts."""
+    from alembic_fleet.execution.locking import lock_key
+
+    database = query(db_url, "SELECT current_database()")[0][0]
+    if trouble == "idle_session_timeout":
+        query(db_url, f'ALTER DATABASE "{database}" SET idle_session_timeout = \'2s\'')
+    project = shop_project(tmp_path / "p", db_url, 3, gate=True)
+    try:
+        with closed_gates(db_url, range(3)) as holder:
+            holder.execute("SET idle_session_timeout = 0")
+            runner = start_fleet(project, "migrate", "--json", "--jobs", "2")
+            waiting = _waiting_workers(db_url, 2)
+            name, tenant = waiting[0]
+            victim = int(name.split()[-1])
+            locker = None
+            if trouble == "idle_session_timeout":
+                time.sleep(3)  # the run row's idle session is ended by the server
+            else:
+                locker = psycopg.connect(db_url)
+                locker.execute("SET idle_session_timeout = 0")
+                locker.execute("LOCK TABLE fleet.run_targets IN ACCESS EXCLUSIVE MODE")
+            os.kill(victim, signal.SIGKILL)
+            time.sleep(8 if locker else 1)
+            key = lock_key("shop", f"shop_s{tenant:03d}")
+            held = query(db_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                         "AND granted AND objsubid = 1 "
+                         "AND ((classid::bigint << 32) | objid::bigint) = %s", (key,))[0][0]
+            if locker is not None:
+                locker.rollback()
+                locker.close()
+            for number in range(3):
+                holder.execute("SELECT pg_advisory_unlock(%s, %s)", (8000, number))
+            out, err = runner.communicate(timeout=120)
+        assert held == 0, "the dead worker's target lock was kept"
+        assert runner.returncode == 1, err
+        payload = json.loads(out)
+        assert query(db_url, "SELECT outcome, finished_at IS NOT NULL FROM fleet.runs") == [
+            ("failed", True)], payload.get("warnings")
+        summary = payload["summary"]
+        counted = query(db_url, "SELECT migrated, failed FROM fleet.runs")[0]
+        assert counted[0] == summary["migrated"]
+        if trouble == "idle_session_timeout":
+            # The dead worker's target, found rolled back, has its failed row: the ledger
+            # counts what the run reports. (With the ledger locked, the settle could not
+            # read it: no row is written for what is not known.)
+            assert counted[1] == summary["failed"] == 1, payload
+    finally:
+        if trouble == "idle_session_timeout":
+            query(db_url, f'ALTER DATABASE "{database}" RESET idle_session_timeout')

@@ -130,6 +130,7 @@ class PoolExecutor:
 
     def __init__(self, make_work: Callable[[], Work], *, jobs: int, fail_fast: bool = False,
                  settle: Callable[[Step], TargetResult | None] | None = None,
+                 record_failed: Callable[[TargetResult], None] | None = None,
                  own_python: Mapping[str, Service] | None = None,
                  budget: Budget | None = None, canary: frozenset[int] = frozenset()) -> None:
         self.make_work = make_work
@@ -140,6 +141,9 @@ class PoolExecutor:
         self.fail_fast = fail_fast
         self.settle = settle
         """Finds out what happened to the target of a worker that died (None: unknown)."""
+        self.record_failed = record_failed
+        """Writes the ledger's failed row of such a target when it was rolled back: the
+        worker that would have written it is dead (None: no ledger)."""
         self.own_python = dict(own_python or {})
         """Services whose targets run in workers of their own interpreter, by name."""
         self._deaths = 0
@@ -390,12 +394,17 @@ class PoolExecutor:
             book.give_back(worker.index)  # never started: nothing happened to it
         elif worker.index is not None:
             step = steps[worker.index]
-            result = self._settled(step) or TargetResult(
-                step.target, Outcome.FAILED, step.status.current, step.status.current,
-                error=f"the worker process migrating this target died ({how}); its "
-                "transaction was rolled back by the server",
-                hint="run 'fleet migrate' again: only failed and pending targets run",
-            )
+            result = self._settled(step)
+            if result is None:
+                result = TargetResult(
+                    step.target, Outcome.FAILED, step.status.current, step.status.current,
+                    error=f"the worker process migrating this target died ({how}); its "
+                    "transaction was rolled back by the server",
+                    hint="run 'fleet migrate' again: only failed and pending targets run",
+                )
+                if self.record_failed is not None:
+                    with contextlib.suppress(Exception):  # the ledger never breaks a run
+                        self.record_failed(result)
             book.finish(schedule, worker.index, result)
         worker.index = None
         with contextlib.suppress(OSError):

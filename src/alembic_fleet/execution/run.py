@@ -44,7 +44,7 @@ from alembic_fleet.model.outcome import RunEnd, RunOutcome
 from alembic_fleet.model.plan import Plan
 from alembic_fleet.model.schedule import Schedule
 from alembic_fleet.model.status import Outcome, Step, TargetResult
-from alembic_fleet.model.targets import Database
+from alembic_fleet.model.targets import Database, Target
 from alembic_fleet.shared_schemas import shared_schema_warnings
 from alembic_fleet.workspace import Workspace
 
@@ -307,6 +307,7 @@ def _executor(workspace: Workspace, plan: Plan, steps: list[Step], runnable: int
 
         return PoolExecutor(factory, jobs=max(1, min(wanted, runnable)),
                             fail_fast=options.fail_fast, settle=settler,
+                            record_failed=settler.failed if settler else None,
                             own_python=own_python, budget=budget, canary=canary), None
     work = TargetMigrator(workspace.databases, scripts, targets, options.policy, run_ledger)
     return SerialExecutor(work, fail_fast=options.fail_fast, budget=budget,
@@ -331,6 +332,9 @@ class _Settler:
         self.run_ledger = run_ledger
         self.policy = policy
         self.unreachable: dict[str, DatabaseUnavailableError] = {}
+        self.rolled_back: set[Target] = set()
+        """Targets found rolled back: their lock taken, no committed row. Only those get a
+        failed row (one whose lock stayed held may still be committing)."""
 
     @contextlib.contextmanager
     def session(self, database: Database) -> Iterator[Any]:
@@ -353,10 +357,13 @@ class _Settler:
             try:
                 row = self.run_ledger.ledger.target_row(connection, self.run_ledger.run_id,
                                                         target.service, target.schema)
-            finally:
+            finally:  # a read that failed (a locked ledger) must not keep the target's lock
+                if connection.in_transaction():
+                    connection.rollback()
                 unlock(connection, key)
         # 'running': revisions committed one by one, short of the destination.
         if row is None or row[0] not in ("migrated", "running"):
+            self.rolled_back.add(target)
             return None
         if self.workspace.graph(target.service).pending(row[1], step.status.head):
             # One transaction per revision: some committed, the rest did not run.
@@ -370,7 +377,10 @@ class _Settler:
                             "commit; the migration stands")
 
     def failed(self, result: TargetResult) -> None:
-        """The failed row of a target the stop rolled back (nobody else would write one)."""
+        """The failed row of a target found rolled back (its worker, which would have
+        written it, was stopped or died); nothing for one not known to be."""
+        if result.target not in self.rolled_back:
+            return
         with self.session(result.target.database) as connection:
             self.run_ledger.failed(connection, result.target, result.from_revs,
                                    result.seconds, result.error, result.attempts)

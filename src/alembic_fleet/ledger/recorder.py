@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from alembic_fleet.databases import Databases
 from alembic_fleet.drivers import sqlstate
@@ -70,7 +70,14 @@ class RunRecorder:
         grace period runs out."""
         own = self._connections.get(database.key)
         if own is not None and _alive(own):
-            yield own
+            try:
+                yield own
+            except BaseException:
+                # What failed on it (a lock timeout, a lost session) must not leave it in
+                # a transaction for the next settle or for finish(), which closes the row.
+                with contextlib.suppress(Exception):
+                    own.rollback()
+                raise
             return
         with self.databases.connect(database) as connection:
             yield connection
@@ -87,7 +94,7 @@ class RunRecorder:
             try:
                 try:
                     self.ledger.close_run(connection, self.info.run_id, outcome)
-                except DBAPIError:
+                except SQLAlchemyError:  # a lost session (DBAPIError) or a broken one
                     with contextlib.suppress(Exception):
                         connection.close()
                     connection = self.databases.connect(self._databases[key])
