@@ -74,6 +74,16 @@ def _finish(runner, limit: float) -> tuple[str, str, float]:
     return out, err, time.monotonic() - started
 
 
+def _frozen_run(server: EmbeddedServer, project, *args: str,
+                env: dict[str, str] | None = None) -> tuple[int, str, str, float]:
+    """``fleet ARGS`` started while ``server``'s postmaster is stopped: its exit code,
+    output and seconds (the server answers again afterwards)."""
+    with frozen(server):
+        runner = start_fleet(project, *args, env=env)
+        out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
+    return runner.returncode, out, err, took
+
+
 @pytest.mark.parametrize("command", [["status", "--json"], ["migrate", "--json"],
                                      ["log", "--json"]])
 def test_a_command_gives_up_on_a_frozen_server_within_its_connect_timeout(
@@ -81,10 +91,8 @@ def test_a_command_gives_up_on_a_frozen_server_within_its_connect_timeout(
     with private_server("frozen") as (server, url):
         project = shop_project(tmp_path / "p", url, 2)
         assert project.fleet("migrate").returncode == 0
-        with frozen(server):
-            runner = start_fleet(project, *command)
-            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
-        assert runner.returncode == 2, out + err
+        code, out, err, took = _frozen_run(server, project, *command)
+        assert code == 2, out + err
         error = json.loads(out)["error"]
         assert "timeout" in error["message"], error
         assert error["message"].startswith("cannot connect to postgresql://"), error
@@ -128,11 +136,10 @@ def test_the_users_own_connect_timeout_wins(tmp_path: Path, how: str) -> None:
         own = f"{url}&connect_timeout=2" if how == "url" else url
         project = shop_project(tmp_path / "p", own, 2)
         assert project.fleet("migrate").returncode == 0
-        with frozen(server):
-            runner = start_fleet(project, "status", "--json",
-                                 env={"PGCONNECT_TIMEOUT": "2"} if how == "environment" else {})
-            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
-        assert runner.returncode == 2, out + err
+        code, out, err, took = _frozen_run(
+            server, project, "status", "--json",
+            env={"PGCONNECT_TIMEOUT": "2"} if how == "environment" else {})
+        assert code == 2, out + err
         assert "timeout" in json.loads(out)["error"]["message"], out
         assert took < CONNECT_TIMEOUT - 2, took
 
@@ -237,10 +244,8 @@ def test_an_asyncpg_urls_own_timeout_is_taken_as_seconds_everywhere(tmp_path: Pa
         project = shop_project(tmp_path / "p", own, 2)
         done = project.fleet("migrate", "--json")
         assert done.returncode == 0, done.stdout + done.stderr
-        with frozen(server):
-            runner = start_fleet(project, "status", "--json")
-            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
-        assert runner.returncode == 2, out + err
+        code, out, err, took = _frozen_run(server, project, "status", "--json")
+        assert code == 2, out + err
         assert "timeout" in json.loads(out)["error"]["message"], out
         assert took < CONNECT_TIMEOUT - 2, took
 
@@ -254,10 +259,8 @@ def test_waiting_for_a_frozen_server_ends_at_the_users_timeout(
     with private_server("frozenwait") as (server, url):
         project = shop_project(tmp_path / "p", url, 2)
         assert project.fleet("migrate").returncode == 0
-        with frozen(server):
-            runner = start_fleet(project, *command)
-            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
-        assert runner.returncode == 2, out + err
+        code, out, err, took = _frozen_run(server, project, *command)
+        assert code == 2, out + err
         assert "still not accepting connections after 3s" in out + err, out + err
         assert took < 3 + 3, took
 
@@ -302,10 +305,8 @@ def test_a_url_naming_a_connection_service_is_bounded_too(tmp_path: Path) -> Non
         env = {"PGSERVICEFILE": str(services)}
         done = project.fleet("migrate", env=env)
         assert done.returncode == 0, done.stdout + done.stderr
-        with frozen(server):
-            runner = start_fleet(project, "status", "--json", env=env)
-            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
-        assert runner.returncode == 2, out + err
+        code, out, err, took = _frozen_run(server, project, "status", "--json", env=env)
+        assert code == 2, out + err
         assert took < 2 * CONNECT_TIMEOUT, took
 
 
@@ -323,10 +324,8 @@ def test_waiting_names_only_the_frozen_database(tmp_path: Path, db_url: str) -> 
         config.write_text(config.read_text() + (
             f'\n[services.other]\npath = "other"\nschema = "other_{{tenant}}"\n'
             f'database = "{db_url}"\n'))
-        with frozen(server):
-            runner = start_fleet(project, "wait", "--timeout", "3", "--json")
-            out, err, took = _finish(runner, 6 * CONNECT_TIMEOUT)
-        assert runner.returncode == 2, out + err
+        code, out, err, took = _frozen_run(server, project, "wait", "--timeout", "3", "--json")
+        assert code == 2, out + err
         message = json.loads(out)["error"]["message"]
         assert "frozenpair" in message, message
         healthy = query(db_url, "SELECT current_database()")[0][0]
