@@ -111,7 +111,8 @@ one whose sent data goes unacknowledged as long. Neither limits a statement that
 slow: a busy server's kernel answers the probes."""
 
 
-def session_limits(driver: Driver, query: Mapping[str, Any]) -> dict[str, Any]:
+def session_limits(driver: Driver, query: Mapping[str, Any],
+                   environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The connect arguments that bound a session's wait on a server that stopped answering
     (:data:`LIBPQ_LIMITS`; asyncpg: its connect ``timeout``, which has no keepalives), each
     only where the URL sets nothing of its own. A URL naming a connection service
@@ -121,18 +122,20 @@ def session_limits(driver: Driver, query: Mapping[str, Any]) -> dict[str, Any]:
 
     asyncpg's own ``?timeout=`` is handed over as seconds (SQLAlchemy passes the URL's text,
     which asyncpg cannot add to a float); without it ``PGCONNECT_TIMEOUT`` counts, as for
-    libpq."""
+    libpq. ``environ``: the environment the session's libpq reads (default: this
+    process's)."""
+    environ = os.environ if environ is None else environ
     if driver.is_async:
         if "timeout" in query:
             return {"timeout": _seconds(query["timeout"], "?timeout=")}
-        environ = os.environ.get("PGCONNECT_TIMEOUT", "").strip()
-        if environ:
-            return {"timeout": _seconds(environ, "PGCONNECT_TIMEOUT=")}
+        given = environ.get("PGCONNECT_TIMEOUT", "").strip()
+        if given:
+            return {"timeout": _seconds(given, "PGCONNECT_TIMEOUT=")}
         return {"timeout": float(CONNECT_TIMEOUT)}
-    if "service" in query or os.environ.get("PGSERVICE"):
+    if "service" in query or environ.get("PGSERVICE"):
         return {}
     given = set(query)
-    if os.environ.get("PGCONNECT_TIMEOUT"):
+    if environ.get("PGCONNECT_TIMEOUT"):
         given.add("connect_timeout")
     if not _knows_tcp_user_timeout(driver):
         given.add("tcp_user_timeout")
@@ -145,6 +148,28 @@ def connect_timeout_env(environ: Mapping[str, str]) -> dict[str, str]:
     what the URL or a connection service's file sets still wins over it."""
     return {} if environ.get("PGCONNECT_TIMEOUT") else {
         "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
+
+
+_ADDED: dict[str, str] = {}
+"""What :func:`bound_own_environment` put into this process's environment."""
+
+
+def bound_own_environment() -> None:
+    """Put :func:`connect_timeout_env` into fleet's own process environment, for everything
+    that connects through libpq without fleet's connect arguments: a connection service's
+    URL (psycopg reads ``PGCONNECT_TIMEOUT``, else waits 130 s), and the programs fleet
+    starts (``pg_dump``, ``psql``, a legacy env.py's ``alembic``, a service's
+    interpreter). Only for fleet's own command (the console script), never on import."""
+    added = connect_timeout_env(os.environ)
+    os.environ.update(added)
+    _ADDED.update(added)
+
+
+def users_environment() -> dict[str, str]:
+    """This process's environment without what :func:`bound_own_environment` added: for
+    the user's own program (``fleet run -- COMMAND``), whose connections are its own."""
+    return {key: value for key, value in os.environ.items()
+            if key not in _ADDED or value != _ADDED[key]}
 
 
 def _seconds(value: Any, name: str) -> float:

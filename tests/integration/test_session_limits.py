@@ -59,27 +59,25 @@ def test_what_the_url_sets_is_kept(own: Databases, db_url: str) -> None:
         assert parameters["keepalives_count"] == drivers.LIBPQ_LIMITS["keepalives_count"]
 
 
-def test_the_limits_by_driver_and_what_the_user_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
-    monkeypatch.delenv("PGSERVICE", raising=False)
+def test_the_limits_by_driver_and_what_the_user_set() -> None:
     psycopg2 = drivers.DRIVERS["psycopg2"]
     asyncpg = drivers.DRIVERS["asyncpg"]
-    assert drivers.session_limits(psycopg2, {}) == drivers.LIBPQ_LIMITS
-    assert drivers.session_limits(asyncpg, {}) == {"timeout": drivers.CONNECT_TIMEOUT}
+    bare: dict[str, str] = {}
+    assert drivers.session_limits(psycopg2, {}, bare) == drivers.LIBPQ_LIMITS
+    assert drivers.session_limits(asyncpg, {}, bare) == {"timeout": drivers.CONNECT_TIMEOUT}
     # asyncpg's own key, as seconds (SQLAlchemy hands asyncpg the URL's text).
-    assert drivers.session_limits(asyncpg, {"timeout": "4"}) == {"timeout": 4.0}
+    assert drivers.session_limits(asyncpg, {"timeout": "4"}, bare) == {"timeout": 4.0}
     with pytest.raises(UsageError, match="not a number of seconds"):
-        drivers.session_limits(asyncpg, {"timeout": "soon"})
+        drivers.session_limits(asyncpg, {"timeout": "soon"}, bare)
     assert "connect_timeout" not in drivers.session_limits(
-        drivers.PSYCOPG, {"connect_timeout": "4"})
+        drivers.PSYCOPG, {"connect_timeout": "4"}, bare)
     # A connection service's file may set them: nothing is given in its place.
-    assert drivers.session_limits(drivers.PSYCOPG, {"service": "main"}) == {}
-    monkeypatch.setenv("PGCONNECT_TIMEOUT", "4")
-    limits = drivers.session_limits(drivers.PSYCOPG, {})
+    assert drivers.session_limits(drivers.PSYCOPG, {"service": "main"}, bare) == {}
+    timeout = {"PGCONNECT_TIMEOUT": "4"}
+    limits = drivers.session_limits(drivers.PSYCOPG, {}, timeout)
     assert "connect_timeout" not in limits and limits["keepalives"] == "1"
-    assert drivers.session_limits(asyncpg, {}) == {"timeout": 4.0}
-    monkeypatch.setenv("PGSERVICE", "main")
-    assert drivers.session_limits(drivers.PSYCOPG, {}) == {}
+    assert drivers.session_limits(asyncpg, {}, timeout) == {"timeout": 4.0}
+    assert drivers.session_limits(drivers.PSYCOPG, {}, {"PGSERVICE": "main"}) == {}
 
 
 def test_fleets_own_sessions_on_an_asyncpg_url_wait_as_long_as_it_says() -> None:
@@ -97,8 +95,22 @@ def test_an_older_libpq_is_not_given_tcp_user_timeout(monkeypatch: pytest.Monkey
     """libpq before 12 refuses every session that names ``tcp_user_timeout``."""
     import psycopg
 
-    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
-    monkeypatch.delenv("PGSERVICE", raising=False)
     monkeypatch.setattr(psycopg.pq, "version", lambda: 110022)
-    limits = drivers.session_limits(drivers.PSYCOPG, {})
+    limits = drivers.session_limits(drivers.PSYCOPG, {}, {})
     assert "tcp_user_timeout" not in limits and limits["connect_timeout"] == "10"
+
+
+@pytest.mark.parametrize("users", [None, "25"])
+def test_the_application_fleet_run_starts_sees_the_users_environment(
+        tmp_path, db_url: str, users: str | None) -> None:
+    """fleet bounds its own sessions and its helpers' with ``PGCONNECT_TIMEOUT``; the
+    application ``fleet run`` hands the process to is the user's: it sees what the user set,
+    and nothing fleet added."""
+    from tests.faults.conftest import shop_project
+
+    project = shop_project(tmp_path / "p", db_url, 1)
+    env = {"PGCONNECT_TIMEOUT": users} if users else {}
+    done = project.fleet("run", "--", "sh", "-c", 'echo "timeout=${PGCONNECT_TIMEOUT-unset}"',
+                         env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"timeout={users or 'unset'}" in done.stdout, done.stdout

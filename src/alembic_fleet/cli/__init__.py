@@ -69,9 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if argv is None:  # the process is fleet's: it and what it starts (pg_dump, psql,
                 # a legacy env.py's alembic, a service's interpreter) wait a bounded time
                 # for a session, where the URL or a connection service's file says nothing
-                from alembic_fleet.drivers import connect_timeout_env
+                from alembic_fleet.drivers import bound_own_environment
 
-                os.environ.update(connect_timeout_env(os.environ))
+                bound_own_environment()
         if argv is None:
             gc.freeze()
         result = cli.main(args=args, prog_name="fleet", standalone_mode=False)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from alembic_fleet import drivers
 from alembic_fleet.cli.app import (
     Invocation,
     cli,
@@ -76,7 +77,7 @@ def run(invocation: Invocation, skip_migrations: bool, wait_for_db: float,
     code = _up_exit_code(result)
     if code != ExitCode.OK:
         return code
-    environment = {**os.environ, **result.exports}
+    environment = {**drivers.users_environment(), **result.exports}
     sys.stdout.flush()
     sys.stderr.flush()
     streams.restore_for_exec()
