@@ -73,6 +73,6 @@ def pg_dump_command(databases: Databases, database: Database, program: str,
                   in drivers.session_limits(drivers.PSYCOPG, url.query).items()
                   if key.startswith("keepalives")}
     url = url.update_query_dict(keepalives)
-    env = {**drivers.connect_timeout_env(os.environ), **os.environ,
+    env = {**os.environ, **drivers.connect_timeout_env(os.environ),
            **({"PGPASSWORD": password} if password else {})}
     return [program, *arguments, libpq_url(url)], env

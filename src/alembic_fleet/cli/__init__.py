@@ -66,9 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # (130, 143) as any other, not a traceback.
         if not _help_only(own):
             _load(COMMAND_MODULES)
-            if argv is None:  # the process is fleet's: it and what it starts (pg_dump, psql,
-                # a legacy env.py's alembic, a service's interpreter) wait a bounded time
-                # for a session, where the URL or a connection service's file says nothing
+            if argv is None:
+                # The process is fleet's: it and what it starts (pg_dump, psql, a legacy
+                # env.py's alembic, a service's interpreter) wait a bounded time for a
+                # session where the URL or a connection service's file says nothing.
                 from alembic_fleet.drivers import bound_own_environment
 
                 bound_own_environment()

@@ -435,7 +435,7 @@ class TargetMigrator:
         service = scripts.service
         options = (f"-c lock_timeout={milliseconds(self.policy.lock_timeout)} "
                    f"-c statement_timeout={milliseconds(self.policy.statement_timeout)}")
-        env = {**drivers.connect_timeout_env(os.environ), **os.environ,
+        env = {**os.environ, **drivers.connect_timeout_env(os.environ),
                "ALEMBIC_SCHEMA": schema, "DATABASE_URI": url, "DATABASE_URL": url,
                "PGOPTIONS": options}
         command = [sys.executable, "-m", "alembic", "-c", str(service.ini_path), "upgrade",
