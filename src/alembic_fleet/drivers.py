@@ -150,8 +150,10 @@ def connect_timeout_env(environ: Mapping[str, str]) -> dict[str, str]:
         "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT)}
 
 
-_ADDED: dict[str, str] = {}
-"""What :func:`bound_own_environment` put into this process's environment."""
+_REPLACED: dict[str, str | None] = {}
+"""What :func:`bound_own_environment` changed in this process's environment, with the
+user's value before (None: unset; an empty value counts as unset for libpq, not for the
+user's own program)."""
 
 
 def bound_own_environment() -> None:
@@ -161,15 +163,21 @@ def bound_own_environment() -> None:
     starts (``pg_dump``, ``psql``, a legacy env.py's ``alembic``, a service's
     interpreter). Only for fleet's own command (the console script), never on import."""
     added = connect_timeout_env(os.environ)
+    for key in added:
+        _REPLACED.setdefault(key, os.environ.get(key))
     os.environ.update(added)
-    _ADDED.update(added)
 
 
 def users_environment() -> dict[str, str]:
     """This process's environment without what :func:`bound_own_environment` added: for
     the user's own program (``fleet run -- COMMAND``), whose connections are its own."""
-    return {key: value for key, value in os.environ.items()
-            if key not in _ADDED or value != _ADDED[key]}
+    environment = dict(os.environ)
+    for key, before in _REPLACED.items():
+        if before is None:
+            environment.pop(key, None)
+        else:
+            environment[key] = before
+    return environment
 
 
 def _seconds(value: Any, name: str) -> float:

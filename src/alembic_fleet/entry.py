@@ -10,8 +10,9 @@ takes over once it is imported.
 from __future__ import annotations
 
 # The interpreter's own signal module, not ``signal``: importing that one imports ``enum``
-# (9 ms), and a Ctrl-C landing in those first milliseconds, before main() runs, was a
-# traceback. ``_signal`` is built in and already loaded: nothing to import.
+# (9 ms) unless the wrapper pip wrote did already (older ones import ``re`` first, newer
+# ones only ``sys``), and a Ctrl-C landing there, before main() runs, was a traceback.
+# ``_signal`` is built in and already loaded: nothing to import.
 import _signal as signal
 import itertools
 import sys

@@ -100,7 +100,7 @@ def test_an_older_libpq_is_not_given_tcp_user_timeout(monkeypatch: pytest.Monkey
     assert "tcp_user_timeout" not in limits and limits["connect_timeout"] == "10"
 
 
-@pytest.mark.parametrize("users", [None, "25"])
+@pytest.mark.parametrize("users", [None, "25", ""])
 def test_the_application_fleet_run_starts_sees_the_users_environment(
         tmp_path, db_url: str, users: str | None) -> None:
     """fleet bounds its own sessions and its helpers' with ``PGCONNECT_TIMEOUT``; the
@@ -109,8 +109,12 @@ def test_the_application_fleet_run_starts_sees_the_users_environment(
     from tests.faults.conftest import shop_project
 
     project = shop_project(tmp_path / "p", db_url, 1)
-    env = {"PGCONNECT_TIMEOUT": users} if users else {}
-    done = project.fleet("run", "--", "sh", "-c", 'echo "timeout=${PGCONNECT_TIMEOUT-unset}"',
+    env = {"PGCONNECT_TIMEOUT": users} if users is not None else {}
+    done = project.fleet("run", "--", "sh", "-c",
+                         'echo "timeout=[${PGCONNECT_TIMEOUT-unset}]"; yes | head -1',
                          env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"timeout={users or 'unset'}" in done.stdout, done.stdout
+    expected = "unset" if users is None else users
+    assert f"timeout=[{expected}]" in done.stdout, done.stdout
+    # Python ignores SIGPIPE; the program exec'd in its place gets it back.
+    assert "Broken pipe" not in done.stderr, done.stderr

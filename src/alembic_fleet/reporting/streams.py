@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from typing import TextIO
@@ -67,7 +68,12 @@ def diverted() -> Iterator[None]:
 
 
 def restore_for_exec() -> None:
-    """Give descriptor 1 back before ``exec`` hands the process to another program."""
+    """Give descriptor 1 back before ``exec`` hands the process to another program, and the
+    signals Python ignores (SIGPIPE, SIGXFSZ): an ignored signal stays ignored across exec,
+    and ``yes | head -1`` in the program would then print "Broken pipe"."""
+    for name in ("SIGPIPE", "SIGXFSZ"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
     if _results is None:
         return
     with contextlib.suppress(Exception):
