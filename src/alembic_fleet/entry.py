@@ -30,6 +30,11 @@ def main() -> int:
     """Import the command, then run it; an interrupt during the import ends it at once."""
     signal.signal(signal.SIGTERM, _terminate)  # until the command puts its own
     try:
+        # The process is fleet's: what the command's imports make (with collection paused)
+        # is frozen, not walked once more when collection resumes (see gc_pause).
+        from alembic_fleet.gc_pause import freeze_what_pauses_make
+
+        freeze_what_pauses_make()
         from alembic_fleet.cli import main as command
 
         return command()

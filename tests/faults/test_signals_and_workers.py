@@ -141,6 +141,12 @@ def test_a_signal_while_fleet_starts_is_never_a_traceback(tmp_path: Path, db_url
         time.sleep(delay)
         runner.send_signal(number)
         out, err = runner.communicate(timeout=60)
+        if err.startswith("Fatal Python error: init_import_site"):
+            # Python's own start (its site module, the installed packages' .pth files), on
+            # a loaded machine still at 20 ms: the interpreter's failure, before fleet's
+            # first line, exit 1.
+            assert runner.returncode == 1 and "alembic_fleet/" not in err, (delay, err)
+            continue
         # Before fleet's first line runs (Python's start and the wrapper pip wrote, some
         # 20 ms) the interpreter's own handler answers: never once fleet is importing.
         assert "Traceback" not in err or not any(

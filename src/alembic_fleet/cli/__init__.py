@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from alembic_fleet.gc_pause import collection_paused
+from alembic_fleet.gc_pause import collection_paused, freeze_what_pauses_make
 
 # Start-up: importing the commands (SQLAlchemy, psycopg, Rich, fleet) makes some 90,000
 # objects and no garbage, and the collector would walk them over and over while they are
@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pair == ("--format", "json") for pair in itertools.pairwise(own))
     debug = "--debug" in own
     reporter = _LazyReporter(as_json)
+    if argv is None:  # what the imports and the command build lives until the end
+        freeze_what_pauses_make()
     previous = signal.signal(signal.SIGTERM, _terminate)
     interrupt = signal.getsignal(signal.SIGINT)  # a stopping run holds both (see main's end)
     try:
