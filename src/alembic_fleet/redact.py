@@ -27,9 +27,12 @@ _secrets: set[str] = set()
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@/\s]*)(?=@)", re.I)
 _QUERY_PASSWORD = re.compile(
     r"(?P<head>[?&](?:password|passwd|sslpassword|token|access_token|auth_token|api_key"
-    r"|apikey|secret|client_secret)=)(?P<pw>[^&#\s'\"]*)", re.I)
+    r"|apikey|secret|client_secret)=)(?P<pw>[^&#\s'\"\\]*)", re.I)
 """A secret in a URL's query: libpq's ``password``, and the tokens and keys of the HTTP
-endpoints fleet pushes to (a Pushgateway behind a proxy)."""
+endpoints fleet pushes to (a Pushgateway behind a proxy). It ends before a space, a quote
+or a backslash: in a JSON text a quote is ``\\"``, and masking the backslash alone would
+break the JSON. A password fleet has read (from the configuration, a URL it was given) is
+hidden whole by :func:`scrub` before this pattern is tried, whatever it holds."""
 
 
 def register_secret(secret: str | None) -> None:
@@ -130,10 +133,9 @@ def _mask_authorities(text: str) -> str:
 def scrub(text: str) -> str:
     """Hide every registered password and any password embedded in a URL in ``text``
     (free text only: see the module docstring)."""
-    text = mask_urls(text)
-    for secret in sorted(_secrets, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
+    for secret in sorted(_secrets, key=len, reverse=True):  # first: whole, whatever it
+        text = text.replace(secret, MASK)  # holds (a space, a quote end the URL pattern)
+    return mask_urls(text)
 
 
 def first_line(error: BaseException) -> str:

@@ -128,6 +128,26 @@ def test_rejected_credentials_hide_the_password(example: Project) -> None:
     _no_change(example)
 
 
+@pytest.mark.parametrize("secret", ["Wq7 Zx9-tail", "Wq7'Zx9-tail", 'Wq7"Zx9-tail'])
+def test_a_query_password_with_a_space_or_a_quote_is_hidden_whole(example: Project,
+                                                                   secret: str) -> None:
+    """libpq's ``?password=`` written raw: the server trusts the connection, fleet works,
+    and the password is hidden whole wherever the URL is shown (it was masked only up to
+    the space or quote: ``?password=*** Zx9-tail``)."""
+    def with_password(url: str) -> str:
+        return url + ("&" if "?" in url else "?") + f"password={secret}"
+
+    env = {"DATABASE_URI": with_password(example.db_url),
+           "INGESTION_DATABASE_URL": with_password(example.ingestion_url)}
+    for args in (["migrate", "--json"], ["status"], ["status", "--json"], ["log"],
+                 ["plan"]):
+        result = example.fleet(*args, env=env)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert "Zx9" not in output and "Wq7" not in output, output
+    assert "?password=***" in example.fleet("status", "--json", env=env).stdout
+
+
 def test_invalid_revision(example: Project) -> None:
     result = example.fleet("migrate", "auth", "--to", "ffffffffffff")
     assert result.returncode == 2

@@ -204,3 +204,22 @@ def test_a_token_in_a_query_string_is_hidden(name: str) -> None:
 
 def test_a_query_parameter_that_only_ends_like_a_secret_is_kept() -> None:
     assert mask_urls("http://h/p?mytoken=x&sslkey=/k.pem") == "http://h/p?mytoken=x&sslkey=/k.pem"
+
+
+def test_masking_a_json_text_keeps_it_json() -> None:
+    # A raw quote in an unregistered ?password= is \" in JSON: masking ate the backslash
+    # and left an invalid document ("...password=***"Zx9-tail"...).
+    import json
+
+    text = json.dumps({"database": "postgresql://u@h/db?password=Wq7\"Zx9-tail",
+                       "other": "postgresql://u:p\"w@h/db"})
+    assert json.loads(mask_urls(text))["database"].startswith(
+        "postgresql://u@h/db?password=***")
+    assert json.loads(mask_urls(text))["other"] == "postgresql://u:***@h/db"
+
+
+def test_a_registered_query_password_is_hidden_whole_whatever_it_holds() -> None:
+    secret = "Wq7 Zx9'tail"
+    register_secret(secret)
+    shown = redact_url(f"postgresql://u@h/db?password={secret}&sslmode=disable")
+    assert shown == "postgresql://u@h/db?password=***&sslmode=disable"
