@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from alembic_fleet.gc_pause import collection_paused, freeze_what_pauses_make
 
-# Start-up: importing the commands (SQLAlchemy, psycopg, Rich, fleet) makes some 90,000
+# Start-up: importing the commands (SQLAlchemy, psycopg, fleet) makes some 90,000
 # objects and no garbage, and the collector would walk them over and over while they are
 # made: collection stays off until they are all there (a fifth of the import time), and is
 # on again however the import ends (a failed import must not leave a caller without it).
@@ -40,9 +40,10 @@ with collection_paused():
 
 COMMAND_MODULES = ("alembic_fleet.commands", "alembic_fleet.reporting.console",
                    "alembic_fleet.execution.run", "alembic_fleet.planning")
-"""What a command (not ``--help``, ``--version`` or a shell completion) imports: SQLAlchemy,
-Rich and most of fleet, two thirds of the start-up. The command modules of this package
-import them only inside the commands; :func:`main` loads them first, collection off."""
+"""What a command (not ``--help``, ``--version`` or a shell completion) imports: SQLAlchemy
+and most of fleet, two thirds of the start-up (Rich only when the output is a terminal).
+The command modules of this package import them only inside the commands; :func:`main`
+loads them first, collection off."""
 
 __all__ = ["cli", "main"]
 

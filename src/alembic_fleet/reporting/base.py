@@ -19,9 +19,6 @@ import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-
 from alembic_fleet.model.findings import Finding
 from alembic_fleet.model.status import (
     Outcome,
@@ -31,6 +28,7 @@ from alembic_fleet.redact import mask_urls, scrub
 from alembic_fleet.reporting import payloads, streams
 
 if TYPE_CHECKING:  # a live bar is a terminal's only (imported when one is shown)
+    from rich.console import Console
     from rich.progress import Progress
 
 STATE_STYLE = {
@@ -82,6 +80,55 @@ def revs_text(revs: Sequence[str]) -> str:
     return ",".join(revs) if revs else "-"
 
 
+_CONTROL_CODES = dict.fromkeys((7, 8, 11, 12, 13))
+"""Bell, backspace, vertical tab, form feed and carriage return: what Rich leaves out of a
+printed text, left out of plain lines alike (a hostile name must not move the cursor); and
+tabs become spaces to the next multiple of 8, as Rich prints them."""
+
+
+class Stream:
+    """One output stream as the views use it: Rich's console where it may be a terminal
+    (styles, tables, a live bar), plain lines where it is not (piped, captured, ``--json``),
+    so that such a command does not import Rich (a tenth of its start-up on a slow machine).
+
+    The test is Rich's own: a stream that is not a TTY is a terminal only when
+    ``TTY_COMPATIBLE`` or ``FORCE_COLOR`` says so, and then Rich decides."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+        self._console: Console | None = None
+        self.is_terminal = False
+        if ("TTY_COMPATIBLE" in os.environ or "FORCE_COLOR" in os.environ
+                or _isatty(file)):
+            self.is_terminal = self.console.is_terminal
+
+    @property
+    def console(self) -> Console:
+        """Rich's console on this stream (made when first needed)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.file, highlight=False, soft_wrap=True)
+        return self._console
+
+    def text(self, text: str, *, style: str | None = None) -> None:
+        """``text`` as it is (never read as markup), one line."""
+        if self.is_terminal:
+            from rich.markup import escape
+
+            self.console.print(escape(text), style=style)
+        else:
+            self.file.write(text.translate(_CONTROL_CODES).expandtabs(8) + "\n")
+            self.file.flush()
+
+
+def _isatty(file: Any) -> bool:
+    try:
+        return bool(file.isatty())
+    except (AttributeError, ValueError):  # no such method; a closed file
+        return False
+
+
 class ReporterBase:
     """Writes one command's output in the mode the user asked for: lines, notes, JSON,
     tables and errors. The views (:mod:`.run_views`, :mod:`.record_views`,
@@ -92,8 +139,8 @@ class ReporterBase:
 
     def __init__(self, *, json_mode: bool = False, out: Any = None, err: Any = None) -> None:
         self.json_mode = json_mode
-        self.out = Console(file=out or streams.results(), highlight=False, soft_wrap=True)
-        self.err = Console(file=err or sys.stderr, highlight=False, soft_wrap=True)
+        self.out = Stream(out or streams.results())
+        self.err = Stream(err or sys.stderr)
         self.rich = self.out.is_terminal and not json_mode
         self._progress: Progress | None = None
         self._task: Any = None
@@ -102,13 +149,12 @@ class ReporterBase:
     # -- low level -------------------------------------------------------------------------
     def line(self, text: str = "", *, style: str | None = None) -> None:
         """A plain line on stdout (markup-free; URL passwords masked, data untouched)."""
-        self.out.print(escape(mask_urls(text)), style=style if self.rich else None)
+        self.out.text(mask_urls(text), style=style if self.rich else None)
 
     def note(self, text: str) -> None:
         """A remark for people on stderr (never in the way of JSON or piped data)."""
         if not self.json_mode:
-            self.err.print(escape(mask_urls(text)),
-                           style="dim" if self.err.is_terminal else None)
+            self.err.text(mask_urls(text), style="dim" if self.err.is_terminal else None)
 
     def json(self, payload: dict[str, Any]) -> None:
         """One JSON object: indented for a person at a terminal, compact for programs."""
@@ -119,13 +165,14 @@ class ReporterBase:
     def _table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]],
                styles: Sequence[str | None] | None = None) -> None:
         if self.rich:
+            from rich.markup import escape
             from rich.table import Table  # tables are for some commands only
 
             table = Table(*headers, header_style="bold")
             for index, row in enumerate(rows):
                 style = styles[index] if styles else None
                 table.add_row(*(escape(mask_urls(str(c))) for c in row), style=style)
-            self.out.print(table)
+            self.out.console.print(table)
             return
         widths = [max([len(h), *(len(str(r[i])) for r in rows)]) for i, h in enumerate(headers)]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -139,10 +186,10 @@ class ReporterBase:
             self.json(payloads.error_payload(mask_urls(message),
                                              mask_urls(hint) if hint else None, code))
             return
-        self.err.print(escape(mask_urls(f"error: {message}")),
-                       style="bold red" if self.err.is_terminal else None)
+        self.err.text(mask_urls(f"error: {message}"),
+                      style="bold red" if self.err.is_terminal else None)
         if hint:
-            self.err.print(escape(mask_urls(f"hint: {hint}")))
+            self.err.text(mask_urls(f"hint: {hint}"))
 
     def crash(self, error: BaseException, *, debug: bool) -> None:
         """An unexpected exception: one line, or the scrubbed traceback with --debug."""

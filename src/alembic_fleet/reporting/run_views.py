@@ -7,8 +7,6 @@ import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from rich.markup import escape
-
 from alembic_fleet.execution.events import Event, RunStarted, TargetFinished, TargetStarted
 from alembic_fleet.model.outcome import STOPPED_BY_BUDGET
 from alembic_fleet.model.status import (
@@ -46,8 +44,8 @@ class RunViews(ReporterBase):
             return
         self.statuses(inventory.everything)
         for problem in inventory.unloadable.values():
-            self.err.print(escape(scrub(f"error: {problem}")),
-                           style="bold red" if self.err.is_terminal else None)
+            self.err.text(scrub(f"error: {problem}"),
+                          style="bold red" if self.err.is_terminal else None)
         for reason in inventory.unreachable.values():
             self.note(f"warning: {reason}; its targets are shown as unreachable")
         for warning in inventory.warnings:
@@ -144,7 +142,7 @@ class RunViews(ReporterBase):
                 self._progress = Progress(
                     TextColumn("[bold]migrating"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[failed]}"), TextColumn("{task.fields[rate]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=self.err,
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=self.err.console,
                     transient=True,
                 )
                 self._task = self._progress.add_task("migrate", total=event.total,
@@ -210,14 +208,14 @@ class RunViews(ReporterBase):
             self.json(payload)
             return
         if interrupted:
-            self.err.print(f"{end}: the targets in flight were rolled back",
-                           style="bold red" if self.err.is_terminal else None)
+            self.err.text(f"{end}: the targets in flight were rolled back",
+                          style="bold red" if self.err.is_terminal else None)
         pending = [r for r in results if r.outcome is Outcome.PENDING]
         if stopped:
-            self.err.print(f"the run {detail}; the targets in flight finished, "
-                           f"{len(pending)} target(s) not started are pending: run "
-                           "'fleet migrate' again to resume",
-                           style="bold yellow" if self.err.is_terminal else None)
+            self.err.text(f"the run {detail}; the targets in flight finished, "
+                          f"{len(pending)} target(s) not started are pending: run "
+                          "'fleet migrate' again to resume",
+                          style="bold yellow" if self.err.is_terminal else None)
         migrated = [r for r in results if r.outcome is Outcome.MIGRATED]
         failed = [r for r in results if r.outcome is Outcome.FAILED]
         skipped = [r for r in results if r.outcome is Outcome.SKIPPED]
@@ -277,7 +275,7 @@ class RunViews(ReporterBase):
             migrated = sum(1 for r in outcome.results if r.outcome is Outcome.MIGRATED)
             self.note(f"migrations: {migrated} migrated, {len(failed)} failed")
             for item in failed:
-                self.err.print(escape(scrub(f"FAILED {item.target.label}: {item.error}")))
+                self.err.text(scrub(f"FAILED {item.target.label}: {item.error}"))
         if not exports:
             return
         lines = [f"export {name}={shlex.quote(url)}" for name, url in result.exports.items()]
