@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import query, version
+from tests.conftest import Project, query, version
 from tests.faults.conftest import (
     HEAD,
     children,
@@ -413,3 +413,74 @@ def test_a_dead_worker_is_settled_and_the_run_closed_whatever_its_session_went_t
     finally:
         if trouble == "idle_session_timeout":
             query(db_url, f'ALTER DATABASE "{database}" RESET idle_session_timeout')
+
+
+SIGNAL_AT = """
+import os, signal, sys
+number, where = getattr(signal, sys.argv.pop(1)), sys.argv.pop(1)
+sys.argv[0] = "fleet"
+if where == "report":  # halfway through writing the JSON report
+    class Halfway:
+        def __init__(self, stream):
+            self.stream = stream
+        def write(self, text):
+            if len(text) > 200:
+                self.stream.write(text[:100])
+                os.kill(os.getpid(), number)
+                return self.stream.write(text[100:])
+            return self.stream.write(text)
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+    import alembic_fleet.reporting.streams as streams
+    results = streams.results
+    streams.results = lambda: Halfway(results())
+else:  # while the run is set up, its row already in the ledger
+    import alembic_fleet.execution.run as run
+    executor = run._executor
+    def executor_then_signal(*args, **kwargs):
+        os.kill(os.getpid(), number)
+        return executor(*args, **kwargs)
+    run._executor = executor_then_signal
+from alembic_fleet.entry import main
+sys.exit(main())
+"""
+
+
+def _signal_at(tmp_path: Path, project: Project, number: str, where: str, *args: str
+               ) -> subprocess.CompletedProcess[str]:
+    harness = tmp_path / "signal_at.py"
+    harness.write_text(SIGNAL_AT)
+    return subprocess.run([sys.executable, str(harness), number, where, *args],
+                          cwd=project.root, env={**os.environ, **project.env},
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=default_sigint)
+
+
+@pytest.mark.parametrize("number", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("args", [["status", "--json"], ["migrate", "--json"]])
+def test_a_signal_while_the_json_report_is_written_leaves_it_whole(
+        tmp_path: Path, db_url: str, number: str, args: list[str]) -> None:
+    """The report was cut at the signal and an error object written after it: 64 KiB of
+    targets, then {"error": ...}, not JSON. Once the report is being written the command's
+    outcome is known: it is written whole, the signal changes nothing."""
+    project = shop_project(tmp_path / "p", db_url, 3)
+    done = _signal_at(tmp_path, project, number, "report", *args)
+    report = json.loads(done.stdout)  # one object, whole
+    assert "error" not in report and len(report["targets"]) == 3, done.stdout
+    assert done.returncode in (0, 3), done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("number", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_run_is_set_up_closes_its_ledger_row(
+        tmp_path: Path, db_url: str, number: str) -> None:
+    """The run's row is written before its workers and scripts are prepared: a signal then
+    left it 'running' for ever, with nothing migrated."""
+    project = shop_project(tmp_path / "p", db_url, 3)
+    done = _signal_at(tmp_path, project, number, "setup", "migrate", "--json")
+    word, code = ("terminated", 143) if number == "SIGTERM" else ("interrupted", 130)
+    assert done.returncode == code, done.stderr
+    assert json.loads(done.stdout)["error"]["message"] == word, done.stdout
+    assert query(db_url, "SELECT outcome, migrated, failed FROM fleet.runs") == [
+        (word, 0, 0)]
+    assert not query(db_url, "SELECT 1 FROM pg_namespace WHERE nspname LIKE 'shop_%'")

@@ -36,6 +36,7 @@ with collection_paused():
     from alembic_fleet.cli.app import cli, make_reporter
     from alembic_fleet.exceptions import FleetError, Terminated
     from alembic_fleet.exit_codes import ExitCode, exit_code
+    from alembic_fleet.reporting.streams import reported
     from alembic_fleet.stopping import hold_signals
 
 COMMAND_MODULES = ("alembic_fleet.commands", "alembic_fleet.reporting.console",
@@ -86,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hold_signals()
         terminated = isinstance(exc.__context__, Terminated)
         code = ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
-        reporter.error("terminated" if terminated else "interrupted", None, code)
+        if not (as_json and reported()):  # a JSON report stays the one object written
+            reporter.error("terminated" if terminated else "interrupted", None, code)
     except click.ClickException as exc:
         if as_json:
             reporter.error(exc.format_message(), None, ExitCode.USAGE)
@@ -96,8 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         hold_signals()  # a second one while the error is reported waits for it
         code = exit_code(exc)
-        reporter.error("terminated" if isinstance(exc, Terminated) else "interrupted", None,
-                       code)
+        if not (as_json and reported()):
+            reporter.error("terminated" if isinstance(exc, Terminated) else "interrupted",
+                           None, code)
     except FleetError as exc:
         code = exit_code(exc)
         reporter.error(exc.message, exc.hint, code)

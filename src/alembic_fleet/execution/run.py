@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError
 
-from alembic_fleet.exceptions import DatabaseUnavailableError, UsageError
+from alembic_fleet.exceptions import DatabaseUnavailableError, Terminated, UsageError
 from alembic_fleet.execution.events import EventSink, ignore
 from alembic_fleet.execution.executor import (
     INTERRUPTED_ERROR,
@@ -155,16 +155,22 @@ def execute(workspace: Workspace, plan: Plan, options: RunOptions | None = None,
     warnings += (list(options.checked) if options.checked is not None
                  else _preflight(workspace, steps, options))
     recorder = _recorder(workspace, steps, options) if runnable else None
-    run_ledger = (RunLedger(recorder.ledger, recorder.info.run_id,
-                            time.monotonic() - workspace.tenants_read_at + READ_MARGIN)
-                  if recorder else None)
-    settler = (_Settler(workspace, recorder, run_ledger, options.policy)
-               if recorder is not None and run_ledger is not None else None)
-    budget = Budget(options.max_failures, options.max_failure_percent,
-                    None if options.deadline is None else started + options.deadline,
-                    _typical_seconds(workspace, steps) if options.deadline else {})
-    executor, work = _executor(workspace, plan, steps, runnable, options, run_ledger,
-                               settler, budget, frozenset(canary))
+    try:  # the run's row is written: a Ctrl-C before its work starts closes it too
+        run_ledger = (RunLedger(recorder.ledger, recorder.info.run_id,
+                                time.monotonic() - workspace.tenants_read_at + READ_MARGIN)
+                      if recorder else None)
+        settler = (_Settler(workspace, recorder, run_ledger, options.policy)
+                   if recorder is not None and run_ledger is not None else None)
+        budget = Budget(options.max_failures, options.max_failure_percent,
+                        None if options.deadline is None else started + options.deadline,
+                        _typical_seconds(workspace, steps) if options.deadline else {})
+        executor, work = _executor(workspace, plan, steps, runnable, options, run_ledger,
+                                   settler, budget, frozenset(canary))
+    except KeyboardInterrupt as stop:
+        if recorder is not None:
+            recorder.finish((RunEnd.TERMINATED if isinstance(stop, Terminated)
+                             else RunEnd.INTERRUPTED).value)
+        raise
     end = RunEnd.COMPLETED
     detail = None
     try:

@@ -159,8 +159,10 @@ class ReporterBase:
     def json(self, payload: dict[str, Any]) -> None:
         """One JSON object: indented for a person at a terminal, compact for programs."""
         indent = 2 if self.out.is_terminal else None
-        self.out.file.write(mask_urls(json.dumps(payload, indent=indent)) + "\n")
-        self.out.file.flush()
+        text = mask_urls(json.dumps(payload, indent=indent)) + "\n"
+        with streams.whole_report():
+            self.out.file.write(text)
+            self.out.file.flush()
 
     def _table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]],
                styles: Sequence[str | None] | None = None) -> None:

@@ -15,10 +15,45 @@ import io
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import TextIO
 
 _results: TextIO | None = None
+_reported = False
+
+
+@contextlib.contextmanager
+def whole_report() -> Iterator[None]:
+    """Write the command's report (one JSON object) whole: a Ctrl-C or SIGTERM halfway cut
+    it and an error object followed it, which is no JSON at all. SIGINT and SIGTERM wait
+    while it is written; once it is out, what arrived meanwhile is dropped (the outcome is
+    reported, as for a signal after the command), and :func:`reported` says so."""
+    global _reported
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, OSError, ValueError):  # no signal masks here
+        yield
+        _reported = True
+        return
+    try:
+        yield
+        _reported = True
+        if threading.current_thread() is threading.main_thread():
+            for number in held & signal.sigpending():
+                # Ignoring a pending signal discards it; then its handler is put back
+                # (None: not one Python installed, left ignored while the command ends).
+                handler = signal.signal(number, signal.SIG_IGN)
+                if handler is not None:
+                    signal.signal(number, handler)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def reported() -> bool:
+    """Whether the command's report was written (an interrupt after it adds nothing)."""
+    return _reported
 
 
 def results() -> TextIO:
