@@ -27,11 +27,12 @@ _secrets: set[str] = set()
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@/\s]*)(?=@)", re.I)
 _QUERY_PASSWORD = re.compile(
     r"(?P<head>[?&](?:password|passwd|sslpassword|token|access_token|auth_token|api_key"
-    r"|apikey|secret|client_secret)=)(?P<pw>[^&#\s'\"\\]*)", re.I)
+    r"|apikey|secret|client_secret)=)(?P<pw>(?:[^&#\s'\"\\]|\\.)*)", re.I)
 """A secret in a URL's query: libpq's ``password``, and the tokens and keys of the HTTP
-endpoints fleet pushes to (a Pushgateway behind a proxy). It ends before a space, a quote
-or a backslash: in a JSON text a quote is ``\\"``, and masking the backslash alone would
-break the JSON. A password fleet has read (from the configuration, a URL it was given) is
+endpoints fleet pushes to (a Pushgateway behind a proxy). It ends before a space or a
+quote; a backslash is taken with the character after it (in a JSON text it escapes that
+one: ``\\"`` masked apart from its backslash broke the JSON; in free text it is part of
+the secret). A password fleet has read (from the configuration, a URL it was given) is
 hidden whole by :func:`scrub` before this pattern is tried, whatever it holds."""
 
 

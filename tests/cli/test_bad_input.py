@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, ddl_count, schemas
+from tests.conftest import Project, ddl_count, schemas, script
 
 HOSTILE = 'ok x"; drop schema public; --'
 
@@ -146,6 +148,33 @@ def test_a_query_password_with_a_space_or_a_quote_is_hidden_whole(example: Proje
         assert result.returncode == 0, output
         assert "Zx9" not in output and "Wq7" not in output, output
     assert "?password=***" in example.fleet("status", "--json", env=env).stdout
+
+
+def test_a_token_with_a_backslash_is_hidden_whole(example: Project) -> None:
+    """A Pushgateway token's backslash ended the masking (``?token=***\\Zx9Kq4``), in the
+    warning and in the run's command line in the ledger (``fleet log``)."""
+    url = "http://127.0.0.1:9/metrics?token=Wq7\\Zx9Kq4"
+    result = example.fleet("migrate", "--metrics-push", url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "metrics not pushed" in result.stderr, result.stderr
+    logged = example.fleet("log", "--json").stdout + example.fleet("log").stdout
+    for output in (result.stdout + result.stderr, logged):
+        assert "Zx9" not in output and "Wq7" not in output, output
+    assert "?token=***" in logged, logged
+
+
+def test_closed_output_streams_change_nothing(example: Project) -> None:
+    """With stdout and stderr closed (a daemon's ``>&- 2>&-``) a run stopped after its
+    first targets, recorded as interrupted, exit 1: writing a line raised. It migrates
+    everything and exits 0, as with the output open."""
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URI", "TENANTS")}
+    done = subprocess.run(f"exec '{script('fleet')}' migrate >&- 2>&-", shell=True,
+                          cwd=example.root, env={**base, **example.env}, timeout=300)
+    assert done.returncode == 0
+    status = example.fleet("status", "--json")
+    assert json.loads(status.stdout)["summary"]["at_head"] == 7, status.stdout
+    assert json.loads(example.fleet("log", "--json").stdout)["runs"][0]["outcome"] == \
+        "succeeded"
 
 
 def test_invalid_revision(example: Project) -> None:

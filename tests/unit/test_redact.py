@@ -223,3 +223,13 @@ def test_a_registered_query_password_is_hidden_whole_whatever_it_holds() -> None
     register_secret(secret)
     shown = redact_url(f"postgresql://u@h/db?password={secret}&sslmode=disable")
     assert shown == "postgresql://u@h/db?password=***&sslmode=disable"
+
+
+def test_a_backslash_in_a_token_does_not_end_its_masking() -> None:
+    # In free text a backslash is part of the token; in a JSON text it escapes the next
+    # character, and the pair is masked with it (the JSON stays valid).
+    assert mask_urls("http://h/?token=Wq7\\Zx9Kq4 failed") == "http://h/?token=*** failed"
+    import json
+
+    text = json.dumps({"u": "http://h/?token=Wq7\\Zx9\"Kq4", "v": 1})
+    assert json.loads(mask_urls(text)) == {"u": "http://h/?token=***", "v": 1}

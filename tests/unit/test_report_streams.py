@@ -52,3 +52,18 @@ def test_the_reporters_lines_are_the_same_as_before() -> None:
     reporter.error("it failed", "do this", 1)
     assert out.getvalue() == "postgresql://u:***@h/db [a]\n"
     assert err.getvalue() == "a note\nerror: it failed\nhint: do this\n"
+
+
+def test_emoji_codes_are_text_on_a_terminal_too(monkeypatch) -> None:
+    # A revision's message ':sparkles: add mfa' came out as an emoji through Rich, piped
+    # or not: the text is the data, on a terminal as when piped.
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    out = io.StringIO()
+    Stream(out).text(":sparkles: add mfa")
+    assert ":sparkles: add mfa" in out.getvalue()
+
+
+def test_a_closed_stream_takes_the_lines_and_drops_them() -> None:
+    stream = Stream(None)  # what sys.stdout is after '>&-'
+    stream.text("a line")
+    assert not stream.is_terminal

@@ -95,7 +95,7 @@ class Stream:
     ``TTY_COMPATIBLE`` or ``FORCE_COLOR`` says so, and then Rich decides."""
 
     def __init__(self, file: Any) -> None:
-        self.file = file
+        self.file = file if file is not None else _Nowhere()  # a closed descriptor
         self._console: Console | None = None
         self.is_terminal = False
         if ("TTY_COMPATIBLE" in os.environ or "FORCE_COLOR" in os.environ
@@ -108,7 +108,8 @@ class Stream:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(file=self.file, highlight=False, soft_wrap=True)
+            self._console = Console(file=self.file, highlight=False, soft_wrap=True,
+                                    emoji=False)  # a revision's ':sparkles:' stays text
         return self._console
 
     def text(self, text: str, *, style: str | None = None) -> None:
@@ -120,6 +121,20 @@ class Stream:
         else:
             self.file.write(text.translate(_CONTROL_CODES).expandtabs(8) + "\n")
             self.file.flush()
+
+
+class _Nowhere:
+    """Where output goes when its descriptor was closed (``>&-``: Python's ``sys.stdout``
+    is then None): nowhere, and the command goes on."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
 
 
 def _isatty(file: Any) -> bool:
