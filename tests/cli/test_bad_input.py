@@ -147,7 +147,7 @@ def test_a_query_password_with_a_space_or_a_quote_is_hidden_whole(example: Proje
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
         assert "Zx9" not in output and "Wq7" not in output, output
-    assert "?password=***" in example.fleet("status", "--json", env=env).stdout
+    assert "password=***" in example.fleet("status", "--json", env=env).stdout  # ?/&host=
 
 
 def test_a_token_with_a_backslash_is_hidden_whole(example: Project) -> None:
