@@ -32,15 +32,13 @@ def whole_report() -> Iterator[None]:
     global _reported
     held = {signal.SIGINT, signal.SIGTERM}
     try:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        previous: set[int] | None = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     except (AttributeError, OSError, ValueError):  # no signal masks here
-        yield
-        _reported = True
-        return
+        previous = None
     try:
         yield
         _reported = True
-        if threading.current_thread() is threading.main_thread():
+        if previous is not None and threading.current_thread() is threading.main_thread():
             for number in held & signal.sigpending():
                 # Ignoring a pending signal discards it; then its handler is put back
                 # (None: not one Python installed, left ignored while the command ends).
@@ -48,7 +46,8 @@ def whole_report() -> Iterator[None]:
                 if handler is not None:
                     signal.signal(number, handler)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def reported() -> bool:
