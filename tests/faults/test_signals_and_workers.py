@@ -419,7 +419,10 @@ SIGNAL_AT = """
 import os, signal, sys
 number, where = getattr(signal, sys.argv.pop(1)), sys.argv.pop(1)
 sys.argv[0] = "fleet"
-if where == "report":  # halfway through writing the JSON report
+if where == "report-thread":  # another thread alive (as OpenTelemetry's exporter): the
+    import threading, time  # kernel may hand it a signal that the main thread blocks
+    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+if where.startswith("report"):  # halfway through writing the JSON report
     class Halfway:
         def __init__(self, stream):
             self.stream = stream
@@ -456,19 +459,53 @@ def _signal_at(tmp_path: Path, project: Project, number: str, where: str, *args:
                           preexec_fn=default_sigint)
 
 
+@pytest.mark.parametrize("where", ["report", "report-thread"])
 @pytest.mark.parametrize("number", ["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("args", [["status", "--json"], ["migrate", "--json"]])
 def test_a_signal_while_the_json_report_is_written_leaves_it_whole(
-        tmp_path: Path, db_url: str, number: str, args: list[str]) -> None:
+        tmp_path: Path, db_url: str, number: str, args: list[str], where: str) -> None:
     """The report was cut at the signal and an error object written after it: 64 KiB of
-    targets, then {"error": ...}, not JSON. Once the report is being written the command's
-    outcome is known: it is written whole, the signal changes nothing."""
+    targets, then {"error": ...}, not JSON (and with another thread alive, the report
+    then the error object). The report is written whole, no error object follows, and the
+    exit code says the command was interrupted."""
     project = shop_project(tmp_path / "p", db_url, 3)
-    done = _signal_at(tmp_path, project, number, "report", *args)
+    done = _signal_at(tmp_path, project, number, where, *args)
     report = json.loads(done.stdout)  # one object, whole
     assert "error" not in report and len(report["targets"]) == 3, done.stdout
-    assert done.returncode in (0, 3), done.stderr
+    assert done.returncode == (143 if number == "SIGTERM" else 130), done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_report_held_by_a_reader_that_stopped_reading_still_answers_signals(
+        tmp_path: Path, db_url: str) -> None:
+    """A reader that stops reading holds the report's write: the first SIGTERM waits for
+    it (exit 143 once it is read, the report whole); a second one quits at once."""
+    project = shop_project(tmp_path / "p", db_url, 700)  # a report above a pipe's 64 KiB
+    for second in (False, True):
+        runner = start_fleet(project, "status", "--json")
+        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _writing(runner.pid):
+            time.sleep(0.2)
+        runner.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert runner.poll() is None  # the report is being written
+        if second:
+            runner.send_signal(signal.SIGTERM)
+            assert runner.wait(timeout=10) == 143
+            runner.stdout.close()
+            continue
+        out, _ = runner.communicate(timeout=60)
+        assert runner.returncode == 143
+        assert len(json.loads(out)["targets"]) == 700
+
+
+def _writing(pid: int) -> bool:
+    """Whether the process is blocked writing to a full pipe (its stdout)."""
+    try:
+        return "pipe_w" in Path(f"/proc/{pid}/wchan").read_text()  # pipe_write, ...
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("number", ["SIGINT", "SIGTERM"])

@@ -95,7 +95,7 @@ class Stream:
     ``TTY_COMPATIBLE`` or ``FORCE_COLOR`` says so, and then Rich decides."""
 
     def __init__(self, file: Any) -> None:
-        self.file = file if file is not None else _Nowhere()  # a closed descriptor
+        self.file = file if file is not None else streams.Nowhere()  # a closed descriptor
         self._console: Console | None = None
         self.is_terminal = False
         if ("TTY_COMPATIBLE" in os.environ or "FORCE_COLOR" in os.environ
@@ -121,20 +121,6 @@ class Stream:
         else:
             self.file.write(text.translate(_CONTROL_CODES).expandtabs(8) + "\n")
             self.file.flush()
-
-
-class _Nowhere:
-    """Where output goes when its descriptor was closed (``>&-``: Python's ``sys.stdout``
-    is then None): nowhere, and the command goes on."""
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
 
 
 def _isatty(file: Any) -> bool:

@@ -17,47 +17,70 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Any, TextIO
+
+from alembic_fleet.exceptions import Terminated
 
 _results: TextIO | None = None
 _reported = False
 
 
+class Nowhere:
+    """Where output goes when its descriptor was closed (``>&-``: Python's ``sys.stdout``
+    is then None): nowhere, and the command goes on."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 @contextlib.contextmanager
 def whole_report() -> Iterator[None]:
     """Write the command's report (one JSON object) whole: a Ctrl-C or SIGTERM halfway cut
-    it and an error object followed it, which is no JSON at all. SIGINT and SIGTERM wait
-    while it is written; once it is out, what arrived meanwhile is dropped (the outcome is
-    reported, as for a signal after the command), and :func:`reported` says so."""
+    it and an error object followed it, which is no JSON at all. The first SIGINT or
+    SIGTERM meanwhile is noted, whichever thread the kernel gave it to, and raised once the
+    report is out (exit 130 or 143, and :func:`reported` says no error object follows); a
+    second one quits at once, as while a run stops (a reader that stopped reading would
+    otherwise hold fleet for ever)."""
     global _reported
-    held = {signal.SIGINT, signal.SIGTERM}
-    try:
-        previous: set[int] | None = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    except (AttributeError, OSError, ValueError):  # no signal masks here
-        previous = None
+    noted: list[int] = []
+
+    def note(number: int, _frame: Any) -> None:
+        global _reported
+        if noted:  # given up: an error object would wait on the same reader
+            _reported = True
+            raise Terminated if number == signal.SIGTERM else KeyboardInterrupt
+        noted.append(number)
+
+    held = (signal.SIGINT, signal.SIGTERM)
+    main = threading.current_thread() is threading.main_thread()
+    before = {number: signal.signal(number, note) for number in held} if main else {}
     try:
         yield
         _reported = True
-        if previous is not None and threading.current_thread() is threading.main_thread():
-            for number in held & signal.sigpending():
-                # Ignoring a pending signal discards it; then its handler is put back
-                # (None: not one Python installed, left ignored while the command ends).
-                handler = signal.signal(number, signal.SIG_IGN)
-                if handler is not None:
-                    signal.signal(number, handler)
     finally:
-        if previous is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in before.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+    if noted:
+        raise Terminated if noted[0] == signal.SIGTERM else KeyboardInterrupt
 
 
 def reported() -> bool:
-    """Whether the command's report was written (an interrupt after it adds nothing)."""
+    """Whether the command's report was written, or given up at a second signal: an
+    interrupt after it adds nothing to the output."""
     return _reported
 
 
 def results() -> TextIO:
     """The stream fleet's own results are written to (stdout as the user sees it)."""
-    return _results if _results is not None else sys.stdout
+    if _results is not None:
+        return _results
+    return sys.stdout if sys.stdout is not None else Nowhere()
 
 
 @contextlib.contextmanager
@@ -76,7 +99,7 @@ def diverted() -> Iterator[None]:
         original.flush()
     saved = _saved_descriptor(original)
     if saved is None:
-        _results = original
+        _results = original if original is not None else Nowhere()  # '>&-': dropped
         sys.stdout = sys.stderr
         try:
             yield
