@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, unquote_plus
 
 if TYPE_CHECKING:
     from alembic_fleet.model.targets import Database
@@ -25,15 +25,20 @@ if TYPE_CHECKING:
 MASK = "***"
 _secrets: set[str] = set()
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@/\s]*)(?=@)", re.I)
+_SECRET_KEYS = ("password", "passwd", "sslpassword", "token", "access_token", "auth_token",
+                "api_key", "apikey", "secret", "client_secret")
+"""Query parameters whose value is a secret: libpq's ``password``, and the tokens and keys
+of the HTTP endpoints fleet pushes to (a Pushgateway behind a proxy)."""
 _QUERY_PASSWORD = re.compile(
-    r"(?P<head>[?&](?:password|passwd|sslpassword|token|access_token|auth_token|api_key"
-    r"|apikey|secret|client_secret)=)(?P<pw>(?:[^&#\s'\"\\]|\\.)*)", re.I)
-"""A secret in a URL's query: libpq's ``password``, and the tokens and keys of the HTTP
-endpoints fleet pushes to (a Pushgateway behind a proxy). It ends before a space or a
-quote; a backslash is taken with the character after it (in a JSON text it escapes that
-one: ``\\"`` masked apart from its backslash broke the JSON; in free text it is part of
-the secret). A password fleet has read (from the configuration, a URL it was given) is
-hidden whole by :func:`scrub` before this pattern is tried, whatever it holds."""
+    r"(?P<head>[?&](?:" + "|".join(_SECRET_KEYS) + r")=)"
+    r"(?P<pw>(?:[^&#\s'\"\\]|\\[^nrtbfu'\s])*)", re.I)
+"""A secret in a URL's query. It ends before a space or a quote; a backslash is taken with
+the character after it (in a JSON text ``\\"`` and ``\\\\`` escape a character of the
+secret, and masking the backslash alone broke the JSON; in free text it is part of the
+secret), except a JSON escape of a control character (``\\n``, ``\\t``, ``\\u...``: the
+data after it is not the secret's) and ``\\'`` (the end of a shell-quoted word). A secret
+fleet has read (from the configuration, a URL it was given: :func:`register_url_secrets`)
+is hidden whole by :func:`scrub` before this pattern is tried, whatever it holds."""
 
 
 def register_secret(secret: str | None) -> None:
@@ -50,18 +55,27 @@ def secrets() -> tuple[str, ...]:
     return tuple(_secrets)
 
 
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (the password is also registered).
-
-    The password may sit in the authority (``user:pw@host``, even with a raw ``/`` in it)
-    or in the query (``?password=pw``, as libpq accepts).
-    """
+def register_url_secrets(url: str) -> None:
+    """Register the secrets of ``url``: the password of its authority (``user:pw@host``,
+    even with a raw ``/`` in it) and the value of each secret query parameter
+    (:data:`_SECRET_KEYS`) whole, as written and decoded, whatever it holds (a space or a
+    quote ends the URL pattern of free text, not a parameter)."""
     authority = url.split("://", 1)[1] if "://" in url else ""
     userinfo, at, _ = authority.rpartition("@")
     if at and ":" in userinfo:
         register_secret(userinfo.split(":", 1)[1])
-    for match in _QUERY_PASSWORD.finditer(url):
-        register_secret(match.group("pw"))
+    query = url.partition("?")[2].partition("#")[0]
+    for parameter in query.split("&"):
+        key, equals, value = parameter.partition("=")
+        if equals and key.lower() in _SECRET_KEYS:
+            register_secret(value)
+            register_secret(unquote_plus(value))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its passwords replaced by ``***`` (and registered:
+    :func:`register_url_secrets`)."""
+    register_url_secrets(url)
     return scrub(url)
 
 

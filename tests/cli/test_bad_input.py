@@ -150,10 +150,12 @@ def test_a_query_password_with_a_space_or_a_quote_is_hidden_whole(example: Proje
     assert "password=***" in example.fleet("status", "--json", env=env).stdout  # ?/&host=
 
 
-def test_a_token_with_a_backslash_is_hidden_whole(example: Project) -> None:
-    """A Pushgateway token's backslash ended the masking (``?token=***\\Zx9Kq4``), in the
-    warning and in the run's command line in the ledger (``fleet log``)."""
-    url = "http://127.0.0.1:9/metrics?token=Wq7\\Zx9Kq4"
+@pytest.mark.parametrize("token", ["Wq7\\Zx9Kq4", "Wq7'Zx9Kq4", 'Wq7"Zx9Kq4', "Wq7 Zx9Kq4"])
+def test_a_token_with_a_backslash_is_hidden_whole(example: Project, token: str) -> None:
+    """A Pushgateway token's backslash, quote or space ended the masking
+    (``?token=***\\Zx9Kq4``), in the warning and in the run's command line in the ledger
+    (``fleet log``)."""
+    url = f"http://127.0.0.1:9/metrics?token={token}"
     result = example.fleet("migrate", "--metrics-push", url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "metrics not pushed" in result.stderr, result.stderr
@@ -175,6 +177,18 @@ def test_closed_output_streams_change_nothing(example: Project) -> None:
     assert json.loads(status.stdout)["summary"]["at_head"] == 7, status.stdout
     assert json.loads(example.fleet("log", "--json").stdout)["runs"][0]["outcome"] == \
         "succeeded"
+
+
+def test_a_closed_stdout_drops_the_report_not_on_stderr(example: Project) -> None:
+    """With stdout alone closed the report went to stderr (fleet's own diversion of stdout
+    to stderr took it for anyone's output)."""
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URI", "TENANTS")}
+    for args in ("status --json", "status"):
+        done = subprocess.run(f"exec '{script('fleet')}' {args} >&-", shell=True,
+                              cwd=example.root, env={**base, **example.env}, timeout=300,
+                              capture_output=True, text=True)
+        assert done.returncode == 3, done.stderr  # missing targets, as with stdout open
+        assert "auth_default" not in done.stderr, done.stderr
 
 
 def test_invalid_revision(example: Project) -> None:

@@ -233,3 +233,14 @@ def test_a_backslash_in_a_token_does_not_end_its_masking() -> None:
 
     text = json.dumps({"u": "http://h/?token=Wq7\\Zx9\"Kq4", "v": 1})
     assert json.loads(mask_urls(text)) == {"u": "http://h/?token=***", "v": 1}
+
+
+def test_masking_keeps_what_follows_a_json_control_escape_and_a_closing_quote() -> None:
+    # The backslash rule took '\\n' and the data after it ('keep this data' lost), and a
+    # shell-quoted word's closing quote.
+    import json
+
+    text = json.dumps({"m": "http://gw/?token=SECRET\nkeep this data"})
+    assert json.loads(mask_urls(text)) == {"m": "http://gw/?token=***\nkeep this data"}
+    assert mask_urls("fleet migrate --metrics-push 'http://gw/?token=SECRET\\' --json") == (
+        "fleet migrate --metrics-push 'http://gw/?token=***\\' --json")

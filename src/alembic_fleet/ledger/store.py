@@ -37,7 +37,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from alembic_fleet.model.identifiers import quote_ident
-from alembic_fleet.redact import mask_urls, scrub
+from alembic_fleet.redact import scrub
 
 DEFAULT_SCHEMA = "fleet"
 
@@ -61,7 +61,7 @@ class RunInfo:
         # As typed, but never a password: a --metrics-push URL may carry one, and the
         # ledger outlives every terminal it was shown on masked.
         return cls(str(uuid.uuid4()), user, socket.gethostname(), os.getpid(),
-                   scrub(mask_urls(command)))
+                   scrub(command))
 
 
 @dataclass(frozen=True)

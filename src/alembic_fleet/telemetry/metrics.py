@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from alembic_fleet.execution.events import Event, RunStarted, RunStopped, TargetFinished
 from alembic_fleet.model.status import Outcome
-from alembic_fleet.redact import register_secret
+from alembic_fleet.redact import register_secret, register_url_secrets
 
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
            1800.0, 3600.0, float("inf"))
@@ -146,6 +146,7 @@ def push_credentials(url: str) -> tuple[str, str] | None:
     """The user and password of a Pushgateway URL (``http://u:p@host`` or ``u:p@host:port``),
     the password registered as a secret at once: the command line that holds it is recorded
     in the ledger before anything is pushed."""
+    register_url_secrets(url)  # and its ?token=, ?password=, ... whole
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.username is None:
         return None

@@ -28,7 +28,7 @@ from typing import Any
 from alembic_fleet.exceptions import UsageError
 from alembic_fleet.execution.events import Event, RunStarted
 from alembic_fleet.model.shard import Shard
-from alembic_fleet.redact import scrub
+from alembic_fleet.redact import redact_url, scrub
 
 BUDGET_EXIT = 4
 """The exit code of a run stopped early by a budget (``--deadline`` / ``FLEET_DEADLINE``);
@@ -169,7 +169,8 @@ class Telemetry:
                 try:
                     self.metrics.push(self.settings.metrics_push, self.grouping)
                 except Exception as exc:
-                    warnings.append(f"metrics not pushed to {self.settings.metrics_push}: "
+                    warnings.append(f"metrics not pushed to "
+                                    f"{redact_url(self.settings.metrics_push)}: "
                                     f"{_reason(exc)}")
             if self.settings.metrics_file is not None:
                 try:
