@@ -16,14 +16,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY src ./src
+COPY deploy/image/build-venv.sh ./
 # Every dependency ships wheels (psycopg[binary] included): no compiler needed. The venv
 # gets no pip of its own; this stage's pip installs into it. The extras metrics and otel
 # (prometheus-client, the OpenTelemetry SDK and OTLP/HTTP exporter): the Helm chart's
-# telemetry values (Pushgateway, OTLP endpoint) work with the image as it is.
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
- && python -m venv --without-pip /opt/venv \
- && python -m pip --python /opt/venv/bin/python install "$(ls /wheels/*.whl)[metrics,otel]" \
- && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+# telemetry values (Pushgateway, OTLP endpoint) work with the image as it is. Every module
+# is compiled into bytecode here (see the script): the image never writes any.
+RUN PYTHON=python sh build-venv.sh /opt/venv
 
 # --- runtime: the venv only, no build tools ----------------------------------------------
 FROM ${PYTHON_IMAGE}
@@ -33,7 +32,13 @@ LABEL org.opencontainers.image.title="alembic-fleet" \
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-RUN groupadd --system --gid 10001 fleet \
+# The base image's standard library comes without bytecode (its .pyc files are left out to
+# keep it small), so every start of `fleet` would compile the modules it imports again:
+# they are compiled once here, as the venv's are (deploy/image/build-venv.sh).
+RUN python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash \
+        -x '/(test|tests|idle_test)/' \
+        "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
+ && groupadd --system --gid 10001 fleet \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin fleet \
  && mkdir /app && chown 10001:10001 /app
