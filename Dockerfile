@@ -35,7 +35,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # The base image's standard library comes without bytecode (its .pyc files are left out to
 # keep it small), so every start of `fleet` would compile the modules it imports again:
 # they are compiled once here, as the venv's are (deploy/image/build-venv.sh).
-RUN python3 -m compileall -q -j 0 --invalidation-mode unchecked-hash \
+RUN python3 -m compileall -q -j 0 --invalidation-mode checked-hash \
         -x '/(test|tests|idle_test)/' \
         "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
  && groupadd --system --gid 10001 fleet \

@@ -7,12 +7,12 @@ bytecode.
 The image runs ``fleet`` with ``PYTHONDONTWRITEBYTECODE=1`` as a non-root user, so what its
 venv holds is what every start loads. Two venvs are built from this checkout as the
 Dockerfile's build stage builds them: ``compiled`` by ``deploy/image/build-venv.sh`` (every
-module compiled, hashes not checked against file times, the sources' times then changed
-as a build that rewrites them does), and ``sources`` as the Dockerfile did before (pip's
-bytecode deleted). On the history of ``bench/provision.py`` (``--revisions``, reference
-provisioning, ``--tenants`` tenants migrated first), alternating the two venvs, each with
-its own cache folder, a ``CHECKPOINT`` before each: ``fleet status`` and ``fleet tenants
-add`` of one new tenant, ``--runs`` times each; min and median, and the ratio
+module compiled, checked against its source's content, not its file time; the sources' times
+then changed as a build that rewrites them does), and ``sources`` as the Dockerfile did
+before (pip's bytecode deleted). On the history of ``bench/provision.py`` (``--revisions``,
+reference provisioning, ``--tenants`` tenants migrated first), alternating the two venvs,
+each with its own cache folder, a ``CHECKPOINT`` before each: ``fleet status`` and ``fleet
+tenants add`` of one new tenant, ``--runs`` times each; min and median, and the ratio
 compiled / sources measured in the same run. The interpreter's own standard library is this
 machine's (with its bytecode): the base image's, which the Dockerfile compiles too, is not
 measured here.

@@ -7,6 +7,7 @@ machine that found it). The script is run here as the Dockerfile runs it, the so
 times are then changed (as a build that rewrites them does), and a migration and a status
 of a small project run on the venv's ``fleet`` with the import system's verbose log: every
 module loaded from the venv must come from its bytecode, and none may be written.
+A source replaced afterwards (as a derived image may patch one) must run as it now reads.
 (No Docker daemon is needed: the base image's standard library, compiled by the Dockerfile's
 runtime stage, is not covered here.)
 """
@@ -99,3 +100,13 @@ def test_every_module_fleet_imports_from_the_image_venv_is_bytecode(
                                         re.MULTILINE) if Path(m).is_relative_to(image_venv)]
         assert len(loaded) > 100, "the verbose log shows no module of the venv loaded"
     assert _bytecode_files(image_venv) == before
+
+    # A derived image that replaces a source (a patched module) runs what it holds now,
+    # not the bytecode compiled from the old one.
+    module = next((image_venv / "lib").glob("python3*/site-packages/alembic_fleet/exit_codes.py"))
+    patched = module.read_text() + '\nimport sys\nsys.stderr.write("patched exit_codes\\n")\n'
+    module.write_text(patched)
+    done = subprocess.run([fleet, "status", "--json"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "patched exit_codes" in done.stderr
