@@ -34,9 +34,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1
 # The base image's standard library comes without bytecode (its .pyc files are left out to
 # keep it small), so every start of `fleet` would compile the modules it imports again:
-# they are compiled once here, as the venv's are (deploy/image/build-venv.sh).
-RUN python3 -m compileall -q -j 0 --invalidation-mode checked-hash \
-        -x '/(test|tests|idle_test)/' \
+# they are compiled once here, as the venv's are (deploy/image/build-venv.sh). Not its
+# tests, nor its site-packages (pip: the venv does not see them).
+RUN python3 -m compileall -q -f -j 0 --invalidation-mode checked-hash \
+        -x '/(test|tests|idle_test|site-packages)/' \
         "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
  && groupadd --system --gid 10001 fleet \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \

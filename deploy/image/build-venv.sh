@@ -13,14 +13,26 @@
 # time-stamped bytecode goes stale when a build rewrites file times (SOURCE_DATE_EPOCH).
 # Checking the content costs nothing measurable, and a source that a derived image
 # replaces is compiled from what it holds now (unchecked bytecode would run the old code).
-# pip's own compilation is skipped (--no-compile): it would be done twice.
+# pip compiles nothing (--no-compile) and compileall rewrites whatever is there (-f): its
+# own check would otherwise keep time-stamped bytecode it finds current.
+#
+# The venv must not exist yet (a second run into it would keep the first one's fleet: pip
+# skips a version it has). The wheel is built in "$venv.wheels", a fixed place, so that two
+# builds at one path record the same origin; it is removed at the end, and so is the venv
+# when a step fails.
 set -eu
-venv="$1"
+venv="${1:?usage: build-venv.sh NEW_VENV_DIRECTORY}"
 python="${PYTHON:-python}"
-wheels="$(mktemp -d)"
+wheels="$venv.wheels"
+if [ -e "$venv" ] || [ -e "$wheels" ]; then
+    echo "build-venv.sh: $venv or $wheels exists already; give a new directory" >&2
+    exit 2
+fi
+trap 'status=$?; rm -rf "$wheels"; [ "$status" = 0 ] || rm -rf "$venv"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 "$python" -m pip wheel --no-deps --wheel-dir "$wheels" .
 "$python" -m venv --without-pip "$venv"
 "$python" -m pip --python "$venv/bin/python" install --no-compile \
     "$(ls "$wheels"/*.whl)[metrics,otel]"
-rm -rf "$wheels"
-"$venv/bin/python" -m compileall -q -j 0 --invalidation-mode checked-hash "$venv"
+"$venv/bin/python" -m compileall -q -f -j 0 --invalidation-mode checked-hash "$venv"
