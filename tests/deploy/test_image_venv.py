@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import script
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "image" / "build-venv.sh"
 SOURCE_FROM_SOURCE = re.compile(r"^# code object from (?P<path>/\S+\.py)$", re.MULTILINE)
@@ -80,9 +82,9 @@ def _bytecode_files(venv: Path) -> set[Path]:
     return set(venv.rglob("*.pyc"))
 
 
-def test_every_module_fleet_imports_from_the_image_venv_is_bytecode(
-        image_venv: Path, tmp_path: Path, db_url: str) -> None:
-    project = tmp_path / "project"
+def _project(root: Path) -> Path:
+    """A service of one revision, two tenants."""
+    project = root / "project"
     versions = project / "svc" / "migrations" / "versions"
     versions.mkdir(parents=True)
     (project / "svc" / "alembic.ini").write_text(
@@ -103,6 +105,12 @@ def test_every_module_fleet_imports_from_the_image_venv_is_bytecode(
     (project / "fleet.toml").write_text(
         'database = "${DATABASE_URI}"\ntenants = ["acme", "globex"]\n\n'
         '[services.svc]\npath = "svc"\nschema = "svc_{tenant}"\n')
+    return project
+
+
+def test_every_module_fleet_imports_from_the_image_venv_is_bytecode(
+        image_venv: Path, tmp_path: Path, db_url: str) -> None:
+    project = _project(tmp_path)
     before = _bytecode_files(image_venv)
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URI", "TENANTS", "FLEET_CONFIG", "PYTHONPATH")}
@@ -132,3 +140,25 @@ def test_every_module_fleet_imports_from_the_image_venv_is_bytecode(
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "patched exit_codes" in done.stderr
+
+
+def test_two_installs_of_fleet_keep_their_own_reading_of_a_history(
+        image_venv: Path, tmp_path: Path, db_url: str) -> None:
+    """A developer's fleet and another install of it (here the image's venv) run in turn on
+    one project with one cache folder: each keeps its own reading of the revisions, instead
+    of replacing the other's and reading the files through Alembic again at every run."""
+    project = _project(tmp_path)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URI", "TENANTS", "FLEET_CONFIG", "PYTHONPATH")}
+    env.update(DATABASE_URI=db_url, FLEET_CACHE_DIR=str(tmp_path / "cache"))
+    installs = {"this": script("fleet"), "image": str(image_venv / "bin" / "fleet")}
+    for round_ in range(2):
+        for name, fleet in installs.items():
+            done = subprocess.run([fleet, "status", "--json"], cwd=project,
+                                  env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode in (0, 3), done.stderr[-3000:]
+            read = re.search(r"\| +alembic\.script$", done.stderr, re.MULTILINE) is not None
+            assert read is (round_ == 0), (
+                f"round {round_ + 1}, the {name} install: the history was "
+                + ("read through Alembic again" if read else "not read at first"))

@@ -28,8 +28,8 @@ installed packages).
 
 The files live in ``$FLEET_CACHE_DIR``, else ``$XDG_CACHE_HOME/alembic-fleet``, else
 ``~/.cache/alembic-fleet`` (no cache when there is no home to expand); one per service
-folder. A folder that cannot be written (a read-only container) only means no cache:
-nothing fails because of it.
+folder and install of fleet. A folder that cannot be written (a read-only container) only
+means no cache: nothing fails because of it.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -332,10 +333,17 @@ def _texts(values: object) -> tuple[str, ...]:
 
 
 def _entry_path(ini: Path, python: Sequence[str] | None) -> Path | None:
+    """One entry per service folder, service interpreter and install of fleet (its
+    environment and the Alembic it imports): two installs used in turn on one project (a
+    developer's venv and a tool install, a CI image) each keep their own, where a shared one
+    was replaced at every run, and every run read the history through Alembic again."""
     base = folder()
     if base is None:
         return None
-    name = hashlib.sha256(_bytes("\0".join([str(ini), *(python or ())]))).hexdigest()[:32]
+    spec = importlib.util.find_spec("alembic")
+    install = [sys.prefix, str(spec.origin if spec is not None else None)]
+    name = hashlib.sha256(_bytes("\0".join([str(ini), *(python or ()), "\0", *install]))
+                          ).hexdigest()[:32]
     return base / "graphs" / f"{name}.json"
 
 
