@@ -16,23 +16,42 @@
 # pip compiles nothing (--no-compile) and compileall rewrites whatever is there (-f): its
 # own check would otherwise keep time-stamped bytecode it finds current.
 #
-# The venv must not exist yet (a second run into it would keep the first one's fleet: pip
-# skips a version it has). The wheel is built in "$venv.wheels", a fixed place, so that two
-# builds at one path record the same origin; it is removed at the end, and so is the venv
-# when a step fails.
+# The venv's directory must not exist yet (a second run into it would keep the first one's
+# fleet: pip skips a version it has): it is made here, with "$venv.wheels" next to it, each
+# by one mkdir that fails when anything is there already (a directory, a file, a dangling
+# link) or the parent is missing, so the script only ever removes what it made itself: both
+# on a failure or an interruption, the wheels' folder always. The wheel is built from a copy
+# of the tree in that folder (a build/ folder left in the tree by an earlier build would put
+# modules deleted since into the wheel), at a fixed place, so that two builds at one path
+# record the same origin.
 set -eu
 venv="${1:?usage: build-venv.sh NEW_VENV_DIRECTORY}"
 python="${PYTHON:-python}"
+case "$python" in  # the wheel is built in another directory
+    /*) ;;
+    */*) python="$PWD/$python" ;;
+esac
 wheels="$venv.wheels"
-if [ -e "$venv" ] || [ -e "$wheels" ]; then
-    echo "build-venv.sh: $venv or $wheels exists already; give a new directory" >&2
+if ! mkdir -- "$venv" 2>/dev/null; then
+    echo "build-venv.sh: cannot make $venv (it exists, or its parent does not):" \
+         "give a new directory" >&2
     exit 2
 fi
-trap 'status=$?; rm -rf "$wheels"; [ "$status" = 0 ] || rm -rf "$venv"' EXIT
+if ! mkdir -- "$wheels" 2>/dev/null; then
+    rmdir -- "$venv"
+    echo "build-venv.sh: cannot make $wheels (it exists): remove it or give another" \
+         "directory" >&2
+    exit 2
+fi
+trap 'status=$?; rm -rf -- "$wheels"; [ "$status" = 0 ] || rm -rf -- "$venv"' EXIT
+trap 'exit 129' HUP
 trap 'exit 130' INT
+trap 'exit 131' QUIT
 trap 'exit 143' TERM
-"$python" -m pip wheel --no-deps --wheel-dir "$wheels" .
+mkdir -- "$wheels/tree"
+cp -R pyproject.toml README.md LICENSE src "$wheels/tree/"
+(cd "$wheels/tree" && "$python" -m pip wheel --no-deps --wheel-dir ../dist .)
 "$python" -m venv --without-pip "$venv"
 "$python" -m pip --python "$venv/bin/python" install --no-compile \
-    "$(ls "$wheels"/*.whl)[metrics,otel]"
+    "$(ls "$wheels"/dist/*.whl)[metrics,otel]"
 "$venv/bin/python" -m compileall -q -f -j 0 --invalidation-mode checked-hash "$venv"

@@ -334,14 +334,16 @@ def _texts(values: object) -> tuple[str, ...]:
 
 def _entry_path(ini: Path, python: Sequence[str] | None) -> Path | None:
     """One entry per service folder, service interpreter and install of fleet (its
-    environment and the Alembic it imports): two installs used in turn on one project (a
-    developer's venv and a tool install, a CI image) each keep their own, where a shared one
-    was replaced at every run, and every run read the history through Alembic again."""
+    environment, where fleet itself and the Alembic it imports come from): two installs used
+    in turn on one project (a developer's venv and a tool install, a CI image, a second
+    checkout on ``PYTHONPATH``) each keep their own, where a shared one was replaced at every
+    run, and every run read the history through Alembic again."""
     base = folder()
     if base is None:
         return None
     spec = importlib.util.find_spec("alembic")
-    install = [sys.prefix, str(spec.origin if spec is not None else None)]
+    install = [sys.prefix, os.path.dirname(os.path.dirname(__file__)),
+               str(spec.origin if spec is not None else None)]
     name = hashlib.sha256(_bytes("\0".join([str(ini), *(python or ()), "\0", *install]))
                           ).hexdigest()[:32]
     return base / "graphs" / f"{name}.json"
