@@ -162,3 +162,29 @@ def test_two_installs_of_fleet_keep_their_own_reading_of_a_history(
             assert read is (round_ == 0), (
                 f"round {round_ + 1}, the {name} install: the history was "
                 + ("read through Alembic again" if read else "not read at first"))
+
+
+@pytest.mark.parametrize("given", ["existing", "build/../existing", "notyet/../existing",
+                                   "dangling", "fresh"])
+def test_the_script_never_builds_into_or_removes_what_it_did_not_make(
+        tmp_path: Path, given: str) -> None:
+    """The venv's directory must be new: a path that names something already there, even
+    through a folder that the build itself would make (``build/``, which ``pip wheel``
+    leaves in the tree), is refused before anything runs, and nothing of it is removed.
+    ``fresh`` is new, but its ``.wheels`` folder is there: refused too, the venv's folder
+    not left behind."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "existing").mkdir()
+    (tree / "existing" / "data.txt").write_text("keep")
+    (tree / "dangling").symlink_to(tree / "nowhere")
+    (tree / "fresh.wheels").mkdir()
+    before = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+    done = subprocess.run(["sh", str(SCRIPT), given], cwd=tree, capture_output=True,
+                          text=True, timeout=60,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "give" in done.stderr or "remove it" in done.stderr
+    assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*")) == before
+    assert (tree / "existing" / "data.txt").read_text() == "keep"
+    assert (tree / "dangling").is_symlink()
