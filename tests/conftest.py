@@ -278,6 +278,17 @@ class Project:
                    env={**self.env, **(env or {})})
 
 
+def helper_service(folder: Path) -> Path:
+    """A service folder whose ``env.py`` is fleet's three lines (``alembic.ini`` with its
+    ``script_location``); returns its empty ``versions`` folder."""
+    versions = folder / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (folder / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s/migrations\n")
+    (folder / "migrations" / "env.py").write_text(
+        "from alembic_fleet.env import run_migrations\n\nrun_migrations()\n")
+    return versions
+
+
 def script(name: str) -> str:
     """Path of an installed console script (fleet, alembic) of this interpreter."""
     candidate = Path(sysconfig.get_path("scripts")) / name

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import script
+from tests.conftest import helper_service, script
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "image" / "build-venv.sh"
@@ -85,12 +85,7 @@ def _bytecode_files(venv: Path) -> set[Path]:
 def _project(root: Path) -> Path:
     """A service of one revision, two tenants."""
     project = root / "project"
-    versions = project / "svc" / "migrations" / "versions"
-    versions.mkdir(parents=True)
-    (project / "svc" / "alembic.ini").write_text(
-        "[alembic]\nscript_location = %(here)s/migrations\n")
-    (project / "svc" / "migrations" / "env.py").write_text(
-        "from alembic_fleet.env import run_migrations\n\nrun_migrations()\n")
+    versions = helper_service(project / "svc")
     (versions / "a1_first.py").write_text(textwrap.dedent("""\
         import sqlalchemy as sa
         from alembic import op

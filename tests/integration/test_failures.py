@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DDL_LOG, Project, query, schemas, tables, version
+from tests.conftest import DDL_LOG, Project, helper_service, query, schemas, tables, version
 
 pytestmark = pytest.mark.slow
 
@@ -62,12 +62,7 @@ def downgrade():
 
 def _project(tmp_path: Path, db_url: str) -> Project:
     root = tmp_path / "proj"
-    versions = root / "billing" / "migrations" / "versions"
-    versions.mkdir(parents=True)
-    (root / "billing" / "alembic.ini").write_text(
-        "[alembic]\nscript_location = %(here)s/migrations\n")
-    (root / "billing" / "migrations" / "env.py").write_text(
-        "from alembic_fleet.env import run_migrations\n\nrun_migrations()\n")
+    versions = helper_service(root / "billing")
     (versions / "1000aaaa0001_accounts.py").write_text(REV1)
     (versions / "1000aaaa0002_ledger.py").write_text(REV2)
     (root / "fleet.toml").write_text(textwrap.dedent("""\

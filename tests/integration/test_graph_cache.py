@@ -13,7 +13,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from tests.conftest import Project, version
+from tests.conftest import Project, helper_service, version
 
 REVISION = '''\
 """{message}"""
@@ -41,12 +41,7 @@ def downgrade():
 
 def _project(tmp_path: Path, db_url: str) -> tuple[Project, Path, Path]:
     root = tmp_path / "proj"
-    versions = root / "svc" / "migrations" / "versions"
-    versions.mkdir(parents=True)
-    (root / "svc" / "alembic.ini").write_text(
-        "[alembic]\nscript_location = %(here)s/migrations\n")
-    (root / "svc" / "migrations" / "env.py").write_text(
-        "from alembic_fleet.env import run_migrations\n\nrun_migrations()\n")
+    versions = helper_service(root / "svc")
     (root / "fleet.toml").write_text(textwrap.dedent('''\
         database = "${DATABASE_URI}"
         tenants = ["a", "b"]
