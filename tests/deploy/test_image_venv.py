@@ -129,10 +129,13 @@ def test_every_module_fleet_imports_from_the_image_venv_is_bytecode(
     # A derived image that replaces a source (a patched module) runs what it holds now,
     # not the bytecode compiled from the old one.
     module = next((image_venv / "lib").glob("python3*/site-packages/alembic_fleet/exit_codes.py"))
-    patched = module.read_text() + '\nimport sys\nsys.stderr.write("patched exit_codes\\n")\n'
-    module.write_text(patched)
-    done = subprocess.run([fleet, "status", "--json"], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
+    original = module.read_text()
+    module.write_text(original + '\nimport sys\nsys.stderr.write("patched exit_codes\\n")\n')
+    try:
+        done = subprocess.run([fleet, "status", "--json"], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        module.write_text(original)
     assert done.returncode == 0, done.stderr[-4000:]
     assert "patched exit_codes" in done.stderr
 
@@ -183,3 +186,35 @@ def test_the_script_never_builds_into_or_removes_what_it_did_not_make(
     assert sorted(str(p.relative_to(tree)) for p in tree.rglob("*")) == before
     assert (tree / "existing" / "data.txt").read_text() == "keep"
     assert (tree / "dangling").is_symlink()
+
+
+def test_a_fleet_reinstalled_at_the_same_version_reads_the_history_again(
+        image_venv: Path, tmp_path: Path, db_url: str) -> None:
+    """Installs of two commits of fleet share a version number (pip install from a Git URL,
+    an editable checkout switched to another branch): a kept reading is trusted only by the
+    install that wrote it, so the files of the fleet that reads revisions, rewritten by the
+    new install, make the next run read the history through Alembic again."""
+    project = _project(tmp_path)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URI", "TENANTS", "FLEET_CONFIG", "PYTHONPATH")}
+    env.update(DATABASE_URI=db_url, FLEET_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPROFILEIMPORTTIME="1")
+    fleet = str(image_venv / "bin" / "fleet")
+    package = next((image_venv / "lib").glob("python3*/site-packages/alembic_fleet"))
+
+    def reads() -> bool:
+        done = subprocess.run([fleet, "status", "--json"], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode in (0, 3), done.stderr[-3000:]
+        return re.search(r"\| +alembic\.script$", done.stderr, re.MULTILINE) is not None
+
+    assert reads() is True
+    assert reads() is False
+    reader = package / "alembic_bridge" / "scripts.py"
+    original = reader.read_text()
+    reader.write_text(original + "\n# another commit\n")
+    try:
+        assert reads() is True, "a reading kept by another install of the same version was used"
+        assert reads() is False
+    finally:
+        reader.write_text(original)

@@ -9,7 +9,8 @@ bytes it was read from:
 
 * the ``alembic.ini`` and the ``env.py``,
 * every file under the version folders, by name and content (``__pycache__`` aside),
-* fleet's version, the installed Alembic (its file's path, size and time), and for a
+* fleet's version and the files of its modules that read histories (:data:`READERS`),
+  the installed Alembic (its file's path, size and time), and for a
   service with its own ``python`` the Alembic that interpreter finds (asked of it: one
   start of the interpreter, Alembic not imported; one that cannot say is never cached),
 * what else decided which folders were read (:attr:`Entry.checks`): the working directory
@@ -139,7 +140,7 @@ def fingerprint(ini: Path, python: Sequence[str] | None, script_dir: Path,
         return None
     if b"sourceless" in ini_bytes.lower():  # option names ignore case
         return None
-    add(FORMAT, __version__, _alembic_stamp(), ini, ini_bytes, script_dir)
+    add(FORMAT, __version__, _own_stamp(), _alembic_stamp(), ini, ini_bytes, script_dir)
     for check in checks:
         add("check", *check)
     add(*(python or ("-",)))
@@ -391,6 +392,27 @@ def interpreter_stamp(python: Sequence[str], folder: Path) -> str | None:
                     process.communicate()
         _stamps[key] = stamp
     return _stamps[key]
+
+
+READERS = ("alembic_bridge/scripts.py", "alembic_bridge/graph_cache.py", "model/revisions.py")
+"""fleet's modules that decide what a reading holds, under the package."""
+
+
+def _own_stamp() -> str:
+    """Which fleet reads (its modules that read and keep histories: their paths, sizes and
+    times): two commits share a version number (an install from a Git URL, an editable
+    checkout switched to another branch), and a reading kept by one must not be taken by
+    the other."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parts = []
+    for name in READERS:
+        path = os.path.join(package, name)
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return "unknown"
+        parts.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(parts)
 
 
 def _alembic_stamp() -> str:
