@@ -343,8 +343,7 @@ def _entry_path(ini: Path, python: Sequence[str] | None) -> Path | None:
     if base is None:
         return None
     spec = importlib.util.find_spec("alembic")
-    install = [sys.prefix, os.path.dirname(os.path.dirname(__file__)),
-               str(spec.origin if spec is not None else None)]
+    install = [sys.prefix, PACKAGE, str(spec.origin if spec is not None else None)]
     name = hashlib.sha256(_bytes("\0".join([str(ini), *(python or ()), "\0", *install]))
                           ).hexdigest()[:32]
     return base / "graphs" / f"{name}.json"
@@ -394,8 +393,10 @@ def interpreter_stamp(python: Sequence[str], folder: Path) -> str | None:
     return _stamps[key]
 
 
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""Where this fleet's package is."""
 READERS = ("alembic_bridge/scripts.py", "alembic_bridge/graph_cache.py", "model/revisions.py")
-"""fleet's modules that decide what a reading holds, under the package."""
+"""fleet's modules that decide what a reading holds, under :data:`PACKAGE`."""
 
 
 def _own_stamp() -> str:
@@ -403,10 +404,9 @@ def _own_stamp() -> str:
     times): two commits share a version number (an install from a Git URL, an editable
     checkout switched to another branch), and a reading kept by one must not be taken by
     the other."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parts = []
     for name in READERS:
-        path = os.path.join(package, name)
+        path = os.path.join(PACKAGE, name)
         try:
             stat = os.stat(path)
         except OSError:
