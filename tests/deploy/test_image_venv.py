@@ -82,6 +82,24 @@ def _bytecode_files(venv: Path) -> set[Path]:
     return set(venv.rglob("*.pyc"))
 
 
+def _env(db_url: str, **extra: str) -> dict[str, str]:
+    """This environment for a run of ``fleet`` on ``db_url``, without what would point it
+    elsewhere."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URI", "TENANTS", "FLEET_CONFIG", "PYTHONPATH")}
+    return {**env, "DATABASE_URI": db_url, **extra}
+
+
+def _reads_history(fleet: str, project: Path, env: dict[str, str]) -> bool:
+    """Whether a ``fleet status`` read the history through Alembic (its kept reading was
+    not used): the import log then shows ``alembic.script``."""
+    done = subprocess.run([fleet, "status", "--json"], cwd=project,
+                          env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode in (0, 3), done.stderr[-3000:]
+    return re.search(r"\| +alembic\.script$", done.stderr, re.MULTILINE) is not None
+
+
 def _project(root: Path) -> Path:
     """A service of one revision, two tenants."""
     project = root / "project"
@@ -107,10 +125,8 @@ def test_every_module_fleet_imports_from_the_image_venv_is_bytecode(
         image_venv: Path, tmp_path: Path, db_url: str) -> None:
     project = _project(tmp_path)
     before = _bytecode_files(image_venv)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URI", "TENANTS", "FLEET_CONFIG", "PYTHONPATH")}
-    env.update(DATABASE_URI=db_url, PYTHONDONTWRITEBYTECODE="1", PYTHONVERBOSE="1",
-               PATH=os.pathsep.join([str(image_venv / "bin"), env.get("PATH", "")]))
+    env = _env(db_url, PYTHONDONTWRITEBYTECODE="1", PYTHONVERBOSE="1",
+               PATH=os.pathsep.join([str(image_venv / "bin"), os.environ.get("PATH", "")]))
     fleet = str(image_venv / "bin" / "fleet")
     for argv in (["migrate", "--json"], ["status", "--json"]):
         done = subprocess.run([fleet, *argv], cwd=project, env=env, capture_output=True,
@@ -146,17 +162,11 @@ def test_two_installs_of_fleet_keep_their_own_reading_of_a_history(
     one project with one cache folder: each keeps its own reading of the revisions, instead
     of replacing the other's and reading the files through Alembic again at every run."""
     project = _project(tmp_path)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URI", "TENANTS", "FLEET_CONFIG", "PYTHONPATH")}
-    env.update(DATABASE_URI=db_url, FLEET_CACHE_DIR=str(tmp_path / "cache"))
+    env = _env(db_url, FLEET_CACHE_DIR=str(tmp_path / "cache"))
     installs = {"this": script("fleet"), "image": str(image_venv / "bin" / "fleet")}
     for round_ in range(2):
         for name, fleet in installs.items():
-            done = subprocess.run([fleet, "status", "--json"], cwd=project,
-                                  env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
-                                  capture_output=True, text=True, timeout=300)
-            assert done.returncode in (0, 3), done.stderr[-3000:]
-            read = re.search(r"\| +alembic\.script$", done.stderr, re.MULTILINE) is not None
+            read = _reads_history(fleet, project, env)
             assert read is (round_ == 0), (
                 f"round {round_ + 1}, the {name} install: the history was "
                 + ("read through Alembic again" if read else "not read at first"))
@@ -195,26 +205,18 @@ def test_a_fleet_reinstalled_at_the_same_version_reads_the_history_again(
     install that wrote it, so the files of the fleet that reads revisions, rewritten by the
     new install, make the next run read the history through Alembic again."""
     project = _project(tmp_path)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URI", "TENANTS", "FLEET_CONFIG", "PYTHONPATH")}
-    env.update(DATABASE_URI=db_url, FLEET_CACHE_DIR=str(tmp_path / "cache"),
-               PYTHONPROFILEIMPORTTIME="1")
+    env = _env(db_url, FLEET_CACHE_DIR=str(tmp_path / "cache"))
     fleet = str(image_venv / "bin" / "fleet")
     package = next((image_venv / "lib").glob("python3*/site-packages/alembic_fleet"))
 
-    def reads() -> bool:
-        done = subprocess.run([fleet, "status", "--json"], cwd=project, env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode in (0, 3), done.stderr[-3000:]
-        return re.search(r"\| +alembic\.script$", done.stderr, re.MULTILINE) is not None
-
-    assert reads() is True
-    assert reads() is False
+    assert _reads_history(fleet, project, env) is True
+    assert _reads_history(fleet, project, env) is False
     reader = package / "alembic_bridge" / "scripts.py"
     original = reader.read_text()
     reader.write_text(original + "\n# another commit\n")
     try:
-        assert reads() is True, "a reading kept by another install of the same version was used"
-        assert reads() is False
+        assert _reads_history(fleet, project, env) is True, (
+            "a reading kept by another install of the same version was used")
+        assert _reads_history(fleet, project, env) is False
     finally:
         reader.write_text(original)

@@ -342,8 +342,7 @@ def _entry_path(ini: Path, python: Sequence[str] | None) -> Path | None:
     base = folder()
     if base is None:
         return None
-    spec = importlib.util.find_spec("alembic")
-    install = [sys.prefix, PACKAGE, str(spec.origin if spec is not None else None)]
+    install = [sys.prefix, PACKAGE, str(_alembic_origin())]
     name = hashlib.sha256(_bytes("\0".join([str(ini), *(python or ()), "\0", *install]))
                           ).hexdigest()[:32]
     return base / "graphs" / f"{name}.json"
@@ -415,10 +414,15 @@ def _own_stamp() -> str:
     return "|".join(parts)
 
 
+def _alembic_origin() -> str | None:
+    """The file ``import alembic`` would load here, without importing it."""
+    spec = importlib.util.find_spec("alembic")
+    return spec.origin if spec is not None else None
+
+
 def _alembic_stamp() -> str:
     """Which Alembic is installed, without importing it (an upgrade changes the file)."""
-    spec = importlib.util.find_spec("alembic")
-    origin = spec.origin if spec is not None else None
+    origin = _alembic_origin()
     if not origin:
         return "no alembic"
     try:
