@@ -43,7 +43,10 @@ if ! mkdir -- "$wheels" 2>/dev/null; then
          "directory" >&2
     exit 2
 fi
-trap 'status=$?; rm -rf -- "$wheels"; [ "$status" = 0 ] || rm -rf -- "$venv"' EXIT
+# The cleaning itself is not interrupted (a second Ctrl-C stopped it halfway, and the half
+# it left was then refused as existing).
+trap 'status=$?; trap "" HUP INT QUIT TERM; rm -rf -- "$wheels"
+      [ "$status" = 0 ] || rm -rf -- "$venv"' EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 131' QUIT

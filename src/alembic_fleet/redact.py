@@ -44,9 +44,10 @@ is hidden whole by :func:`scrub` before this pattern is tried, whatever it holds
 def register_secret(secret: str | None) -> None:
     """Remember a password so that :func:`scrub` hides it wherever it appears, in the
     spellings it is printed in (as is, ``%`` doubled as in SQLAlchemy's ``[SQL: ...]``
-    text, percent-encoded as in a URL)."""
+    text, percent-encoded as in a URL, ``\\`` doubled as ``repr()`` and JSON write it)."""
     if secret and len(secret) >= 3:
-        _secrets.update({secret, secret.replace("%", "%%"), quote(secret, safe="")})
+        _secrets.update({secret, secret.replace("%", "%%"), quote(secret, safe=""),
+                         secret.replace("\\", "\\\\")})  # as repr() and JSON write it
 
 
 def secrets() -> tuple[str, ...]:
@@ -148,9 +149,31 @@ def _mask_authorities(text: str) -> str:
 def scrub(text: str) -> str:
     """Hide every registered password and any password embedded in a URL in ``text``
     (free text only: see the module docstring)."""
-    for secret in sorted(_secrets, key=len, reverse=True):  # first: whole, whatever it
-        text = text.replace(secret, MASK)  # holds (a space, a quote end the URL pattern)
-    return mask_urls(text)
+    return mask_urls(_mask_secrets(text))
+
+
+def _mask_secrets(text: str) -> str:
+    """Every place any registered secret covers, masked whole, whatever it holds (a space or
+    a quote end the URL pattern). Where secrets overlap, their union is masked: replacing
+    one after the other cut the second apart (a URL's path and query taken for a password
+    that holds ``:``, replaced first, left the token after it) and showed its rest."""
+    spans = []
+    for secret in _secrets:
+        start = text.find(secret)
+        while start != -1:
+            spans.append((start, start + len(secret)))
+            start = text.find(secret, start + 1)
+    if not spans:
+        return text
+    pieces, last = [], 0
+    for start, end in sorted(spans):
+        if start > last:
+            pieces += (text[last:start], MASK)
+        elif not pieces:
+            pieces.append(MASK)
+        last = max(last, end)
+    pieces.append(text[last:])
+    return "".join(pieces)
 
 
 def first_line(error: BaseException) -> str:

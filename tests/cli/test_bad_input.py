@@ -150,11 +150,14 @@ def test_a_query_password_with_a_space_or_a_quote_is_hidden_whole(example: Proje
     assert "password=***" in example.fleet("status", "--json", env=env).stdout  # ?/&host=
 
 
-@pytest.mark.parametrize("token", ["Wq7\\Zx9Kq4", "Wq7'Zx9Kq4", 'Wq7"Zx9Kq4', "Wq7 Zx9Kq4"])
+@pytest.mark.parametrize("token", ["Wq7\\Zx9Kq4", "Wq7'Zx9Kq4", 'Wq7"Zx9Kq4', "Wq7 Zx9Kq4",
+                                   "Wq7:Zx9@Kq4", 'Wq7\\"Zx9 Kq4'])
 def test_a_token_with_a_backslash_is_hidden_whole(example: Project, token: str) -> None:
     """A Pushgateway token's backslash, quote or space ended the masking
     (``?token=***\\Zx9Kq4``), in the warning and in the run's command line in the ledger
-    (``fleet log``)."""
+    (``fleet log``). A token holding ``:`` and ``@`` made the URL's path look like a
+    password, masked first, which cut the token apart; a backslash before a quote, doubled
+    in the warning (urllib's ``repr``), was not the token registered."""
     url = f"http://127.0.0.1:9/metrics?token={token}"
     result = example.fleet("migrate", "--metrics-push", url)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -162,7 +165,28 @@ def test_a_token_with_a_backslash_is_hidden_whole(example: Project, token: str) 
     logged = example.fleet("log", "--json").stdout + example.fleet("log").stdout
     for output in (result.stdout + result.stderr, logged):
         assert "Zx9" not in output and "Wq7" not in output, output
-    assert "?token=***" in logged, logged
+    # With an '@' after a ':', the path and query read as a password too (as SQLAlchemy
+    # reads such a URL): all of it is masked, from the port on.
+    assert ("http://127.0.0.1:***" if "@" in token else "?token=***") in logged, logged
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/metrics?token=Wq7Zx9Kq4Wq7Zx9Kq4Wq7Zx9",
+                                 "http://pushuser:Wq7Zx9Kq4Wq7Zx9Kq4Wq7Zx9@127.0.0.1:9/metrics"])
+def test_a_secret_cut_by_the_ledgers_limit_is_not_kept_in_part(example: Project,
+                                                                 url: str) -> None:
+    """The ledger keeps 500 characters of a command line: cut before the masking, a secret
+    cut in two was no longer the one registered, and its start was kept and shown by
+    ``fleet log`` (``?token=Wq7Zx9Kq4`` or the whole start of a user's password)."""
+    middle = url.index("Wq7") + 9
+    padding = "./" * ((500 - len("fleet -C ") - len(" migrate --metrics-push ") - middle) // 2)
+    args = ["-C", padding + ".", "migrate", "--metrics-push", url]
+    assert len(" ".join(["fleet", *args[:-1]])) + 1 + url.index("Wq7") < 500 < len(
+        " ".join(["fleet", *args]))  # the limit falls inside the secret
+    result = example.fleet(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    logged = example.fleet("log", "--json").stdout + example.fleet("log").stdout
+    assert "Wq7" not in logged and "Zx9" not in logged, logged
+    assert "migrate --metrics-push" in logged
 
 
 def test_closed_output_streams_change_nothing(example: Project) -> None:

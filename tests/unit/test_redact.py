@@ -244,3 +244,12 @@ def test_masking_keeps_what_follows_a_json_control_escape_and_a_closing_quote() 
     assert json.loads(mask_urls(text)) == {"m": "http://gw/?token=***\nkeep this data"}
     assert mask_urls("fleet migrate --metrics-push 'http://gw/?token=SECRET\\' --json") == (
         "fleet migrate --metrics-push 'http://gw/?token=***\\' --json")
+
+
+def test_overlapping_secrets_are_masked_as_one() -> None:
+    """A URL's path taken for a password (``host:9/...?token=a:b`` before an ``@``) and the
+    token after it overlap: replaced one after the other, the first cut the second apart."""
+    url = "http://127.0.0.1:9/metrics/job/x/?token=Aa1:Bb2@TAILSECRET99"
+    shown = redact.scrub(f"metrics not pushed to {redact.redact_url(url)}: {url}: refused")
+    assert "TAIL" not in shown and "Bb2" not in shown and "Aa1" not in shown, shown
+    assert shown.endswith(": refused")

@@ -152,7 +152,8 @@ seconds = Seconds()
 positive_seconds = Seconds(positive=True)
 
 def command_line() -> str:
-    return " ".join(["fleet", *sys.argv[1:]])[:500]
+    """The command as typed (the ledger keeps it masked and cut: RunInfo.current)."""
+    return " ".join(["fleet", *sys.argv[1:]])
 
 skip_migrations_option = click.option(
     "--skip-migrations", is_flag=True, envvar="SKIP_MIGRATIONS",

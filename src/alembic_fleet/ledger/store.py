@@ -40,6 +40,8 @@ from alembic_fleet.model.identifiers import quote_ident
 from alembic_fleet.redact import scrub
 
 DEFAULT_SCHEMA = "fleet"
+COMMAND_CHARS = 500
+"""How much of a run's command line the ledger keeps."""
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,10 @@ class RunInfo:
         except (KeyError, OSError):
             user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
         # As typed, but never a password: a --metrics-push URL may carry one, and the
-        # ledger outlives every terminal it was shown on masked.
+        # ledger outlives every terminal it was shown on masked. Cut after the masking: a
+        # secret cut in two is no longer the one registered, and its start was kept.
         return cls(str(uuid.uuid4()), user, socket.gethostname(), os.getpid(),
-                   scrub(command))
+                   scrub(command)[:COMMAND_CHARS])
 
 
 @dataclass(frozen=True)
