@@ -126,16 +126,28 @@ def child_env() -> dict[str, str]:
             if k not in ("TENANTS", "DATABASE_URI", "PYTHONDONTWRITEBYTECODE")}
 
 
-def open_server(work: Path) -> tuple[Server, Any]:
+def open_server(work: Path, settings: dict[str, str] | None = None) -> tuple[Server, Any]:
     """The server to measure on: ``DATABASE_URI``, else an embedded one in ``work`` (returned
-    too, so that the caller stops it)."""
+    too, so that the caller stops it). ``settings`` (e.g. ``shared_buffers``) are given to
+    the embedded server with ``ALTER SYSTEM`` and a restart; a server of your own keeps its
+    own configuration, so they are refused with ``DATABASE_URI``."""
     embedded = None
     admin = os.environ.get("DATABASE_URI")
+    if admin and settings:
+        raise SystemExit(f"{', '.join(settings)}: set on the embedded server only; "
+                         "configure your own server (DATABASE_URI) yourself")
     if not admin:
         from alembic_fleet.embedded import EmbeddedServer
 
         embedded = EmbeddedServer(work / ".fleet")
         admin = embedded.url("postgres")
+        if settings:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                for name, value in settings.items():
+                    conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                        sql.Identifier(name), sql.Literal(value)))
+            embedded.stop()
+            admin = embedded.url("postgres")
     return Server(admin, embedded.pgdata if embedded is not None else None), embedded
 
 
