@@ -211,12 +211,17 @@ def test_a_fleet_reinstalled_at_the_same_version_reads_the_history_again(
 
     assert _reads_history(fleet, project, env) is True
     assert _reads_history(fleet, project, env) is False
-    reader = package / "alembic_bridge" / "scripts.py"
-    original = reader.read_text()
-    reader.write_text(original + "\n# another commit\n")
-    try:
-        assert _reads_history(fleet, project, env) is True, (
-            "a reading kept by another install of the same version was used")
-        assert _reads_history(fleet, project, env) is False
-    finally:
-        reader.write_text(original)
+    # What reads a history: the scripts' reader, what reads it in a service's own
+    # interpreter, and the names it reads by.
+    for name in ("alembic_bridge/scripts.py", "remote.py", "model/identifiers.py"):
+        reader = package / name
+        original = reader.read_text()
+        reader.write_text(original + "\n# another commit\n")
+        try:
+            assert _reads_history(fleet, project, env) is True, (
+                f"{name} changed: a reading kept by another install of the same version "
+                "was used")
+            assert _reads_history(fleet, project, env) is False
+        finally:
+            reader.write_text(original)
+        assert _reads_history(fleet, project, env) is True

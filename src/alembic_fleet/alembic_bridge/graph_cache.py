@@ -394,8 +394,10 @@ def interpreter_stamp(python: Sequence[str], folder: Path) -> str | None:
 
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """Where this fleet's package is."""
-READERS = ("alembic_bridge/scripts.py", "alembic_bridge/graph_cache.py", "model/revisions.py")
-"""fleet's modules that decide what a reading holds, under :data:`PACKAGE`."""
+READERS = ("alembic_bridge/scripts.py", "alembic_bridge/graph_cache.py", "model/revisions.py",
+           "model/identifiers.py", "remote.py")
+"""fleet's modules that decide what a reading holds, under :data:`PACKAGE`: the reader, the
+graph, the names it reads by, and what reads a history in a service's own interpreter."""
 
 
 def _own_stamp() -> str:
