@@ -4,12 +4,14 @@ alembic-fleet is not on PyPI: it is installed from a checkout (``pip install -e 
 ``pip install PATH``), from a Git URL or from a built wheel. pip records which in the
 distribution's ``direct_url.json`` (PEP 610); :func:`requirement` turns that back into an
 argument for ``pip install``. With no such record (installed from a package index of your
-own), it is the version pin.
+own), or when it names a file that is no longer there (the image's venv is installed from a
+wheel its build then removes), it is the version pin.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from importlib import metadata
 from typing import Any
@@ -31,6 +33,9 @@ def requirement(extra: str | None = None) -> str:
     if isinstance(url, str) and url:
         url = mask_urls(url)  # pip drops credentials (PEP 610); never print one anyway
         parts = urlsplit(url)
+        if parts.scheme == "file" and not os.path.exists(unquote(parts.path)):
+            # Built and removed (the image's wheel): the version is all that is left to name.
+            return shlex.quote(f"{NAME}{extras}=={__version__}")
         if isinstance(direct.get("dir_info"), dict) and parts.scheme == "file":
             target = shlex.quote(unquote(parts.path) + extras)
             return f"-e {target}" if direct["dir_info"].get("editable") else target

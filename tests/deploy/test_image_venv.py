@@ -225,3 +225,25 @@ def test_a_fleet_reinstalled_at_the_same_version_reads_the_history_again(
         finally:
             reader.write_text(original)
         assert _reads_history(fleet, project, env) is True
+
+
+def test_a_hint_never_names_the_wheel_the_venv_was_built_from(image_venv: Path,
+                                                                tmp_path: Path,
+                                                                db_url: str) -> None:
+    """pip records where it installed fleet from (``direct_url.json``), and fleet's hints
+    say how to install an extra again from there; the image's venv came from a wheel that
+    the build removed, so a hint naming it sends the user to a file that is not there."""
+    project = _project(tmp_path)
+    recorded = next((image_venv / "lib").glob(
+        "python3*/site-packages/alembic_fleet-*.dist-info/direct_url.json"))
+    wheel = json.loads(recorded.read_text())["url"]
+    assert wheel.startswith("file://") and wheel.endswith(".whl")
+    assert not Path(wheel.removeprefix("file://")).exists()
+    fleet = str(image_venv / "bin" / "fleet")
+    asyncpg = db_url.replace("postgresql://", "postgresql+asyncpg://", 1)
+    done = subprocess.run([fleet, "migrate", "--json"], cwd=project, env=_env(asyncpg),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stdout + done.stderr
+    hint = json.loads(done.stdout)["error"]["hint"]
+    assert "alembic-fleet[asyncpg]==" in hint, hint
+    assert ".whl" not in hint and "file:" not in hint, hint
