@@ -14,8 +14,18 @@ from __future__ import annotations
 # ones only ``sys``), and a Ctrl-C landing there, before main() runs, was a traceback.
 # ``_signal`` is built in and already loaded: nothing to import.
 import _signal as signal
-import itertools
-import sys
+
+_HELD: dict[int, object] = {}
+"""Signals that came before :func:`main` could act on them (number -> frame): until then
+they are noted, not raised in the middle of this module (a traceback through it)."""
+_SIGINT = signal.getsignal(signal.SIGINT)
+"""SIGINT's handler as the process started: ignored stays ignored (a background job)."""
+for _number in (signal.SIGINT, signal.SIGTERM):
+    if signal.getsignal(_number) != signal.SIG_IGN or _number == signal.SIGTERM:
+        signal.signal(_number, _HELD.__setitem__)
+
+import itertools  # noqa: E402 - after the handlers: a signal here is noted, not raised
+import sys  # noqa: E402
 
 
 class _Terminated(KeyboardInterrupt):
@@ -26,10 +36,21 @@ def _terminate(_signum: int, _frame: object) -> None:
     raise _Terminated
 
 
+def _take_over() -> None:
+    """Raise a signal noted so far; from here on, SIGINT raises KeyboardInterrupt as Python's
+    own handler does and SIGTERM raises :class:`_Terminated` (the command puts its own)."""
+    signal.signal(signal.SIGINT, _SIGINT)
+    signal.signal(signal.SIGTERM, _terminate)
+    if signal.SIGTERM in _HELD:
+        raise _Terminated
+    if signal.SIGINT in _HELD:
+        raise KeyboardInterrupt
+
+
 def main() -> int:
     """Import the command, then run it; an interrupt during the import ends it at once."""
-    signal.signal(signal.SIGTERM, _terminate)  # until the command puts its own
     try:
+        _take_over()
         # The process is fleet's: what the command's imports make (with collection paused)
         # is frozen, not walked once more when collection resumes (see gc_pause).
         from alembic_fleet.gc_pause import freeze_what_pauses_make

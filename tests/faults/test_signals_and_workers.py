@@ -7,6 +7,8 @@ worker holding a server session; a worker dying between targets must not end the
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import os
 import signal
@@ -157,6 +159,73 @@ def test_a_signal_while_fleet_starts_is_never_a_traceback(tmp_path: Path, db_url
         else:  # before Python could answer (killed by the signal), or after it was done
             assert runner.returncode in (-number, 0, 3), (delay, runner.returncode, err)
     assert seen & {130, 143}, seen
+
+
+IN_ENTRY = """
+import os, signal, sys
+
+def lines(frame, event, arg):
+    if event == "line" and frame.f_lineno == int(os.environ["SIGNAL_AT_LINE"]):
+        sys.settrace(None)
+        os.kill(os.getpid(), int(os.environ["SIGNAL"]))
+        return None
+    return lines
+
+def calls(frame, event, arg):
+    if frame.f_code.co_filename.endswith(os.path.join("alembic_fleet", "entry.py")):
+        return lines
+    return None
+
+sys.settrace(calls)
+from alembic_fleet.entry import main  # as the console script pip writes
+sys.exit(main())
+"""
+"""Runs fleet as its console script does, with ``SIGNAL`` sent to itself when
+``alembic_fleet/entry.py`` reaches line ``SIGNAL_AT_LINE``: moments before fleet's own
+handling of an interrupt begins, which random timing hits once in a few hundred runs."""
+
+
+def _lines_after_the_handlers(entry: Path) -> list[int]:
+    """The lines of entry.py's module body after the statement that first installs a signal
+    handler (the window before it is the interpreter's), and of main()'s statements."""
+    tree = ast.parse(entry.read_text())
+    body = tree.body
+    installs = [i for i, node in enumerate(body) if not isinstance(
+        node, (ast.FunctionDef, ast.ClassDef)) and any(
+        isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+        and call.func.attr == "signal" for call in ast.walk(node))]
+    assert installs, "entry.py installs no signal handler in its body: all of it is a window"
+    lines = [node.lineno for node in body[installs[0] + 1:]]
+    main = next(n for n in body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    for node in main.body[1:] if ast.get_docstring(main) else main.body:
+        lines.append(node.lineno)
+        if isinstance(node, ast.Try):
+            lines += [inner.lineno for inner in node.body]
+    return lines
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_the_first_lines_fleet_runs_is_reported_as_interrupted(
+        tmp_path: Path, db_url: str, number: int) -> None:
+    """Each line of the console script's module and of its main(), after the statement that
+    installs fleet's first handlers, is hit by the signal in turn: the command says it was
+    interrupted, JSON with --json, exit 130 or 143, never a traceback."""
+    project = shop_project(tmp_path / "p", db_url, 1)
+    spec = importlib.util.find_spec("alembic_fleet.entry")  # not imported here
+    assert spec is not None and spec.origin is not None
+    word, code = ("interrupted", 130) if number == signal.SIGINT else ("terminated", 143)
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URI", "TENANTS")}
+    lines = _lines_after_the_handlers(Path(spec.origin))
+    assert len(lines) >= 5, lines
+    for line in lines:
+        done = subprocess.run(
+            [sys.executable, "-c", IN_ENTRY, "status", "--json"], cwd=project.root,
+            env={**base, **project.env, "SIGNAL": str(int(number)),
+                 "SIGNAL_AT_LINE": str(line)},
+            capture_output=True, text=True, timeout=60, preexec_fn=default_sigint)
+        assert "Traceback" not in done.stderr, (line, done.stderr)
+        assert done.returncode == code, (line, done.returncode, done.stderr)
+        assert json.loads(done.stdout)["error"]["message"] == word, (line, done.stdout)
 
 
 AFTER_COMMIT = """
