@@ -18,9 +18,8 @@ import _signal as signal
 _HELD: dict[int, object] = {}
 """Signals that came before :func:`main` could act on them (number -> frame): until then
 they are noted, not raised in the middle of this module (a traceback through it)."""
-_SIGINT = signal.getsignal(signal.SIGINT)
-if _SIGINT is None:
-    _SIGINT = signal.default_int_handler
+_SIGINT = signal.getsignal(signal.SIGINT) if signal.getsignal(
+    signal.SIGINT) is not None else signal.default_int_handler
 """SIGINT's handler as the process started: ignored stays ignored (a background job); one
 not set from Python (None) is taken for Python's own."""
 for _number in (signal.SIGINT, signal.SIGTERM):
