@@ -17,18 +17,29 @@ from typing import Any
 from alembic_fleet.exceptions import Terminated
 
 
+def answered() -> tuple[int, ...]:
+    """The stop signals this process answers: SIGTERM, and SIGINT unless it is ignored (a
+    shell without job control starts a background job so: a Ctrl-C at its terminal is meant
+    for the job in front, and fleet's own handler must not make it fleet's)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        return (signal.SIGTERM,)
+    return (signal.SIGINT, signal.SIGTERM)
+
+
 def hold_signals() -> None:
     """From the first interrupt on (main thread): the next SIGINT or SIGTERM is noted on
     stderr, the one after is raised (quit at once, without the report)."""
     noted: list[int] = []
+    numbers = answered()
 
     def later(signum: int, _frame: Any) -> None:
         if noted:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if signal.SIGINT in numbers:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         noted.append(signum)
         sys.stderr.write("stopping: the report follows (once more to quit at once)\n")
         sys.stderr.flush()
 
-    signal.signal(signal.SIGINT, later)
-    signal.signal(signal.SIGTERM, later)
+    for number in numbers:
+        signal.signal(number, later)

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import Project, query, version
+from tests.conftest import Project, query, script, version
 from tests.faults.conftest import (
     HEAD,
     children,
@@ -86,6 +86,41 @@ def test_sigterm_rolls_back_in_flight_targets_and_exits_143(tmp_path: Path, db_u
     assert all("interrupted" in error for (error,) in query(
         db_url, "SELECT error FROM fleet.run_targets WHERE outcome = 'failed'"))
     assert project.fleet("migrate").returncode == 0
+
+
+def _ignore_sigint() -> None:
+    """``preexec_fn``: SIGINT ignored, as a shell without job control starts a background
+    job (``fleet migrate &`` in a script): a Ctrl-C at the terminal is not the job's."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_an_ignored_sigint_stays_ignored_while_a_sigterm_stops_the_run(
+        tmp_path: Path, db_url: str, jobs: str) -> None:
+    """Started with SIGINT ignored, fleet ignores it throughout: also while a SIGTERM stops
+    the run and its report is written (the stop armed SIGINT, and two Ctrl-Cs then cut the
+    report off: exit 130, an error object, the run row left 'running')."""
+    project = shop_project(tmp_path / "p", db_url, 6, sleep=0.4)
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URI", "TENANTS")}
+    runner = subprocess.Popen([script("fleet"), "migrate", "--json", "--jobs", jobs],
+                              cwd=project.root, env={**base, **project.env}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              start_new_session=True, preexec_fn=_ignore_sigint)
+    _wait_for_a_target_in_flight(db_url)
+    runner.send_signal(signal.SIGINT)  # ignored: the run goes on
+    time.sleep(0.3)
+    assert runner.poll() is None
+    runner.send_signal(signal.SIGTERM)
+    for _ in range(2):
+        time.sleep(0.02)
+        runner.send_signal(signal.SIGINT)
+    out, err = runner.communicate(timeout=60)
+    assert runner.returncode == 143, (out, err)
+    payload = json.loads(out)
+    assert payload["end"] == "terminated", payload
+    assert "the report follows" not in err, err
+    assert query(db_url, "SELECT outcome, finished_at IS NOT NULL FROM fleet.runs") == [
+        ("terminated", True)]
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])

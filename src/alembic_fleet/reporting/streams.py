@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from alembic_fleet.exceptions import Terminated
+from alembic_fleet.stopping import answered
 
 _results: TextIO | None = None
 _reported = False
@@ -57,9 +58,8 @@ def whole_report() -> Iterator[None]:
             raise Terminated if number == signal.SIGTERM else KeyboardInterrupt
         noted.append(number)
 
-    held = (signal.SIGINT, signal.SIGTERM)
     main = threading.current_thread() is threading.main_thread()
-    before = {number: signal.signal(number, note) for number in held} if main else {}
+    before = {number: signal.signal(number, note) for number in answered()} if main else {}
     try:
         yield
         _reported = True
