@@ -16,15 +16,14 @@ from __future__ import annotations
 import _signal as signal
 
 _HELD: dict[int, object] = {}
-"""Signals that came before :func:`main` could act on them (number -> frame): until then
-they are noted, not raised in the middle of this module (a traceback through it)."""
-_SIGINT = signal.getsignal(signal.SIGINT) if signal.getsignal(
-    signal.SIGINT) is not None else signal.default_int_handler
-"""SIGINT's handler as the process started: ignored stays ignored (a background job); one
-not set from Python (None) is taken for Python's own."""
-for _number in (signal.SIGINT, signal.SIGTERM):
-    if signal.getsignal(_number) != signal.SIG_IGN or _number == signal.SIGTERM:
-        signal.signal(_number, _HELD.__setitem__)
+"""Signals noted since the start (number -> frame): until :func:`main` acts on them they
+are not raised in the middle of this module (a traceback through it)."""
+_SIGINT = signal.getsignal(signal.SIGINT)
+"""SIGINT's handler as the process started: ignored stays ignored (a background job of a
+shell without job control); Python's own otherwise."""
+signal.signal(signal.SIGTERM, _HELD.__setitem__)
+if _SIGINT != signal.SIG_IGN:
+    signal.signal(signal.SIGINT, _HELD.__setitem__)
 
 import itertools  # noqa: E402 - after the handlers: a signal here is noted, not raised
 import sys  # noqa: E402
@@ -34,25 +33,34 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM during the import."""
 
 
-def _terminate(_signum: int, _frame: object) -> None:
-    raise _Terminated
+def _note_from_now_on() -> None:
+    signal.signal(signal.SIGTERM, _HELD.__setitem__)
+    if _SIGINT != signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _HELD.__setitem__)
 
 
-def _take_over() -> None:
-    """Raise a signal noted so far; from here on, SIGINT raises KeyboardInterrupt as Python's
-    own handler does and SIGTERM raises :class:`_Terminated` (the command puts its own)."""
-    signal.signal(signal.SIGINT, _SIGINT)
-    signal.signal(signal.SIGTERM, _terminate)
-    if signal.SIGTERM in _HELD:
-        raise _Terminated
-    if signal.SIGINT in _HELD:
-        raise KeyboardInterrupt
+def _stop(number: int, frame: object) -> None:
+    """The first signal while the command is imported: noted (an importer may swallow what
+    a handler raises), any later one only noted (a second signal raised while the first is
+    reported was a traceback), and raised."""
+    _HELD[number] = frame
+    _raise_held()
+
+
+def _raise_held() -> None:
+    """Raise the signals noted so far, if any, as SIGTERM first; any later one is noted."""
+    if _HELD:
+        _note_from_now_on()
+        raise _Terminated if signal.SIGTERM in _HELD else KeyboardInterrupt
 
 
 def main() -> int:
     """Import the command, then run it; an interrupt during the import ends it at once."""
     try:
-        _take_over()
+        signal.signal(signal.SIGTERM, _stop)
+        if _SIGINT != signal.SIG_IGN:
+            signal.signal(signal.SIGINT, _stop)
+        _raise_held()  # one that came before
         # The process is fleet's: what the command's imports make (with collection paused)
         # is frozen, not walked once more when collection resumes (see gc_pause).
         from alembic_fleet.gc_pause import freeze_what_pauses_make
@@ -60,9 +68,19 @@ def main() -> int:
         freeze_what_pauses_make()
         from alembic_fleet.cli import main as command
 
-        return command()
+        _raise_held()  # one swallowed by an importer (the handler noted it first)
+        return command()  # which puts its own handlers
     except KeyboardInterrupt as exc:  # before the command's own handling began
-        _interrupted(isinstance(exc, _Terminated))
+        _note_from_now_on()
+        _interrupted(isinstance(exc, _Terminated) or signal.SIGTERM in _HELD)
+        raise  # not reached
+    except Exception:
+        if not _HELD:
+            raise
+        # The interrupt, wrapped by what it interrupted: Python 3.11 turns an exception
+        # raised in a class's __set_name__ (a dataclass being made) into a RuntimeError.
+        _note_from_now_on()
+        _interrupted(signal.SIGTERM in _HELD)
         raise  # not reached
 
 

@@ -65,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         freeze_what_pauses_make()
     previous = signal.signal(signal.SIGTERM, _terminate)
     interrupt = signal.getsignal(signal.SIGINT)  # a stopping run holds both (see main's end)
+    if argv is None and interrupt != signal.SIG_IGN:
+        # The console script's handler until here noted every signal after the first.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         # Inside the try: a Ctrl-C or SIGTERM while the command modules load is reported
         # (130, 143) as any other, not a traceback.
