@@ -28,9 +28,7 @@ if _SIGINT != signal.SIG_IGN:
 import itertools  # noqa: E402 - after the handlers: a signal here is noted, not raised
 import sys  # noqa: E402
 
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM during the import."""
+from alembic_fleet.exceptions import Terminated  # noqa: E402 - what the command raises too
 
 
 def _note_from_now_on() -> None:
@@ -42,16 +40,18 @@ def _note_from_now_on() -> None:
 def _stop(number: int, frame: object) -> None:
     """The first signal while the command is imported: noted (an importer may swallow what
     a handler raises), any later one only noted (a second signal raised while the first is
-    reported was a traceback), and raised."""
+    reported was a traceback, or an error an importer's callback ignored), and raised."""
     _HELD[number] = frame
-    _raise_held()
+    raise_held()
 
 
-def _raise_held() -> None:
-    """Raise the signals noted so far, if any, as SIGTERM first; any later one is noted."""
+def raise_held() -> None:
+    """Raise the signals noted so far, if any, SIGTERM first (:class:`Terminated`); any later
+    one is noted. The command calls it once its modules are loaded, before it puts its own
+    handlers."""
     if _HELD:
         _note_from_now_on()
-        raise _Terminated if signal.SIGTERM in _HELD else KeyboardInterrupt
+        raise Terminated if signal.SIGTERM in _HELD else KeyboardInterrupt
 
 
 def main() -> int:
@@ -60,7 +60,7 @@ def main() -> int:
         signal.signal(signal.SIGTERM, _stop)
         if _SIGINT != signal.SIG_IGN:
             signal.signal(signal.SIGINT, _stop)
-        _raise_held()  # one that came before
+        raise_held()  # one that came before
         # The process is fleet's: what the command's imports make (with collection paused)
         # is frozen, not walked once more when collection resumes (see gc_pause).
         from alembic_fleet.gc_pause import freeze_what_pauses_make
@@ -68,11 +68,11 @@ def main() -> int:
         freeze_what_pauses_make()
         from alembic_fleet.cli import main as command
 
-        _raise_held()  # one swallowed by an importer (the handler noted it first)
-        return command()  # which puts its own handlers
+        raise_held()  # one swallowed by an importer (the handler noted it first)
+        return command()  # which loads its modules, then puts its own handlers
     except KeyboardInterrupt as exc:  # before the command's own handling began
         _note_from_now_on()
-        _interrupted(isinstance(exc, _Terminated) or signal.SIGTERM in _HELD)
+        _interrupted(isinstance(exc, Terminated) or signal.SIGTERM in _HELD)
         raise  # not reached
     except Exception:
         if not _HELD:

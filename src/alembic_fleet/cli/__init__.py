@@ -63,14 +63,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter = _LazyReporter(as_json)
     if argv is None:  # what the imports and the command build lives until the end
         freeze_what_pauses_make()
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.getsignal(signal.SIGTERM)
     interrupt = signal.getsignal(signal.SIGINT)  # a stopping run holds both (see main's end)
-    if argv is None and interrupt != signal.SIG_IGN:
-        # The console script's handler until here noted every signal after the first.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if argv is not None:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         # Inside the try: a Ctrl-C or SIGTERM while the command modules load is reported
-        # (130, 143) as any other, not a traceback.
+        # (130, 143) as any other, not a traceback. Under the console script its handlers
+        # are kept while they load: the first signal raised, any later one noted (raised in
+        # an importer's callback, it was an error the interpreter printed and ignored).
         if not _help_only(own):
             _load(COMMAND_MODULES)
             if argv is None:
@@ -81,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 bound_own_environment()
         if argv is None:
+            signal.signal(signal.SIGTERM, _terminate)
+            if interrupt != signal.SIG_IGN:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            entry = sys.modules.get("alembic_fleet.entry")  # not under python -m ...cli
+            if entry is not None:
+                entry.raise_held()  # one that came while the modules loaded
             gc.freeze()
         result = cli.main(args=args, prog_name="fleet", standalone_mode=False)
         code = int(result) if isinstance(result, int) else ExitCode.OK
@@ -111,11 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         reporter.crash(exc, debug=debug)
         code = ExitCode.FAILED
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, interrupt)
+        if argv is None:  # reported: a signal changes nothing now (nor reports twice)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        else:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            signal.signal(signal.SIGINT, interrupt if interrupt is not None
+                          else signal.default_int_handler)
     if argv is None:  # the process ends here: what it made stays, and is not collected
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # reported: a signal changes nothing
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # now (nor reports twice)
         gc.freeze()  # again by the interpreter's last collections (a tenth of a second)
         sys.exit(code)
     return code
