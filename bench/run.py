@@ -134,6 +134,7 @@ def open_server(work: Path, settings: dict[str, str] | None = None) -> tuple[Ser
     embedded = None
     admin = os.environ.get("DATABASE_URI")
     if admin and settings:
+        shutil.rmtree(work, ignore_errors=True)
         raise SystemExit(f"{', '.join(settings)}: set on the embedded server only; "
                          "configure your own server (DATABASE_URI) yourself")
     if not admin:
@@ -142,12 +143,18 @@ def open_server(work: Path, settings: dict[str, str] | None = None) -> tuple[Ser
         embedded = EmbeddedServer(work / ".fleet")
         admin = embedded.url("postgres")
         if settings:
-            with psycopg.connect(admin, autocommit=True) as conn:
-                for name, value in settings.items():
-                    conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(
-                        sql.Identifier(name), sql.Literal(value)))
-            embedded.stop()
-            admin = embedded.url("postgres")
+            try:
+                with psycopg.connect(admin, autocommit=True) as conn:
+                    for name, value in settings.items():
+                        conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(
+                            sql.Identifier(name), sql.Literal(value)))
+                embedded.stop()
+                admin = embedded.url("postgres")
+            except Exception as exc:  # a value the server refuses, or cannot start with
+                embedded.stop()
+                shutil.rmtree(work, ignore_errors=True)
+                raise SystemExit(f"the embedded server refused {settings}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else exc!r}") from None
     return Server(admin, embedded.pgdata if embedded is not None else None), embedded
 
 
