@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         freeze_what_pauses_make()
     previous = signal.getsignal(signal.SIGTERM)
     interrupt = signal.getsignal(signal.SIGINT)  # a stopping run holds both (see main's end)
-    if argv is not None:
+    entry = sys.modules.get("alembic_fleet.entry") if argv is None else None
+    if entry is None:  # no console script's handlers to keep while the modules load
         signal.signal(signal.SIGTERM, _terminate)
     try:
         # Inside the try: a Ctrl-C or SIGTERM while the command modules load is reported
@@ -85,7 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, _terminate)
             if interrupt != signal.SIG_IGN:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
-            entry = sys.modules.get("alembic_fleet.entry")  # not under python -m ...cli
             if entry is not None:
                 entry.raise_held()  # one that came while the modules loaded
             gc.freeze()
