@@ -21,20 +21,21 @@ are not raised in the middle of this module (a traceback through it)."""
 _SIGINT = signal.getsignal(signal.SIGINT)
 """SIGINT's handler as the process started: ignored stays ignored (a background job of a
 shell without job control); Python's own otherwise."""
-signal.signal(signal.SIGTERM, _HELD.__setitem__)
-if _SIGINT != signal.SIG_IGN:
-    signal.signal(signal.SIGINT, _HELD.__setitem__)
+
+
+def _handle(handler: object) -> None:
+    """SIGTERM, and SIGINT unless it was ignored at the start, to ``handler``."""
+    signal.signal(signal.SIGTERM, handler)
+    if _SIGINT != signal.SIG_IGN:
+        signal.signal(signal.SIGINT, handler)
+
+
+_handle(_HELD.__setitem__)  # noted from here on
 
 import itertools  # noqa: E402 - after the handlers: a signal here is noted, not raised
 import sys  # noqa: E402
 
 from alembic_fleet.exceptions import Terminated  # noqa: E402 - what the command raises too
-
-
-def _note_from_now_on() -> None:
-    signal.signal(signal.SIGTERM, _HELD.__setitem__)
-    if _SIGINT != signal.SIG_IGN:
-        signal.signal(signal.SIGINT, _HELD.__setitem__)
 
 
 def _stop(number: int, frame: object) -> None:
@@ -50,16 +51,14 @@ def raise_held() -> None:
     one is noted. The command calls it once its modules are loaded, before it puts its own
     handlers."""
     if _HELD:
-        _note_from_now_on()
+        _handle(_HELD.__setitem__)
         raise Terminated if signal.SIGTERM in _HELD else KeyboardInterrupt
 
 
 def main() -> int:
     """Import the command, then run it; an interrupt during the import ends it at once."""
     try:
-        signal.signal(signal.SIGTERM, _stop)
-        if _SIGINT != signal.SIG_IGN:
-            signal.signal(signal.SIGINT, _stop)
+        _handle(_stop)
         raise_held()  # one that came before
         # The process is fleet's: what the command's imports make (with collection paused)
         # is frozen, not walked once more when collection resumes (see gc_pause).
@@ -70,17 +69,14 @@ def main() -> int:
 
         raise_held()  # one swallowed by an importer (the handler noted it first)
         return command()  # which loads its modules, then puts its own handlers
-    except KeyboardInterrupt as exc:  # before the command's own handling began
-        _note_from_now_on()
-        _interrupted(isinstance(exc, Terminated) or signal.SIGTERM in _HELD)
-        raise  # not reached
-    except Exception:
-        if not _HELD:
+    except (KeyboardInterrupt, Exception) as exc:  # before the command's handling began
+        # An Exception while a signal is noted is that interrupt, wrapped by what it
+        # interrupted: Python 3.11 turns what a class's __set_name__ raises (a dataclass
+        # being made) into a RuntimeError.
+        if not (isinstance(exc, KeyboardInterrupt) or _HELD):
             raise
-        # The interrupt, wrapped by what it interrupted: Python 3.11 turns an exception
-        # raised in a class's __set_name__ (a dataclass being made) into a RuntimeError.
-        _note_from_now_on()
-        _interrupted(signal.SIGTERM in _HELD)
+        _handle(_HELD.__setitem__)
+        _interrupted(isinstance(exc, Terminated) or signal.SIGTERM in _HELD)
         raise  # not reached
 
 

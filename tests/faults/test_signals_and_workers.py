@@ -247,10 +247,17 @@ def _lines_after_the_handlers(entry: Path) -> list[int]:
     handlers (the window before them is the interpreter's), and of main()'s statements."""
     tree = ast.parse(entry.read_text())
     body = tree.body
+    def installs_handler(call: ast.AST) -> bool:  # signal.signal(...) or a function of it
+        return isinstance(call, ast.Call) and (
+            (isinstance(call.func, ast.Attribute) and call.func.attr == "signal")
+            or (isinstance(call.func, ast.Name) and call.func.id in installers))
+
+    installers = {node.name for node in body if isinstance(node, ast.FunctionDef) and any(
+        isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+        and call.func.attr == "signal" for call in ast.walk(node))}
     installs = [i for i, node in enumerate(body) if not isinstance(
         node, (ast.FunctionDef, ast.ClassDef)) and any(
-        isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-        and call.func.attr == "signal" for call in ast.walk(node))]
+        installs_handler(call) for call in ast.walk(node))]
     assert installs, "entry.py installs no signal handler in its body: all of it is a window"
     before = [node for node in body[:installs[-1] + 1] if not (
         isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) and not (
