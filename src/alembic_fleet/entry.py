@@ -32,7 +32,9 @@ def _handle(handler: object) -> None:
 
 _handle(_HELD.__setitem__)  # noted from here on
 
-import itertools  # noqa: E402 - after the handlers: a signal here is noted, not raised
+import contextlib  # noqa: E402 - after the handlers: a signal here is noted, not raised
+import itertools  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
 
 from alembic_fleet.exceptions import Terminated  # noqa: E402 - what the command raises too
@@ -86,10 +88,14 @@ def _interrupted(terminated: bool) -> None:
     word, code = ("terminated", 143) if terminated else ("interrupted", 130)
     args = sys.argv[1:]
     own = args[:args.index("--")] if "--" in args else args
-    if "--json" in own or "--format=json" in own or ("--format", "json") in itertools.pairwise(
-            own):
-        sys.stdout.write(f'{{"error": {{"message": "{word}", "hint": null, '  # as the
-                         f'"exit_code": {code}}}}}\n')  # reporter writes an error
-    else:
-        sys.stderr.write(f"error: {word}\n")
+    as_json = "--json" in own or "--format=json" in own or (
+        "--format", "json") in itertools.pairwise(own)
+    stream = sys.stdout if as_json else sys.stderr
+    try:  # as the reporter writes an error
+        stream.write(f'{{"error": {{"message": "{word}", "hint": null, "exit_code": {code}}}}}\n'
+                     if as_json else f"error: {word}\n")
+        stream.flush()
+    except (AttributeError, OSError, ValueError):  # closed, or its reader gone: dropped
+        with contextlib.suppress(OSError):
+            os.close(stream.fileno() if stream is not None else (1 if as_json else 2))
     sys.exit(code)

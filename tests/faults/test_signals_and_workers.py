@@ -310,6 +310,40 @@ def test_a_signal_in_the_first_lines_fleet_runs_is_reported_as_interrupted(
                 line, done.returncode, said)
 
 
+@pytest.mark.parametrize("stdout", ["closed", "reader gone"])
+def test_a_signal_while_fleet_starts_with_no_one_reading_is_still_no_traceback(
+        tmp_path: Path, db_url: str, stdout: str) -> None:
+    """``fleet status --json >&-`` or ``fleet status --json | true``: the error object has
+    nowhere to go, and is dropped (it was an AttributeError or BrokenPipeError traceback,
+    exit 1); the exit code still says interrupted."""
+    project = shop_project(tmp_path / "p", db_url, 1)
+    spec = importlib.util.find_spec("alembic_fleet.entry")
+    assert spec is not None and spec.origin is not None
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URI", "TENANTS")}
+    for line in _lines_after_the_handlers(Path(spec.origin)):
+        env = {**base, **project.env, "SIGNAL": str(int(signal.SIGINT)),
+               "SIGNAL_AT_LINE": str(line)}
+        if stdout == "closed":
+            def close_stdout() -> None:
+                default_sigint()
+                os.close(1)
+
+            done = subprocess.run([sys.executable, "-c", IN_ENTRY, "status", "--json"],
+                                  cwd=project.root, env=env, stderr=subprocess.PIPE,
+                                  text=True, timeout=60, preexec_fn=close_stdout)
+            code, err = done.returncode, done.stderr
+        else:
+            runner = subprocess.Popen([sys.executable, "-c", IN_ENTRY, "status", "--json"],
+                                      cwd=project.root, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True,
+                                      preexec_fn=default_sigint)
+            runner.stdout.close()  # the reader is gone before anything is written
+            err = runner.stderr.read()
+            code = runner.wait(timeout=60)
+        assert "Traceback" not in err and "Exception ignored" not in err, (line, err)
+        assert code == 130, (line, code, err)
+
+
 def test_a_signal_while_a_dataclass_is_made_is_reported_as_interrupted(
         tmp_path: Path, db_url: str) -> None:
     """Python 3.11 turns what a class's ``__set_name__`` raises into a RuntimeError: a Ctrl-C
